@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Prepare this checkout to run or test sendit: Debian packages (when root) and a
+# virtualenv in .venv from the requirements files. Safe to run again: it only does
+# what is missing. Usage: scripts/bootstrap.sh [run|test]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode="${1:-run}"
+
+apt_packages=(orthanc dcmtk)
+if [ "$mode" = test ]; then
+    apt_packages+=(dicom3tools redis-server postgresql chromium chromium-driver nginx shellcheck uwsgi uwsgi-plugin-python3)
+fi
+
+missing=()
+for pkg in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "bootstrap: installing Debian packages: ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" python3-venv >/dev/null
+    else
+        echo "bootstrap: missing Debian packages (install them as root): ${missing[*]}" >&2
+    fi
+fi
+
+python="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+req=requirements.txt
+[ "$mode" = test ] && req=requirements-dev.txt
+stamp=".venv/.installed-$mode"
+if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ "$req" -nt "$stamp" ]; then
+    .venv/bin/pip install -q --disable-pip-version-check --upgrade pip
+    .venv/bin/pip install -q --disable-pip-version-check -r "$req"
+    touch "$stamp"
+fi
+mkdir -p var data

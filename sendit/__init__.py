@@ -1,0 +1,4 @@
+"""Sendit: a DICOM de-identification and forwarding node."""
+from .celery import app as celery_app
+
+__all__ = ("celery_app",)

@@ -1,0 +1,73 @@
+"""Which identifier provider a node uses, and the table that keeps local pseudonyms."""
+from collections.abc import MutableMapping
+
+from django.conf import settings
+
+from sendit.apps.main.models import LocalIdentifier
+from sendit.deid.identifiers import DasherClient, LocalProvider
+
+
+class LocalIdentifierStore(MutableMapping):
+    """A dict-like view of the LocalIdentifier table for sendit.deid's LocalProvider."""
+
+    def __getitem__(self, key):
+        try:
+            return LocalIdentifier.objects.get(key=key).value
+        except LocalIdentifier.DoesNotExist:
+            raise KeyError(key) from None
+
+    def __setitem__(self, key, value):
+        LocalIdentifier.objects.update_or_create(key=key, defaults={"value": value})
+
+    def __delitem__(self, key):
+        deleted, _ = LocalIdentifier.objects.filter(key=key).delete()
+        if not deleted:
+            raise KeyError(key)
+
+    def __iter__(self):
+        return iter(LocalIdentifier.objects.values_list("key", flat=True))
+
+    def __len__(self):
+        return LocalIdentifier.objects.count()
+
+
+def get_provider():
+    """DASHER when DEIDENTIFY_RESTFUL is true, else the built-in local provider."""
+    if settings.DEIDENTIFY_RESTFUL:
+        return DasherClient(settings.DASHER_URL, study=settings.SOM_STUDY,
+                            timeout=settings.DASHER_TIMEOUT)
+    return LocalProvider(settings.DEID_SECRET.encode(), store=LocalIdentifierStore(),
+                         jitter_min=settings.LOCAL_JITTER_MIN, jitter_max=settings.LOCAL_JITTER_MAX)
+
+
+def deid_options():
+    """The de-identification options from settings."""
+    from sendit.deid import DeidOptions
+
+    return DeidOptions(
+        uid_secret=settings.DEID_SECRET.encode(),
+        uid_root=settings.DEID_UID_ROOT,
+        retain_long_modified_dates=settings.DEID_RETAIN_LONG_MODIFIED_DATES,
+        retain_patient_characteristics=settings.DEID_RETAIN_PATIENT_CHARACTERISTICS,
+        retain_device_identity=settings.DEID_RETAIN_DEVICE_IDENTITY,
+        retain_institution_identity=settings.DEID_RETAIN_INSTITUTION_IDENTITY,
+        clean_descriptors=settings.DEID_CLEAN_DESCRIPTORS,
+        retain_uids=settings.DEID_RETAIN_UIDS,
+        retain_safe_private=settings.DEID_RETAIN_SAFE_PRIVATE,
+        recipe=site_recipe(),
+    )
+
+
+_RECIPES = {}
+
+
+def site_recipe():
+    """The site's recipe file (STUDY_DEID), parsed once per process; None for none."""
+    path = settings.STUDY_DEID
+    if not path:
+        return None
+    if path not in _RECIPES:
+        from sendit.deid.recipe import Recipe
+
+        _RECIPES[path] = Recipe.from_file(path)
+    return _RECIPES[path]

@@ -1,0 +1,127 @@
+"""Reading an arriving study folder: which files are DICOM, and what each one is.
+
+Plain functions, no Django: the import task decides what to record. Problems are
+described without patient values (no file names, no header values).
+"""
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+# A name ending like this is still arriving (NAME.tmpXXXX).
+def is_finished_name(name):
+    """A folder is finished when no extension of its name starts with 'tmp'."""
+    if name.startswith("."):
+        return False
+    parts = name.split(".")[1:]
+    if any(part.lower().startswith("tmp") for part in parts):
+        return False
+    # Folders sendit itself set aside.
+    return not any(part.lower().startswith("err") for part in parts)
+
+
+@dataclass
+class Header:
+    """What the import keeps of one file's header."""
+
+    sop_uid: str
+    identity: dict
+    dataset: pydicom.Dataset = field(repr=False)
+
+
+class NotImportable(Exception):
+    """A file that cannot become an Image; the message is safe to show."""
+
+
+def _expected_pixel_bytes(ds):
+    try:
+        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+        samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+        return ds.Rows * ds.Columns * samples * frames * ds.BitsAllocated // 8
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def read_header(path):
+    """Read one file as DICOM, checking what a later step would trip over."""
+    try:
+        if os.path.getsize(path) == 0:
+            raise NotImportable("the file is empty (zero bytes)")
+        ds = pydicom.dcmread(path)
+    except NotImportable:
+        raise
+    except InvalidDicomError:
+        raise NotImportable("not a DICOM file (no DICOM file meta header)") from None
+    except Exception as exc:  # pydicom raises many kinds on broken files
+        raise NotImportable(f"unreadable DICOM file ({type(exc).__name__})") from None
+    try:
+        sop_uid = str(ds.SOPInstanceUID or "").strip()
+        if not sop_uid:
+            raise NotImportable("no SOPInstanceUID")
+        if "PixelData" in ds:
+            ts = UID(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2"))
+            expected = _expected_pixel_bytes(ds)
+            if not ts.is_compressed and expected and len(ds.PixelData) < expected:
+                raise NotImportable("pixel data is truncated")
+        identity = {
+            "patient_id": str(ds.get("PatientID", "") or ""),
+            "birth_date": str(ds.get("PatientBirthDate", "") or ""),
+            "accession": str(ds.get("AccessionNumber", "") or ""),
+            "study_date": str(ds.get("StudyDate", "") or ""),
+            "study_time": str(ds.get("StudyTime", "") or ""),
+            "study_uid": str(ds.get("StudyInstanceUID", "") or ""),
+        }
+    except NotImportable:
+        raise
+    except Exception as exc:
+        raise NotImportable(f"unreadable DICOM header ({type(exc).__name__})") from None
+    return Header(sop_uid=sop_uid, identity=identity, dataset=ds)
+
+
+def list_files(folder):
+    """Every file under a folder, nested folders included, in a stable order.
+
+    Symbolic links are listed apart: following one could read outside the data folder.
+    """
+    files, links = [], []
+    for root, dirs, names in os.walk(folder):
+        dirs.sort()
+        for d in list(dirs):
+            if os.path.islink(os.path.join(root, d)):
+                links.append(Path(root) / d)
+                dirs.remove(d)
+        for name in sorted(names):
+            path = Path(root) / name
+            (links if path.is_symlink() else files).append(path)
+    return files, links
+
+
+def remove_empty_tree(folder):
+    """Remove a folder whose files have all been moved away; False if anything is left."""
+    for root, dirs, names in os.walk(folder, topdown=False):
+        if names:
+            return False
+        for d in dirs:
+            try:
+                os.rmdir(os.path.join(root, d))
+            except OSError:
+                return False
+    try:
+        os.rmdir(folder)
+    except OSError:
+        return False
+    return True
+
+
+def set_aside_name(folder):
+    """NAME.err, or NAME.err2... when an earlier NAME.err is still there."""
+    folder = Path(folder)
+    candidate = folder.with_name(folder.name + ".err")
+    n = 2
+    while candidate.exists():
+        candidate = folder.with_name(f"{folder.name}.err{n}")
+        n += 1
+    return candidate

@@ -1,0 +1,152 @@
+"""Batches (one study folder each), their Images, and their identifiers."""
+import uuid
+from datetime import timedelta
+
+from django.db import models, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+IMAGE_STATUS = (
+    ("NEW", "The image was just added to the application."),
+    ("PROCESSING", "The image is currently being processed, and has not been sent."),
+    ("DONEPROCESSING", "The image is done processing, but has not been sent."),
+    ("SENT", "The image has been sent, and verified received."),
+    ("DONE", "The image has been received, and is ready for cleanup."),
+)
+
+BATCH_STATUS = (
+    ("NEW", "The batch was just added to the application."),
+    ("PROCESSING", "The batch currently being processed."),
+    ("DONEPROCESSING", "The batch is done processing"),
+    ("DONE", "The batch is done, and images are ready for cleanup."),
+)
+
+
+class Batch(models.Model):
+    """One study folder, named by the folder it arrived in."""
+
+    uid = models.CharField(max_length=255, unique=True)
+    status = models.CharField(max_length=32, choices=BATCH_STATUS, default="NEW", db_index=True)
+    has_error = models.BooleanField(default=False, db_index=True)
+    # A list of {time, step, message}; messages never carry patient values.
+    errors = models.JSONField(default=list, blank=True)
+    # The audit that outlives cleanup: counts, step timings, destinations. No patient data.
+    log = models.JSONField(default=dict, blank=True)
+    # A lease so that two workers never work on one batch at once.
+    lease_owner = models.CharField(max_length=64, blank=True, default="")
+    lease_until = models.DateTimeField(null=True, blank=True)
+    add_date = models.DateTimeField(auto_now_add=True)
+    modify_date = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "batches"
+
+    def __str__(self):
+        return f"Batch {self.id} ({self.status})"
+
+    def add_error(self, step, message):
+        """Record an error on the batch. The message must not contain patient values."""
+        with transaction.atomic():
+            batch = Batch.objects.select_for_update().get(pk=self.pk)
+            batch.errors = list(batch.errors) + [
+                {"time": timezone.now().isoformat(), "step": step, "message": str(message)}
+            ]
+            batch.has_error = True
+            batch.save(update_fields=["errors", "has_error", "modify_date"])
+        self.errors, self.has_error = batch.errors, True
+
+    def log_step(self, step, **fields):
+        """Add a step's figures (duration, counts) to the batch's audit log."""
+        with transaction.atomic():
+            batch = Batch.objects.select_for_update().get(pk=self.pk)
+            log = dict(batch.log)
+            steps = dict(log.get("steps", {}))
+            steps[step] = {"time": timezone.now().isoformat(), **fields}
+            log["steps"] = steps
+            batch.log = log
+            batch.save(update_fields=["log", "modify_date"])
+        self.log = batch.log
+
+    def update_log(self, **fields):
+        """Merge top-level figures into the audit log."""
+        with transaction.atomic():
+            batch = Batch.objects.select_for_update().get(pk=self.pk)
+            batch.log = {**batch.log, **fields}
+            batch.save(update_fields=["log", "modify_date"])
+        self.log = batch.log
+
+    def set_status(self, status):
+        Batch.objects.filter(pk=self.pk).update(status=status, modify_date=timezone.now())
+        self.status = status
+
+    def acquire(self, seconds):
+        """Take the batch's lease; False when another worker holds it."""
+        now = timezone.now()
+        token = uuid.uuid4().hex
+        taken = Batch.objects.filter(pk=self.pk).filter(
+            Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+        ).update(lease_owner=token, lease_until=now + timedelta(seconds=seconds))
+        if taken:
+            self.lease_owner = token
+        return bool(taken)
+
+    def renew(self, seconds):
+        Batch.objects.filter(pk=self.pk, lease_owner=self.lease_owner).update(
+            lease_until=timezone.now() + timedelta(seconds=seconds)
+        )
+
+    def release(self):
+        Batch.objects.filter(pk=self.pk, lease_owner=self.lease_owner).update(
+            lease_owner="", lease_until=None
+        )
+
+
+class Image(models.Model):
+    """One DICOM instance of a batch.
+
+    `uid` holds the SOPInstanceUID as it arrived until de-identification replaces it
+    with the new one, so the database keeps no input UID after processing.
+    """
+
+    uid = models.CharField(max_length=64)
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="images")
+    status = models.CharField(max_length=32, choices=IMAGE_STATUS, default="NEW", db_index=True)
+    # Path relative to MEDIA_ROOT.
+    image = models.CharField(max_length=500)
+    # Delivery per destination: {"orthanc": {"time": ..., "remote_id": ...}}.
+    destinations = models.JSONField(default=dict, blank=True)
+    # Index into BatchIdentifiers.identities: which patient and study this image belongs to.
+    identity = models.PositiveIntegerField(default=0)
+    # Why the image is held back (e.g. burned-in annotation); empty when it may be sent.
+    flagged = models.CharField(max_length=255, blank=True, default="")
+    add_date = models.DateTimeField(auto_now_add=True)
+    modify_date = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["batch", "uid"], name="unique_image_per_batch")]
+
+    def __str__(self):
+        return f"Image {self.id} ({self.status})"
+
+
+class BatchIdentifiers(models.Model):
+    """The identifier provider's response for a batch, and the ids taken from it."""
+
+    batch = models.OneToOneField(Batch, on_delete=models.CASCADE, related_name="identifiers")
+    # The distinct (patient, study) identities found at import, and the provider request.
+    identities = models.JSONField(default=list)
+    request = models.JSONField(default=dict)
+    response = models.JSONField(default=dict)
+    # {"patient_suid", "study_suid", "jitter"} per identity index (as a string key).
+    ids = models.JSONField(default=dict)
+    add_date = models.DateTimeField(auto_now_add=True)
+    modify_date = models.DateTimeField(auto_now=True)
+
+
+class LocalIdentifier(models.Model):
+    """Pseudonyms of the local provider, kept so they stay stable if the key changes."""
+
+    key = models.CharField(max_length=255, unique=True)
+    value = models.JSONField()

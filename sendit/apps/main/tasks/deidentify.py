@@ -1,0 +1,91 @@
+"""Step 3: scrub each image's header with the profile, writing a new file beside the original."""
+import errno
+import logging
+
+from celery import shared_task
+from django.conf import settings
+from django.db import transaction
+
+from sendit.apps.main.deidconfig import deid_options
+from sendit.apps.main.models import BatchIdentifiers, Image
+from sendit.apps.main.tasks.common import (
+    BUSY_COUNTDOWN, BatchBusy, batch_lease, media_dir, media_path, relative_media, timed_step,
+)
+from sendit.deid import deidentify_file
+from sendit.deid.identifiers import StudyIdentifiers
+
+logger = logging.getLogger("sendit.tasks")
+CHUNK = 200
+
+
+@shared_task(bind=True, acks_late=True, max_retries=None)
+def replace_identifiers(self, batch_id):
+    """De-identify every image not yet done; the original stays until the new file is recorded."""
+    try:
+        with batch_lease(batch_id) as batch:
+            done = _replace(batch)
+    except BatchBusy:
+        raise self.retry(countdown=BUSY_COUNTDOWN)
+    if done:
+        from sendit.apps.main.tasks.send import upload_storage
+        upload_storage.delay(batch_id)
+
+
+def _replace(batch):
+    if settings.ANONYMIZE_PIXELS and not batch.log.get("pixels_note"):
+        batch.update_log(pixels_note="ANONYMIZE_PIXELS is set but pixel scrubbing is not implemented: "
+                                     "images flagged for burned-in text are held, not scrubbed")
+    record = BatchIdentifiers.objects.get(batch=batch)
+    ids = {int(k): StudyIdentifiers(**v) for k, v in record.ids.items()}
+    options = deid_options()
+    out_dir = media_dir(batch.id) / "deid"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    with timed_step(batch, "deidentify") as figures:
+        todo = Image.objects.filter(batch=batch, status__in=["NEW", "PROCESSING"])
+        todo.filter(status="NEW").update(status="PROCESSING")
+        processed = 0
+        while True:
+            chunk = list(Image.objects.filter(batch=batch, status="PROCESSING")
+                         .exclude(flagged__startswith="de-identification failed")
+                         .order_by("id")[:CHUNK])
+            if not chunk:
+                break
+            done, raw_files = [], []
+            for image in chunk:
+                source = media_path(image.image)
+                target = out_dir / source.name
+                try:
+                    result = deidentify_file(source, target, ids[image.identity], options)
+                except OSError as exc:
+                    if exc.errno == errno.ENOSPC:
+                        batch.add_error("deidentify", "the media disk is full; free space and retry the batch")
+                        figures["stopped"] = "disk full"
+                        _save(done)
+                        return False
+                    raise
+                except Exception as exc:
+                    image.flagged = f"de-identification failed ({type(exc).__name__})"
+                    image.save(update_fields=["flagged", "modify_date"])
+                    failed += 1
+                    continue
+                image.uid = result["sop_uid"]
+                image.image = relative_media(target)
+                image.status = "DONEPROCESSING"
+                done.append(image)
+                raw_files.append(source)
+            _save(done)
+            for path in raw_files:
+                path.unlink(missing_ok=True)
+            processed += len(done)
+            batch.renew(settings.BATCH_LEASE_SECONDS)
+        figures.update(images=processed, failed=failed)
+    if failed:
+        batch.add_error("deidentify", f"{failed} image(s) could not be de-identified and are held, not sent")
+    batch.set_status("DONEPROCESSING")
+    return True
+
+
+def _save(images):
+    with transaction.atomic():
+        Image.objects.bulk_update(images, ["uid", "image", "status", "modify_date"])

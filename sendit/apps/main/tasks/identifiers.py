@@ -1,0 +1,54 @@
+"""Step 2: pseudonymous ids and date jitter for each patient and study of a batch."""
+from celery import shared_task
+from django.conf import settings
+
+from sendit.apps.main.deidconfig import get_provider
+from sendit.apps.main.models import BatchIdentifiers, Image
+from sendit.apps.main.tasks.common import BUSY_COUNTDOWN, BatchBusy, batch_lease, timed_step
+from sendit.deid.identifiers import IdentifierError, extract_identifiers
+
+
+@shared_task(bind=True, acks_late=True, max_retries=None)
+def get_identifiers(self, batch_id):
+    """Ask the provider once per batch; skip when the ids are already there."""
+    try:
+        with batch_lease(batch_id) as batch:
+            go_on = _get_identifiers(batch)
+    except BatchBusy:
+        raise self.retry(countdown=BUSY_COUNTDOWN)
+    if go_on == "deidentify":
+        from sendit.apps.main.tasks.deidentify import replace_identifiers
+        replace_identifiers.delay(batch_id)
+    elif go_on == "send":
+        from sendit.apps.main.tasks.send import upload_storage
+        upload_storage.delay(batch_id)
+
+
+def _get_identifiers(batch):
+    if not settings.DEIDENTIFY:
+        # Sent as it arrived: the status page says so plainly.
+        Image.objects.filter(batch=batch, status__in=["NEW", "PROCESSING"]).update(status="DONEPROCESSING")
+        batch.set_status("DONEPROCESSING")
+        batch.update_log(deidentified=False)
+        return "send"
+    batch.set_status("PROCESSING")
+    record = BatchIdentifiers.objects.get(batch=batch)
+    if record.ids and len(record.ids) == len(record.identities):
+        return "deidentify"
+    with timed_step(batch, "identifiers", provider="dasher" if settings.DEIDENTIFY_RESTFUL else "local") as figures:
+        try:
+            response = get_provider().identify(record.request)
+            ids = {}
+            for index, identity in enumerate(record.identities):
+                found = extract_identifiers(response, identity["patient_id"],
+                                            identity["accession"] or identity["study_uid"])
+                ids[str(index)] = {"patient_suid": found.patient_suid,
+                                   "study_suid": found.study_suid, "jitter": found.jitter}
+        except IdentifierError as exc:
+            figures["failed"] = True
+            batch.add_error("identifiers", f"no identifiers, nothing was sent: {exc}")
+            return None
+        record.response, record.ids = response, ids
+        record.save(update_fields=["response", "ids", "modify_date"])
+        figures["identities"] = len(ids)
+    return "deidentify"

@@ -1,0 +1,170 @@
+"""Step 1: turn a finished study folder into a Batch of Images in media."""
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+from celery import shared_task
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from sendit.apps.main import importer
+from sendit.apps.main.deidconfig import site_recipe
+from sendit.apps.main.models import Batch, BatchIdentifiers, Image
+from sendit.apps.main.tasks.common import (
+    BUSY_COUNTDOWN, BatchBusy, batch_lease, logger, media_dir, relative_media, timed_step,
+)
+from sendit.deid import burned_in_reason
+from sendit.deid.identifiers import build_request
+
+CHUNK = 500
+
+
+def _move(src, dst):
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(src, dst)
+    except OSError:
+        shutil.move(str(src), str(dst))
+
+
+def _media_name(folder, path):
+    """A stable media name for an input file that does not carry its (maybe identifying) name."""
+    digest = hashlib.sha1(str(path.relative_to(folder)).encode("utf-8", "surrogateescape")).hexdigest()
+    return f"{digest[:24]}.dcm"
+
+
+def _batch_name(folder):
+    """The batch uid of a folder: its name, without a .err suffix sendit added."""
+    name = folder.name
+    stem, dot, ext = name.rpartition(".")
+    if dot and ext.startswith("err"):
+        return stem
+    return name
+
+
+@shared_task(bind=True, acks_late=True, max_retries=None)
+def import_dicomdir(self, folder):
+    """Import every DICOM file of a finished folder; leave the rest for a person.
+
+    Safe to run twice: files already moved are adopted from media, and a folder
+    that is gone has nothing left to import.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        logger.info("import: folder no longer there, nothing to do")
+        return None
+    data_root = Path(settings.DATA_FOLDER).resolve()
+    if folder.is_symlink() or data_root not in folder.resolve().parents:
+        logger.warning("import: refused a folder outside the data folder")
+        return None
+    uid = _batch_name(folder)
+    try:
+        batch, created = Batch.objects.get_or_create(uid=uid)
+    except IntegrityError:
+        batch, created = Batch.objects.get(uid=uid), False
+    resuming = folder.name != uid
+    if not created and batch.log.get("imported") and not resuming:
+        # The same name arrived again after its batch was imported: keep it for a person.
+        target = importer.set_aside_name(folder)
+        folder.rename(target)
+        batch.add_error("import", f"a folder with this batch's name arrived again; it was set aside as {target.name} and not imported")
+        return batch.id
+    try:
+        with batch_lease(batch.id) as batch:
+            count = _import_folder(batch, folder)
+    except BatchBusy:
+        raise self.retry(countdown=BUSY_COUNTDOWN)
+    if count:
+        from sendit.apps.main.tasks.identifiers import get_identifiers
+        get_identifiers.delay(batch.id)
+    return batch.id
+
+
+def _import_folder(batch, folder):
+    with timed_step(batch, "import") as figures:
+        existing = dict(Image.objects.filter(batch=batch).values_list("image", "uid"))
+        identities = _load_identities(batch)
+        pending, problems, seen = [], [], set(existing.values())
+
+        # Files a crashed earlier run moved into media but did not record.
+        raw = media_dir(batch.id) / "raw"
+        if raw.is_dir():
+            for path in sorted(raw.iterdir()):
+                if relative_media(path) not in existing:
+                    _register(batch, path, path, identities, pending, problems, seen, adopt=True)
+
+        files, links = importer.list_files(folder)
+        for link in links:
+            problems.append("a symbolic link was refused (it may point outside the data folder)")
+        for path in files:
+            _register(batch, folder, path, identities, pending, problems, seen)
+            if len(pending) >= CHUNK:
+                _flush(batch, pending, identities)
+                batch.renew(settings.BATCH_LEASE_SECONDS)
+        _flush(batch, pending, identities)
+
+        total = Image.objects.filter(batch=batch).count()
+        if not files and not links and not total:
+            problems.append("the folder holds no files")
+        figures.update(files=len(files), images=total, problems=len(problems))
+
+        for message in _summarise(problems):
+            batch.add_error("import", message)
+        if problems or not importer.remove_empty_tree(folder):
+            if folder.exists():
+                target = importer.set_aside_name(folder) if not folder.name.endswith(".err") else folder
+                if target != folder:
+                    folder.rename(target)
+                batch.add_error("import", f"files that could not be imported were left in {target.name}")
+        batch.update_log(imported=True, images=total)
+    return total
+
+
+def _register(batch, folder, path, identities, pending, problems, seen, adopt=False):
+    """Read one file; a good one is moved into media and queued for recording."""
+    try:
+        header = importer.read_header(path)
+    except importer.NotImportable as exc:
+        problems.append(f"a file could not be imported: {exc}")
+        return
+    if header.sop_uid in seen:
+        problems.append("a file repeats an instance already in this batch (same SOPInstanceUID)")
+        return
+    seen.add(header.sop_uid)
+    key = [header.identity["patient_id"], header.identity["accession"] or header.identity["study_uid"]]
+    index = next((i for i, ident in enumerate(identities) if [ident["patient_id"], ident["accession"] or ident["study_uid"]] == key), None)
+    if index is None:
+        identities.append(header.identity)
+        index = len(identities) - 1
+    target = path if adopt else media_dir(batch.id) / "raw" / _media_name(folder, path)
+    reason = burned_in_reason(header.dataset, site_recipe()) or ""
+    if not adopt:
+        _move(path, target)
+    pending.append(Image(batch=batch, uid=header.sop_uid, image=relative_media(target),
+                         identity=index, flagged=reason[:255]))
+
+
+def _flush(batch, pending, identities):
+    if not pending:
+        return
+    with transaction.atomic():
+        Image.objects.bulk_create(pending)
+        ids, _ = BatchIdentifiers.objects.get_or_create(batch=batch)
+        ids.identities = identities
+        ids.request = build_request(identities)
+        ids.save(update_fields=["identities", "request", "modify_date"])
+    pending.clear()
+
+
+def _load_identities(batch):
+    found = BatchIdentifiers.objects.filter(batch=batch).first()
+    return list(found.identities) if found else []
+
+
+def _summarise(problems):
+    """One error line per kind of problem, with a count, instead of one per file."""
+    counts = {}
+    for message in problems:
+        counts[message] = counts.get(message, 0) + 1
+    return [m if n == 1 else f"{m} (x{n})" for m, n in counts.items()]

@@ -1,0 +1,88 @@
+"""Step 4: deliver each image to every enabled destination, verified, exactly once."""
+from collections import Counter
+
+import pydicom
+from celery import shared_task
+from django.db import transaction
+from django.utils import timezone
+
+from sendit.apps.main.models import Image
+from sendit.apps.main.tasks.common import (
+    BUSY_COUNTDOWN, BatchBusy, batch_lease, media_path, storage_config, timed_step,
+)
+from sendit.storage import SendItem, get_destinations
+
+CHUNK = 200
+# De-identified header fields a researcher searches by; sent as metadata to cloud destinations.
+METADATA_FIELDS = ("Modality", "BodyPartExamined", "SeriesDescription", "StudyDescription",
+                   "Manufacturer", "ManufacturerModelName", "SliceThickness", "StudyDate")
+
+
+@shared_task(bind=True, acks_late=True, max_retries=None)
+def upload_storage(self, batch_id):
+    """Send what each destination lacks; an image is SENT once every destination has it."""
+    try:
+        with batch_lease(batch_id) as batch:
+            complete = _send(batch)
+    except BatchBusy:
+        raise self.retry(countdown=BUSY_COUNTDOWN)
+    if complete:
+        from sendit.apps.main.tasks.cleanup import cleanup
+        cleanup.delay(batch_id)
+
+
+def _item(image):
+    ds = pydicom.dcmread(media_path(image.image), stop_before_pixels=True)
+    metadata = {f: str(ds.get(f, "") or "") for f in METADATA_FIELDS}
+    return SendItem(path=str(media_path(image.image)), sop_instance_uid=str(ds.SOPInstanceUID),
+                    study_instance_uid=str(ds.get("StudyInstanceUID", "")),
+                    series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
+                    patient_id=str(ds.get("PatientID", "")), metadata=metadata)
+
+
+def _send(batch):
+    destinations = get_destinations(storage_config())
+    if not destinations:
+        # The seed's "static storage": de-identified images stay in media.
+        batch.update_log(destinations=[], kept_in_media=True)
+        batch.set_status("DONEPROCESSING")
+        return False
+    names = [d.name for d in destinations]
+    batch.update_log(destinations=names)
+    ready = Image.objects.filter(batch=batch, status="DONEPROCESSING", flagged="")
+    failures = Counter()
+    with timed_step(batch, "send", destinations=",".join(names)) as figures:
+        sent = 0
+        last_id = 0
+        while True:
+            chunk = list(ready.filter(id__gt=last_id).order_by("id")[:CHUNK])
+            if not chunk:
+                break
+            last_id = chunk[-1].id
+            items = {image.id: _item(image) for image in chunk}
+            for destination in destinations:
+                missing = [image for image in chunk if destination.name not in image.destinations]
+                if not missing:
+                    continue
+                results = destination.send_batch([items[image.id] for image in missing])
+                for image, result in zip(missing, results):
+                    if result.ok:
+                        image.destinations = {**image.destinations, destination.name: {
+                            "time": timezone.now().isoformat(), "remote_id": result.remote_id,
+                            "already_stored": result.already_stored}}
+                    else:
+                        failures[(destination.name, result.error or "not delivered")] += 1
+            for image in chunk:
+                if all(name in image.destinations for name in names):
+                    image.status = "SENT"
+                    sent += 1
+            with transaction.atomic():
+                Image.objects.bulk_update(chunk, ["destinations", "status"])
+            batch.renew(600)
+        figures.update(images=sent, failed=sum(failures.values()))
+    for (name, why), count in failures.items():
+        batch.add_error("send", f"{name}: {count} image(s) not delivered: {why}")
+    held = Image.objects.filter(batch=batch).exclude(flagged="").count()
+    if held:
+        batch.add_error("send", f"{held} image(s) held back and not sent (burned-in text or de-identification failure); kept for review")
+    return not failures and not Image.objects.filter(batch=batch, status="DONEPROCESSING").exists()

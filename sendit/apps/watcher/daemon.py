@@ -1,0 +1,148 @@
+"""Run the watcher as a daemon: a pid file, and size-capped watcher.out / watcher.err logs."""
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from django.conf import settings
+
+from sendit.apps.watcher.watcher import FolderWatcher
+
+
+def pid_file():
+    return Path(settings.WATCHER_PID_FILE)
+
+
+def running_pid():
+    """The pid of a running watcher, or None (a stale pid file is removed)."""
+    path = pid_file()
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        path.unlink(missing_ok=True)
+        return None
+    except PermissionError:
+        pass
+    return pid
+
+
+def status():
+    """Is the watcher running, since when, and on which folder (for the status page)."""
+    pid = running_pid()
+    since = None
+    if pid:
+        since = pid_file().stat().st_mtime
+    return {"running": bool(pid), "pid": pid, "since": since,
+            "folder": str(Path(settings.DATA_FOLDER).resolve()),
+            "mode": "polling" if settings.WATCHER_POLLING else "inotify"}
+
+
+def _configure_logging():
+    log_dir = Path(settings.WATCHER_LOG_DIR)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    out = logging.handlers.RotatingFileHandler(log_dir / "watcher.out", maxBytes=settings.WATCHER_LOG_MAX_BYTES,
+                                               backupCount=settings.WATCHER_LOG_BACKUPS)
+    out.setFormatter(formatter)
+    out.setLevel(logging.INFO)
+    err = logging.handlers.RotatingFileHandler(log_dir / "watcher.err", maxBytes=settings.WATCHER_LOG_MAX_BYTES,
+                                               backupCount=settings.WATCHER_LOG_BACKUPS)
+    err.setFormatter(formatter)
+    err.setLevel(logging.WARNING)
+    for name in ("sendit.watcher", "sendit"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.addHandler(out)
+        logger.addHandler(err)
+        logger.propagate = False
+    return err
+
+
+def queue_import(path):
+    from sendit.apps.main.tasks import import_dicomdir
+
+    import_dicomdir.delay(path)
+
+
+def run(foreground_logging=True):
+    """Watch until SIGTERM or SIGINT."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    watcher = FolderWatcher(settings.DATA_FOLDER, queue_import, settle=settings.WATCHER_SETTLE_SECONDS,
+                            polling=settings.WATCHER_POLLING, poll_interval=settings.WATCHER_POLL_INTERVAL)
+    watcher.run_forever(stop)
+
+
+def daemonize():
+    """Detach (double fork), write the pid file, and run; the parent returns the child's pid."""
+    read_end, write_end = os.pipe()
+    if os.fork():
+        os.close(write_end)
+        pid = int(os.read(read_end, 32) or b"0")
+        os.close(read_end)
+        return pid
+    os.close(read_end)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    pid_file().parent.mkdir(parents=True, exist_ok=True)
+    pid_file().write_text(str(os.getpid()))
+    os.write(write_end, str(os.getpid()).encode())
+    os.close(write_end)
+    err_handler = _configure_logging()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1):
+        os.dup2(devnull, fd)
+    # Uncaught tracebacks go to watcher.err too.
+    os.dup2(err_handler.stream.fileno(), 2)
+    code = 0
+    try:
+        run()
+    except Exception:
+        logging.getLogger("sendit.watcher").exception("watcher stopped on an error")
+        code = 1
+    finally:
+        pid_file().unlink(missing_ok=True)
+    os._exit(code)
+
+
+def run_in_foreground():
+    """For containers and `make run`: log to the console and to the files, keep a pid file."""
+    _configure_logging()
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(logging.Formatter("%(asctime)s watcher %(message)s"))
+    logging.getLogger("sendit.watcher").addHandler(console)
+    pid_file().parent.mkdir(parents=True, exist_ok=True)
+    pid_file().write_text(str(os.getpid()))
+    try:
+        run()
+    finally:
+        pid_file().unlink(missing_ok=True)
+
+
+def stop(timeout=15):
+    """Stop a running watcher; False when none was running."""
+    pid = running_pid()
+    if not pid:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    pid_file().unlink(missing_ok=True)
+    return True

@@ -1,0 +1,114 @@
+"""Pipeline settings of sendit.
+
+Every UPPERCASE name in this module can be overridden by an environment variable of
+the same name: booleans as true/false (also 1/0, yes/no), numbers as digits, lists as
+comma-separated values. The defaults below run a node on this machine alone.
+"""
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = str(BASE_DIR / "var")
+
+# Where finished study folders arrive (the seed maps ./data to /data in the container).
+DATA_FOLDER = str(BASE_DIR / "data")
+# Where imported images wait while they are processed and sent.
+MEDIA_ROOT = str(BASE_DIR / "var" / "media")
+
+DATABASE_URL = "sqlite:///" + str(BASE_DIR / "var" / "sendit.sqlite3")
+# kombu's filesystem transport needs no server; use redis://host:6379/0 in production.
+CELERY_BROKER_URL = "filesystem://"
+
+# De-identification. DEIDENTIFY=false sends data as it arrived and the status page says so.
+DEIDENTIFY = True
+# True: identifiers come from Stanford's DASHER API; False: from the built-in local provider.
+DEIDENTIFY_RESTFUL = False
+SOM_STUDY = "test"
+DASHER_URL = "https://api.rit.stanford.edu/identifiers/api"
+DASHER_TIMEOUT = 30
+# Local provider: jitter range in days, never zero.
+LOCAL_JITTER_MIN = -30
+LOCAL_JITTER_MAX = -1
+# A recipe file (pydicom/deid format) layered over the PS3.15 profile; empty for none.
+STUDY_DEID = ""
+DEID_UID_ROOT = "2.25."
+DEID_RETAIN_LONG_MODIFIED_DATES = True
+DEID_RETAIN_PATIENT_CHARACTERISTICS = False
+DEID_RETAIN_DEVICE_IDENTITY = False
+DEID_RETAIN_INSTITUTION_IDENTITY = False
+DEID_CLEAN_DESCRIPTORS = False
+DEID_RETAIN_UIDS = False
+DEID_RETAIN_SAFE_PRIVATE = False
+# Reserved for pixel scrubbing; not implemented, so true behaves like false and says so.
+ANONYMIZE_PIXELS = False
+
+# Storage: Orthanc.
+SEND_TO_ORTHANC = True
+ORTHANC_TRANSPORT = "rest"  # "rest" (HTTP POST /instances) or "dicom" (C-STORE)
+ORTHANC_URL = "http://127.0.0.1:8042"
+ORTHANC_USERNAME = ""
+ORTHANC_IPADDRESS = "127.0.0.1"
+ORTHANC_PORT = 4242
+ORTHANC_AET = "ORTHANC"
+SENDIT_AET = "SENDIT"
+
+# Storage: Google Cloud Storage.
+SEND_TO_GOOGLE = False
+GOOGLE_CLOUD_STORAGE = "som-pacs"
+GOOGLE_PROJECT_NAME = ""
+GOOGLE_STORAGE_COLLECTION = "sendit"
+GOOGLE_STORAGE_FORMAT = "dicom"
+GOOGLE_APPLICATION_CREDENTIALS = ""
+STORAGE_EMULATOR_HOST = ""
+
+# Sending: retries with exponential backoff, capped.
+SEND_RETRIES = 5
+SEND_BACKOFF = 1.0
+SEND_BACKOFF_MAX = 30.0
+
+# Watcher.
+WATCHER_POLLING = False  # true on NFS and bind mounts where inotify sees nothing
+WATCHER_POLL_INTERVAL = 2.0
+# Seconds a finished folder must stay quiet before it is queued (covers a plain mkdir).
+WATCHER_SETTLE_SECONDS = 1.0
+WATCHER_PID_FILE = str(BASE_DIR / "var" / "watcher.pid")
+WATCHER_LOG_DIR = str(BASE_DIR / "var")
+WATCHER_LOG_MAX_BYTES = 5 * 1024 * 1024
+WATCHER_LOG_BACKUPS = 3
+
+# How long a worker may hold a batch before another may take it over (seconds).
+BATCH_LEASE_SECONDS = 600
+
+# The seed spelled ORTHANC_PORT as ORTHAC_PORT: accept both.
+_ALIASES = {"ORTHAC_PORT": "ORTHANC_PORT"}
+
+
+def _coerce(name, default, raw):
+    """Turn an environment string into the type of the default value."""
+    if isinstance(default, bool):
+        value = raw.strip().lower()
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"{name} must be true or false")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    if isinstance(default, (list, tuple)):
+        return type(default)(v.strip() for v in raw.split(",") if v.strip())
+    return raw
+
+
+def override_from_environment(namespace, environ=os.environ):
+    """Apply environment overrides to the UPPERCASE names of a settings namespace."""
+    for alias, name in _ALIASES.items():
+        if alias in environ and name not in environ:
+            namespace[name] = _coerce(name, namespace[name], environ[alias])
+    for name, default in list(namespace.items()):
+        if name.isupper() and not name.startswith("_") and name in environ:
+            namespace[name] = _coerce(name, default, environ[name])
+
+
+override_from_environment(globals())

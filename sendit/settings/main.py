@@ -1,0 +1,156 @@
+"""Django settings. Pipeline settings live in config.py, lockdown in auth.py.
+
+Secrets come from the environment first, then from an untracked secrets.py (see
+bogus_secrets.py). A development node without either gets random keys kept in var/.
+"""
+import os
+import secrets as _secrets
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from . import config as _config
+from .auth import *  # noqa: F401,F403
+from .config import *  # noqa: F401,F403
+
+try:
+    from . import secrets as _site_secrets
+except ImportError:
+    _site_secrets = None
+
+BASE_DIR = _config.BASE_DIR
+Path(_config.VAR_DIR).mkdir(parents=True, exist_ok=True)
+
+
+def _secret(name, default=None):
+    """A secret from the environment, else secrets.py, else the default."""
+    if name in os.environ:
+        return os.environ[name]
+    return getattr(_site_secrets, name, default)
+
+
+def _local_key(name):
+    """A random key kept in var/ so a development node stays stable across restarts."""
+    path = Path(_config.VAR_DIR) / name
+    if not path.exists():
+        path.write_text(_secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret("SECRET_KEY") or _local_key("secret_key")
+DEID_SECRET = _secret("DEID_SECRET") or _local_key("deid_secret")
+ORTHANC_PASSWORD = _secret("ORTHANC_PASSWORD", "") or ""
+DEBUG = str(_secret("DEBUG", False)).strip().lower() in ("1", "true", "yes", "on")
+
+_passwords = _secret("LOCKDOWN_PASSWORDS", ())
+if isinstance(_passwords, str):
+    _passwords = tuple(p for p in _passwords.split(",") if p)
+LOCKDOWN_PASSWORDS = tuple(_passwords)
+if LOCKDOWN_ENABLED and not LOCKDOWN_PASSWORDS:  # noqa: F405
+    raise ImproperlyConfigured(
+        "LOCKDOWN_ENABLED is true but no LOCKDOWN_PASSWORDS is set: set it in the "
+        "environment or in sendit/settings/secrets.py (or set LOCKDOWN_ENABLED=false)."
+    )
+
+ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "lockdown",
+    "sendit.apps.main",
+    "sendit.apps.watcher",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "lockdown.middleware.LockdownMiddleware",
+]
+
+ROOT_URLCONF = "sendit.urls"
+WSGI_APPLICATION = "sendit.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+_env = environ.Env()
+DATABASES = {"default": _env.db_url_config(_config.DATABASE_URL)}
+DATABASES["default"].setdefault("TEST", {})
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # Wait for the lock instead of failing when the worker and the web page write at once.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
+    # A file, not memory, so a worker process can share the test database.
+    DATABASES["default"]["TEST"]["NAME"] = os.environ.get(
+        "SENDIT_TEST_SQLITE", str(Path(_config.VAR_DIR) / "test.sqlite3")
+    )
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = 60
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = str(Path(_config.VAR_DIR) / "static")
+MEDIA_URL = "/media-not-served/"
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+
+# Celery: tasks take ids, acknowledge late, and are safe to run twice.
+CELERY_BROKER_URL = _config.CELERY_BROKER_URL
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = Path(_config.VAR_DIR) / "broker"
+    (_broker_dir / "processed").mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ALWAYS_EAGER = os.environ.get("CELERY_TASK_ALWAYS_EAGER", "false").lower() == "true"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "sendit": {"handlers": ["console"], "level": os.environ.get("SENDIT_LOG_LEVEL", "INFO")},
+    },
+}

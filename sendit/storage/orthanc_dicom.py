@@ -1,0 +1,323 @@
+"""Orthanc (or any Storage SCP) over DICOM: pynetdicom C-STORE, one association per batch.
+
+Per send_batch call:
+  * each file's header is read (pixels not read) for its SOP class, transfer syntax and
+    identifiers; presentation contexts are proposed for exactly the (SOP class, transfer
+    syntax) pairs of the batch, so files are sent as they are, never transcoded;
+  * when ORTHANC_URL is set, instances already in Orthanc are found first (one
+    GET /series/{id} per series) and reported as already_stored without a C-STORE;
+  * one association sends every file (streamed from disk); status 0x0000 is success,
+    warnings 0xB000 / 0xB006 / 0xB007 count as success with a note, anything else fails
+    with its status code; 0xA7xx (out of resources) and aborted associations are retried;
+  * when ORTHANC_URL is set every stored instance is verified: its Orthanc id (SHA-1 of
+    PatientID|Study|Series|SOP UIDs) must be listed by GET /series/{id}.
+TCP_NODELAY is set on the association's socket: Orthanc accepts 16 kB PDUs by default, and
+Nagle's algorithm with delayed ACKs would otherwise stall every PDU-sized write.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections import defaultdict
+
+import requests
+
+from .base import (Destination, DestinationError, Outcome, SendItem, orthanc_id, register,
+                   setting_int, setting_str)
+from .orthanc_rest import connection_failure, http_failure, new_session, orthanc_settings
+
+WARNING_STATUSES = {0xB000: "coercion of data elements", 0xB006: "elements discarded",
+                    0xB007: "data set does not match SOP class"}
+MAX_CONTEXTS = 128
+
+_config_lock = threading.Lock()
+
+
+class _Header:
+    """What a C-STORE needs from a file, read once per batch."""
+
+    __slots__ = ("sop_class", "transfer_syntax", "patient_id", "study", "series", "sop",
+                 "streamable", "error")
+
+    def __init__(self, path: str):
+        import pydicom
+        self.error = None
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except OSError as exc:
+            from .base import describe_oserror
+            self.error = f"cannot read the local file ({describe_oserror(exc)})"
+            return
+        except Exception as exc:
+            self.error = f"not a readable DICOM file ({type(exc).__name__})"
+            return
+        meta = getattr(ds, "file_meta", None) or {}
+        self.sop_class = str(ds.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID") or "")
+        self.sop = str(ds.get("SOPInstanceUID") or meta.get("MediaStorageSOPInstanceUID") or "")
+        self.transfer_syntax = str(meta.get("TransferSyntaxUID") or "")
+        self.patient_id = str(ds.get("PatientID") or "")
+        self.study = str(ds.get("StudyInstanceUID") or "")
+        self.series = str(ds.get("SeriesInstanceUID") or "")
+        self.streamable = all(k in meta for k in ("MediaStorageSOPClassUID",
+                                                  "MediaStorageSOPInstanceUID",
+                                                  "TransferSyntaxUID"))
+        if not (self.sop_class and self.sop and self.transfer_syntax):
+            self.error = "file has no SOP Class UID, SOP Instance UID or Transfer Syntax UID"
+
+    @property
+    def instance_id(self) -> str:
+        return orthanc_id(self.patient_id, self.study, self.series, self.sop)
+
+    @property
+    def series_id(self) -> str:
+        return orthanc_id(self.patient_id, self.study, self.series)
+
+
+@register("orthanc_dicom")
+class OrthancDicom(Destination):
+    name = "orthanc"
+
+    def __init__(self, config: dict):
+        super().__init__(config)
+        self.host = setting_str(config, "ORTHANC_IPADDRESS")
+        self.port = setting_int(config, "ORTHANC_PORT", 4242)
+        self.called_aet = setting_str(config, "ORTHANC_AET", "ORTHANC")
+        self.calling_aet = setting_str(config, "SENDIT_AET", "SENDIT")
+        self.max_pdu = setting_int(config, "SENDIT_MAX_PDU", 0)  # what we accept; 0 = unlimited
+        self.url, self.auth = orthanc_settings(config)
+        if not self.host:
+            raise DestinationError("orthanc: the dicom transport needs ORTHANC_IPADDRESS")
+        if not (0 < self.port < 65536):
+            raise DestinationError("orthanc: ORTHANC_PORT must be a TCP port number")
+        for key, aet in (("ORTHANC_AET", self.called_aet), ("SENDIT_AET", self.calling_aet)):
+            if not (0 < len(aet) <= 16):
+                raise DestinationError(f"orthanc: {key} must be 1 to 16 characters")
+        self.session: requests.Session | None = None
+        self.assoc = None
+        self._headers: dict[int, _Header] = {}
+
+    # -- association -----------------------------------------------------------------------
+    def _ae(self, contexts):
+        from pynetdicom import AE
+        ae = AE(ae_title=self.calling_aet)
+        ae.maximum_pdu_size = self.max_pdu
+        ae.acse_timeout = min(self.timeout, 30)
+        ae.dimse_timeout = self.timeout
+        ae.network_timeout = self.timeout
+        ae.connection_timeout = min(self.timeout, 10)
+        for sop_class, ts in contexts:
+            ae.add_requested_context(sop_class, ts)
+        return ae
+
+    def _associate(self, contexts) -> tuple[object | None, Outcome | None]:
+        ae = self._ae(contexts)
+        assoc = ae.associate(self.host, self.port, ae_title=self.called_aet,
+                             max_pdu=self.max_pdu)
+        if assoc.is_established:
+            try:
+                sock = assoc.dul.socket.socket
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except (AttributeError, OSError):
+                pass
+            return assoc, None
+        where = f"{self.called_aet}@{self.host}:{self.port}"
+        if assoc.is_rejected:
+            return None, Outcome.failed(f"orthanc: association rejected by {where} "
+                                        "(check ORTHANC_AET / SENDIT_AET and the peer's "
+                                        "modality list)", abort_batch=True)
+        if assoc.is_aborted:
+            return None, Outcome.retry(f"orthanc: association aborted by {where}", unreachable=True)
+        return None, Outcome.retry(f"orthanc: cannot connect to {where} "
+                                   "(connection refused or timed out)", unreachable=True)
+
+    def open(self) -> None:
+        if self.url and self.session is None:
+            self.session = new_session(self.auth, 2)
+
+    def close(self) -> None:
+        if self.assoc is not None:
+            try:
+                if self.assoc.is_established:
+                    self.assoc.release()
+                else:
+                    self.assoc.abort()
+            except Exception:
+                pass
+            self.assoc = None
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    # -- REST helpers ----------------------------------------------------------------------
+    def _stored_ids(self, series_ids) -> tuple[set[str], Outcome | None]:
+        """Orthanc instance ids already stored in the given series (one GET per series)."""
+        found: set[str] = set()
+        for sid in series_ids:
+            try:
+                r = self.session.get(f"{self.url}/series/{sid}", timeout=self.timeout)
+            except requests.RequestException as exc:
+                return found, connection_failure("GET /series/{id}", exc)
+            if r.status_code == 404:
+                continue
+            if r.status_code != 200:
+                return found, http_failure("GET /series/{id}", r)
+            try:
+                found.update(r.json().get("Instances", []))
+            except ValueError:
+                return found, Outcome.retry("orthanc: GET /series/{id} did not answer JSON")
+        return found, None
+
+    # -- one round -------------------------------------------------------------------------
+    def send_round(self, batch):
+        outcomes: dict[int, Outcome] = {}
+        todo = []
+        for i, item in batch:
+            header = self._headers.get(i)
+            if header is None:
+                header = self._headers[i] = _Header(item.path)
+            if header.error:
+                outcomes[i] = Outcome.failed(f"orthanc: {header.error}")
+            else:
+                todo.append((i, item, header))
+        if not todo:
+            return outcomes
+
+        # 1. what is already there (REST, when configured)
+        stored: set[str] = set()
+        if self.session is not None:
+            stored, problem = self._stored_ids({h.series_id for _, _, h in todo})
+            if problem is not None:
+                if problem.abort_batch:
+                    outcomes.update({i: problem for i, _, _ in todo})
+                    return outcomes
+                stored = set()  # cannot pre-check now: send anyway, C-STORE of a copy is harmless
+        to_send = []
+        for i, item, h in todo:
+            if h.instance_id in stored:
+                outcomes[i] = Outcome.success(h.instance_id, already_stored=True)
+            else:
+                to_send.append((i, item, h))
+        if not to_send:
+            return outcomes
+
+        # 2. C-STORE everything on one association (contexts from this round's files)
+        contexts = sorted({(h.sop_class, h.transfer_syntax) for _, _, h in to_send})
+        sent: list[tuple[int, _Header, str | None]] = []
+        for start in range(0, len(contexts), MAX_CONTEXTS):
+            chunk = set(contexts[start:start + MAX_CONTEXTS])
+            group = [t for t in to_send if (t[2].sop_class, t[2].transfer_syntax) in chunk]
+            if self.assoc is None or not self.assoc.is_established or len(contexts) > MAX_CONTEXTS:
+                self.close_association()
+                self.assoc, problem = self._associate(sorted(chunk))
+                if problem is not None:
+                    outcomes.update({i: problem for i, _, _ in group})
+                    continue
+            dead = None
+            for i, item, h in group:
+                if dead is not None:
+                    outcomes[i] = dead
+                    continue
+                out, note = self._store_one(i, h, item)
+                if out is None:
+                    sent.append((i, h, note))
+                else:
+                    outcomes[i] = out
+                    if out.unreachable:
+                        dead = out
+            if dead is not None:
+                self.close_association()
+
+        # 3. verify (REST, when configured)
+        if not sent:
+            return outcomes
+        if self.session is None:
+            for i, h, note in sent:
+                outcomes[i] = Outcome.success(h.instance_id, note=_join(
+                    note, "not verified in Orthanc (ORTHANC_URL not set); C-STORE status success"))
+            return outcomes
+        stored, problem = self._stored_ids({h.series_id for _, h, _ in sent})
+        for i, h, note in sent:
+            if problem is not None:
+                out = Outcome.retry(problem.error or "verification failed",
+                                    unreachable=problem.unreachable)
+                out.stored_fresh = True
+                outcomes[i] = out
+            elif h.instance_id in stored:
+                outcomes[i] = Outcome.success(h.instance_id, note=note)
+            else:
+                out = Outcome.retry("orthanc: C-STORE succeeded but the instance is not in Orthanc")
+                outcomes[i] = out
+        return outcomes
+
+    def close_association(self) -> None:
+        if self.assoc is not None:
+            try:
+                if self.assoc.is_established:
+                    self.assoc.release()
+            except Exception:
+                pass
+            self.assoc = None
+
+    def _store_one(self, index: int, h: _Header, item: SendItem) -> tuple[Outcome | None, str | None]:
+        """C-STORE one file. (None, note) when stored; (Outcome, None) otherwise."""
+        from pynetdicom import _config
+        try:
+            with _config_lock:
+                _config.STORE_SEND_CHUNKED_DATASET = True
+            if h.streamable:
+                status = self.assoc.send_c_store(item.path, msg_id=(index % 65535) + 1)
+            else:
+                import pydicom
+                ds = pydicom.dcmread(item.path)
+                status = self.assoc.send_c_store(ds, msg_id=(index % 65535) + 1)
+        except ValueError:
+            return Outcome.failed("orthanc: the peer accepted no presentation context for this "
+                                  "file's SOP class and transfer syntax"), None
+        except (OSError, RuntimeError, AttributeError) as exc:
+            if not (self.assoc and self.assoc.is_established):
+                return Outcome.retry("orthanc: association lost during C-STORE", unreachable=True), None
+            return Outcome.failed(f"orthanc: C-STORE could not be sent ({type(exc).__name__})"), None
+        if not status or "Status" not in status:
+            return Outcome.retry("orthanc: no C-STORE response (association aborted or timed out)",
+                                 unreachable=True), None
+        code = int(status.Status)
+        if code == 0x0000:
+            return None, None
+        if code in WARNING_STATUSES:
+            return None, f"C-STORE warning 0x{code:04X} ({WARNING_STATUSES[code]})"
+        if 0xA700 <= code <= 0xA7FF:
+            return Outcome.retry(f"orthanc: C-STORE status 0x{code:04X} (out of resources)"), None
+        return Outcome.failed(f"orthanc: C-STORE failed with status 0x{code:04X}"), None
+
+    def send_batch(self, items):
+        self._headers = {}
+        try:
+            return super().send_batch(items)
+        finally:
+            self._headers = {}
+
+    def check(self) -> tuple[bool, str]:
+        from pynetdicom.sop_class import Verification
+        ae = self._ae([])
+        ae.add_requested_context(Verification)
+        try:
+            assoc = ae.associate(self.host, self.port, ae_title=self.called_aet)
+        except Exception as exc:
+            return False, f"orthanc: cannot associate ({type(exc).__name__})"
+        where = f"{self.called_aet}@{self.host}:{self.port}"
+        if not assoc.is_established:
+            state = "rejected" if assoc.is_rejected else "refused or aborted"
+            return False, f"orthanc: association with {where} {state}"
+        try:
+            status = assoc.send_c_echo()
+        finally:
+            assoc.release()
+        if status and int(status.get("Status", -1)) == 0:
+            return True, f"DICOM C-ECHO to {where} succeeded"
+        return False, f"orthanc: C-ECHO to {where} failed"
+
+
+def _join(*parts):
+    text = "; ".join(p for p in parts if p)
+    return text or None

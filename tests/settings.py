@@ -1,0 +1,32 @@
+"""Test settings: the real settings, pointed at throw-away folders and a real database.
+
+The database is PostgreSQL when it answers on 127.0.0.1:5432 (this machine kind runs
+it), else SQLite; DATABASE_URL in the environment wins.
+"""
+import os
+import socket
+import tempfile
+
+
+def _answers(host, port):
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+_tmp = tempfile.mkdtemp(prefix="sendit-tests-")
+os.environ.setdefault("LOCKDOWN_ENABLED", "false")
+os.environ.setdefault("DATA_FOLDER", os.path.join(_tmp, "data"))
+os.environ.setdefault("MEDIA_ROOT", os.path.join(_tmp, "media"))
+os.environ.setdefault("DEID_SECRET", "test-site-secret")
+os.environ.setdefault("SECRET_KEY", "test-secret-key")
+os.environ.setdefault("SEND_RETRIES", "2")
+os.environ.setdefault("SEND_BACKOFF", "0.1")
+if "DATABASE_URL" not in os.environ and _answers("127.0.0.1", 5432):
+    os.environ["DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/sendit"
+os.environ.setdefault("SENDIT_TEST_SQLITE", os.path.join(_tmp, "test.sqlite3"))
+os.makedirs(os.environ["DATA_FOLDER"], exist_ok=True)
+
+from sendit.settings import *  # noqa: E402,F401,F403
