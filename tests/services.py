@@ -70,12 +70,12 @@ def fake_gcs_binary() -> str | None:
     return path if path and os.path.isfile(path) else None
 
 
-def _stop_pid(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
-    """Stop the process we started: SIGTERM, then SIGKILL, by its pid only."""
+def _stop_pid(proc: subprocess.Popen | None, timeout: float = 10.0, kill: bool = False) -> None:
+    """Stop the process we started: SIGTERM (SIGKILL when kill), then SIGKILL, by its pid only."""
     if proc is None or proc.poll() is not None:
         return
     try:
-        os.kill(proc.pid, signal.SIGTERM)
+        os.kill(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.kill(proc.pid, signal.SIGKILL)
@@ -195,8 +195,9 @@ class Orthanc:
         self.wait_ready(timeout)
         return self
 
-    def stop(self) -> None:
-        _stop_pid(self.proc)
+    def stop(self, kill: bool = False) -> None:
+        """Stop Orthanc (SIGTERM; kill=True: SIGKILL, a crash). Its storage is kept."""
+        _stop_pid(self.proc, kill=kill)
         self.proc = None
 
     def restart(self, timeout: float = 30.0) -> "Orthanc":

@@ -61,9 +61,14 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "lockdown",
+    # Before lockdown, so that its templates/lockdown/form.html (with the site's look) wins.
     "sendit.apps.main",
     "sendit.apps.watcher",
+    "sendit.apps.api",
+    "lockdown",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
 ]
 
 MIDDLEWARE = [
@@ -74,7 +79,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "lockdown.middleware.LockdownMiddleware",
+    # django-lockdown, plus API tokens and CSRF on the password form (sendit/apps/api/access.py).
+    "sendit.apps.api.access.LockdownMiddleware",
 ]
 
 ROOT_URLCONF = "sendit.urls"
@@ -154,3 +160,57 @@ LOGGING = {
         "sendit": {"handlers": ["console"], "level": os.environ.get("SENDIT_LOG_LEVEL", "INFO")},
     },
 }
+
+
+# --- Web interface and REST API (docs/interface.md) -------------------------------------
+# The lockdown password form of sendit: constant-time check, no django.contrib.auth needed.
+LOCKDOWN_FORM = "sendit.apps.main.forms.LockdownForm"
+# Tokens for scripts: `Authorization: Token <t>` passes the lockdown on /api/ only.
+_tokens = _secret("API_TOKENS", ())
+if isinstance(_tokens, str):
+    _tokens = _tokens.split(",")
+API_TOKENS = tuple(t.strip() for t in _tokens if t and t.strip())
+
+# Static files served by WhiteNoise from the apps too, so a node works before collectstatic.
+WHITENOISE_USE_FINDERS = True
+
+REST_FRAMEWORK = {
+    # The lockdown (session or API token) is the gate; DRF itself needs no users.
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PAGINATION_CLASS": "sendit.apps.api.views.Pagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Sendit API",
+    "DESCRIPTION": "Read-only status of sendit's batches and images. Behind the site's lockdown "
+                   "password, or send `Authorization: Token <token>` (tokens from API_TOKENS).",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "APPEND_COMPONENTS": {"securitySchemes": {"Token": {
+        "type": "apiKey", "in": "header", "name": "Authorization",
+        "description": "`Token <token>`, one of API_TOKENS"}}},
+    "SECURITY": [{"Token": []}],
+}
+
+# HTTPS: SECURE_SSL=true (or HTTPS=true) when the node is served over https (nginx in front).
+SECURE_SSL = str(_secret("SECURE_SSL", os.environ.get("HTTPS", "false"))).strip().lower() in (
+    "1", "true", "yes", "on")
+if SECURE_SSL:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = os.environ.get("SECURE_SSL_REDIRECT", "true").lower() in ("1", "true", "yes", "on")
+    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", 31536000))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = os.environ.get("SECURE_HSTS_PRELOAD", "true").lower() in ("1", "true", "yes", "on")
+    # nginx terminates TLS and says so in X-Forwarded-Proto; only trust it behind that proxy.
+    if os.environ.get("SECURE_PROXY_SSL_HEADER", "true").lower() in ("1", "true", "yes", "on"):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+CSRF_COOKIE_HTTPONLY = True
+SESSION_COOKIE_AGE = int(os.environ.get("SESSION_COOKIE_AGE", 12 * 3600))

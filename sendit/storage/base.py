@@ -352,20 +352,23 @@ class Destination:
                  fn: Callable[[int, SendItem], Outcome]) -> dict[int, Outcome]:
         """Run fn over the batch in a small thread pool; stop early when unreachable."""
         stop = threading.Event()
-        abort: list[Outcome] = []
+        cause: list[Outcome] = []
 
         def one(pair):
             i, item = pair
             if stop.is_set():
-                return i, abort[0] if abort else None
+                first = cause[0]
+                if first.abort_batch:
+                    return i, first
+                return i, Outcome.retry(f"{first.error} (not attempted)", unreachable=True)
             try:
                 out = fn(i, item)
             except Exception as exc:
                 self.log.exception("%s: unexpected error sending image %d", self.name, i)
                 out = Outcome.retry(f"unexpected {type(exc).__name__}")
             if out.unreachable or out.abort_batch:
-                if out.abort_batch and not abort:
-                    abort.append(out)
+                if not cause:
+                    cause.append(out)
                 stop.set()
             return i, out
 

@@ -56,7 +56,7 @@ def orthanc_private(tmp_path):
     server = Orthanc(tmp_path / "orthanc")
     server.start()
     yield server
-    server.stop()
+    server.stop(kill=True)  # its storage is thrown away: no need for a graceful stop
 
 
 @pytest.fixture(scope="session")

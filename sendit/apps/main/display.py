@@ -1,0 +1,104 @@
+"""What the status pages and the API may show: scrubbed messages and masked settings.
+
+The pipeline already writes errors without patient values. `scrub` is defence in depth
+for everything shown on a page or returned by the API: it masks what could still carry
+an identifier by accident:
+
+- file system paths (a folder or file name can be a patient name or a medical record
+  number): anything with a slash that looks like a path becomes ``[path]``;
+- DICOM UIDs (dotted digits with four or more parts, e.g. 1.2.840.113619.2.55...): input
+  UIDs can be traced back to the source PACS, so they become ``[uid]``;
+- e-mail addresses become ``[email]``.
+
+It deliberately leaves short numbers, counts, step names and the batch name alone so the
+messages stay useful. The batch name is the folder name chosen by the sender; senders
+must not name folders after patients (docs/interface.md).
+"""
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+from sendit.settings import config as _config
+
+MASK = "********"
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|KEY|TOKEN|CREDENTIALS", re.IGNORECASE)
+
+_UID = re.compile(r"(?<![\w.])\d+(?:\.\d+){3,}(?![\w.])")
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# An absolute or home path, a Windows path, or a relative path with at least one slash.
+_PATH = re.compile(
+    r"(?:(?<![\w/])(?:~?/|[A-Za-z]:\\)[^\s'\"<>,;]*)"      # /abs/path, ~/x, C:\x
+    r"|(?:(?<![\w/.])[\w.-]+(?:[/\\][\w .-]*[\w-])+(?:\.\w+)?)"  # rel/path/file.dcm
+)
+
+
+def scrub(value):
+    """Mask paths, UIDs and e-mail addresses in a string (or in strings inside lists/dicts)."""
+    if isinstance(value, str):
+        text = _EMAIL.sub("[email]", value)
+        text = _PATH.sub("[path]", text)
+        return _UID.sub("[uid]", text)
+    if isinstance(value, dict):
+        return {k: scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub(v) for v in value]
+    return value
+
+
+def scrub_errors(errors):
+    """A batch's errors ({time, step, message}) ready to show."""
+    shown = []
+    for error in errors or []:
+        if isinstance(error, dict):
+            shown.append({"time": error.get("time", ""), "step": scrub(str(error.get("step", ""))),
+                          "message": scrub(str(error.get("message", "")))})
+        else:
+            shown.append({"time": "", "step": "", "message": scrub(str(error))})
+    return shown
+
+
+def mask_url(value):
+    """Hide the password inside a URL such as redis://:pw@host or postgres://user:pw@host."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return value
+    if not parts.netloc or "@" not in parts.netloc:
+        return value
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    if ":" in userinfo:
+        user = userinfo.split(":", 1)[0]
+        userinfo = f"{user}:{MASK}"
+    else:
+        # A token alone before @ (redis://token@host) is a password too.
+        userinfo = MASK if parts.scheme.startswith("redis") else userinfo
+    return urlunsplit((parts.scheme, f"{userinfo}@{host}", parts.path, parts.query, parts.fragment))
+
+
+def mask_setting(name, value):
+    """A setting's value as shown: secrets masked, passwords inside URLs masked."""
+    if SECRET_NAME.search(name):
+        if value in (None, "", (), []):
+            return "(not set)"
+        if isinstance(value, (list, tuple)):
+            return f"{MASK} ({len(value)} set)"
+        return MASK
+    if isinstance(value, str):
+        return mask_url(value)
+    if isinstance(value, (list, tuple)):
+        return ", ".join(mask_url(str(v)) for v in value)
+    return value
+
+
+def config_names():
+    """Every UPPERCASE name of sendit.settings.config (the pipeline's settings)."""
+    return sorted(n for n in vars(_config) if n.isupper() and not n.startswith("_"))
+
+
+def effective_settings(settings):
+    """[(group, [(name, shown value)])]: the pipeline settings and the access settings."""
+    pipeline = [(n, mask_setting(n, getattr(settings, n, getattr(_config, n)))) for n in config_names()]
+    access_names = ["LOCKDOWN_ENABLED", "LOCKDOWN_PASSWORDS", "API_TOKENS", "SECURE_SSL", "DEBUG",
+                    "ALLOWED_HOSTS", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_HSTS_SECONDS",
+                    "SECRET_KEY", "DEID_SECRET", "ORTHANC_PASSWORD"]
+    access = [(n, mask_setting(n, getattr(settings, n, None))) for n in access_names]
+    return [("Pipeline (sendit/settings/config.py)", pipeline), ("Access and security", access)]

@@ -1,0 +1,366 @@
+"""One pass over a dataset applying the profile: ``deidentify_dataset``.
+
+The pass walks the elements once, in tag order, at every sequence depth. It
+reads element values only where an action needs them (UIDs to map, dates to
+shift, descriptors to clean); everything else, pixel data above all, is left as
+the reader produced it, so a kept element is written back byte for byte.
+
+Attributes the table does not list are kept, with these exceptions (safety
+first): private attributes are removed (unless Retain Safe Private keeps a
+known-safe one), DA/DT/TM are shifted (or emptied when dates are not kept),
+PN is replaced by a dummy, UI is mapped unless it is a well-known UID or sits
+in an attribute that names a class rather than an instance, an element whose
+VR cannot be known (UN, not in the dictionary) is removed, and group lengths
+are dropped (they are retired and would be wrong after the scrub).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from pydicom.datadict import dictionary_VR, dictionary_has_tag
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+
+from sendit.deid.dates import InvalidDate, shift_value
+from sendit.deid.options import BASIC_PROFILE_CODE, OPTION_CODES, DeidOptions
+from sendit.deid.private import safe_private_tags
+from sendit.deid.profile import DATE_VRS, load_table, profile_for, resolve_basic
+from sendit.deid.uids import map_uids
+
+logger = logging.getLogger(__name__)
+
+DUMMY_TEXT = "ANONYMIZED"
+DUMMIES = {
+    "DA": "19000101",
+    "TM": "000000",
+    "DT": "19000101000000",
+    "AS": "000Y",
+    "IS": "0",
+    "DS": "0",
+    "US": 0,
+    "SS": 0,
+    "UL": 0,
+    "SL": 0,
+    "UV": 0,
+    "SV": 0,
+    "FL": 0.0,
+    "FD": 0.0,
+    "AT": 0,
+    "OB": b"",
+    "OW": b"",
+    "OF": b"",
+    "OD": b"",
+    "OL": b"",
+    "OV": b"",
+    "UN": b"",
+}
+BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
+NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT"})
+#: text VRs whose value may be kept by a "C" (clean) action when it looks safe
+CLEANABLE_VRS = frozenset({"LO", "SH", "CS", "UC", "AE"})
+
+#: UI attributes (outside the table) that name a class, syntax or scheme, never an instance
+CLASS_UID_TAGS = frozenset(
+    {
+        0x00020002,  # MediaStorageSOPClassUID
+        0x00020010,  # TransferSyntaxUID
+        0x00020012,  # ImplementationClassUID
+        0x00041510,  # ReferencedSOPClassUIDInFile
+        0x00041512,  # ReferencedTransferSyntaxUIDInFile
+        0x00080016,  # SOPClassUID
+        0x0008001A,  # RelatedGeneralSOPClassUID
+        0x0008001B,  # OriginalSpecializedSOPClassUID
+        0x0008010C,  # CodingSchemeUID
+        0x00080117,  # ContextUID
+        0x00080118,  # MappingResourceUID
+        0x00081150,  # ReferencedSOPClassUID
+    }
+)
+
+#: top-level attributes whose values, found inside a descriptor, make it unsafe to keep
+IDENTIFYING_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientBirthName",
+    "PatientMotherBirthName",
+    "PatientBirthDate",
+    "AccessionNumber",
+    "StudyID",
+    "IssuerOfPatientID",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "ReferringPhysicianName",
+    "PerformingPhysicianName",
+    "OperatorsName",
+    "NameOfPhysiciansReadingStudy",
+    "InstitutionName",
+    "InstitutionAddress",
+)
+_TOKEN_SPLIT = re.compile(r"[\^\\ ,=]+")
+_LONG_NUMBER = re.compile(r"\d{5,}")
+
+
+def _element_vr(tag: int, raw_vr: str | None) -> str:
+    """The VR to act on: the element's own, or the dictionary's when it is unknown."""
+    if raw_vr and raw_vr != "UN":
+        return raw_vr
+    if dictionary_has_tag(tag):
+        vr = dictionary_VR(tag)
+        return vr.split(" or ")[0] if " or " in vr else vr
+    return "UN"
+
+
+def _as_text(value) -> str:
+    """An element value as one backslash-joined string, whatever form the reader left."""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("latin-1").strip("\0 ")
+    if isinstance(value, (list, MultiValue)):
+        return "\\".join(str(v) for v in value)
+    return str(value).strip("\0 ")
+
+
+def empty_value(vr: str):
+    """The zero-length value of a VR (action Z)."""
+    if vr == "SQ":
+        return Sequence()
+    if vr in BINARY_VRS:
+        return b""
+    if vr in NUMBER_VRS:
+        return None
+    return ""
+
+
+def _dummy(vr: str):
+    return DUMMIES.get(vr, DUMMY_TEXT)
+
+
+def _identifying_tokens(ds: Dataset, skip_institution: bool) -> tuple[str, ...]:
+    tokens = set()
+    for keyword in IDENTIFYING_KEYWORDS:
+        if skip_institution and keyword.startswith("Institution"):
+            continue
+        elem = ds.get(keyword)
+        if elem is None:
+            continue
+        text = _as_text(elem).lower()
+        for token in _TOKEN_SPLIT.split(text):
+            if len(token) >= 3:
+                tokens.add(token)
+    return tuple(tokens)
+
+
+def is_safe_descriptor(text: str, identifying: tuple[str, ...]) -> bool:
+    """True when a short descriptor can be kept under a clean ("C") action.
+
+    Kept only if it contains none of the patient's identifying values found in
+    the same dataset (names, ids, dates, institution), no run of five or more
+    digits (ids, dates, phone numbers) and no e-mail-like ``@``.
+    """
+    if not text:
+        return True
+    if "@" in text or _LONG_NUMBER.search(text):
+        return False
+    low = text.lower()
+    return not any(token in low for token in identifying)
+
+
+class _Run:
+    """State of one dataset's scrub: options, jitter and what was done."""
+
+    __slots__ = ("profile", "fallback", "options", "jitter", "shift", "keep_uids",
+                 "safe_private", "identifying", "shifted", "keep_tags")
+
+    def __init__(self, ds: Dataset, jitter: int, options: DeidOptions, keep_tags: frozenset):
+        self.options = options
+        self.profile = profile_for(options.enabled(), keep_tags)
+        self.fallback = _fallbacks()
+        self.jitter = int(jitter)
+        self.shift = options.retain_long_modified_dates
+        self.keep_uids = options.retain_uids
+        self.safe_private = options.retain_safe_private
+        self.keep_tags = keep_tags
+        self.shifted = False
+        needs_clean = (
+            options.clean_descriptors or options.retain_device_identity or options.retain_patient_characteristics
+        )
+        self.identifying = (
+            _identifying_tokens(ds, options.retain_institution_identity) if needs_clean else ()
+        )
+
+
+_FALLBACKS: dict[int, str] = {}
+
+
+def _fallbacks() -> dict[int, str]:
+    """Basic Profile action per tag, used when a clean ("C") action cannot keep a value."""
+    if not _FALLBACKS:
+        for row in load_table():
+            tag = row["tag"]
+            if "x" in tag or tag == "private":
+                continue
+            value = int(tag, 16)
+            vr = dictionary_VR(value) if dictionary_has_tag(value) else None
+            _FALLBACKS[value] = resolve_basic(row["basic"], vr)
+    return _FALLBACKS
+
+
+def _scrub(ds: Dataset, run: _Run) -> None:
+    profile = run.profile
+    keep_private = safe_private_tags(ds) if run.safe_private else ()
+    for tag in list(ds.keys()):
+        group = tag >> 16
+        if group & 1:
+            if tag not in keep_private and tag not in run.keep_tags:
+                del ds[tag]
+            continue
+        if not tag & 0xFFFF:
+            del ds[tag]  # group length
+            continue
+        raw = ds.get_item(tag)
+        vr = _element_vr(tag, raw.VR)
+        action = profile.action(tag)
+        if action is None:
+            if vr == "SQ":
+                action = "K"
+            elif vr in DATE_VRS:
+                action = "C" if run.shift else "Z"
+            elif vr == "PN":
+                action = "D"
+            elif vr == "UI":
+                action = "K" if run.keep_uids or tag in CLASS_UID_TAGS else "U"
+            elif vr == "UN":
+                action = "X"
+            else:
+                continue
+        if action == "X":
+            del ds[tag]
+        elif vr == "SQ":
+            if action == "Z":
+                ds[tag] = DataElement(tag, "SQ", Sequence())
+            else:  # K, D, U, C: keep the items, scrub them by the same table
+                for item in ds[tag].value:
+                    _scrub(item, run)
+        elif action == "K":
+            continue
+        elif action == "Z":
+            ds[tag] = DataElement(tag, vr, empty_value(vr))
+        elif action == "U" or (action == "D" and vr == "UI"):
+            if vr == "UI":
+                text = _as_text(raw.value)
+                new = map_uids(text, run.options.uid_secret, run.options.uid_root)
+                if new != text:
+                    ds[tag] = DataElement(tag, "UI", new)
+            else:
+                ds[tag] = DataElement(tag, vr, _dummy(vr))
+        elif action == "D":
+            ds[tag] = DataElement(tag, vr, _dummy(vr))
+        elif action == "C":
+            _clean(ds, tag, vr, raw, run)
+        else:  # pragma: no cover - the profile only yields the actions above
+            raise ValueError(f"unknown action for {tag:08X}")
+
+
+def _clean(ds: Dataset, tag: int, vr: str, raw, run: _Run) -> None:
+    """Action C: shift a date, keep a safe descriptor, or fall back to the basic action."""
+    if vr in DATE_VRS:
+        if not run.shift:
+            ds[tag] = DataElement(tag, vr, "")
+            return
+        text = _as_text(raw.value)
+        try:
+            new = shift_value(vr, text, run.jitter)
+        except InvalidDate:
+            logger.warning("emptied %08X: %s value could not be parsed", tag, vr)
+            new = ""
+        if text:
+            run.shifted = True
+        if new != text:
+            ds[tag] = DataElement(tag, vr, new)
+        return
+    if vr in CLEANABLE_VRS and is_safe_descriptor(_as_text(ds[tag].value), run.identifying):
+        return
+    fallback = run.fallback.get(tag, "X")
+    if fallback == "X":
+        del ds[tag]
+    elif fallback == "Z":
+        ds[tag] = DataElement(tag, vr, empty_value(vr))
+    elif fallback == "U" and vr == "UI":
+        ds[tag] = DataElement(tag, vr, map_uids(_as_text(raw.value), run.options.uid_secret, run.options.uid_root))
+    else:
+        ds[tag] = DataElement(tag, vr, _dummy(vr))
+
+
+def _method_text(options: DeidOptions) -> list[str]:
+    return [BASIC_PROFILE_CODE[1]] + [OPTION_CODES[f][1] for f in options.enabled() if f in OPTION_CODES]
+
+
+def _method_codes(options: DeidOptions) -> Sequence:
+    items = []
+    for value, meaning in [BASIC_PROFILE_CODE] + [OPTION_CODES[f] for f in options.enabled() if f in OPTION_CODES]:
+        item = Dataset()
+        item[0x00080100] = DataElement(0x00080100, "SH", value)  # CodeValue
+        item[0x00080102] = DataElement(0x00080102, "SH", "DCM")  # CodingSchemeDesignator
+        item[0x00080104] = DataElement(0x00080104, "LO", meaning)  # CodeMeaning
+        items.append(item)
+    return Sequence(items)
+
+
+def _stamp(ds: Dataset, ids, options: DeidOptions, run: _Run) -> None:
+    """Write the pseudonyms and the record of what was done (PS3.15 E.1.1)."""
+    keep = run.keep_tags
+    values = [
+        (0x00100020, "LO", ids.patient_suid),  # PatientID
+        (0x00100010, "PN", ids.patient_suid),  # PatientName
+        (0x00080050, "SH", ids.study_suid),  # AccessionNumber
+        (0x00120062, "CS", "YES"),  # PatientIdentityRemoved
+        (0x00120063, "LO", _method_text(options)),  # DeidentificationMethod
+        (0x00120064, "SQ", _method_codes(options)),  # DeidentificationMethodCodeSequence
+        # LongitudinalTemporalInformationModified
+        (0x00280303, "CS", "MODIFIED" if options.retain_long_modified_dates else "REMOVED"),
+    ]
+    for tag, vr, value in values:
+        if tag not in keep:
+            ds[tag] = DataElement(tag, vr, value)
+
+
+#: file meta elements kept (the rest, e.g. Source Application Entity Title, is dropped)
+FILE_META_KEEP = frozenset({0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013})
+
+
+def sync_file_meta(ds: Dataset) -> None:
+    """Make the file meta agree with the scrubbed dataset (SOP class and instance)."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        return
+    for tag in list(meta.keys()):
+        if tag not in FILE_META_KEEP:
+            del meta[tag]
+    for source, target in ((0x00080018, 0x00020003), (0x00080016, 0x00020002)):
+        elem = ds.get(source)
+        if elem is not None and elem.value:
+            meta[target] = DataElement(target, "UI", elem.value)
+
+
+def deidentify_dataset(ds: Dataset, ids, options: DeidOptions) -> Dataset:
+    """De-identify ``ds`` in place with the profile, options and recipe; return it.
+
+    ``ids`` is a :class:`~sendit.deid.identifiers.StudyIdentifiers`: its suids
+    become PatientID/PatientName/AccessionNumber, its jitter shifts dates.
+    """
+    recipe = options.recipe
+    keep_tags = recipe.keep_tags() if recipe is not None else frozenset()
+    run = _Run(ds, ids.jitter, options, keep_tags)
+    _scrub(ds, run)
+    _stamp(ds, ids, options, run)
+    if recipe is not None:
+        recipe.apply_header(ds, ids, options)
+    sync_file_meta(ds)
+    return ds

@@ -1,0 +1,158 @@
+"""The pipeline from a finished folder to Orthanc, with the seed's statuses, run eagerly."""
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from sendit.apps.main.models import Batch, BatchIdentifiers, Image
+from sendit.apps.main.retry import retry_batch
+from sendit.apps.main.tasks import import_dicomdir
+from tests.services import make_ct_series
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PATIENT = "MRN12345678"
+NAME = "Doe^Jane"
+
+
+def study(folder, n=3, name="ST-000001"):
+    path = folder / name
+    make_ct_series(path, n, patient_id=PATIENT, patient_name=NAME)
+    return path
+
+
+def orthanc_tags(orthanc):
+    return [orthanc.get_json(f"/instances/{i}/simplified-tags") for i in orthanc.instances()]
+
+
+def test_finished_folder_arrives_deidentified_and_is_cleaned_up(node, data_folder, settings):
+    folder = study(data_folder)
+    originals = [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(folder.iterdir())]
+
+    import_dicomdir(str(folder))
+
+    batch = Batch.objects.get(uid="ST-000001")
+    assert batch.status == "DONE" and not batch.has_error, batch.errors
+    assert not folder.exists()
+    assert not Image.objects.filter(batch=batch).exists()
+    assert not BatchIdentifiers.objects.filter(batch=batch).exists()
+    assert set(batch.log["steps"]) == {"import", "identifiers", "deidentify", "send", "cleanup"}
+    assert batch.log["images"] == 3
+    tags = orthanc_tags(node)
+    assert len(tags) == 3
+    original_uids = {str(d.SOPInstanceUID) for d in originals}
+    for t in tags:
+        assert t["PatientID"] != PATIENT and t["PatientName"] != NAME
+        assert t["PatientIdentityRemoved"] == "YES"
+        assert t["SOPInstanceUID"] not in original_uids
+        assert t["StudyDate"] != originals[0].StudyDate
+    # Nothing identifying in the audit that outlives the data.
+    assert PATIENT not in str(batch.log) and "Doe" not in str(batch.log)
+
+
+def test_pixel_data_arrives_unchanged(node, data_folder):
+    folder = study(data_folder, n=1)
+    original = pydicom.dcmread(next(folder.iterdir()))
+    import_dicomdir(str(folder))
+    (instance,) = node.instances()
+    received = pydicom.dcmread(__import__("io").BytesIO(node.get_bytes(f"/instances/{instance}/file")))
+    assert received.PixelData == original.PixelData
+
+
+def test_a_corrupt_file_sets_the_folder_aside_and_loses_nothing(node, data_folder):
+    folder = study(data_folder, n=2, name="X")
+    (folder / "notes.txt").write_text("this is not DICOM")
+    truncated = folder / "truncated.dcm"
+    truncated.write_bytes(open(get_testdata_file("MR_truncated.dcm"), "rb").read())
+
+    import_dicomdir(str(folder))
+
+    batch = Batch.objects.get(uid="X")
+    assert batch.has_error
+    messages = " ".join(e["message"] for e in batch.errors)
+    assert "not a DICOM file" in messages and "truncated" in messages
+    assert "notes.txt" not in messages  # file names may identify a patient
+    err = data_folder / "X.err"
+    assert sorted(p.name for p in err.iterdir()) == ["notes.txt", "truncated.dcm"]
+    assert not folder.exists()
+    # The good images were delivered, but a batch with errors keeps its files.
+    assert len(node.instances()) == 2
+    assert batch.status == "DONEPROCESSING"
+    assert Image.objects.filter(batch=batch, status="SENT").count() == 2
+
+
+def test_an_empty_folder_is_an_error(node, data_folder):
+    (data_folder / "EMPTY").mkdir()
+    import_dicomdir(str(data_folder / "EMPTY"))
+    batch = Batch.objects.get(uid="EMPTY")
+    assert batch.has_error and "holds no files" in batch.errors[0]["message"]
+    assert (data_folder / "EMPTY.err").is_dir()
+
+
+def test_the_same_study_dropped_twice_is_set_aside(node, data_folder):
+    import_dicomdir(str(study(data_folder, n=1, name="DUP")))
+    again = study(data_folder, n=1, name="DUP")
+    import_dicomdir(str(again))
+    batch = Batch.objects.get(uid="DUP")
+    assert batch.has_error and "arrived again" in batch.errors[-1]["message"]
+    assert len(list((data_folder / "DUP.err").iterdir())) == 1
+    assert len(node.instances()) == 1
+
+
+def test_running_a_step_twice_sends_nothing_twice(node, data_folder):
+    folder = study(data_folder, n=2, name="TWICE")
+    import_dicomdir(str(folder))
+    import_dicomdir(str(folder))  # the folder is gone: nothing to do
+    batch = Batch.objects.get(uid="TWICE")
+    assert batch.status == "DONE" and len(node.instances()) == 2
+
+
+def test_without_destinations_images_stay_in_media(node, data_folder, settings):
+    settings.SEND_TO_ORTHANC = False
+    import_dicomdir(str(study(data_folder, n=2, name="STATIC")))
+    batch = Batch.objects.get(uid="STATIC")
+    assert batch.status == "DONEPROCESSING" and not batch.has_error
+    images = Image.objects.filter(batch=batch)
+    assert [i.status for i in images] == ["DONEPROCESSING"] * 2
+    for image in images:
+        ds = pydicom.dcmread(f"{settings.MEDIA_ROOT}/{image.image}")
+        assert ds.PatientID != PATIENT and image.uid == ds.SOPInstanceUID
+    assert node.instances() == []
+
+
+def test_deidentify_false_sends_as_it_arrived(node, data_folder, settings):
+    settings.DEIDENTIFY = False
+    import_dicomdir(str(study(data_folder, n=1, name="RAW")))
+    assert Batch.objects.get(uid="RAW").log["deidentified"] is False
+    (tags,) = orthanc_tags(node)
+    assert tags["PatientID"] == PATIENT
+
+
+def test_destination_down_then_retry_finishes_the_job(node, data_folder, settings):
+    settings.ORTHANC_URL = "http://127.0.0.1:9"  # nothing listens there
+    import_dicomdir(str(study(data_folder, n=2, name="DOWN")))
+    batch = Batch.objects.get(uid="DOWN")
+    assert batch.has_error and batch.status == "DONEPROCESSING"
+    assert "orthanc" in batch.errors[0]["message"] and "2 image(s)" in batch.errors[0]["message"]
+    assert Image.objects.filter(batch=batch, status="DONEPROCESSING").count() == 2
+
+    settings.ORTHANC_URL = node.url
+    retry_batch(batch)
+    batch.refresh_from_db()
+    assert batch.status == "DONE" and not batch.has_error
+    assert len(batch.log["previous_errors"]) == 1
+    assert len(node.instances()) == 2
+
+
+def test_a_real_series_from_pydicom(node, data_folder):
+    """Real MR files of one series shipped in pydicom's dicomdirtests."""
+    import shutil
+    from pathlib import Path
+
+    source = Path(get_testdata_file("DICOMDIR")).parent / "77654033" / "CT2"
+    folder = data_folder / "REAL"
+    shutil.copytree(source, folder)
+    n = len(list(folder.iterdir()))
+    import_dicomdir(str(folder))
+    batch = Batch.objects.get(uid="REAL")
+    assert batch.status == "DONE", batch.errors
+    assert len(node.instances()) == n

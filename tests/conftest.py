@@ -1,0 +1,55 @@
+"""Shared fixtures: a private Orthanc per session, eager Celery, a clean data folder."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.services import Orthanc, ServiceUnavailable, orthanc_binary
+
+
+@pytest.fixture(scope="session")
+def orthanc_server(tmp_path_factory):
+    """Debian's Orthanc on free ports for the whole session (skipped when not installed)."""
+    if not orthanc_binary():
+        pytest.skip("Orthanc is not installed (apt-get install orthanc)")
+    server = Orthanc(tmp_path_factory.mktemp("orthanc-core"))
+    try:
+        server.start()
+    except ServiceUnavailable as exc:
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def data_folder(settings, tmp_path):
+    """An empty data folder and media root for one test."""
+    settings.DATA_FOLDER = str(tmp_path / "data")
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    Path(settings.DATA_FOLDER).mkdir()
+    yield Path(settings.DATA_FOLDER)
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.fixture
+def eager(settings):
+    """Run the pipeline's Celery tasks in this process, one after the other."""
+    from sendit.celery import app
+
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    yield app
+    app.conf.task_always_eager = False
+
+
+@pytest.fixture
+def node(settings, data_folder, eager, orthanc_server):
+    """Settings of a node sending to the session's Orthanc over REST, emptied first."""
+    orthanc_server.clear()
+    settings.SEND_TO_ORTHANC = True
+    settings.ORTHANC_TRANSPORT = "rest"
+    settings.ORTHANC_URL = orthanc_server.url
+    settings.ORTHANC_IPADDRESS = "127.0.0.1"
+    settings.ORTHANC_PORT = orthanc_server.dicom_port
+    settings.SEND_TO_GOOGLE = False
+    return orthanc_server
