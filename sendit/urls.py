@@ -1,6 +1,7 @@
-"""URLs: the status pages (and, later, the REST API)."""
+"""URLs: the status pages at /, the REST API at /api/."""
 from django.urls import include, path
 
 urlpatterns = [
+    path("api/", include("sendit.apps.api.urls")),
     path("", include("sendit.apps.main.urls")),
 ]

@@ -76,6 +76,11 @@ WATCHER_LOG_DIR = str(BASE_DIR / "var")
 WATCHER_LOG_MAX_BYTES = 5 * 1024 * 1024
 WATCHER_LOG_BACKUPS = 3
 
+# The watcher re-queues folders and batches left waiting longer than SWEEP_AFTER_SECONDS
+# (a broker restart, a killed worker), checking every SWEEP_INTERVAL seconds.
+SWEEP_INTERVAL = 60.0
+SWEEP_AFTER_SECONDS = 900
+
 # How long a worker may hold a batch before another may take it over (seconds).
 BATCH_LEASE_SECONDS = 600
 

@@ -19,7 +19,7 @@ def retry_batch(batch):
     The errors are not simply cleared: each step checks its own work again and records
     a new error if the problem is still there, so cleanup only runs on a clean batch.
     """
-    from sendit.apps.main.tasks import get_identifiers, import_dicomdir
+    from sendit.apps.main.tasks import import_dicomdir
 
     with transaction.atomic():
         locked = Batch.objects.select_for_update().get(pk=batch.pk)
@@ -36,5 +36,49 @@ def retry_batch(batch):
         for folder in folders:
             import_dicomdir.delay(str(folder))
         return "import of the set-aside files"
-    get_identifiers.delay(batch.id)
-    return "the pipeline from identifiers on"
+    return resume(batch)
+
+
+def resume(batch):
+    """Queue the first step that still has work in this batch; its name, or None."""
+    from sendit.apps.main.tasks import cleanup, get_identifiers, upload_storage
+
+    images = Image.objects.filter(batch=batch)
+    if images.filter(status__in=["NEW", "PROCESSING"]).exclude(
+            flagged__startswith="de-identification failed").exists():
+        get_identifiers.delay(batch.id)
+        return "identifiers"
+    sending = settings.SEND_TO_ORTHANC or settings.SEND_TO_GOOGLE
+    if sending and images.filter(status="DONEPROCESSING", flagged="").exists():
+        upload_storage.delay(batch.id)
+        return "send"
+    if images.exists() and not images.exclude(status__in=["SENT", "DONE"]).exists():
+        cleanup.delay(batch.id)
+        return "cleanup"
+    return None
+
+
+def stuck_batches(older_than_seconds):
+    """Batches with no error, not DONE, untouched for a while and held by no worker.
+
+    A broker restart or a killed worker can lose a queued step; these are the batches
+    that would wait forever.
+    """
+    from datetime import timedelta
+
+    from django.db.models import Q
+    from django.utils import timezone
+
+    now = timezone.now()
+    return Batch.objects.filter(has_error=False, modify_date__lt=now - timedelta(seconds=older_than_seconds)) \
+        .exclude(status="DONE").filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+
+
+def sweep(older_than_seconds):
+    """Re-queue the next step of every stuck batch; returns {batch id: step}."""
+    queued = {}
+    for batch in stuck_batches(older_than_seconds):
+        step = resume(batch)
+        if step:
+            queued[batch.id] = step
+    return queued

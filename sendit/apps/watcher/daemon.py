@@ -72,14 +72,23 @@ def queue_import(path):
     import_dicomdir.delay(path)
 
 
-def run(foreground_logging=True):
+def periodic_check(watcher):
+    """Re-queue folders and batches that a lost task left waiting."""
+    from sendit.apps.main.retry import sweep
+
+    watcher.rescan(settings.SWEEP_AFTER_SECONDS)
+    for batch_id, step in sweep(settings.SWEEP_AFTER_SECONDS).items():
+        logging.getLogger("sendit.watcher").info("SWEEP batch=%s requeued %s", batch_id, step)
+
+
+def run():
     """Watch until SIGTERM or SIGINT."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     watcher = FolderWatcher(settings.DATA_FOLDER, queue_import, settle=settings.WATCHER_SETTLE_SECONDS,
                             polling=settings.WATCHER_POLLING, poll_interval=settings.WATCHER_POLL_INTERVAL)
-    watcher.run_forever(stop)
+    watcher.run_forever(stop, periodic=periodic_check, period=settings.SWEEP_INTERVAL)
 
 
 def daemonize():

@@ -86,6 +86,32 @@ class FolderWatcher(FileSystemEventHandler):
                     self._consider(path.name, immediate=True)
         self.tick()
 
+    def rescan(self, older_than):
+        """Queue again finished folders still waiting after `older_than` seconds.
+
+        A folder stays in the data folder until its import runs; one still there long
+        after it was queued lost its import (a broker restart): queue it again. The
+        import is idempotent, so a slow queue only costs a no-op.
+        """
+        now = time.time()
+        with self.lock:
+            for path in sorted(self.root.iterdir()):
+                name = path.name
+                if not path.is_dir() or path.is_symlink() or name in self.pending:
+                    continue
+                if not is_finished_name(name):
+                    continue
+                try:
+                    age = now - path.stat().st_mtime
+                except OSError:
+                    continue
+                if name not in self.queued or age > older_than:
+                    if name in self.queued:
+                        logger.info("REQUEUE %s still waiting", name)
+                    self.queued.discard(name)
+                    self.pending[name] = 0.0
+        self.tick()
+
     def tick(self):
         """Queue every pending folder that has been quiet long enough."""
         now = time.monotonic()
@@ -123,11 +149,19 @@ class FolderWatcher(FileSystemEventHandler):
             self.observer.stop()
             self.observer.join(timeout=10)
 
-    def run_forever(self, stop_event=None):
+    def run_forever(self, stop_event=None, periodic=None, period=60.0):
+        """Run until stop_event is set; call periodic() every `period` seconds."""
         self.start()
+        last = time.monotonic()
         try:
             while not (stop_event and stop_event.is_set()):
                 self.tick()
+                if periodic and time.monotonic() - last >= period:
+                    last = time.monotonic()
+                    try:
+                        periodic(self)
+                    except Exception as exc:
+                        logger.error("periodic check failed (%s)", type(exc).__name__)
                 time.sleep(0.2)
         finally:
             self.stop()

@@ -156,3 +156,46 @@ def test_a_real_series_from_pydicom(node, data_folder):
     batch = Batch.objects.get(uid="REAL")
     assert batch.status == "DONE", batch.errors
     assert len(node.instances()) == n
+
+
+def test_a_lost_task_is_found_by_the_sweeper(node, data_folder, monkeypatch):
+    """A broker restart can lose the queued next step; the sweeper queues it again."""
+    from django.utils import timezone
+
+    from sendit.apps.main import retry
+    from sendit.apps.main.tasks import identifiers
+
+    monkeypatch.setattr(identifiers.get_identifiers, "delay", lambda *a: None)  # lost
+    import_dicomdir(str(study(data_folder, n=2, name="LOST")))
+    batch = Batch.objects.get(uid="LOST")
+    assert batch.status == "NEW" and node.instances() == []
+    assert retry.sweep(older_than_seconds=600) == {}  # not stuck long enough yet
+    monkeypatch.undo()
+    Batch.objects.filter(pk=batch.pk).update(modify_date=timezone.now() - timezone.timedelta(hours=1))
+
+    assert retry.sweep(older_than_seconds=600) == {batch.id: "identifiers"}
+    batch.refresh_from_db()
+    assert batch.status == "DONE" and len(node.instances()) == 2
+
+
+def test_static_storage_batches_are_not_swept(node, data_folder, settings):
+    from django.utils import timezone
+
+    from sendit.apps.main import retry
+
+    settings.SEND_TO_ORTHANC = False
+    import_dicomdir(str(study(data_folder, n=1, name="KEEP")))
+    Batch.objects.filter(uid="KEEP").update(modify_date=timezone.now() - timezone.timedelta(hours=1))
+    assert retry.sweep(older_than_seconds=600) == {}
+
+
+def test_a_held_lease_keeps_a_second_worker_out(node, data_folder):
+    from sendit.apps.main.tasks.common import BatchBusy, batch_lease
+
+    batch = Batch.objects.create(uid="LEASED")
+    with batch_lease(batch.id):
+        with pytest.raises(BatchBusy):
+            with batch_lease(batch.id):
+                pass
+    with batch_lease(batch.id):  # released: free again
+        pass

@@ -1,0 +1,19 @@
+"""/api/: batches, images (with or without a trailing slash), the schema and its Swagger page."""
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from sendit.apps.api import views
+
+router = DefaultRouter()
+router.trailing_slash = "/?"  # /api/batches and /api/batches/ alike
+router.include_format_suffixes = False
+router.register("batches", views.BatchViewSet, basename="batch")
+router.register("images", views.ImageViewSet, basename="image")
+
+app_name = "api"
+urlpatterns = [
+    re_path(r"^schema/?$", SpectacularAPIView.as_view(), name="schema"),
+    re_path(r"^docs/?$", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("", include(router.urls)),
+]

@@ -1,0 +1,104 @@
+"""The read-only REST API: batches and images, paginated and filterable."""
+from django.db.models import Count
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import viewsets
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import PageNumberPagination
+
+from sendit.apps.api.serializers import BatchSerializer, ImageSerializer
+from sendit.apps.main.models import BATCH_STATUS, IMAGE_STATUS, Batch, Image
+
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off")
+
+
+class Pagination(PageNumberPagination):
+    """`count`, `next`, `previous`, `results`; ?page=N and ?page_size=N (at most 500)."""
+
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+def _choice(request, name, choices):
+    value = request.query_params.get(name)
+    if value in (None, ""):
+        return None
+    value = value.upper()
+    if value not in {c for c, _ in choices}:
+        raise ValidationError({name: f"one of {', '.join(c for c, _ in choices)}"})
+    return value
+
+
+def _boolean(request, name):
+    value = request.query_params.get(name)
+    if value in (None, ""):
+        return None
+    if value.lower() in TRUE:
+        return True
+    if value.lower() in FALSE:
+        return False
+    raise ValidationError({name: "true or false"})
+
+
+def _integer(request, name):
+    value = request.query_params.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValidationError({name: "an integer"}) from None
+
+
+STATUS = OpenApiParameter("status", OpenApiTypes.STR, enum=[c for c, _ in BATCH_STATUS])
+HAS_ERROR = OpenApiParameter("has_error", OpenApiTypes.BOOL)
+
+
+@extend_schema_view(list=extend_schema(parameters=[STATUS, HAS_ERROR]))
+class BatchViewSet(viewsets.ReadOnlyModelViewSet):
+    """Batches (one study folder each), newest first."""
+
+    serializer_class = BatchSerializer
+    lookup_value_regex = r"\d+"
+    queryset = Batch.objects.annotate(n_images=Count("images")).order_by("-id")
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if self.action != "list":
+            return queryset
+        status = _choice(self.request, "status", BATCH_STATUS)
+        if status:
+            queryset = queryset.filter(status=status)
+        has_error = _boolean(self.request, "has_error")
+        if has_error is not None:
+            queryset = queryset.filter(has_error=has_error)
+        return queryset
+
+
+@extend_schema_view(list=extend_schema(parameters=[
+    OpenApiParameter("batch", OpenApiTypes.INT, description="Only the images of this batch."),
+    OpenApiParameter("status", OpenApiTypes.STR, enum=[c for c, _ in IMAGE_STATUS]),
+    OpenApiParameter("flagged", OpenApiTypes.BOOL, description="Only images held back (or not)."),
+]))
+class ImageViewSet(viewsets.ReadOnlyModelViewSet):
+    """Images the node holds now (cleanup removes the rows of a delivered batch)."""
+
+    serializer_class = ImageSerializer
+    lookup_value_regex = r"\d+"
+    queryset = Image.objects.select_related("batch").order_by("id")
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if self.action != "list":
+            return queryset
+        batch = _integer(self.request, "batch")
+        if batch is not None:
+            queryset = queryset.filter(batch_id=batch)
+        status = _choice(self.request, "status", IMAGE_STATUS)
+        if status:
+            queryset = queryset.filter(status=status)
+        flagged = _boolean(self.request, "flagged")
+        if flagged is not None:
+            queryset = queryset.exclude(flagged="") if flagged else queryset.filter(flagged="")
+        return queryset
