@@ -11,7 +11,8 @@ known-safe one), DA/DT/TM are shifted (or emptied when dates are not kept),
 PN is replaced by a dummy, UI is mapped unless it is a well-known UID or sits
 in an attribute that names a class rather than an instance, an element whose
 VR cannot be known (UN, not in the dictionary) is removed, and group lengths
-are dropped (they are retired and would be wrong after the scrub).
+are dropped (they are retired and would be wrong after the scrub), as are
+command elements (0000,eeee), which a stored instance cannot carry.
 """
 
 from __future__ import annotations
@@ -221,8 +222,8 @@ def _scrub(ds: Dataset, run: _Run) -> None:
             if tag not in keep_private and tag not in run.keep_tags:
                 del ds[tag]
             continue
-        if not tag & 0xFFFF:
-            del ds[tag]  # group length
+        if not tag & 0xFFFF or not group:
+            del ds[tag]  # group lengths, and command elements that a stored file cannot hold
             continue
         raw = ds.get_item(tag)
         vr = _element_vr(tag, raw.VR)

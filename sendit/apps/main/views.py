@@ -1,24 +1,329 @@
-"""Status pages: thin views over the models."""
-from django.conf import settings
-from django.db.models import Count
-from django.shortcuts import get_object_or_404, render
+"""Status pages: thin views over the models; the work is in tasks, retry and display."""
+import base64
+import datetime
+import shutil
+from pathlib import Path
 
-from sendit.apps.main.models import BATCH_STATUS, Batch
+from django.conf import settings
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.db.models import Count
+from django.http import Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from sendit.apps.main.display import effective_settings, scrub, scrub_errors
+from sendit.apps.main.models import BATCH_STATUS, Batch, Image
+from sendit.apps.main.preview import PreviewError, header_rows, render_png
 from sendit.apps.watcher import daemon
 
+DEIDENTIFIED_STATUSES = ("DONEPROCESSING", "SENT", "DONE")
+RECENT = 25
+IMAGES_PER_PAGE = 200
+# Throughput chart: the last hour in 12 bars of 5 minutes.
+BUCKETS, BUCKET_MINUTES = 12, 5
 
-def dashboard(request):
+
+def _when(value):
+    """An ISO string of the audit log as a datetime (None when absent or odd)."""
+    if not value:
+        return None
+    parsed = parse_datetime(str(value))
+    if parsed and timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed, datetime.timezone.utc)
+    return parsed
+
+
+def _steps(batch):
+    steps = batch.log.get("steps", {}) if isinstance(batch.log, dict) else {}
+    rows = []
+    for name, figures in steps.items():
+        figures = figures if isinstance(figures, dict) else {}
+        extra = {k: scrub(str(v)) for k, v in figures.items() if k not in ("seconds", "time")}
+        rows.append({"name": name, "seconds": figures.get("seconds"), "time": _when(figures.get("time")),
+                     "figures": extra})
+    order = ["import", "identifiers", "deidentify", "send", "cleanup"]
+    rows.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
+    return rows
+
+
+def _total_seconds(batch):
+    total = 0.0
+    for step in _steps(batch):
+        if isinstance(step["seconds"], (int, float)):
+            total += step["seconds"]
+    return round(total, 1)
+
+
+def throughput(now=None):
+    """Images sent (and batches finished) per 5 minutes over the last hour, as SVG bar geometry."""
+    now = now or timezone.now()
+    start = now - datetime.timedelta(minutes=BUCKETS * BUCKET_MINUTES)
+    images = [0] * BUCKETS
+    batches = 0
+    for log in Batch.objects.filter(modify_date__gte=start).values_list("log", flat=True)[:5000]:
+        steps = log.get("steps", {}) if isinstance(log, dict) else {}
+        send = steps.get("send") or {}
+        when = _when(send.get("time"))
+        if when and start <= when <= now:
+            index = min(int((when - start).total_seconds() // (BUCKET_MINUTES * 60)), BUCKETS - 1)
+            count = send.get("images")
+            images[index] += count if isinstance(count, int) else 0
+        finished = _when((steps.get("cleanup") or {}).get("time"))
+        if finished and start <= finished <= now:
+            batches += 1
+    top = max(images) or 1
+    width, height, gap = 24, 60, 4
+    bars = []
+    for i, n in enumerate(images):
+        h = round(n / top * height) if n else 0
+        bucket_start = start + datetime.timedelta(minutes=i * BUCKET_MINUTES)
+        bars.append({"x": i * (width + gap), "y": height - h, "w": width, "h": max(h, 1 if n else 0),
+                     "n": n, "start": bucket_start})
+    return {"bars": bars, "total": sum(images), "batches": batches, "max": max(images),
+            "width": BUCKETS * (width + gap) - gap, "height": height}
+
+
+def _watcher():
+    status = daemon.status()
+    since = status.get("since")
+    if since:
+        status["since"] = datetime.datetime.fromtimestamp(since, tz=datetime.timezone.utc)
+    return status
+
+
+def _dashboard_context():
     counts = dict(Batch.objects.values_list("status").annotate(n=Count("id")))
-    context = {
+    recent = list(Batch.objects.annotate(n_images=Count("images")).order_by("-id")[:RECENT])
+    rows = []
+    for batch in recent:
+        imported = batch.log.get("images") if isinstance(batch.log, dict) else None
+        rows.append({"batch": batch, "images": imported if isinstance(imported, int) else batch.n_images,
+                     "held": batch.n_images, "errors": len(batch.errors or []),
+                     "seconds": _total_seconds(batch)})
+    return {
         "counts": [(status, counts.get(status, 0)) for status, _ in BATCH_STATUS],
-        "errors": Batch.objects.filter(has_error=True).count(),
-        "batches": Batch.objects.annotate(n_images=Count("images"))[:50],
-        "watcher": daemon.status(),
+        "total": sum(counts.values()),
+        "with_errors": Batch.objects.filter(has_error=True).count(),
+        "rows": rows,
+        "watcher": _watcher(),
         "deidentify": settings.DEIDENTIFY,
+        "chart": throughput(),
+        "now": timezone.now(),
     }
-    return render(request, "main/dashboard.html", context)
 
 
+@never_cache
+@require_GET
+def dashboard(request):
+    return render(request, "main/dashboard.html", _dashboard_context())
+
+
+@never_cache
+@require_GET
+def dashboard_partial(request):
+    """The live part of the dashboard, fetched every few seconds by static/main/sendit.js."""
+    response = render(request, "main/_dashboard_live.html", _dashboard_context())
+    response["X-Sendit-Partial"] = "1"
+    return response
+
+
+def _destination_names(batch, images):
+    names = list(batch.log.get("destinations") or []) if isinstance(batch.log, dict) else []
+    for image in images:
+        for name in image.destinations or {}:
+            if name not in names:
+                names.append(name)
+    return names
+
+
+@never_cache
+@require_GET
 def batch_detail(request, batch_id):
     batch = get_object_or_404(Batch, pk=batch_id)
-    return render(request, "main/batch.html", {"batch": batch, "images": batch.images.all()[:1000]})
+    images = batch.images.order_by("id")
+    page = Paginator(images, IMAGES_PER_PAGE).get_page(request.GET.get("page"))
+    names = _destination_names(batch, page.object_list)
+    rows = []
+    for image in page.object_list:
+        marks = []
+        for name in names:
+            mark = (image.destinations or {}).get(name)
+            marks.append({"name": name, "sent": bool(mark),
+                          "time": _when(mark.get("time")) if isinstance(mark, dict) else None})
+        rows.append({"image": image, "marks": marks, "flagged": scrub(image.flagged)})
+    log = batch.log if isinstance(batch.log, dict) else {}
+    context = {
+        "batch": batch,
+        "page": page,
+        "rows": rows,
+        "destinations": names,
+        "errors": scrub_errors(batch.errors),
+        "previous_errors": scrub_errors(log.get("previous_errors")),
+        "steps": _steps(batch),
+        "total_seconds": _total_seconds(batch),
+        "status_counts": list(images.values_list("status").annotate(n=Count("id")).order_by("status")),
+        "n_images": images.count(),
+        "imported": log.get("images"),
+        "raw": log.get("deidentified") is False,
+        "notes": [scrub(str(log[k])) for k in ("cleanup", "pixels_note") if log.get(k)],
+        "retries": log.get("retries", 0),
+        "can_retry": batch.has_error or batch.status != "DONE",
+        "can_resend": images.filter(status__in=["SENT", "DONEPROCESSING"], flagged="").exists(),
+    }
+    return render(request, "main/batch.html", context)
+
+
+@require_POST
+def batch_retry(request, batch_id):
+    batch = get_object_or_404(Batch, pk=batch_id)
+    if not (batch.has_error or batch.status != "DONE"):
+        messages.info(request, "Nothing to retry: the batch is done without errors.")
+    else:
+        from sendit.apps.main.retry import retry_batch
+
+        what = retry_batch(batch)
+        messages.success(request, f"Retry queued: {what}.")
+    return redirect("batch", batch_id=batch.id)
+
+
+@require_POST
+def batch_resend(request, batch_id):
+    """Forget where the images went and send them again (e.g. after a destination lost data)."""
+    batch = get_object_or_404(Batch, pk=batch_id)
+    if not batch.acquire(60):
+        messages.error(request, "The batch is being processed right now; try again in a moment.")
+        return redirect("batch", batch_id=batch.id)
+    try:
+        with transaction.atomic():
+            count = Image.objects.filter(batch=batch, status__in=["SENT", "DONEPROCESSING"]).update(
+                destinations={}, status="DONEPROCESSING", modify_date=timezone.now())
+    finally:
+        batch.release()
+    if not count:
+        messages.info(request, "No image of this batch is ready to send.")
+        return redirect("batch", batch_id=batch.id)
+    from sendit.apps.main.tasks import upload_storage
+
+    upload_storage.delay(batch.id)
+    messages.success(request, f"Re-send queued for {count} image(s).")
+    return redirect("batch", batch_id=batch.id)
+
+
+def _batch_media(batch):
+    """The batch's media folder, or None when it would not be a safe thing to remove."""
+    media_root = Path(settings.MEDIA_ROOT).resolve()
+    folder = (media_root / "batches" / str(batch.id)).resolve()
+    data = Path(settings.DATA_FOLDER).resolve()
+    if media_root not in folder.parents:
+        return None
+    if folder == data or data in folder.parents or folder in data.parents:
+        return None
+    return folder
+
+
+@require_http_methods(["GET", "POST"])
+def batch_delete(request, batch_id):
+    """GET: a confirmation page. POST: remove the batch's media files and rows (never input data)."""
+    batch = get_object_or_404(Batch, pk=batch_id)
+    folder = _batch_media(batch)
+    if request.method == "GET":
+        return render(request, "main/batch_delete.html", {
+            "batch": batch, "n_images": batch.images.count(),
+            "media": folder is not None and folder.exists()})
+    if not batch.acquire(60):
+        messages.error(request, "The batch is being processed right now; try again in a moment.")
+        return redirect("batch", batch_id=batch.id)
+    name = batch.uid
+    try:
+        if folder is not None and folder.exists():
+            shutil.rmtree(folder)
+        batch.delete()
+    except Exception:
+        batch.release()
+        raise
+    messages.success(request, f"Batch {name} deleted (media files and records).")
+    return redirect("dashboard")
+
+
+def _viewable(image):
+    """(show the header and pixels?, warning or reason)."""
+    raw = image.batch.log.get("deidentified") is False if isinstance(image.batch.log, dict) else False
+    warning = ("De-identification is OFF (DEIDENTIFY=false): this is the header as it arrived "
+               "and may identify the patient.")
+    if raw:
+        if settings.DEIDENTIFY:
+            return False, "This batch was sent without de-identification; its header is not shown."
+        return True, warning
+    if image.status in DEIDENTIFIED_STATUSES:
+        return True, ""
+    if not settings.DEIDENTIFY:
+        return True, warning
+    return False, "Not yet de-identified: the header and pixels are shown only after de-identification."
+
+
+def _image_path(image):
+    root = Path(settings.MEDIA_ROOT).resolve()
+    path = (root / image.image).resolve()
+    if root not in path.parents or not path.is_file():
+        return None
+    return path
+
+
+@never_cache
+@require_GET
+def image_detail(request, image_id):
+    image = get_object_or_404(Image.objects.select_related("batch"), pk=image_id)
+    show, warning = _viewable(image)
+    context = {"image": image, "batch": image.batch, "show": show, "warning": warning,
+               "flagged": scrub(image.flagged), "rows": None, "preview": None, "no_preview": "",
+               "uid": image.uid if show and not warning else None,
+               "destinations": [(name, _when(mark.get("time")) if isinstance(mark, dict) else None)
+                                for name, mark in (image.destinations or {}).items()]}
+    if show:
+        path = _image_path(image)
+        if path is None:
+            context["no_preview"] = "The file is no longer in media."
+        else:
+            try:
+                context["rows"] = header_rows(path)
+            except Exception as exc:
+                context["no_preview"] = f"The header could not be read ({type(exc).__name__})."
+            if image.flagged:
+                context["no_preview"] = ("No preview: the image is held back because its pixels may carry "
+                                         "burned-in text.")
+            elif not context["no_preview"]:
+                try:
+                    context["preview"] = base64.b64encode(render_png(path)).decode()
+                except PreviewError as exc:
+                    context["no_preview"] = f"No preview: the pixels could not be decoded ({exc})."
+    return render(request, "main/image.html", context)
+
+
+@never_cache
+@require_GET
+def image_preview(request, image_id):
+    """The preview as a PNG file; 404 when it may not be shown or cannot be drawn."""
+    image = get_object_or_404(Image.objects.select_related("batch"), pk=image_id)
+    show, _ = _viewable(image)
+    path = _image_path(image) if show and not image.flagged else None
+    if path is None:
+        raise Http404("no preview")
+    try:
+        data = render_png(path)
+    except PreviewError:
+        raise Http404("no preview") from None
+    response = HttpResponse(data, content_type="image/png")
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@never_cache
+@require_GET
+def settings_page(request):
+    return render(request, "main/settings.html", {"groups": effective_settings(settings),
+                                                  "lockdown": getattr(settings, "LOCKDOWN_ENABLED", True)})

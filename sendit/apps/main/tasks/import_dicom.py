@@ -105,7 +105,8 @@ def _import_folder(batch, folder):
         _flush(batch, pending, identities)
 
         total = Image.objects.filter(batch=batch).count()
-        if not files and not links and not total:
+        resuming = folder.name != batch.uid
+        if not files and not links and not total and not resuming:
             problems.append("the folder holds no files")
         figures.update(files=len(files), images=total, problems=len(problems))
 
@@ -118,6 +119,9 @@ def _import_folder(batch, folder):
                     folder.rename(target)
                 batch.add_error("import", f"files that could not be imported were left in {target.name}")
         batch.update_log(imported=True, images=total)
+        if resuming and not total and not problems:
+            # A person emptied the set-aside folder: nothing is left to do.
+            batch.set_status("DONE")
     return total
 
 
