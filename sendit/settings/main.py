@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     # Before lockdown, so that its templates/lockdown/form.html (with the site's look) wins.
     "sendit.apps.main",
     "sendit.apps.watcher",
+    "sendit.apps.ops",
     "sendit.apps.api",
     "lockdown",
     "rest_framework",
@@ -95,6 +96,7 @@ TEMPLATES = [
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.contrib.messages.context_processors.messages",
+                "sendit.apps.main.context_processors.sendit",
             ]
         },
     }
@@ -151,16 +153,60 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = os.environ.get("CELERY_TASK_ALWAYS_EAGER", "false").lower() == "true"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
+# Logs: one line per batch step, size-capped files under LOG_DIR, and every record
+# through sendit.redact so no library can write a patient value.
+LOG_DIR = os.environ.get("LOG_DIR", str(Path(_config.VAR_DIR) / "logs"))
+Path(LOG_DIR).mkdir(parents=True, exist_ok=True)
+LOG_LEVEL = os.environ.get("SENDIT_LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"redact": {"()": "sendit.redact.RedactFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(process)d %(name)s %(message)s"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]},
+        "file": {"class": "logging.handlers.RotatingFileHandler", "formatter": "plain", "filters": ["redact"],
+                 "filename": str(Path(LOG_DIR) / "sendit.log"), "maxBytes": 10 * 1024 * 1024, "backupCount": 5},
+        "mail_admins": {"level": "ERROR", "class": "sendit.redact.AdminMailHandler"},
+    },
+    "root": {"handlers": ["console", "file"], "level": "WARNING"},
     "loggers": {
-        "sendit": {"handlers": ["console"], "level": os.environ.get("SENDIT_LOG_LEVEL", "INFO")},
+        "sendit": {"handlers": ["console", "file", "mail_admins"], "level": LOG_LEVEL, "propagate": False},
+        "django.request": {"handlers": ["console", "file", "mail_admins"], "level": "ERROR", "propagate": False},
+        "celery": {"level": "INFO"},
     },
 }
 
+# /healthz answers without the lockdown (ok / not ok only); /metrics checks its own token.
+LOCKDOWN_URL_EXCEPTIONS = (r"^/healthz$", r"^/metrics$")
+METRICS_TOKEN = _secret("METRICS_TOKEN", "") or ""
+
+# Server errors by mail: ADMINS="Name <a@b.org>,Other <c@d.org>", EMAIL_HOST, EMAIL_PORT...
+ADMINS = [
+    (entry.split("<")[0].strip() or entry, entry.split("<")[-1].rstrip(">").strip())
+    for entry in os.environ.get("ADMINS", "").split(",") if entry.strip()
+]
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = _secret("EMAIL_HOST_PASSWORD", "") or ""
+EMAIL_USE_TLS = os.environ.get("EMAIL_USE_TLS", "false").lower() == "true"
+SERVER_EMAIL = os.environ.get("SERVER_EMAIL", "sendit@localhost")
+
+# Server errors to Sentry (the seed's Opbeat is gone): no PII, scrubbed before sending.
+SENTRY_DSN = _secret("SENTRY_DSN", "") or ""
+if SENTRY_DSN:
+    import sentry_sdk
+    from sentry_sdk.integrations.celery import CeleryIntegration
+    from sentry_sdk.integrations.django import DjangoIntegration
+
+    from sendit.redact import scrub_sentry_event
+
+    sentry_sdk.init(
+        dsn=SENTRY_DSN, integrations=[DjangoIntegration(), CeleryIntegration()],
+        send_default_pii=False, include_local_variables=False, max_request_body_size="never",
+        before_send=scrub_sentry_event, environment=os.environ.get("SENTRY_ENVIRONMENT", "production"),
+    )
 
 # --- Web interface and REST API (docs/interface.md) -------------------------------------
 # The lockdown password form of sendit: constant-time check, no django.contrib.auth needed.
@@ -180,7 +226,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PAGINATION_CLASS": "sendit.apps.api.views.Pagination",
+    "DEFAULT_PAGINATION_CLASS": "sendit.apps.api.pagination.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }

@@ -4,20 +4,12 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import viewsets
 from rest_framework.exceptions import ValidationError
-from rest_framework.pagination import PageNumberPagination
 
 from sendit.apps.api.serializers import BatchSerializer, ImageSerializer
 from sendit.apps.main.models import BATCH_STATUS, IMAGE_STATUS, Batch, Image
 
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off")
-
-
-class Pagination(PageNumberPagination):
-    """`count`, `next`, `previous`, `results`; ?page=N and ?page_size=N (at most 500)."""
-
-    page_size_query_param = "page_size"
-    max_page_size = 500
 
 
 def _choice(request, name, choices):

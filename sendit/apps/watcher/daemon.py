@@ -34,14 +34,42 @@ def running_pid():
     return pid
 
 
+HEARTBEAT_SECONDS = 10
+
+
+def beat(started=None, stopped=False):
+    """Record that the watcher is alive (or has stopped), for status pages on any host."""
+    import socket
+
+    from django.utils import timezone
+
+    from sendit.apps.watcher.models import Heartbeat
+
+    now = timezone.now()
+    defaults = {"beat": now, "stopped": stopped, "folder": str(Path(settings.DATA_FOLDER).resolve()),
+                "mode": "polling" if settings.WATCHER_POLLING else "inotify", "host": socket.gethostname()}
+    if started:
+        defaults["started"] = started
+    Heartbeat.objects.update_or_create(name="watcher", defaults=defaults,
+                                       create_defaults={**defaults, "started": started or now})
+
+
 def status():
-    """Is the watcher running, since when, and on which folder (for the status page)."""
-    pid = running_pid()
-    since = None
-    if pid:
-        since = pid_file().stat().st_mtime
-    return {"running": bool(pid), "pid": pid, "since": since,
-            "folder": str(Path(settings.DATA_FOLDER).resolve()),
+    """Is the watcher running, since when, and on which folder (for the status page).
+
+    Running means a heartbeat in the last 3 x HEARTBEAT_SECONDS, so a watcher in another
+    container or on another host counts too; a local pid file is reported alongside.
+    """
+    from django.utils import timezone
+
+    from sendit.apps.watcher.models import Heartbeat
+
+    found = Heartbeat.objects.filter(name="watcher").first()
+    fresh = bool(found and not found.stopped
+                 and (timezone.now() - found.beat).total_seconds() < 3 * HEARTBEAT_SECONDS)
+    return {"running": fresh, "pid": running_pid(), "since": found.started if fresh else None,
+            "last_seen": found.beat if found else None,
+            "folder": found.folder if found else str(Path(settings.DATA_FOLDER).resolve()),
             "mode": "polling" if settings.WATCHER_POLLING else "inotify"}
 
 
@@ -82,13 +110,39 @@ def periodic_check(watcher):
 
 
 def run():
-    """Watch until SIGTERM or SIGINT."""
+    """Watch until SIGTERM or SIGINT, beating every HEARTBEAT_SECONDS."""
+    from django.db import close_old_connections
+    from django.utils import timezone
+
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    started = timezone.now()
+    state = {"sweep": time.monotonic()}
+
+    def every_beat(watcher):
+        close_old_connections()
+        try:
+            beat(started)
+        except Exception as exc:
+            logging.getLogger("sendit.watcher").error("heartbeat failed (%s)", type(exc).__name__)
+        if time.monotonic() - state["sweep"] >= settings.SWEEP_INTERVAL:
+            state["sweep"] = time.monotonic()
+            periodic_check(watcher)
+
     watcher = FolderWatcher(settings.DATA_FOLDER, queue_import, settle=settings.WATCHER_SETTLE_SECONDS,
                             polling=settings.WATCHER_POLLING, poll_interval=settings.WATCHER_POLL_INTERVAL)
-    watcher.run_forever(stop, periodic=periodic_check, period=settings.SWEEP_INTERVAL)
+    try:
+        beat(started)
+    except Exception as exc:
+        logging.getLogger("sendit.watcher").error("heartbeat failed (%s)", type(exc).__name__)
+    try:
+        watcher.run_forever(stop, periodic=every_beat, period=HEARTBEAT_SECONDS)
+    finally:
+        try:
+            beat(started, stopped=True)
+        except Exception:
+            pass
 
 
 def daemonize():

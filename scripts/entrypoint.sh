@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The one entry point of the sendit image: every service of docker-compose.yml is this
+# script with a different first argument. It also runs outside a container (the deploy
+# end-to-end test uses it with .venv/bin first on PATH).
+#
+#   entrypoint.sh uwsgi        wait for the database, migrate, collect static files, run uwsgi
+#   entrypoint.sh worker       a Celery worker (WORKER_CONCURRENCY processes, default 4)
+#   entrypoint.sh watcher      the watcher of DATA_FOLDER, in the foreground
+#   entrypoint.sh manage ARGS  python manage.py ARGS (createsuperuser, retry_batch, ...)
+#   entrypoint.sh healthcheck  is the service this container runs healthy? (HEALTHCHECK)
+#   entrypoint.sh CMD ARGS     any other command, as is
+#
+# Nothing secret is read here: settings and secrets come from the environment (see
+# docs/configuration.md).
+set -euo pipefail
+
+app_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$app_dir"
+export DJANGO_SETTINGS_MODULE="${DJANGO_SETTINGS_MODULE:-sendit.settings}"
+# Where this container notes which service it runs, for `healthcheck`.
+role_file="${SENDIT_ROLE_FILE:-/tmp/sendit-role}"
+
+say() { echo "entrypoint: $*" >&2; }
+
+wait_for_database() {
+    # Wait up to DATABASE_WAIT seconds (default 60) for the database to answer.
+    local timeout="${DATABASE_WAIT:-60}"
+    python - "$timeout" <<'PY'
+import sys, time
+import django
+from django.db import connection
+from django.db.utils import OperationalError
+
+django.setup()
+deadline = time.monotonic() + float(sys.argv[1])
+while True:
+    try:
+        connection.ensure_connection()
+        break
+    except OperationalError as exc:
+        if time.monotonic() > deadline:
+            sys.exit(f"entrypoint: the database did not answer: {exc}")
+        time.sleep(1)
+PY
+}
+
+healthcheck() {
+    local role
+    role="$(cat "$role_file" 2>/dev/null || echo uwsgi)"
+    case "$role" in
+        uwsgi)
+            # Any HTTP answer from Django (even 400 for a host not in ALLOWED_HOSTS) means
+            # the application is loaded and serving; 5xx or no answer means it is not.
+            python - "${SENDIT_UWSGI_HTTP:-127.0.0.1:8000}" <<'PY'
+import sys, urllib.error, urllib.request
+try:
+    code = urllib.request.urlopen(f"http://{sys.argv[1]}/", timeout=10).status
+except urllib.error.HTTPError as exc:
+    code = exc.code
+sys.exit(0 if code < 500 else 1)
+PY
+            ;;
+        worker)
+            local name="${WORKER_NAME:-sendit@%h}"
+            name="${name//%h/$(hostname)}"
+            celery -A sendit inspect ping --timeout 10 -d "$name" >/dev/null
+            ;;
+        watcher)
+            local pid_file="${WATCHER_PID_FILE:-$app_dir/var/watcher.pid}"
+            [ -s "$pid_file" ] && kill -0 "$(cat "$pid_file")"
+            ;;
+        *)
+            return 0
+            ;;
+    esac
+}
+
+role="${1:-uwsgi}"
+[ "$#" -gt 0 ] && shift
+
+case "$role" in
+    uwsgi)
+        echo uwsgi >"$role_file"
+        wait_for_database
+        python manage.py migrate --noinput
+        python manage.py collectstatic --noinput -v 0
+        exec uwsgi --ini "$app_dir/uwsgi.ini" "$@"
+        ;;
+    worker)
+        echo worker >"$role_file"
+        wait_for_database
+        exec celery -A sendit worker \
+            --loglevel "${SENDIT_LOG_LEVEL:-INFO}" \
+            --concurrency "${WORKER_CONCURRENCY:-4}" \
+            --hostname "${WORKER_NAME:-sendit@%h}" "$@"
+        ;;
+    watcher)
+        echo watcher >"$role_file"
+        wait_for_database
+        # A container restarted after a hard stop keeps the pid file of its previous run,
+        # and that pid is often its own again (1): the watcher would refuse to start.
+        pid_file="${WATCHER_PID_FILE:-$app_dir/var/watcher.pid}"
+        if [ -f "$pid_file" ] && [ "$(cat "$pid_file")" = "$$" ]; then
+            rm -f "$pid_file"
+        fi
+        exec python manage.py watcher_start --foreground "$@"
+        ;;
+    manage)
+        exec python manage.py "$@"
+        ;;
+    healthcheck)
+        healthcheck
+        ;;
+    *)
+        exec "$role" "$@"
+        ;;
+esac
