@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -154,10 +153,6 @@ def count_survivors(path: Path, markers: list[bytes]) -> int:
     return data.count(text_marker) + sum(1 for m in markers[1:] if m in data)
 
 
-def total_markers(path: Path, markers: list[bytes]) -> int:
-    return count_survivors(path, markers)
-
-
 # -- tools -----------------------------------------------------------------
 def tool_bare():
     def run(src, dst):
@@ -223,47 +218,46 @@ TOOLS = {
 }
 
 
-def measure(name, factory, files, out_dir, rounds):
-    try:
-        run = factory()
-    except ImportError:
-        return None
-    target = out_dir / name.replace(" ", "_").replace("+", "")
-    target.mkdir(parents=True, exist_ok=True)
-    timings = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for path, _markers in files:
-            run(path, target / path.name)
-        timings.append((time.perf_counter() - start) / len(files))
-    survived = sum(count_survivors(target / p.name, m) for p, m in files)
-    return min(timings), survived
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=50, help="number of synthetic CT files (default 50)")
-    parser.add_argument("--rounds", type=int, default=3, help="timing rounds, best is reported (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="timing rounds, best is reported (default 5)")
     parser.add_argument("--keep", type=Path, help="keep inputs and outputs in this folder")
     args = parser.parse_args(argv)
     work = args.keep or Path(tempfile.mkdtemp(prefix="compare-deid-"))
-    work.mkdir(parents=True, exist_ok=True)
+    (work / "input").mkdir(parents=True, exist_ok=True)
     try:
-        files = generate(work / "input", args.n) if (work / "input").mkdir(parents=True, exist_ok=True) is None else []
-        planted = sum(total_markers(p, m) for p, m in files)
+        files = generate(work / "input", args.n)
+        planted = sum(count_survivors(p, m) for p, m in files)
+        runners = {}
+        for name, factory in TOOLS.items():
+            try:
+                runners[name] = factory()
+            except ImportError:
+                runners[name] = None
+        best = {name: float("inf") for name, run in runners.items() if run}
+        # rounds interleave the tools so that disk and cache noise hits them alike
+        for _ in range(args.rounds):
+            for name, run in runners.items():
+                if run is None:
+                    continue
+                target = work / "output" / name.replace(" ", "_").replace("+", "")
+                target.mkdir(parents=True, exist_ok=True)
+                start = time.perf_counter()
+                for path, _markers in files:
+                    run(path, target / path.name)
+                best[name] = min(best[name], (time.perf_counter() - start) / len(files))
         print(f"{args.n} synthetic 512x512 16-bit CT files, {planted} planted markers in total")
         print(f"{'tool':<26}{'markers surviving':>19}{'ms/image':>11}")
-        results = {}
-        for name, factory in TOOLS.items():
-            outcome = measure(name, factory, files, work / "output", args.rounds)
-            if outcome is None:
+        for name, run in runners.items():
+            if run is None:
                 print(f"{name:<26}{'not installed':>19}")
                 continue
-            per_image, survived = outcome
-            results[name] = per_image
+            target = work / "output" / name.replace(" ", "_").replace("+", "")
+            survived = sum(count_survivors(target / p.name, m) for p, m in files)
             shown = "-" if name.startswith("bare") else f"{survived}/{planted}"
-            print(f"{name:<26}{shown:>19}{per_image * 1000:>11.2f}")
-        ratio = results["sendit"] / results["bare pydicom read+write"]
+            print(f"{name:<26}{shown:>19}{best[name] * 1000:>11.2f}")
+        ratio = best["sendit"] / best["bare pydicom read+write"]
         print(f"sendit / bare pydicom time ratio: {ratio:.2f} (target <= 1.3)")
         return 0
     finally:

@@ -21,7 +21,7 @@ import logging
 import re
 
 from pydicom.datadict import dictionary_VR, dictionary_has_tag
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -139,6 +139,22 @@ def empty_value(vr: str):
     return ""
 
 
+#: VRs whose values sendit writes are ASCII text (dummies, UIDs, dates, suids)
+TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI",
+                      "UR", "UT"})
+
+
+def put(ds: Dataset, tag: int, vr: str, value) -> None:
+    """Set an element; ASCII text goes in pre-encoded so it is written without conversion."""
+    if vr in TEXT_VRS and isinstance(value, str) and value.isascii():
+        data = value.encode("ascii")
+        if len(data) % 2:
+            data += b"\0" if vr == "UI" else b" "
+        ds[tag] = RawDataElement(tag, vr, len(data), data, 0, None, None, True, False)
+    else:
+        ds[tag] = DataElement(tag, vr, value)
+
+
 def _dummy(vr: str):
     return DUMMIES.get(vr, DUMMY_TEXT)
 
@@ -252,17 +268,17 @@ def _scrub(ds: Dataset, run: _Run) -> None:
         elif action == "K":
             continue
         elif action == "Z":
-            ds[tag] = DataElement(tag, vr, empty_value(vr))
+            put(ds, tag, vr, empty_value(vr))
         elif action == "U" or (action == "D" and vr == "UI"):
             if vr == "UI":
                 text = _as_text(raw.value)
                 new = map_uids(text, run.options.uid_secret, run.options.uid_root)
                 if new != text:
-                    ds[tag] = DataElement(tag, "UI", new)
+                    put(ds, tag, "UI", new)
             else:
-                ds[tag] = DataElement(tag, vr, _dummy(vr))
+                put(ds, tag, vr, _dummy(vr))
         elif action == "D":
-            ds[tag] = DataElement(tag, vr, _dummy(vr))
+            put(ds, tag, vr, _dummy(vr))
         elif action == "C":
             _clean(ds, tag, vr, raw, run)
         else:  # pragma: no cover - the profile only yields the actions above
@@ -273,7 +289,7 @@ def _clean(ds: Dataset, tag: int, vr: str, raw, run: _Run) -> None:
     """Action C: shift a date, keep a safe descriptor, or fall back to the basic action."""
     if vr in DATE_VRS:
         if not run.shift:
-            ds[tag] = DataElement(tag, vr, "")
+            put(ds, tag, vr, "")
             return
         text = _as_text(raw.value)
         try:
@@ -284,7 +300,7 @@ def _clean(ds: Dataset, tag: int, vr: str, raw, run: _Run) -> None:
         if text:
             run.shifted = True
         if new != text:
-            ds[tag] = DataElement(tag, vr, new)
+            put(ds, tag, vr, new)
         return
     if vr in CLEANABLE_VRS and is_safe_descriptor(_as_text(ds[tag].value), run.identifying):
         return
@@ -292,11 +308,11 @@ def _clean(ds: Dataset, tag: int, vr: str, raw, run: _Run) -> None:
     if fallback == "X":
         del ds[tag]
     elif fallback == "Z":
-        ds[tag] = DataElement(tag, vr, empty_value(vr))
+        put(ds, tag, vr, empty_value(vr))
     elif fallback == "U" and vr == "UI":
-        ds[tag] = DataElement(tag, vr, map_uids(_as_text(raw.value), run.options.uid_secret, run.options.uid_root))
+        put(ds, tag, vr, map_uids(_as_text(raw.value), run.options.uid_secret, run.options.uid_root))
     else:
-        ds[tag] = DataElement(tag, vr, _dummy(vr))
+        put(ds, tag, vr, _dummy(vr))
 
 
 def _method_text(options: DeidOptions) -> list[str]:
@@ -322,14 +338,14 @@ def _stamp(ds: Dataset, ids, options: DeidOptions, run: _Run) -> None:
         (0x00100010, "PN", ids.patient_suid),  # PatientName
         (0x00080050, "SH", ids.study_suid),  # AccessionNumber
         (0x00120062, "CS", "YES"),  # PatientIdentityRemoved
-        (0x00120063, "LO", _method_text(options)),  # DeidentificationMethod
+        (0x00120063, "LO", "\\".join(_method_text(options))),  # DeidentificationMethod
         (0x00120064, "SQ", _method_codes(options)),  # DeidentificationMethodCodeSequence
         # LongitudinalTemporalInformationModified
         (0x00280303, "CS", "MODIFIED" if options.retain_long_modified_dates else "REMOVED"),
     ]
     for tag, vr, value in values:
         if tag not in keep:
-            ds[tag] = DataElement(tag, vr, value)
+            put(ds, tag, vr, value)
 
 
 #: file meta elements kept (the rest, e.g. Source Application Entity Title, is dropped)
@@ -347,7 +363,7 @@ def sync_file_meta(ds: Dataset) -> None:
     for source, target in ((0x00080018, 0x00020003), (0x00080016, 0x00020002)):
         elem = ds.get(source)
         if elem is not None and elem.value:
-            meta[target] = DataElement(target, "UI", elem.value)
+            meta[target] = DataElement(target, "UI", elem.value)  # meta is validated: keep typed
 
 
 def deidentify_dataset(ds: Dataset, ids, options: DeidOptions) -> Dataset:

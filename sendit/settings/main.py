@@ -260,3 +260,5 @@ if SECURE_SSL:
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 CSRF_COOKIE_HTTPONLY = True
 SESSION_COOKIE_AGE = int(os.environ.get("SESSION_COOKIE_AGE", 12 * 3600))
+# WhiteNoise warns at start-up when STATIC_ROOT is missing (before the first collectstatic).
+Path(STATIC_ROOT).mkdir(parents=True, exist_ok=True)

@@ -68,6 +68,8 @@ def _classify(exc: Exception, what: str) -> Outcome:
         return Outcome.retry(f"gcs: HTTP {exc.code} on {what}")
     if isinstance(exc, gexc.GoogleAPICallError):
         return Outcome.failed(f"gcs: HTTP {exc.code} on {what}")
+    if isinstance(exc, gexc.RetryError):
+        return Outcome.retry(f"gcs: retries exhausted on {what}", unreachable=True)
     if isinstance(exc, (requests.ConnectionError, requests.Timeout, TransportError,
                         ConnectionError, TimeoutError)):
         reason = "connection refused" if "refused" in str(exc).lower() else \
@@ -162,7 +164,7 @@ class GoogleStorage(Destination):
             return Outcome.failed(f"gcs: cannot read the local file ({describe_oserror(exc)})")
         crc = _crc32c_b64(path)
         try:
-            blob = self.bucket.get_blob(name, timeout=self.timeout)
+            blob = self.bucket.get_blob(name, timeout=self.timeout, retry=None)
         except Exception as exc:
             return _classify(exc, "get object")
         if blob is not None and blob.md5_hash == md5_b64:
@@ -172,14 +174,14 @@ class GoogleStorage(Destination):
             new = self.bucket.blob(name)
             new.md5_hash = md5_b64  # the server rejects the upload if the bytes differ
             new.upload_from_filename(path, content_type=content_type, if_generation_match=generation,
-                                     checksum="md5", timeout=self.timeout)
+                                     checksum="md5", timeout=self.timeout, retry=None)
         except Exception as exc:
             out = _classify(exc, "upload")
             if "PreconditionFailed" in type(exc).__name__:  # someone stored it meanwhile: recheck
                 out = Outcome.retry("gcs: object was written concurrently; checking again")
             return out
         try:
-            stored = self.bucket.get_blob(name, timeout=self.timeout)
+            stored = self.bucket.get_blob(name, timeout=self.timeout, retry=None)
         except Exception as exc:
             out = _classify(exc, "verify object")
             out.stored_fresh = True
@@ -271,8 +273,8 @@ class GoogleStorage(Destination):
         first = members[0][1]
         name = self.json_name(first)
         try:
-            blob = self.bucket.get_blob(name, timeout=self.timeout)
-            existing = json.loads(blob.download_as_bytes(timeout=self.timeout)) if blob else {}
+            blob = self.bucket.get_blob(name, timeout=self.timeout, retry=None)
+            existing = json.loads(blob.download_as_bytes(timeout=self.timeout, retry=None)) if blob else {}
         except ValueError:
             existing = {}
         except Exception as exc:
@@ -298,7 +300,7 @@ class GoogleStorage(Destination):
     def check(self) -> tuple[bool, str]:
         try:
             client = self._make_client()
-            exists = client.bucket(self.bucket_name).exists(timeout=min(self.timeout, 10))
+            exists = client.bucket(self.bucket_name).exists(timeout=min(self.timeout, 10), retry=None)
         except DestinationError as exc:
             return False, str(exc)
         except Exception as exc:

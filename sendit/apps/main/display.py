@@ -26,7 +26,7 @@ _UID = re.compile(r"(?<![\w.])\d+(?:\.\d+){3,}(?![\w.])")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # An absolute or home path, a Windows path, or a relative path with at least one slash.
 _PATH = re.compile(
-    r"(?:(?<![\w/])(?:~?/|[A-Za-z]:\\)[^\s'\"<>,;]*)"      # /abs/path, ~/x, C:\x
+    r"(?:(?<![\w/])(?:~?/|[A-Za-z]:\\)[^\s'\"<>,;:]*)"      # /abs/path, ~/x, C:\x
     r"|(?:(?<![\w/.])[\w.-]+(?:[/\\][\w .-]*[\w-])+(?:\.\w+)?)"  # rel/path/file.dcm
 )
 

@@ -56,7 +56,7 @@ def _total_seconds(batch):
     for step in _steps(batch):
         if isinstance(step["seconds"], (int, float)):
             total += step["seconds"]
-    return round(total, 1)
+    return round(total, 2)
 
 
 def throughput(now=None):
@@ -90,9 +90,10 @@ def throughput(now=None):
 
 def _watcher():
     status = daemon.status()
-    since = status.get("since")
-    if since:
-        status["since"] = datetime.datetime.fromtimestamp(since, tz=datetime.timezone.utc)
+    for key in ("since", "last_seen"):
+        value = status.get(key)
+        if isinstance(value, (int, float)):  # a pid file's mtime
+            status[key] = datetime.datetime.fromtimestamp(value, tz=datetime.timezone.utc)
     return status
 
 

@@ -108,8 +108,9 @@ def test_watcher_start_and_stop_commands(tmp_path):
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "sendit.settings", "LOCKDOWN_ENABLED": "false",
            "DATA_FOLDER": str(tmp_path / "data"), "WATCHER_PID_FILE": str(tmp_path / "watcher.pid"),
            "WATCHER_LOG_DIR": str(tmp_path), "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
-           "CELERY_BROKER_URL": "memory://"}
+           "CELERY_BROKER_URL": "filesystem://", "VAR_DIR": str(tmp_path / "var")}
     (tmp_path / "data").mkdir()
+    assert manage("migrate", env=env).returncode == 0
     stopped = manage("watcher_stop", env=env)
     assert stopped.returncode != 0 and "not running" in stopped.stderr
 
@@ -126,7 +127,7 @@ def test_watcher_start_and_stop_commands(tmp_path):
         (tmp_path / "data" / "ST.tmp9").rename(tmp_path / "data" / "ST")
         deadline = time.monotonic() + 15
         out = ""
-        while time.monotonic() < deadline and "FINISHED ST" not in out:
+        while time.monotonic() < deadline and "FINISHED ST queued" not in out:
             time.sleep(0.2)
             out = (tmp_path / "watcher.out").read_text()
         assert "NOTFINISHED ST.tmp9" in out and "FINISHED ST queued" in out
@@ -134,5 +135,7 @@ def test_watcher_start_and_stop_commands(tmp_path):
         result = manage("stop_watcher", env=env)
     assert result.returncode == 0 and "stopped" in result.stdout
     assert not (tmp_path / "watcher.pid").exists()
+    status = manage("shell", "-c", "from sendit.apps.watcher.daemon import status; print(status()['running'])", env=env)
+    assert status.stdout.strip().splitlines()[-1] == "False"  # the heartbeat says it stopped
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)

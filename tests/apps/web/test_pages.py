@@ -44,14 +44,21 @@ def test_deidentify_off_is_a_plain_warning(client, settings):
     assert 'id="deid-warning"' in html and "De-identification is OFF" in html
 
 
-def test_watcher_running_shows_since_and_folder(client, settings, tmp_path):
-    import os
+def test_watcher_running_shows_since_and_folder(client, settings):
+    from datetime import timedelta
 
-    pid_file = tmp_path / "watcher.pid"
-    pid_file.write_text(str(os.getpid()))
-    settings.WATCHER_PID_FILE = str(pid_file)
+    from django.utils import timezone
+
+    from sendit.apps.watcher.models import Heartbeat
+
+    started = timezone.now() - timedelta(hours=1)
+    Heartbeat.objects.create(name="watcher", started=started, beat=timezone.now(), folder="/srv/data",
+                             mode="polling")
     html = client.get("/").content.decode()
-    assert "running</span> since" in html and str(Path(settings.DATA_FOLDER).resolve()) in html
+    assert "running</span> since " + started.strftime("%Y-%m-%d %H:%M:%S") in html
+    assert "/srv/data" in html
+    Heartbeat.objects.filter(name="watcher").update(stopped=True)
+    assert "not running</span> last seen" in client.get("/").content.decode()
 
 
 def test_batch_page_shows_images_per_destination_errors_and_steps(client, make_batch, step_log):

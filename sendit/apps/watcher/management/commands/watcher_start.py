@@ -1,4 +1,5 @@
 """python manage.py watcher_start [--foreground]: watch DATA_FOLDER for finished study folders."""
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from sendit.apps.watcher import daemon
@@ -19,5 +20,5 @@ class Command(BaseCommand):
             daemon.run_in_foreground()
             return
         pid = daemon.daemonize()
-        status = daemon.status()
-        self.stdout.write(f"watcher started (pid {pid}), watching {status['folder']} ({status['mode']})")
+        mode = "polling" if settings.WATCHER_POLLING else "inotify"
+        self.stdout.write(f"watcher started (pid {pid}), watching {settings.DATA_FOLDER} ({mode})")
