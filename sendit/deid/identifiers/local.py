@@ -58,7 +58,7 @@ class LocalProvider:
         if found is None:
             digest = self._digest(key)
             found = {
-                "suid": digest[:10].hex(),
+                "suid": digest[:8].hex(),  # 16 characters: fits AccessionNumber (SH)
                 "jitter": self._choices[int.from_bytes(digest[10:18], "big") % len(self._choices)],
             }
             self.store[key] = found
@@ -68,7 +68,7 @@ class LocalProvider:
         key = f"item:{source}:{ident}"
         found = self.store.get(key)
         if found is None:
-            found = {"suid": self._digest(key)[:10].hex()}
+            found = {"suid": self._digest(key)[:8].hex()}
             self.store[key] = found
         return found
 

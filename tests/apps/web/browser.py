@@ -20,7 +20,7 @@ from tests.node import ROOT, Node
 from tests.services import free_port, make_ct_series
 
 PASSWORD = "e2e-lockdown-password"
-PATIENT_ID, PATIENT_NAME = "PHI-WEB-0042", "Browser^Secret"
+PATIENT_ID, PATIENT_NAME = "PHI-WEB-0042", "Zyxwvut^Qwerty"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 
@@ -226,7 +226,7 @@ def tour(node, site, driver, shots):
     # Nothing identifying on any page we saw.
     for url in ("/", "/settings/", f"/batches/{_batch_id(driver, site, 'ST-000002')}/"):
         driver.get(site.url + url)
-        assert PATIENT_ID not in driver.page_source and "Secret" not in driver.page_source
+        assert PATIENT_ID not in driver.page_source and "Zyxwvut" not in driver.page_source
     return seen
 
 

@@ -40,8 +40,8 @@ def _get_identifiers(batch):
             response = get_provider().identify(record.request)
             ids = {}
             for index, identity in enumerate(record.identities):
-                found = extract_identifiers(response, identity["patient_id"],
-                                            identity["accession"] or identity["study_uid"])
+                found = extract_identifiers(response, identity["patient_id"], identity["accession"],
+                                            identity["study_uid"])
                 ids[str(index)] = {"patient_suid": found.patient_suid,
                                    "study_suid": found.study_suid, "jitter": found.jitter}
         except IdentifierError as exc:

@@ -15,7 +15,8 @@ from sendit.apps.main.tasks.common import (
     BUSY_COUNTDOWN, BatchBusy, batch_lease, logger, media_dir, relative_media, timed_step,
 )
 from sendit.deid import burned_in_reason
-from sendit.deid.identifiers import build_request
+from sendit.deid.identifiers import IdentifierError, build_request
+from sendit.deid.identifiers.request import entity_key, item_key
 
 CHUNK = 500
 
@@ -135,9 +136,13 @@ def _register(batch, folder, path, identities, pending, problems, seen, adopt=Fa
     if header.sop_uid in seen:
         problems.append("a file repeats an instance already in this batch (same SOPInstanceUID)")
         return
+    try:
+        key = identity_key(header.identity)
+    except IdentifierError:
+        problems.append("a file has neither PatientID nor StudyInstanceUID")
+        return
+    index = next((i for i, known in enumerate(identities) if identity_key(known) == key), None)
     seen.add(header.sop_uid)
-    key = [header.identity["patient_id"], header.identity["accession"] or header.identity["study_uid"]]
-    index = next((i for i, ident in enumerate(identities) if [ident["patient_id"], ident["accession"] or ident["study_uid"]] == key), None)
     if index is None:
         identities.append(header.identity)
         index = len(identities) - 1
@@ -147,6 +152,11 @@ def _register(batch, folder, path, identities, pending, problems, seen, adopt=Fa
         _move(path, target)
     pending.append(Image(batch=batch, uid=header.sop_uid, image=relative_media(target),
                          identity=index, flagged=reason[:255]))
+
+
+def identity_key(identity):
+    """Which patient and study a file belongs to, as the identifier request groups them."""
+    return entity_key(identity), item_key(identity)
 
 
 def _flush(batch, pending, identities):
