@@ -49,12 +49,18 @@ healthcheck() {
     role="$(cat "$role_file" 2>/dev/null || echo uwsgi)"
     case "$role" in
         uwsgi)
-            # Any HTTP answer from Django (even 400 for a host not in ALLOWED_HOSTS) means
-            # the application is loaded and serving; 5xx or no answer means it is not.
+            # Any HTTP answer from Django (a 301 to https with SECURE_SSL, a 400 for a host
+            # not in ALLOWED_HOSTS) means the application is loaded and serving; 5xx or no
+            # answer means it is not. Redirects are not followed.
             python - "${SENDIT_UWSGI_HTTP:-127.0.0.1:8000}" <<'PY'
 import sys, urllib.error, urllib.request
+
+class Stay(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
 try:
-    code = urllib.request.urlopen(f"http://{sys.argv[1]}/", timeout=10).status
+    code = urllib.request.build_opener(Stay).open(f"http://{sys.argv[1]}/", timeout=10).status
 except urllib.error.HTTPError as exc:
     code = exc.code
 sys.exit(0 if code < 500 else 1)

@@ -141,6 +141,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(_broker_dir),
         "processed_folder": str(_broker_dir / "processed"),
         "control_folder": str(_broker_dir / "control"),
+        # The folder is listed this often; a step then waits at most this long for the next.
+        "polling_interval": 0.1,
         "store_processed": False,
     }
 else:

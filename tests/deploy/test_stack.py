@@ -115,8 +115,13 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def get(opener, url, data=None):
+    request = urllib.request.Request(url, data=data)
+    if data is not None:  # as a browser posts a form: Origin and Referer (Django's CSRF checks them)
+        parts = urllib.parse.urlsplit(url)
+        request.add_header("Origin", f"{parts.scheme}://{parts.netloc}")
+        request.add_header("Referer", url)
     try:
-        with opener.open(url, data=data, timeout=30) as resp:
+        with opener.open(request, timeout=30) as resp:
             return resp.status, dict(resp.headers), resp.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read().decode("utf-8", "replace")
