@@ -177,6 +177,8 @@ LOGGING = {
         "sendit": {"handlers": ["console", "file", "mail_admins"], "level": LOG_LEVEL, "propagate": False},
         "django.request": {"handlers": ["console", "file", "mail_admins"], "level": "ERROR", "propagate": False},
         "celery": {"level": "INFO"},
+        # kombu warns that filesystem:// names no host; that is how the embedded broker works.
+        "kombu.connection": {"level": "ERROR"},
     },
 }
 
