@@ -26,6 +26,8 @@ DEIDENTIFY_RESTFUL = False
 SOM_STUDY = "test"
 DASHER_URL = "https://api.rit.stanford.edu/identifiers/api"
 DASHER_TIMEOUT = 30
+DASHER_RETRIES = 4
+DASHER_BACKOFF = 0.5
 # Local provider: jitter range in days, never zero.
 LOCAL_JITTER_MIN = -30
 LOCAL_JITTER_MAX = -1

@@ -12,7 +12,7 @@ from sendit.apps.main import importer
 from sendit.apps.main.deidconfig import site_recipe
 from sendit.apps.main.models import Batch, BatchIdentifiers, Image
 from sendit.apps.main.tasks.common import (
-    BUSY_COUNTDOWN, BatchBusy, batch_lease, logger, media_dir, relative_media, timed_step,
+    crash_point, keep_lease, logger, media_dir, relative_media, run_step, timed_step,
 )
 from sendit.deid import burned_in_reason
 from sendit.deid.identifiers import IdentifierError, build_request
@@ -71,11 +71,7 @@ def import_dicomdir(self, folder):
         folder.rename(target)
         batch.add_error("import", f"a folder with this batch's name arrived again; it was set aside as {target.name} and not imported")
         return batch.id
-    try:
-        with batch_lease(batch.id) as batch:
-            count = _import_folder(batch, folder)
-    except BatchBusy:
-        raise self.retry(countdown=BUSY_COUNTDOWN)
+    count = run_step(self, batch.id, lambda batch: _import_folder(batch, folder))
     if count:
         from sendit.apps.main.tasks.identifiers import get_identifiers
         get_identifiers.delay(batch.id)
@@ -83,16 +79,23 @@ def import_dicomdir(self, folder):
 
 
 def _import_folder(batch, folder):
+    if not folder.is_dir():
+        # A duplicate delivery of this task already imported the folder while we waited.
+        return 0
+    before = Image.objects.filter(batch=batch).count()
     with timed_step(batch, "import") as figures:
         existing = dict(Image.objects.filter(batch=batch).values_list("image", "uid"))
         identities = _load_identities(batch)
         pending, problems, seen = [], [], set(existing.values())
+        # De-identification keeps a file's media name (raw/NAME -> deid/NAME): a raw file
+        # whose name is recorded was imported already, whatever step it has reached since.
+        known_names = {Path(name).name for name in existing}
 
         # Files a crashed earlier run moved into media but did not record.
         raw = media_dir(batch.id) / "raw"
         if raw.is_dir():
             for path in sorted(raw.iterdir()):
-                if relative_media(path) not in existing:
+                if path.name not in known_names:
                     _register(batch, path, path, identities, pending, problems, seen, adopt=True)
 
         files, links = importer.list_files(folder)
@@ -101,8 +104,10 @@ def _import_folder(batch, folder):
         for path in files:
             _register(batch, folder, path, identities, pending, problems, seen)
             if len(pending) >= CHUNK:
+                crash_point("import")  # files moved into media, not yet recorded
                 _flush(batch, pending, identities)
-                batch.renew(settings.BATCH_LEASE_SECONDS)
+                keep_lease(batch)
+        crash_point("import")
         _flush(batch, pending, identities)
 
         total = Image.objects.filter(batch=batch).count()
@@ -120,6 +125,9 @@ def _import_folder(batch, folder):
                     folder.rename(target)
                 batch.add_error("import", f"files that could not be imported were left in {target.name}")
         batch.update_log(imported=True, images=total)
+        if total > before and batch.status == "DONE":
+            # Set-aside files of a finished batch were imported on retry: it has work again.
+            batch.set_status("NEW")
         if resuming and not total and not problems:
             # A person emptied the set-aside folder: nothing is left to do.
             batch.set_status("DONE")
