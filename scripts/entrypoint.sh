@@ -49,9 +49,10 @@ healthcheck() {
     role="$(cat "$role_file" 2>/dev/null || echo uwsgi)"
     case "$role" in
         uwsgi)
-            # Any HTTP answer from Django (a 301 to https with SECURE_SSL, a 400 for a host
-            # not in ALLOWED_HOSTS) means the application is loaded and serving; 5xx or no
-            # answer means it is not. Redirects are not followed.
+            # /healthz of the web application, narrowed to what the web page needs. The
+            # request says it came over https (honoured only with SECURE_SSL) so that the
+            # https redirect does not answer in its place; its Host is localhost, which
+            # ALLOWED_HOSTS must keep (scripts/setup_instance.sh writes it).
             python - "${SENDIT_UWSGI_HTTP:-127.0.0.1:8000}" <<'PY'
 import sys, urllib.error, urllib.request
 
@@ -59,11 +60,15 @@ class Stay(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None
 
+request = urllib.request.Request(f"http://{sys.argv[1]}/healthz?parts=database,broker",
+                                 headers={"Host": "localhost", "X-Forwarded-Proto": "https"})
 try:
-    code = urllib.request.build_opener(Stay).open(f"http://{sys.argv[1]}/", timeout=10).status
+    with urllib.request.build_opener(Stay).open(request, timeout=10) as response:
+        code = response.status
 except urllib.error.HTTPError as exc:
     code = exc.code
-sys.exit(0 if code < 500 else 1)
+    print(f"healthcheck: /healthz answered {code}: {exc.read()[:300]!r}", file=sys.stderr)
+sys.exit(0 if 200 <= code < 300 else 1)
 PY
             ;;
         worker)

@@ -9,7 +9,7 @@ from django.db import transaction
 from sendit.apps.main.deidconfig import deid_options
 from sendit.apps.main.models import BatchIdentifiers, Image
 from sendit.apps.main.tasks.common import (
-    BUSY_COUNTDOWN, BatchBusy, batch_lease, media_dir, media_path, relative_media, timed_step,
+    crash_point, keep_lease, media_dir, media_path, relative_media, run_step, timed_step,
 )
 from sendit.deid import deidentify_file
 from sendit.deid.identifiers import StudyIdentifiers
@@ -21,21 +21,22 @@ CHUNK = 200
 @shared_task(bind=True, acks_late=True, max_retries=None)
 def replace_identifiers(self, batch_id):
     """De-identify every image not yet done; the original stays until the new file is recorded."""
-    try:
-        with batch_lease(batch_id) as batch:
-            done = _replace(batch)
-    except BatchBusy:
-        raise self.retry(countdown=BUSY_COUNTDOWN)
+    done = run_step(self, batch_id, _replace)
     if done:
         from sendit.apps.main.tasks.send import upload_storage
         upload_storage.delay(batch_id)
 
 
 def _replace(batch):
+    if batch.status == "DONE":
+        return False  # a late duplicate: the batch was delivered and cleaned up
     if settings.ANONYMIZE_PIXELS and not batch.log.get("pixels_note"):
         batch.update_log(pixels_note="ANONYMIZE_PIXELS is set but pixel scrubbing is not implemented: "
                                      "images flagged for burned-in text are held, not scrubbed")
-    record = BatchIdentifiers.objects.get(batch=batch)
+    record = BatchIdentifiers.objects.filter(batch=batch).first()
+    if record is None or not record.ids:
+        # Nothing asked of the identifier provider yet: that step comes first.
+        return False
     ids = {int(k): StudyIdentifiers(**v) for k, v in record.ids.items()}
     options = deid_options()
     out_dir = media_dir(batch.id) / "deid"
@@ -74,11 +75,12 @@ def _replace(batch):
                 image.status = "DONEPROCESSING"
                 done.append(image)
                 raw_files.append(source)
+            crash_point("deidentify")  # new files written, not yet recorded
             _save(done)
             for path in raw_files:
                 path.unlink(missing_ok=True)
             processed += len(done)
-            batch.renew(settings.BATCH_LEASE_SECONDS)
+            keep_lease(batch)
         figures.update(images=processed, failed=failed)
     if failed:
         batch.add_error("deidentify", f"{failed} image(s) could not be de-identified and are held, not sent")

@@ -4,18 +4,18 @@ from django.conf import settings
 
 from sendit.apps.main.deidconfig import get_provider
 from sendit.apps.main.models import BatchIdentifiers, Image
-from sendit.apps.main.tasks.common import BUSY_COUNTDOWN, BatchBusy, batch_lease, timed_step
+from sendit.apps.main.tasks.common import logger, run_step, timed_step
 from sendit.deid.identifiers import IdentifierError, extract_identifiers
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
 def get_identifiers(self, batch_id):
-    """Ask the provider once per batch; skip when the ids are already there."""
-    try:
-        with batch_lease(batch_id) as batch:
-            go_on = _get_identifiers(batch)
-    except BatchBusy:
-        raise self.retry(countdown=BUSY_COUNTDOWN)
+    """Ask the provider once per batch; skip when the ids are already there.
+
+    A late duplicate of this task (a redelivery, a sweep) finds nothing left to
+    de-identify and changes nothing: a batch never goes back to PROCESSING.
+    """
+    go_on = run_step(self, batch_id, _get_identifiers)
     if go_on == "deidentify":
         from sendit.apps.main.tasks.deidentify import replace_identifiers
         replace_identifiers.delay(batch_id)
@@ -25,6 +25,11 @@ def get_identifiers(self, batch_id):
 
 
 def _get_identifiers(batch):
+    todo = Image.objects.filter(batch=batch, status__in=["NEW", "PROCESSING"]).exclude(
+        flagged__startswith="de-identification failed")
+    if not todo.exists():
+        logger.info("batch=%s step=identifiers nothing to do", batch.id)
+        return None
     if not settings.DEIDENTIFY:
         # Sent as it arrived: the status page says so plainly.
         Image.objects.filter(batch=batch, status__in=["NEW", "PROCESSING"]).update(status="DONEPROCESSING")
@@ -32,7 +37,11 @@ def _get_identifiers(batch):
         batch.update_log(deidentified=False)
         return "send"
     batch.set_status("PROCESSING")
-    record = BatchIdentifiers.objects.get(batch=batch)
+    record = BatchIdentifiers.objects.filter(batch=batch).first()
+    if record is None:
+        batch.add_error("identifiers", "the batch has images but no identities recorded at import; "
+                                       "retry the batch to import it again")
+        return None
     if record.ids and len(record.ids) == len(record.identities):
         return "deidentify"
     with timed_step(batch, "identifiers", provider="dasher" if settings.DEIDENTIFY_RESTFUL else "local") as figures:
