@@ -46,6 +46,7 @@ class Node:
         }
         self.workers = workers
         self.procs = []
+        self.worker = None
 
     def manage(self, *args):
         return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env,
@@ -58,14 +59,70 @@ class Node:
             with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
                 conn.execute(f'CREATE DATABASE "{self.pg_name}"')
         self.manage("migrate", "--noinput")
+        self.start_worker()
+        self.start_watcher()
+        return self
+
+    def start_worker(self, loglevel="INFO"):
+        """A Celery worker (prefork, `workers` processes) in its own process group."""
         log = open(self.tmp / "worker.log", "ab")
-        self.procs.append(subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "sendit", "worker", "--loglevel", "INFO",
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "sendit", "worker", "--loglevel", loglevel,
              "--concurrency", str(self.workers), "--without-mingle", "--without-gossip",
              "-n", f"e2e-{uuid.uuid4().hex[:6]}@%h"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=log))
+            cwd=ROOT, env=self.env, stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        self.procs.append(self.worker)
+        return self.worker
+
+    def kill_worker(self):
+        """SIGKILL the worker and its pool processes (its own process group): no clean-up."""
+        if self.worker and self.worker.poll() is None:
+            os.killpg(self.worker.pid, signal.SIGKILL)
+            self.worker.wait(timeout=30)
+        self.worker = None
+
+    def start_watcher(self):
         self.manage("watcher_start")
-        return self
+
+    def watcher_pid(self):
+        try:
+            return int((self.tmp / "watcher.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def kill_watcher(self):
+        """SIGKILL the watcher daemon (its pid file is left behind, as after a crash)."""
+        pid = self.watcher_pid()
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
+
+    def worker_memory(self):
+        """Peak resident memory (VmHWM, MB) of the worker's processes, largest first."""
+        if not self.worker:
+            return []
+        found = []
+        pids = [self.worker.pid]
+        try:
+            children = Path(f"/proc/{self.worker.pid}/task/{self.worker.pid}/children").read_text().split()
+            pids += [int(c) for c in children]
+        except OSError:
+            pass
+        for pid in pids:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        found.append(int(line.split()[1]) / 1024)
+            except OSError:
+                pass
+        return sorted(found, reverse=True)
 
     def stop(self):
         subprocess.run([sys.executable, "manage.py", "watcher_stop"], cwd=ROOT, env=self.env,
@@ -76,7 +133,7 @@ class Node:
                 try:
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
-                    os.kill(proc.pid, signal.SIGKILL)
+                    os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
         if self.pg_name:
             import psycopg
@@ -112,6 +169,11 @@ class Node:
             time.sleep(interval)
         return condition()
 
+    def log_files(self):
+        """Every log a node writes: worker.log, watcher.out/err (+ rotations), LOG_DIR."""
+        files = list(self.tmp.glob("*.log")) + list(self.tmp.glob("watcher.out*")) + \
+            list(self.tmp.glob("watcher.err*")) + list((self.tmp / "var" / "logs").rglob("*"))
+        return [p for p in files if p.is_file()]
+
     def logs(self):
-        return "\n".join(p.read_text(errors="replace") for p in self.tmp.glob("*.log")) + "\n".join(
-            p.read_text(errors="replace") for p in self.tmp.glob("watcher.*"))
+        return "\n".join(p.read_text(errors="replace") for p in self.log_files())

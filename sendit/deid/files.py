@@ -7,11 +7,16 @@ read and never decoded.
 
 from __future__ import annotations
 
+import os
+import shutil
+import struct
 from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
+)
 
 from sendit.deid.options import DeidOptions
 from sendit.deid.scrub import deidentify_dataset
@@ -93,12 +98,63 @@ def write_dataset(ds, dst) -> None:
         ds.save_as(dst, implicit_vr=implicit, little_endian=little)
 
 
+#: VRs that an explicit-VR pixel data element can carry (4-byte length after 2 reserved bytes)
+_LONG_VRS = frozenset({b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN"})
+_PIXEL_TAGS = frozenset({0x0008, 0x0009, 0x0010})  # (7FE0,0008/0009/0010)
+_COPY_CHUNK = 1 << 20
+
+
+def _pixels_end_the_file(fp, start: int, size: int, implicit: bool, little: bool) -> bool:
+    """True when the bytes from ``start`` to the end of the file are one pixel data element.
+
+    Then the element can be copied as bytes, never parsed; anything after it (a
+    trailing padding, a digital signature) sends the file down the full path.
+    """
+    fp.seek(start)
+    head = fp.read(12)
+    if len(head) < 8:
+        return False
+    order = "<" if little else ">"
+    group, element = struct.unpack(order + "HH", head[:4])
+    if group != 0x7FE0 or element not in _PIXEL_TAGS:
+        return False
+    if implicit:
+        (length,), header = struct.unpack(order + "L", head[4:8]), 8
+    elif head[4:6] in _LONG_VRS and len(head) == 12:
+        (length,), header = struct.unpack(order + "L", head[8:12]), 12
+    else:
+        return False
+    if length == 0xFFFFFFFF:  # encapsulated: must end with its sequence delimiter
+        fp.seek(size - 8)
+        return fp.read(8) == struct.pack(order + "HHL", 0xFFFE, 0xE0DD, 0)
+    return start + header + length == size
+
+
 def deidentify_file(src, dst, ids, options: DeidOptions) -> dict:
-    """Read ``src``, de-identify it, write ``dst``; return the new instance/series/study UIDs."""
-    ds = dcmread(src)
-    deidentify_dataset(ds, ids, options)
+    """Read ``src``, de-identify it, write ``dst``; return the new instance/series/study UIDs.
+
+    Only the header is parsed: when the pixel data element ends the file (nearly
+    always), its bytes are copied straight from ``src`` to ``dst`` after the scrubbed
+    header, so pixels are never decoded or held in memory and stay byte-identical.
+    Other files (deflated, or with elements after the pixels) are read whole.
+    """
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    write_dataset(ds, dst)
+    with open(src, "rb") as fp:
+        ds = dcmread(fp, stop_before_pixels=True)
+        start, size = fp.tell(), os.fstat(fp.fileno()).st_size
+        implicit, little = _encoding(ds)
+        syntax = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) else None
+        deflated = syntax == DeflatedExplicitVRLittleEndian  # the reader inflated it whole
+        stream = not deflated and start < size and _pixels_end_the_file(fp, start, size, implicit, little)
+        if deflated or (start < size and not stream):
+            fp.seek(0)
+            ds = dcmread(fp)
+        deidentify_dataset(ds, ids, options)
+        with open(dst, "wb") as out:
+            write_dataset(ds, out)
+            if stream:
+                fp.seek(start)
+                shutil.copyfileobj(fp, out, _COPY_CHUNK)
     return {
         "sop_uid": str(ds.get("SOPInstanceUID", "") or ""),
         "study_uid": str(ds.get("StudyInstanceUID", "") or ""),

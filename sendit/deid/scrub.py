@@ -17,6 +17,7 @@ command elements (0000,eeee), which a stored instance cannot carry.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 
@@ -320,8 +321,18 @@ def _method_text(options: DeidOptions) -> list[str]:
 
 
 def _method_codes(options: DeidOptions) -> Sequence:
+    """The code sequence of the options applied, built once per set of options.
+
+    Every de-identified dataset of a run gets the same (never modified) Sequence:
+    building its items for each file cost a third of the scrub's time.
+    """
+    return _method_codes_for(tuple(options.enabled()))
+
+
+@functools.lru_cache(maxsize=64)
+def _method_codes_for(enabled: tuple) -> Sequence:
     items = []
-    for value, meaning in [BASIC_PROFILE_CODE] + [OPTION_CODES[f] for f in options.enabled() if f in OPTION_CODES]:
+    for value, meaning in [BASIC_PROFILE_CODE] + [OPTION_CODES[f] for f in enabled if f in OPTION_CODES]:
         item = Dataset()
         item[0x00080100] = DataElement(0x00080100, "SH", value)  # CodeValue
         item[0x00080102] = DataElement(0x00080102, "SH", "DCM")  # CodingSchemeDesignator
@@ -361,9 +372,10 @@ def sync_file_meta(ds: Dataset) -> None:
         if tag not in FILE_META_KEEP:
             del meta[tag]
     for source, target in ((0x00080018, 0x00020003), (0x00080016, 0x00020002)):
-        elem = ds.get(source)
-        if elem is not None and elem.value:
-            meta[target] = DataElement(target, "UI", elem.value)  # meta is validated: keep typed
+        elem = ds.get_item(source)  # raw when untouched: no conversion needed to copy it
+        value = _as_text(elem.value) if elem is not None and elem.value else ""
+        if value:
+            meta[target] = DataElement(target, "UI", value)  # meta is validated: keep typed
 
 
 def deidentify_dataset(ds: Dataset, ids, options: DeidOptions) -> Dataset:

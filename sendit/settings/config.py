@@ -83,8 +83,15 @@ WATCHER_LOG_BACKUPS = 3
 SWEEP_INTERVAL = 60.0
 SWEEP_AFTER_SECONDS = 900
 
-# How long a worker may hold a batch before another may take it over (seconds).
+# How long a worker may hold a batch before another may take it over (seconds). A worker
+# renews it after every chunk; the lease of a dead process on the same machine is taken
+# over at once.
 BATCH_LEASE_SECONDS = 600
+
+# Redis broker: seconds before a task a worker took but never acknowledged (the worker was
+# killed) is delivered again. Keep it longer than the longest step; the sweeper above
+# covers what a broker restart loses.
+BROKER_VISIBILITY_TIMEOUT = 3600
 
 # The seed spelled ORTHANC_PORT as ORTHAC_PORT: accept both.
 _ALIASES = {"ORTHAC_PORT": "ORTHANC_PORT"}

@@ -1,14 +1,19 @@
-"""Orthanc over its REST API: POST /instances, then verify the stored file's MD5.
+"""Orthanc over its REST API: POST /instances, then verify in bulk, per series.
 
 One requests.Session (keep-alive, a connection pool of SEND_WORKERS) per send_batch call;
 SEND_WORKERS files are uploaded in parallel (Orthanc ingests parallel uploads faster).
 
 Per file:
-  1. POST /instances with the file's bytes -> {"ID", "Status"}; Status Success or
-     AlreadyStored is accepted, Failure / FilteredOut are failures.
-  2. The returned ID must equal Orthanc's id computed from the item's PatientID, study,
-     series and SOP instance UIDs (otherwise the SendItem does not describe the file).
-  3. GET /instances/{ID}/attachments/dicom/md5 must equal the local file's MD5 (the bytes
+  1. POST /instances with the file's bytes -> {"ID", "ParentSeries", "Status"}; Status
+     Success or AlreadyStored is accepted, Failure / FilteredOut are failures.
+  2. The returned ID is compared with Orthanc's id computed from the item's PatientID,
+     study, series and SOP instance UIDs (a mismatch is noted: the SendItem does not
+     describe the file).
+Per round, with ORTHANC_VERIFY=series (the default):
+  3. GET /series/{ParentSeries} once per series; every accepted instance must be listed
+     there, otherwise it is retried. An image is ok only once so verified.
+With ORTHANC_VERIFY=md5, step 3 is instead, per file:
+  3'. GET /instances/{ID}/attachments/dicom/md5 must equal the local file's MD5 (the bytes
      arrived intact). For AlreadyStored a different MD5 means Orthanc kept an earlier
      version of the same instance: still ok, with a note. If Orthanc stores no MD5
      (StoreMD5ForAttachments false) GET /instances/{ID} proves existence instead.
@@ -98,6 +103,12 @@ class OrthancRest(Destination):
         self.url, self.auth = orthanc_settings(config)
         if not self.url:
             raise DestinationError("orthanc: SEND_TO_ORTHANC with the rest transport needs ORTHANC_URL")
+        # "series" (default): POST's Success/AlreadyStored, then one GET /series/{id} per
+        # series lists every instance; "md5": one GET of each stored file's MD5 as well.
+        self.verify = (setting_str(config, "ORTHANC_VERIFY", "series") or "series").lower()
+        if self.verify not in ("series", "md5"):
+            raise DestinationError("orthanc: ORTHANC_VERIFY must be 'series' or 'md5'")
+        self._series_of: dict[int, str] = {}
         self.session: requests.Session | None = None
 
     def open(self) -> None:
@@ -110,7 +121,11 @@ class OrthancRest(Destination):
             self.session = None
 
     def send_round(self, batch):
-        return self.parallel(batch, self._send_one)
+        self._series_of = {}
+        outcomes = self.parallel(batch, self._send_one)
+        if self.verify == "series":
+            self._verify_by_series(outcomes)
+        return outcomes
 
     def _send_one(self, index: int, item: SendItem) -> Outcome:
         try:
@@ -118,7 +133,7 @@ class OrthancRest(Destination):
                 data = f.read()
         except OSError as exc:
             return Outcome.failed(f"orthanc: cannot read the local file ({describe_oserror(exc)})")
-        local_md5 = hashlib.md5(data).hexdigest()
+        local_md5 = hashlib.md5(data).hexdigest() if self.verify == "md5" else None
         try:
             r = self.session.post(self.url + "/instances", data=data, timeout=self.timeout,
                                   headers={"Content-Type": "application/dicom"})
@@ -141,10 +156,54 @@ class OrthancRest(Destination):
         if remote_id != expected:
             note = ("Orthanc id differs from the one computed from the item's identifiers "
                     "(SendItem does not match the file header)")
-        out = self._verify(remote_id, local_md5, fresh)
+        if self.verify == "md5":
+            out = self._verify(remote_id, local_md5, fresh)
+        else:
+            # Verified after the round, with one GET /series/{id} per series.
+            out = Outcome.success(remote_id, already_stored=not fresh)
+            out.stored_fresh = fresh
+            series = body.get("ParentSeries") if isinstance(body.get("ParentSeries"), str) else None
+            self._series_of[index] = series or orthanc_id(
+                item.patient_id, item.study_instance_uid, item.series_instance_uid)
         if out.ok and note:
             out.note = note if not out.note else f"{out.note}; {note}"
         return out
+
+    def _verify_by_series(self, outcomes: dict[int, Outcome]) -> None:
+        """Each accepted instance must be listed by its series: one GET per series.
+
+        Orthanc answers POST /instances with Success or AlreadyStored only once the file is
+        parsed and written; this check proves, in bulk, that it is still there and indexed.
+        """
+        by_series: dict[str, list[int]] = {}
+        for i, out in outcomes.items():
+            if out.ok and i in self._series_of:
+                by_series.setdefault(self._series_of.pop(i), []).append(i)
+        for sid, indexes in by_series.items():
+            what = "GET /series/{id}"
+            failure = None
+            listed: set[str] = set()
+            try:
+                r = self.session.get(f"{self.url}/series/{sid}", timeout=self.timeout)
+                if r.status_code == 200:
+                    listed = set(r.json().get("Instances", []))
+                elif r.status_code != 404:
+                    failure = http_failure(what, r)
+            except requests.RequestException as exc:
+                failure = connection_failure(what, exc)
+            except (ValueError, AttributeError):
+                failure = Outcome.retry("orthanc: GET /series/{id} did not answer JSON")
+            for i in indexes:
+                out = outcomes[i]
+                if failure is None and out.remote_id in listed:
+                    continue
+                if failure is not None:
+                    bad = Outcome(ok=False, transient=failure.transient, error=failure.error,
+                                  unreachable=failure.unreachable, abort_batch=failure.abort_batch)
+                else:
+                    bad = Outcome.retry("orthanc: instance accepted but not listed in its series")
+                bad.stored_fresh = out.stored_fresh
+                outcomes[i] = bad
 
     def _verify(self, remote_id: str, local_md5: str, fresh: bool) -> Outcome:
         what = "GET /instances/{id}/attachments/dicom/md5"

@@ -37,12 +37,18 @@ class NotImportable(Exception):
 
 
 def _expected_pixel_bytes(ds):
+    """Bytes of uncompressed pixel data the header promises (pydicom's own rule, which
+    knows YBR_FULL_422 subsampling and 1-bit images); None when it cannot tell."""
     try:
-        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-        samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
-        return ds.Rows * ds.Columns * samples * frames * ds.BitsAllocated // 8
-    except (AttributeError, TypeError, ValueError):
+        from pydicom.pixels.utils import get_expected_length
+    except ImportError:  # pydicom 2
+        from pydicom.pixel_data_handlers.util import get_expected_length
+    try:
+        expected = get_expected_length(ds, unit="bytes")
+    except (AttributeError, KeyError, TypeError, ValueError):
         return None
+    # An invalid value (badVR.dcm's NumberOfFrames '1A') makes no sense of the sum.
+    return expected if isinstance(expected, int) else None
 
 
 def read_header(path):
@@ -58,9 +64,9 @@ def read_header(path):
     except Exception as exc:  # pydicom raises many kinds on broken files
         raise NotImportable(f"unreadable DICOM file ({type(exc).__name__})") from None
     try:
-        sop_uid = str(ds.SOPInstanceUID or "").strip()
+        sop_uid = str(ds.get("SOPInstanceUID", "") or "").strip()
         if not sop_uid:
-            raise NotImportable("no SOPInstanceUID")
+            raise NotImportable("no SOPInstanceUID (not an image instance a PACS can store)")
         if "PixelData" in ds:
             ts = UID(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2"))
             expected = _expected_pixel_bytes(ds)

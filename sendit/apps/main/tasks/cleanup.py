@@ -2,33 +2,38 @@
 import shutil
 
 from celery import shared_task
+from django.db import transaction
 
-from sendit.apps.main.models import BatchIdentifiers, Image
-from sendit.apps.main.tasks.common import BUSY_COUNTDOWN, BatchBusy, batch_lease, media_dir, timed_step
+from sendit.apps.main.models import Batch, BatchIdentifiers, Image
+from sendit.apps.main.tasks.common import crash_point, media_dir, run_step, timed_step
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
 def cleanup(self, batch_id):
     """Delete files and rows of a fully delivered batch, keeping the batch and its audit log."""
-    try:
-        with batch_lease(batch_id) as batch:
-            _cleanup(batch)
-    except BatchBusy:
-        raise self.retry(countdown=BUSY_COUNTDOWN)
+    run_step(self, batch_id, _cleanup)
 
 
 def _cleanup(batch):
+    if batch.status == "DONE":
+        return  # a late duplicate
     images = Image.objects.filter(batch=batch)
     if batch.has_error or images.exclude(status__in=["SENT", "DONE"]).exists():
         # A batch with errors keeps its files: a person looks, then retries or deletes.
         batch.update_log(cleanup="skipped: the batch has errors or undelivered images")
         return
     with timed_step(batch, "cleanup") as figures:
-        images.filter(status="SENT").update(status="DONE")
         figures["images"] = images.count()
+        # Files first: a crash after this leaves rows that a rerun (or the sweeper) finishes.
         shutil.rmtree(media_dir(batch.id), ignore_errors=True)
-        images.delete()
-        # The identifier response holds the original ids: it goes with the data.
-        BatchIdentifiers.objects.filter(batch=batch).delete()
+        crash_point("cleanup")  # files removed, rows not yet
+        with transaction.atomic():
+            # All or nothing, so no crash leaves a batch without images and not DONE.
+            images.filter(status="SENT").update(status="DONE")
+            images.delete()
+            # The identifier response holds the original ids: it goes with the data.
+            BatchIdentifiers.objects.filter(batch=batch).delete()
+            Batch.objects.filter(pk=batch.pk).update(status="DONE")
+    batch.status = "DONE"
     batch.update_log(cleanup="done")
     batch.set_status("DONE")

@@ -192,7 +192,7 @@ STORAGE_KEYS = (
 def storage_config():
     """The storage settings as a plain dict: sendit.storage knows nothing of Django."""
     config = {key: getattr(settings, key) for key in STORAGE_KEYS}
-    for key in ("SEND_WORKERS", "SEND_TIMEOUT", "ORTHANC_DICOM_ASSOCIATIONS"):
+    for key in ("SEND_WORKERS", "SEND_TIMEOUT", "ORTHANC_DICOM_ASSOCIATIONS", "ORTHANC_VERIFY"):
         if hasattr(settings, key):
             config[key] = getattr(settings, key)
     return config

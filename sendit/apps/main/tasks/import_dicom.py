@@ -1,4 +1,5 @@
 """Step 1: turn a finished study folder into a Batch of Images in media."""
+import errno
 import hashlib
 import os
 import shutil
@@ -21,12 +22,30 @@ from sendit.deid.identifiers.request import entity_key, item_key
 CHUNK = 500
 
 
+class MediaFull(Exception):
+    """The media disk is full: the file stays where it was."""
+
+
 def _move(src, dst):
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    """Move a file into media; on another file system copy, then remove the original."""
     try:
-        os.replace(src, dst)
-    except OSError:
-        shutil.move(str(src), str(dst))
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(src, dst)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise
+            part = dst.with_name(dst.name + ".part")
+            try:
+                shutil.copyfile(str(src), str(part))
+                os.replace(part, dst)
+            finally:
+                part.unlink(missing_ok=True)
+            os.unlink(src)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise MediaFull() from None  # the original is untouched
+        raise
 
 
 def _media_name(folder, path):
@@ -95,14 +114,23 @@ def _import_folder(batch, folder):
         raw = media_dir(batch.id) / "raw"
         if raw.is_dir():
             for path in sorted(raw.iterdir()):
-                if path.name not in known_names:
-                    _register(batch, path, path, identities, pending, problems, seen, adopt=True)
+                if path.name.endswith(".part"):
+                    path.unlink(missing_ok=True)  # a copy a crash interrupted; the original is still there
+                elif path.name not in known_names:
+                    _register(batch, path, path, identities, pending, problems, seen, known_names,
+                              adopt=True)
 
         files, links = importer.list_files(folder)
         for link in links:
             problems.append("a symbolic link was refused (it may point outside the data folder)")
         for path in files:
-            _register(batch, folder, path, identities, pending, problems, seen)
+            try:
+                _register(batch, folder, path, identities, pending, problems, seen, known_names)
+            except MediaFull:
+                problems.append("the media disk is full: the files not yet imported were left "
+                                "in the folder; free space, then retry the batch")
+                figures["stopped"] = "media disk full"
+                break
             if len(pending) >= CHUNK:
                 crash_point("import")  # files moved into media, not yet recorded
                 _flush(batch, pending, identities)
@@ -134,8 +162,15 @@ def _import_folder(batch, folder):
     return total
 
 
-def _register(batch, folder, path, identities, pending, problems, seen, adopt=False):
+def _register(batch, folder, path, identities, pending, problems, seen, known_names, adopt=False):
     """Read one file; a good one is moved into media and queued for recording."""
+    target = path if adopt else media_dir(batch.id) / "raw" / _media_name(folder, path)
+    if not adopt and target.name in known_names:
+        # A crash between the copy into media and the removal of the original (another
+        # file system): the copy is recorded already, the original is a leftover.
+        if target.is_file() and target.stat().st_size == path.stat().st_size:
+            path.unlink()
+            return
     try:
         header = importer.read_header(path)
     except importer.NotImportable as exc:
@@ -149,15 +184,15 @@ def _register(batch, folder, path, identities, pending, problems, seen, adopt=Fa
     except IdentifierError:
         problems.append("a file has neither PatientID nor StudyInstanceUID")
         return
+    reason = burned_in_reason(header.dataset, site_recipe()) or ""
+    if not adopt:
+        _move(path, target)  # MediaFull leaves the file where it was, nothing recorded
     index = next((i for i, known in enumerate(identities) if identity_key(known) == key), None)
     seen.add(header.sop_uid)
+    known_names.add(target.name)
     if index is None:
         identities.append(header.identity)
         index = len(identities) - 1
-    target = path if adopt else media_dir(batch.id) / "raw" / _media_name(folder, path)
-    reason = burned_in_reason(header.dataset, site_recipe()) or ""
-    if not adopt:
-        _move(path, target)
     pending.append(Image(batch=batch, uid=header.sop_uid, image=relative_media(target),
                          identity=index, flagged=reason[:255]))
 

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from sendit.apps.main.models import Image
 from sendit.apps.main.tasks.common import (
-    BUSY_COUNTDOWN, BatchBusy, batch_lease, media_path, storage_config, timed_step,
+    crash_point, keep_lease, media_path, run_step, storage_config, timed_step,
 )
 from sendit.storage import SendItem, get_destinations
 
@@ -21,11 +21,7 @@ METADATA_FIELDS = ("Modality", "BodyPartExamined", "SeriesDescription", "StudyDe
 @shared_task(bind=True, acks_late=True, max_retries=None)
 def upload_storage(self, batch_id):
     """Send what each destination lacks; an image is SENT once every destination has it."""
-    try:
-        with batch_lease(batch_id) as batch:
-            complete = _send(batch)
-    except BatchBusy:
-        raise self.retry(countdown=BUSY_COUNTDOWN)
+    complete = run_step(self, batch_id, _send)
     if complete:
         from sendit.apps.main.tasks.cleanup import cleanup
         cleanup.delay(batch_id)
@@ -41,6 +37,8 @@ def _item(image):
 
 
 def _send(batch):
+    if batch.status == "DONE":
+        return False  # a late duplicate: delivered and cleaned up already
     destinations = get_destinations(storage_config())
     if not destinations:
         # The seed's "static storage": de-identified images stay in media.
@@ -51,6 +49,7 @@ def _send(batch):
     batch.update_log(destinations=names)
     ready = Image.objects.filter(batch=batch, status="DONEPROCESSING", flagged="")
     failures = Counter()
+    delivered = Counter()  # (destination, "stored" | "already_stored")
     with timed_step(batch, "send", destinations=",".join(names)) as figures:
         sent = 0
         last_id = 0
@@ -67,19 +66,30 @@ def _send(batch):
                 results = destination.send_batch([items[image.id] for image in missing])
                 for image, result in zip(missing, results):
                     if result.ok:
+                        delivered[(destination.name, "already_stored" if result.already_stored
+                                   else "stored")] += 1
                         image.destinations = {**image.destinations, destination.name: {
                             "time": timezone.now().isoformat(), "remote_id": result.remote_id,
                             "already_stored": result.already_stored}}
                     else:
                         failures[(destination.name, result.error or "not delivered")] += 1
+            crash_point("send")  # delivered, not yet recorded
             for image in chunk:
                 if all(name in image.destinations for name in names):
                     image.status = "SENT"
                     sent += 1
             with transaction.atomic():
                 Image.objects.bulk_update(chunk, ["destinations", "status"])
-            batch.renew(600)
-        figures.update(images=sent, failed=sum(failures.values()))
+            keep_lease(batch)
+        figures.update(images=sent, failed=sum(failures.values()),
+                       already_stored=sum(n for (_, kind), n in delivered.items() if kind == "already_stored"))
+    if delivered:
+        # Totals over every run of this step: a re-send after a crash shows as already_stored.
+        totals = {name: dict(counts) for name, counts in batch.log.get("deliveries", {}).items()}
+        for (name, kind), n in delivered.items():
+            totals.setdefault(name, {})
+            totals[name][kind] = totals[name].get(kind, 0) + n
+        batch.update_log(deliveries=totals)
     for (name, why), count in failures.items():
         batch.add_error("send", f"{name}: {count} image(s) not delivered: {why}")
     held = Image.objects.filter(batch=batch).exclude(flagged="").count()

@@ -1,0 +1,56 @@
+"""deidentify_file copies pixel data as bytes: its output equals the read-everything path's."""
+import io
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_files
+
+from sendit.deid import DeidOptions, deidentify_dataset, deidentify_file
+from sendit.deid import files as deid_files
+from sendit.deid.files import write_dataset
+from sendit.deid.identifiers import StudyIdentifiers
+
+IDS = StudyIdentifiers(patient_suid="p1", study_suid="s1", jitter=-11)
+OPTIONS = DeidOptions(uid_secret=b"streaming-test")
+
+
+def readable(paths):
+    good = []
+    for path in paths:
+        try:
+            dcmread(path)
+        except Exception:
+            continue
+        good.append(path)
+    return good
+
+
+FILES = readable(p for p in get_testdata_files("*.dcm"))
+
+
+def full_path_bytes(path):
+    ds = dcmread(path)
+    deidentify_dataset(ds, IDS, OPTIONS)
+    buffer = io.BytesIO()
+    write_dataset(ds, buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.rsplit("/", 1)[-1])
+def test_streamed_output_is_byte_identical_to_the_full_read(path, tmp_path):
+    out = tmp_path / "out.dcm"
+    deidentify_file(path, out, IDS, OPTIONS)
+    assert out.read_bytes() == full_path_bytes(path)
+
+
+def test_a_ct_image_is_streamed_not_parsed(tmp_path, monkeypatch):
+    """The pixel bytes of an ordinary file never pass through pydicom's parser."""
+    from tests.services import make_ct_series
+
+    (path,) = make_ct_series(tmp_path / "in", 1)
+    calls = []
+    real = deid_files.dcmread
+    monkeypatch.setattr(deid_files, "dcmread", lambda *a, **k: calls.append(k) or real(*a, **k))
+    deidentify_file(path, tmp_path / "out.dcm", IDS, OPTIONS)
+    assert calls == [{"stop_before_pixels": True}]
+    assert dcmread(tmp_path / "out.dcm").PixelData == dcmread(path).PixelData
