@@ -8,6 +8,8 @@ reuse it. Every service runs in a caller-supplied temporary directory, listens o
         orthanc.url, orthanc.dicom_port, orthanc.instances()
     with FakeGCS(tmpdir) as gcs:
         gcs.url                                # use as STORAGE_EMULATOR_HOST
+    with DatastoreEmulator(tmpdir) as ds:
+        ds.host_port                           # use as DATASTORE_EMULATOR_HOST
 
 `make_ct_series(folder, n)` writes n realistic 512x512 16-bit CT instances.
 """
@@ -33,6 +35,8 @@ __all__ = [
     "fake_gcs_binary",
     "Orthanc",
     "FakeGCS",
+    "DatastoreEmulator",
+    "gcloud_binary",
     "ServiceUnavailable",
     "make_ct_series",
 ]
@@ -432,3 +436,132 @@ def make_ct_series(folder, n: int, patient_id: str = "P", study_uid: str | None 
         ds.save_as(str(path), enforce_file_format=True)
         paths.append(str(path))
     return paths
+
+
+# -- Cloud Datastore emulator ---------------------------------------------------------------
+
+def gcloud_binary() -> str | None:
+    """Path of the gcloud CLI (which runs the Datastore emulator), or None."""
+    for candidate in (os.environ.get("GCLOUD_BINARY"), shutil.which("gcloud")):
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+class DatastoreEmulator:
+    """gcloud's Cloud Datastore emulator (Java) on a free port, in memory.
+
+    `host_port` ("127.0.0.1:PORT") is what DATASTORE_EMULATOR_HOST should be set to (in the
+    settings dict; the environment is not modified). gcloud starts java as a child, so the
+    emulator runs in its own process group (start_new_session) and stop() signals that
+    group, by the pid we started: nothing else is touched.
+    """
+
+    def __init__(self, tmpdir, project: str = "test", port: int | None = None):
+        self.dir = Path(tmpdir)
+        self.project = project
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+        self.binary = gcloud_binary()
+
+    @property
+    def host_port(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "datastore-emulator.log"
+
+    def start(self, timeout: float = 90.0) -> "DatastoreEmulator":
+        if not self.binary:
+            raise ServiceUnavailable("gcloud is not installed (needed for the Datastore emulator: "
+                                     "apt-get install google-cloud-cli google-cloud-cli-datastore-emulator)")
+        if not shutil.which("java"):
+            raise ServiceUnavailable("java is not installed (the Datastore emulator needs it)")
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        self.dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.pop("DATASTORE_EMULATOR_HOST", None)
+        env.setdefault("CLOUDSDK_CONFIG", str(self.dir / "gcloud-config"))
+        env["CLOUDSDK_CORE_DISABLE_PROMPTS"] = "1"
+        args = [self.binary, "beta", "emulators", "datastore", "start",
+                f"--host-port={self.host_port}", "--no-store-on-disk", f"--project={self.project}",
+                "--consistency=1.0"]
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, cwd=str(self.dir), env=env,
+                                         start_new_session=True)
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                code = self.proc.returncode
+                self.proc = None
+                tail = self.log_path.read_text(errors="replace")[-400:]
+                if "not installed" in tail or "component" in tail.lower():
+                    raise ServiceUnavailable(f"the Datastore emulator component is missing: {tail.strip()}")
+                raise RuntimeError(f"Datastore emulator exited with code {code}; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(self.url + "/", timeout=2) as resp:
+                    if resp.status == 200 and resp.read().strip() == b"Ok":
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"Datastore emulator did not answer within {timeout:.0f}s; see {self.log_path}")
+
+    def reset(self) -> None:
+        """Delete every entity (POST /reset)."""
+        req = urllib.request.Request(self.url + "/reset", data=b"", method="POST")
+        urllib.request.urlopen(req, timeout=10).read()
+
+    def stop(self) -> None:
+        """SIGTERM the process group we started (gcloud and its java), then SIGKILL it."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        try:
+            pgid = os.getpgid(proc.pid)
+        except ProcessLookupError:
+            pgid = None
+        if pgid is not None and pgid == proc.pid:   # our own session: the group is ours alone
+            for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+                try:
+                    os.killpg(pgid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(timeout=wait)
+                except subprocess.TimeoutExpired:
+                    continue
+                # gcloud has exited; give its java child a moment, then make sure it is gone
+                deadline = time.monotonic() + wait
+                while time.monotonic() < deadline:
+                    try:
+                        os.killpg(pgid, 0)
+                    except ProcessLookupError:
+                        break
+                    time.sleep(0.1)
+                else:
+                    continue
+                break
+        else:
+            _stop_pid(proc)
+
+    def __enter__(self) -> "DatastoreEmulator":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

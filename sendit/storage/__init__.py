@@ -7,10 +7,14 @@ Plain Python (no Django). The caller passes a dict of settings::
         results = dest.send_batch([SendItem.from_file(p) for p in paths])
         # results[i].ok / .already_stored / .remote_id / .error, recorded under dest.name
 
-Kinds, one module each: orthanc_rest, orthanc_dicom, gcs. See docs/storage.md.
+Kinds, one module each: orthanc_rest, orthanc_dicom, gcs (with nifti.py for the NIfTI
+format and datastore.py for the Cloud Datastore entities it writes when GOOGLE_DATASTORE
+is on). See docs/storage.md.
 """
 
 from __future__ import annotations
+
+import logging
 
 from .base import (REGISTRY, Destination, DestinationError, SendItem, SendResult,
                    orthanc_id, register, setting_bool, setting_str)
@@ -19,9 +23,11 @@ from . import orthanc_rest, orthanc_dicom, gcs  # noqa: F401  (register the kind
 __all__ = ["get_destinations", "Destination", "DestinationError", "SendItem", "SendResult",
            "REGISTRY", "register", "orthanc_id"]
 
+logger = logging.getLogger("sendit.storage")
+
 
 def get_destinations(config: dict) -> list[Destination]:
-    """The destinations switched on in `config` (SEND_TO_ORTHANC, SEND_TO_GOOGLE).
+    """The destinations switched on in `config` (SEND_TO_ORTHANC, SEND_TO_GOOGLE [+ GOOGLE_DATASTORE]).
 
     Raises DestinationError when a destination is switched on but misconfigured.
     """
@@ -34,5 +40,8 @@ def get_destinations(config: dict) -> list[Destination]:
             raise DestinationError(f"orthanc: ORTHANC_TRANSPORT must be 'rest' or 'dicom', not {transport!r}")
         destinations.append(REGISTRY[kind](config))
     if setting_bool(config, "SEND_TO_GOOGLE"):
-        destinations.append(REGISTRY["gcs"](config))
+        destinations.append(REGISTRY["gcs"](config))   # + Datastore entities if GOOGLE_DATASTORE
+    elif setting_bool(config, "GOOGLE_DATASTORE"):
+        logger.warning("GOOGLE_DATASTORE is on but SEND_TO_GOOGLE is off: Datastore entities "
+                       "describe Cloud Storage objects, so nothing is written")
     return destinations

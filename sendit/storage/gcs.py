@@ -1,9 +1,19 @@
-"""Google Cloud Storage: one object per image (or one tar.gz per study) plus study metadata.
+"""Google Cloud Storage: one object per image, one tar.gz per study or one NIfTI per series,
+plus study metadata in the bucket and (GOOGLE_DATASTORE) in Cloud Datastore.
 
 Object names (prefix P = Collection/<GOOGLE_STORAGE_COLLECTION>/Entity/<patient pseudonym>):
   GOOGLE_STORAGE_FORMAT "dicom" (default):  P/<study uid>/<series uid>/<sop uid>.dcm
   GOOGLE_STORAGE_FORMAT "dicom.tar.gz":     P/<study uid>.tar.gz  (members <series>/<sop>.dcm)
+  GOOGLE_STORAGE_FORMAT "nifti":            P/<study uid>/<series uid>/<BIDS stem>.nii.gz
+                                            P/<study uid>/<series uid>/<BIDS stem>.json (sidecar)
+                  (series that cannot be converted: as "dicom", with a SendResult.note)
   always, one per study:                    P/<study uid>.json
+
+NIfTI: the items of one send_batch call are grouped by series and each series becomes one
+volume (nifti.py). A series must therefore be passed whole in one call. When the items'
+metadata carries "SeriesImageCount" (images of the series in the batch) and the call holds
+fewer, or when the stored sidecar lists images this call does not have, the series is sent
+as DICOM instead (never a partial volume over a complete one), with a note.
 
 Exactly once: an object is uploaded only when it is missing or its MD5 differs from the
 local bytes, with a generation precondition (if_generation_match: 0 for a new object, the
@@ -28,9 +38,18 @@ import tempfile
 from collections import defaultdict
 
 from .base import (Destination, DestinationError, Outcome, SendItem, describe_oserror,
-                   file_md5, register, setting_str)
+                   file_md5, register, setting_bool, setting_str)
+from .nifti import NotConvertible, bids_stem, build_volume, write_nifti
+from .datastore import (DatastoreIndex, SeriesRecord, StoredObject, StudyRecord, header_fields,
+                        parse_fields)
 
-FORMATS = ("dicom", "dicom.tar.gz")
+FORMATS = ("dicom", "dicom.tar.gz", "nifti")
+# De-identified header fields written to each NIfTI's JSON sidecar (plus GOOGLE_DATASTORE_FIELDS).
+SIDECAR_FIELDS = ("Modality", "Manufacturer", "ManufacturerModelName", "BodyPartExamined",
+                  "SeriesDescription", "SeriesNumber", "StudyDate", "SliceThickness", "PixelSpacing",
+                  "ImageOrientationPatient", "KVP", "ConvolutionKernel", "MagneticFieldStrength",
+                  "RepetitionTime", "EchoTime", "InversionTime", "FlipAngle", "ScanningSequence",
+                  "SequenceVariant", "ImageType", "PatientPosition")
 
 
 def _crc32c_b64(path: str) -> str | None:
@@ -101,8 +120,15 @@ class GoogleStorage(Destination):
             raise DestinationError(f"gcs: GOOGLE_STORAGE_FORMAT must be one of {', '.join(FORMATS)}")
         if self.emulator and not self.emulator.startswith(("http://", "https://")):
             self.emulator = "http://" + self.emulator
+        self.datastore = DatastoreIndex(config, self.timeout) \
+            if setting_bool(config, "GOOGLE_DATASTORE") else None
+        self.sidecar_fields = tuple(dict.fromkeys(
+            SIDECAR_FIELDS + (self.datastore.fields if self.datastore else
+                              parse_fields(config.get("GOOGLE_DATASTORE_FIELDS")))))
         self.client = None
         self.bucket = None
+        self._objects: dict[str, StoredObject] = {}   # name -> size, md5 of what put_file verified
+        self._series_info: dict[tuple, dict] = {}     # (patient, study, series) -> nifti outcome
 
     # -- naming ----------------------------------------------------------------------------
     def prefix(self, item: SendItem) -> str:
@@ -117,6 +143,12 @@ class GoogleStorage(Destination):
 
     def json_name(self, item: SendItem) -> str:
         return f"{self.prefix(item)}/{item.study_instance_uid}.json"
+
+    def nifti_names(self, item: SendItem, fields: dict) -> tuple[str, str]:
+        """(volume, sidecar) object names of item's series; fields: de-identified header."""
+        stem = bids_stem(item.patient_id, item.study_instance_uid, {**item.metadata, **fields})
+        base = f"{self.prefix(item)}/{item.study_instance_uid}/{item.series_instance_uid}/{stem}"
+        return base + ".nii.gz", base + ".json"
 
     # -- client ----------------------------------------------------------------------------
     def _make_client(self):
@@ -142,8 +174,12 @@ class GoogleStorage(Destination):
             except Exception:
                 pass
             self.bucket = self.client.bucket(self.bucket_name)
+        if self.datastore is not None:
+            self.datastore.open()
 
     def close(self) -> None:
+        if self.datastore is not None:
+            self.datastore.close()
         if self.client is not None:
             try:
                 self.client.close()
@@ -159,9 +195,16 @@ class GoogleStorage(Destination):
     def put_file(self, name: str, path: str, content_type: str) -> Outcome:
         """Upload path to name unless an identical object exists; verify by MD5/CRC32C."""
         try:
-            _, md5_b64 = file_md5(path)
+            md5_hex, md5_b64 = file_md5(path)
+            size = os.path.getsize(path)
         except OSError as exc:
             return Outcome.failed(f"gcs: cannot read the local file ({describe_oserror(exc)})")
+        out = self._put_file(name, path, content_type, md5_b64)
+        if out.ok:
+            self._objects[name] = StoredObject(name, size, md5_hex)
+        return out
+
+    def _put_file(self, name: str, path: str, content_type: str, md5_b64: str) -> Outcome:
         crc = _crc32c_b64(path)
         try:
             blob = self.bucket.get_blob(name, timeout=self.timeout, retry=None)
@@ -211,11 +254,101 @@ class GoogleStorage(Destination):
     # -- rounds ----------------------------------------------------------------------------
     def send_round(self, batch):
         if self.format == "dicom":
-            outcomes = self.parallel(batch, lambda i, item: self.put_file(
-                self.image_name(item), item.path, "application/dicom"))
+            outcomes = self._send_images(batch)
+        elif self.format == "nifti":
+            outcomes = self._send_nifti(batch)
         else:
             outcomes = self._send_archives(batch)
         return self._send_metadata(batch, outcomes)
+
+    def _send_images(self, batch) -> dict[int, Outcome]:
+        return self.parallel(batch, lambda i, item: self.put_file(
+            self.image_name(item), item.path, "application/dicom"))
+
+    # -- NIfTI -----------------------------------------------------------------------------
+    def _send_nifti(self, batch) -> dict[int, Outcome]:
+        series: dict[tuple, list] = defaultdict(list)
+        for i, item in batch:
+            series[(item.patient_id, item.study_instance_uid, item.series_instance_uid)].append((i, item))
+        outcomes: dict[int, Outcome] = {}
+        for key, members in series.items():
+            outs = self._send_series_nifti(key, members)
+            outcomes.update(outs)
+            if any(o.unreachable or o.abort_batch for o in outs.values()):
+                break   # the rest is "not attempted" (retried by the base class)
+        return outcomes
+
+    def _send_series_nifti(self, key, members) -> dict[int, Outcome]:
+        first = members[0][1]
+        fields = header_fields(first.path, self.sidecar_fields, first.metadata)
+        nii_name, sidecar_name = self.nifti_names(first, fields)
+        sops = {item.sop_instance_uid for _, item in members}
+        reason = None
+        try:
+            expected = int(first.metadata.get("SeriesImageCount") or 0)
+        except (TypeError, ValueError):
+            expected = 0
+        if expected and len(sops) < expected:
+            reason = f"series split across send calls ({len(sops)} of {expected} images in this call)"
+        if reason is None:
+            try:
+                stored = self._stored_sidecar(sidecar_name)
+            except Exception as exc:
+                return {i: _classify(exc, "read NIfTI sidecar") for i, _ in members}
+            if stored and set(stored.get("SourceSOPInstanceUIDs") or []) - sops:
+                reason = "series split across send calls (the stored volume holds other images)"
+        fd, tmp = tempfile.mkstemp(prefix="sendit-nifti-", suffix=".nii.gz")
+        os.close(fd)
+        try:
+            if reason is None:
+                try:
+                    volume = build_volume([item.path for _, item in members])
+                    write_nifti(volume, tmp)
+                except NotConvertible as exc:
+                    reason = str(exc)
+                except OSError as exc:
+                    return {i: Outcome.failed(f"gcs: cannot write the NIfTI file ({describe_oserror(exc)})")
+                            for i, _ in members}
+            if reason is not None:
+                note = f"nifti: series not converted ({reason}); sent as DICOM"
+                self._series_info[key] = {"format": "dicom", "note": note, "objects": None}
+                outs = self._send_images(members)
+                for out in outs.values():
+                    if out.ok:
+                        out.note = note
+                return outs
+            sidecar = dict(fields)
+            sidecar.update({
+                "StudyInstanceUID": first.study_instance_uid,
+                "SeriesInstanceUID": first.series_instance_uid,
+                "SourceSOPInstanceUIDs": volume.sop_instance_uids,
+                "SliceStep": round(volume.slice_step, 6),
+                "ConversionSoftware": "sendit (nibabel)",
+            })
+            data = json.dumps(sidecar, sort_keys=True, indent=1).encode()
+            out_nii = self.put_file(nii_name, tmp, "application/gzip")
+            if not out_nii.ok:
+                return {i: out_nii for i, _ in members}
+            out_json = self.put_bytes(sidecar_name, data, "application/json")
+            if not out_json.ok:
+                out_json.stored_fresh = not out_nii.already_stored
+                return {i: out_json for i, _ in members}
+        finally:
+            os.unlink(tmp)
+        self._series_info[key] = {"format": "nifti", "note": None,
+                                  "objects": [nii_name, sidecar_name]}
+        done = Outcome.success(nii_name, already_stored=out_nii.already_stored and out_json.already_stored)
+        return {i: done for i, _ in members}
+
+    def _stored_sidecar(self, name: str) -> dict | None:
+        blob = self.bucket.get_blob(name, timeout=self.timeout, retry=None)
+        if blob is None:
+            return None
+        try:
+            doc = json.loads(blob.download_as_bytes(timeout=self.timeout, retry=None))
+        except ValueError:
+            return None
+        return doc if isinstance(doc, dict) else None
 
     def _send_archives(self, batch) -> dict[int, Outcome]:
         studies: dict[tuple, list] = defaultdict(list)
@@ -259,7 +392,9 @@ class GoogleStorage(Destination):
             if out is not None and out.ok:
                 studies[(item.patient_id, item.study_instance_uid)].append((i, item))
         for members in studies.values():
-            out = self._write_study_json(members)
+            out = self._write_study_json(members, outcomes)
+            if out.ok and self.datastore is not None:
+                out = self._write_datastore(members, outcomes)
             if out.ok:
                 continue
             for i, _ in members:
@@ -269,7 +404,41 @@ class GoogleStorage(Destination):
                 outcomes[i] = failed
         return outcomes
 
-    def _write_study_json(self, members) -> Outcome:
+    def _write_datastore(self, members, outcomes) -> Outcome:
+        """One study's Study/Series entities (members: the study's items stored this round)."""
+        first = members[0][1]
+        study_objects = [self.json_name(first)]
+        if self.format == "dicom.tar.gz":
+            study_objects.insert(0, self.tar_name(first))
+        by_series: dict[str, list] = defaultdict(list)
+        for i, item in members:
+            by_series[item.series_instance_uid].append((i, item))
+        records = []
+        for series_uid, group in sorted(by_series.items()):
+            item0 = group[0][1]
+            info = self._series_info.get((item0.patient_id, item0.study_instance_uid, series_uid), {})
+            if self.format == "nifti" and info.get("format") == "nifti":
+                names, fmt = info["objects"], "nifti"
+            elif self.format == "dicom.tar.gz":
+                names, fmt = [], "dicom.tar.gz"
+            else:
+                names, fmt = sorted({outcomes[i].remote_id for i, _ in group}), "dicom"
+            records.append(SeriesRecord(
+                series_uid=series_uid,
+                fields=header_fields(item0.path, self.datastore.fields, item0.metadata),
+                sop_instance_uids=sorted(item.sop_instance_uid for _, item in group),
+                objects=[self._stored(n) for n in names], storage_format=fmt,
+                note=info.get("note")))
+        study = StudyRecord(collection=self.collection, entity=first.patient_id,
+                            study_uid=first.study_instance_uid, bucket=self.bucket_name,
+                            storage_format=self.format,
+                            objects=[self._stored(n) for n in study_objects], series=records)
+        return self.datastore.write_study(study)
+
+    def _stored(self, name: str) -> StoredObject:
+        return self._objects.get(name) or StoredObject(name, None, None)
+
+    def _write_study_json(self, members, outcomes=None) -> Outcome:
         first = members[0][1]
         name = self.json_name(first)
         try:
@@ -280,16 +449,18 @@ class GoogleStorage(Destination):
         except Exception as exc:
             return _classify(exc, "read study metadata")
         instances = dict(existing.get("instances", {})) if isinstance(existing, dict) else {}
-        for _, item in members:
+        for i, item in members:
             try:
                 size = os.path.getsize(item.path)
             except OSError:
                 size = None
             meta = {k: v for k, v in (item.metadata or {}).items() if _jsonable(v)}
+            out = (outcomes or {}).get(i)
             instances[item.sop_instance_uid] = {
                 "series": item.series_instance_uid,
                 "size": size,
-                "object": self.image_name(item) if self.format == "dicom" else self.tar_name(item),
+                "object": (out.remote_id if out is not None and out.remote_id else
+                           self.image_name(item) if self.format == "dicom" else self.tar_name(item)),
                 "metadata": meta,
             }
         doc = study_document(self.collection, first.patient_id, first.study_instance_uid,
@@ -311,7 +482,11 @@ class GoogleStorage(Destination):
         if not exists:
             return False, f"gcs: bucket {self.bucket_name} not found"
         where = f" (emulator {self.emulator})" if self.emulator else ""
-        return True, f"gcs: bucket {self.bucket_name} reachable{where}"
+        status = f"gcs: bucket {self.bucket_name} reachable{where}"
+        if self.datastore is not None:
+            ok, ds_status = self.datastore.check()
+            return ok, f"{status}; {ds_status}"
+        return True, status
 
 
 def _jsonable(value) -> bool:

@@ -224,22 +224,16 @@ def _label(text: str, limit: int = 64) -> str:
     return _LABEL.sub("", str(text or ""))[:limit]
 
 
-# BIDS datatype folder and suffix per modality (BIDS has no CT datatype yet: "ct"/"CT").
-_BIDS = {"MR": ("anat", "MR"), "CT": ("ct", "CT"), "PT": ("pet", "pet")}
-
-
-def bids_stem(patient_id: str, study_uid: str, series_uid: str, metadata: dict) -> tuple[str, str]:
-    """(datatype, file stem) in BIDS style: sub-<pseudonym>_ses-<study>_acq-<desc>_run-<n>_<suffix>.
+def bids_stem(patient_id: str, study_uid: str, metadata: dict) -> str:
+    """A BIDS-style file stem: sub-<pseudonym>_ses-<study>[_acq-<desc>][_run-<n>]_<suffix>.
 
     Labels are alphanumeric: the pseudonym with other characters removed, the study as the
     first 10 hex digits of SHA-1(StudyInstanceUID), acq from the (de-identified) series
-    description, run from SeriesNumber. Uniqueness per series comes from the object path,
-    which holds the SeriesInstanceUID.
+    description, run from SeriesNumber, suffix from the modality (CT, MR, PT...). Uniqueness
+    per series comes from the object path, which holds the SeriesInstanceUID.
     """
     import hashlib
 
-    modality = str(metadata.get("Modality") or "").upper()
-    datatype, suffix = _BIDS.get(modality, (modality.lower() or "other", modality or "image"))
     parts = [f"sub-{_label(patient_id) or 'unknown'}",
              "ses-" + hashlib.sha1(study_uid.encode()).hexdigest()[:10]]
     acq = _label(metadata.get("SeriesDescription", ""), 32)
@@ -251,5 +245,5 @@ def bids_stem(patient_id: str, study_uid: str, series_uid: str, metadata: dict) 
             parts.append(f"run-{run}")
     except ValueError:
         pass
-    parts.append(_label(suffix) or "image")
-    return _label(datatype) or "other", "_".join(parts)
+    parts.append(_label(str(metadata.get("Modality") or "").upper(), 16) or "image")
+    return "_".join(parts)

@@ -70,15 +70,24 @@ def test_a_broken_file_is_refused_with_a_clear_error(node, data_folder, name):
 def test_a_file_pydicom_reads_goes_through(node, data_folder, name):
     import_dicomdir(str(drop(data_folder, "A", TEST_FILES / name)))
     batch = Batch.objects.get(uid="A")
-    assert batch.status == "DONE" and not batch.has_error, batch.errors
-    assert len(node.instances()) == 1
+    assert not [e for e in batch.errors if e["step"] == "import"], batch.errors
     assert not (data_folder / "A").exists() and not (data_folder / "A.err").exists()
+    if held_for_review(batch):  # a secondary capture may carry burned-in text
+        assert Image.objects.filter(batch=batch).exclude(flagged="").count() == 1
+        assert node.instances() == []
+    else:
+        assert batch.status == "DONE" and not batch.has_error, batch.errors
+        assert len(node.instances()) == 1
+
+
+def held_for_review(batch):
+    return batch.has_error and all("held back" in e["message"] for e in batch.errors)
 
 
 def test_every_pydicom_test_file_is_delivered_or_kept(node, data_folder):
     """All of pydicom's test files, one folder each: delivered, or set aside with an error."""
     files = sorted(p for p in TEST_FILES.iterdir() if p.is_file())
-    delivered, kept = 0, 0
+    delivered, held, kept = 0, 0, 0
     for i, path in enumerate(files):
         name = f"F{i:03d}"
         node.clear()
@@ -87,12 +96,17 @@ def test_every_pydicom_test_file_is_delivered_or_kept(node, data_folder):
         if batch.status == "DONE":
             assert not batch.has_error and len(node.instances()) == 1, (path.name, batch.errors)
             delivered += 1
+        elif held_for_review(batch):
+            assert Image.objects.filter(batch=batch).exclude(flagged="").count() == 1, path.name
+            held += 1
         else:
             assert batch.has_error and batch.errors, path.name
             assert (data_folder / f"{name}.err" / path.name).read_bytes() == path.read_bytes(), path.name
             kept += 1
-    assert delivered + kept == len(files)
-    assert delivered >= 60, (delivered, kept)  # the readable ones, whatever their encoding
+    assert delivered + held + kept == len(files)
+    # The readable ones, whatever their encoding, were imported (secondary captures are
+    # held for review: they may carry burned-in text).
+    assert delivered >= 20 and delivered + held >= 60, (delivered, held, kept)
 
 
 def test_zero_byte_and_non_dicom_files(node, data_folder):

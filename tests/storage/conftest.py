@@ -13,7 +13,8 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from tests.services import FakeGCS, Orthanc, ServiceUnavailable, fake_gcs_binary, orthanc_binary  # noqa: E402
+from tests.services import (DatastoreEmulator, FakeGCS, Orthanc, ServiceUnavailable,  # noqa: E402
+                            fake_gcs_binary, orthanc_binary)
 
 
 def _need_orthanc():
@@ -27,16 +28,9 @@ def _need_fake_gcs():
 
 
 @pytest.fixture(scope="session")
-def orthanc(tmp_path_factory):
-    """An Orthanc without authentication, shared by the session. Do not stop it in a test."""
-    _need_orthanc()
-    server = Orthanc(tmp_path_factory.mktemp("orthanc"))
-    try:
-        server.start()
-    except ServiceUnavailable as exc:
-        pytest.skip(str(exc))
-    yield server
-    server.stop()
+def orthanc(orthanc_server):
+    """The session's Orthanc without authentication (tests/conftest.py). Do not stop it in a test."""
+    return orthanc_server
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +61,15 @@ def fake_gcs(tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def datastore_emulator(tmp_path_factory):
+    """gcloud's Datastore emulator (in memory) shared by the session; skips without gcloud."""
+    emulator = DatastoreEmulator(tmp_path_factory.mktemp("datastore"))
+    try:
+        emulator.start()
+    except ServiceUnavailable as exc:
+        pytest.skip(str(exc))
+    yield emulator
+    emulator.stop()
