@@ -1,0 +1,222 @@
+"""Fault-injection scenarios against a real node (worker, watcher, broker, database, Orthanc).
+
+Plain Python, shared by tests/reliability/test_crash.py (scaled down) and scripts/chaos.py
+(full size). Each scenario drops studies into a running node's data folder, injects one
+fault, waits for every batch to settle and returns a Row: images in, images delivered,
+duplicates, result.
+
+Delivered counts Orthanc's instances (it was emptied first). Duplicates are counted on
+sendit's side: instances beyond the expected number (Orthanc keeps one per SOP instance UID,
+so this is 0 unless a re-send produced a new UID), plus `resent`, the POSTs Orthanc answered
+AlreadyStored (from the batches' audit logs): work a crash made sendit repeat.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.node import Node
+from tests.services import free_port, make_ct_series
+
+FAST_RECOVERY = {
+    "BATCH_LEASE_SECONDS": 20, "SWEEP_INTERVAL": 1, "SWEEP_AFTER_SECONDS": 5,
+    "BROKER_VISIBILITY_TIMEOUT": 30, "WATCHER_SETTLE_SECONDS": 0.5,
+}
+
+
+@dataclass
+class Row:
+    scenario: str
+    images_in: int
+    delivered: int = 0
+    duplicates: int = 0
+    resent: int = 0
+    result: str = "FAIL"
+    seconds: float = 0.0
+    notes: list = field(default_factory=list)
+
+
+class Redis:
+    """A private redis-server (no persistence) that a scenario may kill and restart."""
+
+    def __init__(self, tmp):
+        self.dir = Path(tmp)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self):
+        binary = shutil.which("redis-server")
+        if not binary:
+            raise RuntimeError("redis-server is not installed")
+        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import socket
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=10)
+
+
+def drop(node, name, n, seed=0, **kw):
+    """An atomic drop: written as NAME.tmp1, renamed NAME when complete."""
+    make_ct_series(node.data / f"{name}.tmp1", n, patient_id=f"CHAOS-{name}", seed=seed, **kw)
+    (node.data / f"{name}.tmp1").rename(node.data / name)
+
+
+def settle(node, names, timeout):
+    def done():
+        found = node.batches()
+        return all(found.get(n, ("",))[0] == "DONE" for n in names) and found
+    return node.wait(done, timeout=timeout, interval=0.5)
+
+
+def resent(node):
+    total = 0
+    for (log,) in node.query("SELECT log FROM main_batch"):
+        log = json.loads(log) if isinstance(log, str) else log
+        for counts in (log or {}).get("deliveries", {}).values():
+            total += counts.get("already_stored", 0)
+    return total
+
+
+def finish(row, node, orthanc, names, expected, started, timeout):
+    ok = settle(node, names, timeout)
+    row.seconds = round(time.monotonic() - started, 1)
+    row.delivered = len(orthanc.instances())
+    row.duplicates = max(0, row.delivered - expected)
+    row.resent = resent(node)
+    batches = node.batches()
+    errors = {k: v for k, v in batches.items() if v[1]}
+    if ok and not errors and row.delivered == expected:
+        row.result = "PASS"
+    else:
+        row.notes.append(f"batches={batches}")
+    return row
+
+
+def kill_worker_at(tmp, orthanc, step, n, database="postgres", broker="redis", timeout=240):
+    """SIGKILL the whole worker (all its processes) at a chosen point of one step, restart it."""
+    orthanc.clear()
+    marker = Path(tmp) / "crash.marker"
+    redis = Redis(Path(tmp) / "redis").start() if broker == "redis" else None
+    extra = {"CELERY_BROKER_URL": redis.url} if redis else {}
+    row = Row(f"worker SIGKILL during {step}", n)
+    try:
+        with Node(tmp, database, "filesystem" if broker == "filesystem" else "redis", workers=2,
+                  ORTHANC_URL=orthanc.url, SENDIT_CRASH_AT=step, SENDIT_CRASH_MARKER=marker,
+                  **FAST_RECOVERY, **extra) as node:
+            started = time.monotonic()
+            drop(node, "K", n)
+            if not node.wait(marker.exists, timeout=timeout):
+                row.notes.append("the crash point was never reached")
+                return row
+            node.kill_worker()
+            time.sleep(1)
+            node.start_worker()
+            return finish(row, node, orthanc, ["K"], n, started, timeout)
+    finally:
+        if redis:
+            redis.stop()
+
+
+def kill_watcher(tmp, orthanc, n, database="postgres", broker="redis", timeout=240):
+    """SIGKILL the watcher; studies arrive while it is down; restart it: none is missed."""
+    orthanc.clear()
+    redis = Redis(Path(tmp) / "redis").start() if broker == "redis" else None
+    extra = {"CELERY_BROKER_URL": redis.url} if redis else {}
+    row = Row("watcher SIGKILL, studies dropped while down", 2 * n)
+    try:
+        with Node(tmp, database, "filesystem" if broker == "filesystem" else "redis", workers=2,
+                  ORTHANC_URL=orthanc.url, **FAST_RECOVERY, **extra) as node:
+            started = time.monotonic()
+            drop(node, "W1", n, seed=1)
+            node.wait(lambda: "W1" in node.batches(), timeout=60)
+            node.kill_watcher()
+            drop(node, "W2", n, seed=2)
+            (node.data / "W3.tmp9").mkdir()  # still arriving when the watcher comes back
+            make_ct_series(node.data / "W3.tmp9", n, patient_id="CHAOS-W3", seed=3)
+            node.start_watcher()
+            time.sleep(2)
+            (node.data / "W3.tmp9").rename(node.data / "W3")
+            row.images_in = 3 * n
+            return finish(row, node, orthanc, ["W1", "W2", "W3"], 3 * n, started, timeout)
+    finally:
+        if redis:
+            redis.stop()
+
+
+def restart_redis(tmp, orthanc, n, database="postgres", timeout=240):
+    """Kill Redis (no persistence: every queued and unacknowledged task is lost) mid-run."""
+    orthanc.clear()
+    redis = Redis(Path(tmp) / "redis").start()
+    row = Row("Redis SIGKILL + restart mid-run", 2 * n)
+    try:
+        with Node(tmp, database, "redis", workers=2, ORTHANC_URL=orthanc.url,
+                  CELERY_BROKER_URL=redis.url, **FAST_RECOVERY) as node:
+            started = time.monotonic()
+            drop(node, "R1", n, seed=1)
+            drop(node, "R2", n, seed=2)
+            node.wait(lambda: any(v[0] != "NEW" for v in node.batches().values()), timeout=60)
+            redis.kill()
+            time.sleep(2)
+            redis.start()  # same port, empty
+            return finish(row, node, orthanc, ["R1", "R2"], 2 * n, started, timeout)
+    finally:
+        redis.stop()
+
+
+def duplicate_tasks(tmp, orthanc, n, database="postgres", timeout=240):
+    """Every step delivered several times at once (a sweeper and a redelivery racing)."""
+    orthanc.clear()
+    redis = Redis(Path(tmp) / "redis").start()
+    row = Row("each step queued 3x at once (2 workers)", n)
+    try:
+        with Node(tmp, database, "redis", workers=2, ORTHANC_URL=orthanc.url,
+                  CELERY_BROKER_URL=redis.url, **FAST_RECOVERY) as node:
+            started = time.monotonic()
+            drop(node, "D", n)
+            node.wait(lambda: "D" in node.batches(), timeout=60)
+            [(batch_id,)] = node.query("SELECT id FROM main_batch WHERE uid = %s", "D")
+            code = ("import django;django.setup();from sendit.apps.main.tasks import *;"
+                    f"[t.delay({batch_id}) for t in (get_identifiers, replace_identifiers, upload_storage, cleanup) "
+                    "for _ in range(3)]")
+            subprocess.run([os.sys.executable, "-c", code], cwd=str(Path(__file__).parents[2]),
+                           env=node.env, check=True, capture_output=True, timeout=60)
+            return finish(row, node, orthanc, ["D"], n, started, timeout)
+    finally:
+        redis.stop()
+
+
+def print_table(rows, out=None):
+    import sys
+    out = out or sys.stdout
+    head = f"{'scenario':44} {'in':>6} {'delivered':>9} {'duplicates':>10} {'resent':>6} {'seconds':>7}  result"
+    print(head, file=out)
+    print("-" * len(head), file=out)
+    for r in rows:
+        print(f"{r.scenario:44} {r.images_in:6d} {r.delivered:9d} {r.duplicates:10d} {r.resent:6d} "
+              f"{r.seconds:7.1f}  {r.result}{'  ' + '; '.join(r.notes) if r.notes else ''}", file=out)
