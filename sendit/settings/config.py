@@ -62,6 +62,14 @@ GOOGLE_STORAGE_COLLECTION = "sendit"
 GOOGLE_STORAGE_FORMAT = "dicom"
 GOOGLE_APPLICATION_CREDENTIALS = ""
 STORAGE_EMULATOR_HOST = ""
+# Google Datastore: one entity per study and per series, keyed by pseudonymous UIDs.
+GOOGLE_DATASTORE = False
+GOOGLE_DATASTORE_STUDY_KIND = "Study"
+GOOGLE_DATASTORE_SERIES_KIND = "Series"
+GOOGLE_DATASTORE_FIELDS = ("Modality,BodyPartExamined,SeriesDescription,StudyDate,Manufacturer,"
+                           "ManufacturerModelName,SliceThickness,PixelSpacing")
+GOOGLE_DATASTORE_NAMESPACE = ""
+DATASTORE_EMULATOR_HOST = ""
 
 # Sending: retries with exponential backoff, capped.
 SEND_RETRIES = 5

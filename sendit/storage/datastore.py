@@ -64,6 +64,15 @@ STUDY_LEVEL_EXTRA = frozenset({"PatientAge", "PatientSex", "PatientSize", "Patie
 OBJECT_LIST_LIMIT = 2000
 
 
+def _NO_RETRY():
+    """A retry policy that never retries: the destination's rounds are the only retry policy.
+
+    (google-cloud-datastore reads retry=None as "use the default retries", up to a minute.)
+    """
+    from google.api_core.retry import Retry
+    return Retry(predicate=lambda exc: False)
+
+
 def parse_fields(value) -> tuple[str, ...]:
     """GOOGLE_DATASTORE_FIELDS (comma list or sequence of DICOM keywords), validated."""
     from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -343,8 +352,8 @@ class DatastoreIndex:
         keys = [self.series_key(study.study_uid, rec.series_uid) for rec in study.series]
         txn = client.transaction()
         try:
-            txn.begin(retry=None, timeout=self.timeout)
-            found = client.get_multi([skey] + keys, transaction=txn, retry=None, timeout=self.timeout)
+            txn.begin(retry=_NO_RETRY(), timeout=self.timeout)
+            found = client.get_multi([skey] + keys, transaction=txn, retry=_NO_RETRY(), timeout=self.timeout)
             existing = {ent.key.flat_path: ent for ent in found}
             series_entities = [self._series_entity(k, existing.get(k.flat_path), study, rec, now)
                                for k, rec in zip(keys, study.series)]
@@ -352,11 +361,11 @@ class DatastoreIndex:
                                               series_entities, now)
             for ent in [study_entity] + series_entities:
                 txn.put(ent)
-            txn.commit(retry=None, timeout=self.timeout)
+            txn.commit(retry=_NO_RETRY(), timeout=self.timeout)
         except Exception as exc:
             try:
                 if txn.id is not None:
-                    txn.rollback(retry=None, timeout=self.timeout)
+                    txn.rollback(retry=_NO_RETRY(), timeout=self.timeout)
             except Exception:
                 pass
             return _classify(exc, "write entities")
@@ -364,7 +373,7 @@ class DatastoreIndex:
 
     def verify(self, written) -> Outcome:
         try:
-            back = self.client.get_multi([e.key for e in written], retry=None, timeout=self.timeout)
+            back = self.client.get_multi([e.key for e in written], retry=_NO_RETRY(), timeout=self.timeout)
         except Exception as exc:
             out = _classify(exc, "read back entities")
             out.stored_fresh = True
@@ -383,7 +392,7 @@ class DatastoreIndex:
     def check(self) -> tuple[bool, str]:
         try:
             client = self._make_client()
-            client.get(client.key(self.study_kind, "sendit-health-check"), retry=None,
+            client.get(client.key(self.study_kind, "sendit-health-check"), retry=_NO_RETRY(),
                        timeout=min(self.timeout, 10))
         except DestinationError as exc:
             return False, str(exc)

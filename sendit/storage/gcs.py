@@ -165,6 +165,8 @@ class GoogleStorage(Destination):
 
     def open(self) -> None:
         if self.client is None:
+            self._objects.clear()       # what this send_batch call stored (for Datastore)
+            self._series_info.clear()
             self.client = self._make_client()
             try:
                 import requests.adapters

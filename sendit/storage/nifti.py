@@ -45,6 +45,7 @@ HEADER_TEXT = {"descrip": b"sendit", "aux_file": b"", "intent_name": b"", "db_na
 
 _POSITION_TOL = 1e-3   # relative tolerance on slice steps / geometry equality
 _ABS_TOL = 1e-3        # mm
+COMPRESS_LEVEL = 3     # gzip level of .nii.gz (module constant: changing it changes every MD5)
 
 
 class NotConvertible(Exception):
@@ -213,7 +214,7 @@ def write_nifti(volume: SeriesVolume, out_path: str) -> None:
     clean_header(header)
     del header.extensions[:]
     with open(out_path, "wb") as raw, \
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz:
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=COMPRESS_LEVEL) as gz:
         img.to_file_map(img.make_file_map({"image": gz}))
 
 

@@ -2,7 +2,6 @@
 
 import gzip
 import hashlib
-import io
 import json
 import random
 import uuid
@@ -12,7 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from sendit.storage import SendItem, get_destinations
+from sendit.storage import get_destinations
 from sendit.storage.nifti import HEADER_TEXT, NotConvertible, build_volume, write_nifti
 from tests.services import make_ct_series
 from tests.storage.helpers import items_for

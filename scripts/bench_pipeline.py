@@ -1,0 +1,131 @@
+#!/usr/bin/env python
+"""Benchmark the whole pipeline (drop -> verified in Orthanc) against Orthanc's own ingest.
+
+    .venv/bin/python scripts/bench_pipeline.py [--studies 4] [--images 100]
+        [--backends sqlite,postgres] [--workers 2] [--scale 200,1000,5000]
+
+Generates N studies of 512x512 16-bit CT images, starts a private Orthanc, and for each
+backend (SQLite + kombu's filesystem broker; PostgreSQL + Redis) runs a real node
+(tests/node.py: Celery worker with --workers processes, watcher daemon). The studies are
+copied into the data folder as NAME.tmp1 and renamed at t0; the clock stops when every
+batch is DONE (sent, verified, cleaned up) and Orthanc holds every instance. In the same
+run Orthanc's own ingest of the same files is timed (POST /instances over 1, 2, 4 and 8
+keep-alive connections, best taken). Prints images/s of each, the ratio, and the peak
+resident memory (VmHWM) of the worker's processes.
+
+--scale 200,1000,5000 also times one study of each size (PostgreSQL + Redis) and prints
+milliseconds per image, to show that time per image stays flat with batch size.
+"""
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import concurrent.futures  # noqa: E402
+import threading  # noqa: E402
+
+import requests  # noqa: E402
+
+from tests.node import Node  # noqa: E402
+from tests.services import Orthanc, make_ct_series  # noqa: E402
+
+
+def orthanc_ingest(orthanc, paths, connections):
+    """Images per second of Orthanc's own POST /instances of these files (no verification)."""
+    local = threading.local()
+
+    def post(path):
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+        with open(path, "rb") as f:
+            session.post(orthanc.url + "/instances", data=f.read(),
+                         headers={"Content-Type": "application/dicom"}).raise_for_status()
+
+    orthanc.clear()
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(connections) as pool:
+        list(pool.map(post, paths))
+    elapsed = time.perf_counter() - started
+    assert len(orthanc.instances()) == len(paths)
+    orthanc.clear()
+    return len(paths) / elapsed
+
+
+def run_pipeline(tmp, orthanc, database, broker, studies, workers, timeout):
+    """Drop every study at once; seconds until all are DONE and in Orthanc; peak MB."""
+    orthanc.clear()
+    total = sum(len(list(s.iterdir())) for s in studies)
+    with Node(tmp, database, broker, workers=workers, ORTHANC_URL=orthanc.url,
+              WATCHER_SETTLE_SECONDS=0.5) as node:
+        for study in studies:
+            shutil.copytree(study, node.data / f"{study.name}.tmp1")
+        started = time.perf_counter()
+        for study in studies:
+            (node.data / f"{study.name}.tmp1").rename(node.data / study.name)
+        names = [s.name for s in studies]
+        done = node.wait(lambda: all(node.batches().get(n, ("",))[0] == "DONE" for n in names),
+                         timeout=timeout, interval=0.2)
+        elapsed = time.perf_counter() - started
+        memory = node.worker_memory()
+        errors = {k: v for k, v in node.batches().items() if v[1] or v[0] != "DONE"}
+    delivered = len(orthanc.instances())
+    if not done or errors or delivered != total:
+        raise SystemExit(f"pipeline did not finish: {errors} delivered={delivered}/{total}")
+    return total, elapsed, memory
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--studies", type=int, default=4)
+    parser.add_argument("--images", type=int, default=100, help="images per study")
+    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--scale", default="", help="e.g. 200,1000,5000: one study of each size")
+    parser.add_argument("--timeout", type=int, default=3600)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="sendit-benchp-") as tmp:
+        tmp = Path(tmp)
+        studies = []
+        for i in range(args.studies):
+            folder = tmp / "in" / f"BENCH{i:03d}"
+            make_ct_series(folder, args.images, patient_id=f"BENCH{i:03d}", seed=i)
+            studies.append(folder)
+        paths = sorted(str(p) for s in studies for p in s.iterdir())
+        size = sum(os.path.getsize(p) for p in paths) / 1e6
+        print(f"{args.studies} studies x {args.images} CT images 512x512x16 bit = {len(paths)} images, "
+              f"{size:.0f} MB; {os.cpu_count()} CPUs; {args.workers} worker processes", flush=True)
+        with Orthanc(tmp / "orthanc") as orthanc:
+            ref = {k: orthanc_ingest(orthanc, paths, k) for k in (1, 2, 4, 8)}
+            k_best = max(ref, key=ref.get)
+            print(f"Orthanc's own ingest (POST /instances, best of x1/x2/x4/x8: x{k_best}): "
+                  f"{ref[k_best]:7.1f} images/s  ({', '.join(f'x{k} {v:.0f}' for k, v in ref.items())})",
+                  flush=True)
+            labels = {"sqlite": ("sqlite", "filesystem", "SQLite + filesystem broker"),
+                      "postgres": ("postgres", "redis", "PostgreSQL + Redis")}
+            for key in [b for b in args.backends.split(",") if b]:
+                database, broker, label = labels[key]
+                total, elapsed, memory = run_pipeline(tmp / f"node-{key}", orthanc, database, broker,
+                                                      studies, args.workers, args.timeout)
+                rate = total / elapsed
+                print(f"pipeline, {label:27s}: {rate:7.1f} images/s  {rate / ref[k_best]:.2f}x Orthanc  "
+                      f"({total} images in {elapsed:.1f}s; worker peak RSS "
+                      f"{', '.join(f'{m:.0f}' for m in memory)} MB)", flush=True)
+            for n in [int(x) for x in args.scale.split(",") if x]:
+                folder = tmp / "scale" / f"SCALE{n}"
+                make_ct_series(folder, n, patient_id=f"SCALE{n}", seed=n)
+                total, elapsed, memory = run_pipeline(tmp / f"node-scale-{n}", orthanc, "postgres", "redis",
+                                                      [folder], args.workers, args.timeout)
+                print(f"one study of {n:5d} images (PostgreSQL + Redis): {1000 * elapsed / n:6.1f} ms/image, "
+                      f"{n / elapsed:6.1f} images/s, worker peak RSS {max(memory):.0f} MB", flush=True)
+                shutil.rmtree(folder)
+
+
+if __name__ == "__main__":
+    main()
