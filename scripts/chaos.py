@@ -46,7 +46,9 @@ def bad_input(tmp, orthanc, n, timeout):
             shutil.copy(get_testdata_file(name), folder / name)
         (folder / "empty.dcm").write_bytes(b"")
         folder.rename(node.data / "BAD")
-        node.wait(lambda: node.batches().get("BAD", ("",))[0] == "DONEPROCESSING", timeout=timeout)
+        # DONEPROCESSING comes before the send: wait for every good image to be SENT.
+        node.wait(lambda: node.query("SELECT count(*) FROM main_image WHERE status = %s", "SENT")[0][0] >= n,
+                  timeout=timeout)
         row.seconds = round(time.monotonic() - started, 1)
         row.delivered = len(orthanc.instances())
         row.duplicates = max(0, row.delivered - n)

@@ -54,6 +54,10 @@ ORTHANC_PORT = 4242
 ORTHANC_AET = "ORTHANC"
 SENDIT_AET = "SENDIT"
 
+# How the REST transport verifies receipt: "series" (POST's Success/AlreadyStored, then one
+# GET /series/{id} per series lists every instance) or "md5" (also one MD5 GET per file).
+ORTHANC_VERIFY = "series"
+
 # Storage: Google Cloud Storage.
 SEND_TO_GOOGLE = False
 GOOGLE_CLOUD_STORAGE = "som-pacs"

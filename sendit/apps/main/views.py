@@ -171,7 +171,8 @@ def batch_detail(request, batch_id):
         "n_images": images.count(),
         "imported": log.get("images"),
         "raw": log.get("deidentified") is False,
-        "notes": [scrub(str(log[k])) for k in ("cleanup", "pixels_note") if log.get(k)],
+        "notes": [scrub(str(log[k])) for k in ("cleanup", "pixels_note") if log.get(k)]
+        + [scrub(str(note)) for note in log.get("notes", [])],
         "retries": log.get("retries", 0),
         "can_retry": batch.has_error or batch.status != "DONE",
         "can_resend": images.filter(status__in=["SENT", "DONEPROCESSING"], flagged="").exists(),

@@ -74,3 +74,20 @@ def test_one_destination_down_then_retry_sends_only_what_is_missing(node, data_f
     batch.refresh_from_db()
     assert batch.status == "DONE" and len(node.instances()) == 2
     assert blobs(bucket) == before  # nothing sent twice to the destination that had it
+
+
+def test_nifti_per_series_and_a_single_image_falls_back_with_a_note(node, data_folder, google, settings):
+    bucket, _ = google
+    settings.SEND_TO_ORTHANC = False
+    settings.GOOGLE_STORAGE_FORMAT = "nifti"
+    folder = data_folder / "N"
+    make_ct_series(folder / "a", 5, rows=32, columns=32, patient_id=PHI_ID)
+    study = __import__("pydicom").dcmread(next((folder / "a").iterdir())).StudyInstanceUID
+    make_ct_series(folder / "b", 1, rows=32, columns=32, patient_id=PHI_ID, study_uid=study)
+    import_dicomdir(str(folder))
+    batch = Batch.objects.get(uid="N")
+    assert batch.status == "DONE", batch.errors
+    names = list(blobs(bucket))
+    assert sum(n.endswith(".nii.gz") for n in names) == 1  # the 5-slice series
+    assert sum(n.endswith(".dcm") for n in names) == 1  # the single image, as DICOM
+    assert any("sent as DICOM" in note for note in batch.log["notes"])

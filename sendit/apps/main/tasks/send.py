@@ -1,5 +1,5 @@
 """Step 4: deliver each image to every enabled destination, verified, exactly once."""
-from collections import Counter
+from collections import Counter, defaultdict
 
 import pydicom
 from celery import shared_task
@@ -36,6 +36,29 @@ def _item(image):
                     patient_id=str(ds.get("PatientID", "")), metadata=metadata)
 
 
+def series_chunks(images, items):
+    """Up to CHUNK images per send call, never splitting a series across calls.
+
+    Per-series formats (NIfTI, one tar.gz per study) need a whole series in one call;
+    a series larger than CHUNK is a call of its own. Each item learns how many images
+    its series has, so a destination can tell a partial series from a whole one.
+    """
+    groups = defaultdict(list)
+    for image in images:
+        item = items[image.id]
+        groups[(item.study_instance_uid, item.series_instance_uid)].append(image)
+    chunk = []
+    for members in groups.values():
+        for image in members:
+            items[image.id].metadata["SeriesImageCount"] = len(members)
+        if chunk and len(chunk) + len(members) > CHUNK:
+            yield chunk
+            chunk = []
+        chunk.extend(members)
+    if chunk:
+        yield chunk
+
+
 def _send(batch):
     if batch.status == "DONE":
         return False  # a late duplicate: delivered and cleaned up already
@@ -50,21 +73,20 @@ def _send(batch):
     ready = Image.objects.filter(batch=batch, status="DONEPROCESSING", flagged="")
     failures = Counter()
     delivered = Counter()  # (destination, "stored" | "already_stored")
+    notes = Counter()
     with timed_step(batch, "send", destinations=",".join(names)) as figures:
         sent = 0
-        last_id = 0
-        while True:
-            chunk = list(ready.filter(id__gt=last_id).order_by("id")[:CHUNK])
-            if not chunk:
-                break
-            last_id = chunk[-1].id
-            items = {image.id: _item(image) for image in chunk}
+        images = list(ready.order_by("id"))
+        items = {image.id: _item(image) for image in images}
+        for chunk in series_chunks(images, items):
             for destination in destinations:
                 missing = [image for image in chunk if destination.name not in image.destinations]
                 if not missing:
                     continue
                 results = destination.send_batch([items[image.id] for image in missing])
                 for image, result in zip(missing, results):
+                    if result.ok and result.note:
+                        notes[(destination.name, result.note)] += 1
                     if result.ok:
                         delivered[(destination.name, "already_stored" if result.already_stored
                                    else "stored")] += 1
@@ -72,7 +94,10 @@ def _send(batch):
                             "time": timezone.now().isoformat(), "remote_id": result.remote_id,
                             "already_stored": result.already_stored}}
                     else:
-                        failures[(destination.name, result.error or "not delivered")] += 1
+                        # One line per reason: images skipped in a round that met a dead
+                        # destination share the reason of the one that met it.
+                        why = (result.error or "not delivered").replace(" (not attempted)", "")
+                        failures[(destination.name, why)] += 1
             crash_point("send")  # delivered, not yet recorded
             for image in chunk:
                 if all(name in image.destinations for name in names):
@@ -90,6 +115,9 @@ def _send(batch):
             totals.setdefault(name, {})
             totals[name][kind] = totals[name].get(kind, 0) + n
         batch.update_log(deliveries=totals)
+    if notes:
+        batch.update_log(notes=list(batch.log.get("notes", [])) + [
+            f"{name}: {count} image(s): {note}" for (name, note), count in notes.items()])
     for (name, why), count in failures.items():
         batch.add_error("send", f"{name}: {count} image(s) not delivered: {why}")
     held = Image.objects.filter(batch=batch).exclude(flagged="").count()
