@@ -49,7 +49,7 @@ def read_identity(path) -> dict:
     return {name: _value(ds, tag) for name, tag in IDENTITY_TAGS.items()}
 
 
-def _encoding(ds) -> tuple[bool, bool]:
+def encoding(ds) -> tuple[bool, bool]:
     """(implicit VR, little endian) the dataset was read with."""
     original = getattr(ds, "original_encoding", None)
     if original and original[0] is not None:
@@ -74,7 +74,7 @@ def write_dataset(ds, dst) -> None:
     as it came, without meta.
     """
     meta = getattr(ds, "file_meta", None)
-    implicit, little = _encoding(ds)
+    implicit, little = encoding(ds)
     has_sop = "SOPClassUID" in ds and "SOPInstanceUID" in ds
     if meta is not None and "TransferSyntaxUID" in meta:
         if not meta.TransferSyntaxUID.is_implicit_VR and _read_as_implicit(ds):
@@ -104,29 +104,40 @@ _PIXEL_TAGS = frozenset({0x0008, 0x0009, 0x0010})  # (7FE0,0008/0009/0010)
 _COPY_CHUNK = 1 << 20
 
 
+def pixel_element_at(fp, start: int, implicit: bool, little: bool):
+    """(header length, value length) of the pixel data element at ``start``, else None.
+
+    Reads only the element's 8 or 12 header bytes; a length of 0xFFFFFFFF means
+    encapsulated (compressed) pixel data.
+    """
+    fp.seek(start)
+    head = fp.read(12)
+    if len(head) < 8:
+        return None
+    order = "<" if little else ">"
+    group, element = struct.unpack(order + "HH", head[:4])
+    if group != 0x7FE0 or element not in _PIXEL_TAGS:
+        return None
+    if implicit:
+        return 8, struct.unpack(order + "L", head[4:8])[0]
+    if head[4:6] in _LONG_VRS and len(head) == 12:
+        return 12, struct.unpack(order + "L", head[8:12])[0]
+    return None
+
+
 def _pixels_end_the_file(fp, start: int, size: int, implicit: bool, little: bool) -> bool:
     """True when the bytes from ``start`` to the end of the file are one pixel data element.
 
     Then the element can be copied as bytes, never parsed; anything after it (a
     trailing padding, a digital signature) sends the file down the full path.
     """
-    fp.seek(start)
-    head = fp.read(12)
-    if len(head) < 8:
+    found = pixel_element_at(fp, start, implicit, little)
+    if found is None:
         return False
-    order = "<" if little else ">"
-    group, element = struct.unpack(order + "HH", head[:4])
-    if group != 0x7FE0 or element not in _PIXEL_TAGS:
-        return False
-    if implicit:
-        (length,), header = struct.unpack(order + "L", head[4:8]), 8
-    elif head[4:6] in _LONG_VRS and len(head) == 12:
-        (length,), header = struct.unpack(order + "L", head[8:12]), 12
-    else:
-        return False
+    header, length = found
     if length == 0xFFFFFFFF:  # encapsulated: must end with its sequence delimiter
         fp.seek(size - 8)
-        return fp.read(8) == struct.pack(order + "HHL", 0xFFFE, 0xE0DD, 0)
+        return fp.read(8) == struct.pack("<HHL" if little else ">HHL", 0xFFFE, 0xE0DD, 0)
     return start + header + length == size
 
 
@@ -142,7 +153,7 @@ def deidentify_file(src, dst, ids, options: DeidOptions) -> dict:
     with open(src, "rb") as fp:
         ds = dcmread(fp, stop_before_pixels=True)
         start, size = fp.tell(), os.fstat(fp.fileno()).st_size
-        implicit, little = _encoding(ds)
+        implicit, little = encoding(ds)
         syntax = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) else None
         deflated = syntax == DeflatedExplicitVRLittleEndian  # the reader inflated it whole
         stream = not deflated and start < size and _pixels_end_the_file(fp, start, size, implicit, little)

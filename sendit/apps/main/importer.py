@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pydicom
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+
+from sendit.deid.files import encoding, pixel_element_at
 
 # A name ending like this is still arriving (NAME.tmpXXXX).
 def is_finished_name(name):
@@ -51,12 +53,31 @@ def _expected_pixel_bytes(ds):
     return expected if isinstance(expected, int) else None
 
 
+def _pixel_lengths(ds, fp):
+    """(declared, available) bytes of the pixel data after the header, or None without pixels.
+
+    Only the element's header is read: the pixels themselves stay on disk until the
+    de-identification step copies them.
+    """
+    start, size = fp.tell(), os.fstat(fp.fileno()).st_size
+    if start >= size or ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        return None
+    implicit, little = encoding(ds)
+    found = pixel_element_at(fp, start, implicit, little)
+    if found is None:
+        return None
+    header, declared = found
+    return declared, size - start - header
+
+
 def read_header(path):
     """Read one file as DICOM, checking what a later step would trip over."""
     try:
         if os.path.getsize(path) == 0:
             raise NotImportable("the file is empty (zero bytes)")
-        ds = pydicom.dcmread(path)
+        with open(path, "rb") as fp:
+            ds = pydicom.dcmread(fp, stop_before_pixels=True)
+            pixels = _pixel_lengths(ds, fp)
     except NotImportable:
         raise
     except InvalidDicomError:
@@ -67,10 +88,13 @@ def read_header(path):
         sop_uid = str(ds.get("SOPInstanceUID", "") or "").strip()
         if not sop_uid:
             raise NotImportable("no SOPInstanceUID (not an image instance a PACS can store)")
-        if "PixelData" in ds:
+        if pixels is not None:
+            declared, available = pixels
             ts = UID(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2"))
             expected = _expected_pixel_bytes(ds)
-            if not ts.is_compressed and expected and len(ds.PixelData) < expected:
+            if declared != 0xFFFFFFFF and declared > available:
+                raise NotImportable("pixel data is truncated")
+            if not ts.is_compressed and expected and min(declared, available) < expected:
                 raise NotImportable("pixel data is truncated")
         identity = {
             "patient_id": str(ds.get("PatientID", "") or ""),
