@@ -141,13 +141,15 @@ def _pixels_end_the_file(fp, start: int, size: int, implicit: bool, little: bool
     return start + header + length == size
 
 
-def deidentify_file(src, dst, ids, options: DeidOptions) -> dict:
+def deidentify_file(src, dst, ids, options: DeidOptions, fields=()) -> dict:
     """Read ``src``, de-identify it, write ``dst``; return the new instance/series/study UIDs.
 
     Only the header is parsed: when the pixel data element ends the file (nearly
     always), its bytes are copied straight from ``src`` to ``dst`` after the scrubbed
     header, so pixels are never decoded or held in memory and stay byte-identical.
     Other files (deflated, or with elements after the pixels) are read whole.
+    ``fields`` names keywords whose de-identified values are returned as text under
+    "fields", so a caller need not read the output again.
     """
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     with open(src, "rb") as fp:
@@ -170,4 +172,6 @@ def deidentify_file(src, dst, ids, options: DeidOptions) -> dict:
         "sop_uid": str(ds.get("SOPInstanceUID", "") or ""),
         "study_uid": str(ds.get("StudyInstanceUID", "") or ""),
         "series_uid": str(ds.get("SeriesInstanceUID", "") or ""),
+        # Values of the de-identified dataset the caller asked for, as text.
+        "fields": {name: str(ds.get(name, "") or "") for name in fields},
     }

@@ -118,6 +118,9 @@ class Image(models.Model):
     destinations = models.JSONField(default=dict, blank=True)
     # Index into BatchIdentifiers.identities: which patient and study this image belongs to.
     identity = models.PositiveIntegerField(default=0)
+    # A few fields of the de-identified header (UIDs, pseudonym, modality...) that the
+    # send step needs; never a value of the input.
+    header = models.JSONField(default=dict, blank=True)
     # Why the image is held back (e.g. burned-in annotation); empty when it may be sent.
     flagged = models.CharField(max_length=255, blank=True, default="")
     add_date = models.DateTimeField(auto_now_add=True)

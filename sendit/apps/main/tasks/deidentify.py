@@ -4,10 +4,12 @@ import logging
 
 from celery import shared_task
 from django.conf import settings
-from django.db import transaction
+from django.utils import timezone
 
 from sendit.apps.main.deidconfig import deid_options
+from sendit.apps.main.bulk import update_rows
 from sendit.apps.main.models import BatchIdentifiers, Image
+from sendit.apps.main.tasks.send import SEND_FIELDS
 from sendit.apps.main.tasks.common import (
     crash_point, keep_lease, media_dir, media_path, relative_media, run_step, timed_step,
 )
@@ -57,7 +59,8 @@ def _replace(batch):
                 source = media_path(image.image)
                 target = out_dir / source.name
                 try:
-                    result = deidentify_file(source, target, ids[image.identity], options)
+                    result = deidentify_file(source, target, ids[image.identity], options,
+                                             fields=SEND_FIELDS)
                 except OSError as exc:
                     if exc.errno == errno.ENOSPC:
                         batch.add_error("deidentify", "the media disk is full; free space and retry the batch")
@@ -70,6 +73,7 @@ def _replace(batch):
                     image.save(update_fields=["flagged", "modify_date"])
                     failed += 1
                     continue
+                image.header = result["fields"]
                 image.uid = result["sop_uid"]
                 image.image = relative_media(target)
                 image.status = "DONEPROCESSING"
@@ -89,5 +93,7 @@ def _replace(batch):
 
 
 def _save(images):
-    with transaction.atomic():
-        Image.objects.bulk_update(images, ["uid", "image", "status", "modify_date"])
+    now = timezone.now()
+    for image in images:
+        image.modify_date = now
+    update_rows(Image, images, ["uid", "image", "status", "header", "modify_date"])

@@ -3,9 +3,9 @@ from collections import Counter, defaultdict
 
 import pydicom
 from celery import shared_task
-from django.db import transaction
 from django.utils import timezone
 
+from sendit.apps.main.bulk import update_rows
 from sendit.apps.main.models import Image
 from sendit.apps.main.tasks.common import (
     crash_point, keep_lease, media_path, run_step, storage_config, timed_step,
@@ -27,13 +27,20 @@ def upload_storage(self, batch_id):
         cleanup.delay(batch_id)
 
 
+# What the send step needs of each de-identified header; the de-identification step
+# records these on the Image so that sending does not read every header again.
+SEND_FIELDS = ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID") + METADATA_FIELDS
+
+
 def _item(image):
-    ds = pydicom.dcmread(media_path(image.image), stop_before_pixels=True)
-    metadata = {f: str(ds.get(f, "") or "") for f in METADATA_FIELDS}
-    return SendItem(path=str(media_path(image.image)), sop_instance_uid=str(ds.SOPInstanceUID),
-                    study_instance_uid=str(ds.get("StudyInstanceUID", "")),
-                    series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
-                    patient_id=str(ds.get("PatientID", "")), metadata=metadata)
+    header = image.header if image.header and set(SEND_FIELDS) <= set(image.header) else None
+    if header is None:  # sent as it arrived (DEIDENTIFY=false), or recorded before this field
+        ds = pydicom.dcmread(media_path(image.image), stop_before_pixels=True)
+        header = {f: str(ds.get(f, "") or "") for f in SEND_FIELDS}
+    return SendItem(path=str(media_path(image.image)), sop_instance_uid=header["SOPInstanceUID"],
+                    study_instance_uid=header["StudyInstanceUID"],
+                    series_instance_uid=header["SeriesInstanceUID"],
+                    patient_id=header["PatientID"], metadata={f: header[f] for f in METADATA_FIELDS})
 
 
 def series_chunks(images, items):
@@ -103,8 +110,7 @@ def _send(batch):
                 if all(name in image.destinations for name in names):
                     image.status = "SENT"
                     sent += 1
-            with transaction.atomic():
-                Image.objects.bulk_update(chunk, ["destinations", "status"])
+            update_rows(Image, chunk, ["destinations", "status"])
             keep_lease(batch)
         figures.update(images=sent, failed=sum(failures.values()),
                        already_stored=sum(n for (_, kind), n in delivered.items() if kind == "already_stored"))
