@@ -14,6 +14,9 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
+from pydicom.filebase import DicomFileLike
+from pydicom.filewriter import write_dataset as pydicom_write_dataset
+from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
 )
@@ -66,6 +69,34 @@ def _read_as_implicit(ds) -> bool:
     return False
 
 
+def _plain_header(ds, meta) -> bool:
+    """A header-only dataset in a standard, non-deflated syntax, its meta matching it."""
+    syntax = meta.TransferSyntaxUID
+    return (
+        0x7FE00010 not in ds and syntax.is_transfer_syntax and not syntax.is_private
+        and syntax != DeflatedExplicitVRLittleEndian
+        and meta.get("MediaStorageSOPInstanceUID") == ds.get("SOPInstanceUID")
+        and meta.get("MediaStorageSOPClassUID") == ds.get("SOPClassUID")
+        and (getattr(ds, "preamble", None) is None or len(ds.preamble) == 128)
+    )
+
+
+def _write_header(ds, meta, fp) -> None:
+    """What ``save_as(enforce_file_format=True)`` writes, without its copy of the meta.
+
+    The scrubbed header of every image goes through here, so the per-file costs of
+    dcmwrite (deep-copying and re-validating the file meta) are worth skipping; the
+    bytes are the same (tests/deid/test_streaming.py compares them).
+    """
+    syntax = meta.TransferSyntaxUID
+    out = DicomFileLike(fp)
+    out.is_implicit_VR, out.is_little_endian = syntax.is_implicit_VR, syntax.is_little_endian
+    out.write(getattr(ds, "preamble", None) or b"\x00" * 128)
+    out.write(b"DICM")
+    write_file_meta_info(out, meta, enforce_standard=True)
+    pydicom_write_dataset(out, ds)
+
+
 def write_dataset(ds, dst) -> None:
     """Write ``ds`` as a DICOM file in its original encoding.
 
@@ -82,7 +113,10 @@ def write_dataset(ds, dst) -> None:
             # its dictionary VR so it can be written as the syntax requires
             for _ in ds.iterall():
                 pass
-        ds.save_as(dst, enforce_file_format=has_sop)
+        if has_sop and _plain_header(ds, meta) and hasattr(dst, "write"):
+            _write_header(ds, meta, dst)
+        else:
+            ds.save_as(dst, enforce_file_format=has_sop)
         return
     if has_sop:
         meta = meta if meta is not None else FileMetaDataset()
@@ -141,6 +175,24 @@ def _pixels_end_the_file(fp, start: int, size: int, implicit: bool, little: bool
     return start + header + length == size
 
 
+def _copy_tail(src, dst, start: int, size: int) -> None:
+    """Append src[start:size] to dst, in the kernel where it can (copy_file_range)."""
+    dst.flush()
+    offset, remaining = start, size - start
+    try:
+        while remaining:
+            copied = os.copy_file_range(src.fileno(), dst.fileno(), remaining, offset)
+            if not copied:
+                break
+            offset += copied
+            remaining -= copied
+    except (AttributeError, OSError):  # no copy_file_range here, or not across these files
+        pass
+    if remaining:
+        src.seek(offset)
+        shutil.copyfileobj(src, dst, _COPY_CHUNK)
+
+
 def deidentify_file(src, dst, ids, options: DeidOptions, fields=()) -> dict:
     """Read ``src``, de-identify it, write ``dst``; return the new instance/series/study UIDs.
 
@@ -166,8 +218,7 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=()) -> dict:
         with open(dst, "wb") as out:
             write_dataset(ds, out)
             if stream:
-                fp.seek(start)
-                shutil.copyfileobj(fp, out, _COPY_CHUNK)
+                _copy_tail(fp, out, start, size)
     return {
         "sop_uid": str(ds.get("SOPInstanceUID", "") or ""),
         "study_uid": str(ds.get("StudyInstanceUID", "") or ""),

@@ -40,10 +40,9 @@ from pathlib import Path
 
 from pydicom.datadict import dictionary_VR, dictionary_has_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
-from pydicom.multival import MultiValue
 
 from sendit.deid.dates import InvalidDate, shift_value
-from sendit.deid.scrub import empty_value
+from sendit.deid.scrub import _as_text, empty_value
 
 HEADER_ACTIONS = ("ADD", "REPLACE", "REMOVE", "BLANK", "KEEP", "JITTER")
 CRITERIA = ("contains", "notcontains", "equals", "notequals", "missing", "present", "empty")
@@ -73,14 +72,7 @@ def _text(ds, tag: int) -> str | None:
     """A field's value as text, or None when absent."""
     if tag not in ds:
         return None
-    value = ds[tag].value
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return value.decode("latin-1").strip("\0 ")
-    if isinstance(value, (list, MultiValue)):
-        return "\\".join(str(v) for v in value)
-    return str(value)
+    return _as_text(ds[tag].value)
 
 
 @dataclass

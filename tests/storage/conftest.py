@@ -47,3 +47,28 @@ def orthanc_private(tmp_path):
     server.stop(kill=True)  # its storage is thrown away: no need for a graceful stop
 
 # fake_gcs and datastore_emulator (session-scoped) live in tests/conftest.py.
+
+
+@pytest.fixture
+def bucket(fake_gcs):
+    """A new, empty bucket on the session's fake-gcs-server."""
+    import uuid
+
+    name = f"sendit-{uuid.uuid4().hex[:12]}"
+    fake_gcs.create_bucket(name)
+    return name
+
+
+@pytest.fixture
+def gcs_client(fake_gcs):
+    """The real google-cloud-storage client, pointed at fake-gcs-server."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    return storage.Client(project="test", credentials=AnonymousCredentials(),
+                          client_options={"api_endpoint": fake_gcs.url})
+
+
+@pytest.fixture
+def client(gcs_client):
+    return gcs_client

@@ -19,21 +19,6 @@ MARKER_ID = "ZZMARKERPID4711"
 
 
 @pytest.fixture
-def bucket(fake_gcs):
-    name = f"sendit-{uuid.uuid4().hex[:12]}"
-    fake_gcs.create_bucket(name)
-    return name
-
-
-@pytest.fixture
-def gcs_client(fake_gcs):
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
-    return storage.Client(project="test", credentials=AnonymousCredentials(),
-                          client_options={"api_endpoint": fake_gcs.url})
-
-
-@pytest.fixture
 def namespace():
     """A namespace per test: tests share the emulator and never see each other's entities."""
     return f"t{uuid.uuid4().hex[:12]}"

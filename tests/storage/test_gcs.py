@@ -6,28 +6,12 @@ import io
 import json
 import tarfile
 import time
-import uuid
 
 import pytest
 
 from sendit.storage import get_destinations
 from tests.services import make_ct_series
 from tests.storage.helpers import items_for, sample_files
-
-
-@pytest.fixture
-def bucket(fake_gcs):
-    name = f"sendit-{uuid.uuid4().hex[:12]}"
-    fake_gcs.create_bucket(name)
-    return name
-
-
-@pytest.fixture
-def client(fake_gcs):
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
-    return storage.Client(project="test", credentials=AnonymousCredentials(),
-                          client_options={"api_endpoint": fake_gcs.url})
 
 
 def gcs_config(fake_gcs, bucket, **overrides):

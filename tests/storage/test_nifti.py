@@ -4,7 +4,6 @@ import gzip
 import hashlib
 import json
 import random
-import uuid
 
 import nibabel as nib
 import numpy as np
@@ -154,21 +153,6 @@ def test_series_that_cannot_be_converted(tmp_path, case):
 
 
 # -- through fake-gcs-server --------------------------------------------------------------
-
-@pytest.fixture
-def bucket(fake_gcs):
-    name = f"sendit-{uuid.uuid4().hex[:12]}"
-    fake_gcs.create_bucket(name)
-    return name
-
-
-@pytest.fixture
-def client(fake_gcs):
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
-    return storage.Client(project="test", credentials=AnonymousCredentials(),
-                          client_options={"api_endpoint": fake_gcs.url})
-
 
 def nifti_config(fake_gcs, bucket, **overrides):
     cfg = {"SEND_TO_GOOGLE": True, "GOOGLE_CLOUD_STORAGE": bucket, "GOOGLE_PROJECT_NAME": "test",
