@@ -13,6 +13,7 @@ import struct
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomFileLike
 from pydicom.filewriter import write_dataset as pydicom_write_dataset
@@ -22,7 +23,7 @@ from pydicom.uid import (
 )
 
 from sendit.deid.options import DeidOptions
-from sendit.deid.scrub import deidentify_dataset
+from sendit.deid.scrub import _as_text, deidentify_dataset
 
 IDENTITY_TAGS = {
     "patient_id": 0x00100020,
@@ -36,14 +37,11 @@ IDENTITY_TAGS = {
 }
 
 
-def _value(ds, tag: int) -> str:
-    elem = ds.get(tag)
-    if elem is None or elem.value is None:
-        return ""
-    value = elem.value
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
-    return str(value).strip("\0 ")
+def _value(ds, tag) -> str:
+    """An element's value as text, raw bytes decoded here: pydicom's own conversion (with
+    its validation) costs more than the scrub itself for the few values read back."""
+    elem = ds.get_item(tag) if tag is not None else None
+    return "" if elem is None else _as_text(elem.value)
 
 
 def read_identity(path) -> dict:
@@ -75,8 +73,8 @@ def _plain_header(ds, meta) -> bool:
     return (
         0x7FE00010 not in ds and syntax.is_transfer_syntax and not syntax.is_private
         and syntax != DeflatedExplicitVRLittleEndian
-        and meta.get("MediaStorageSOPInstanceUID") == ds.get("SOPInstanceUID")
-        and meta.get("MediaStorageSOPClassUID") == ds.get("SOPClassUID")
+        and _value(meta, 0x00020003) == _value(ds, 0x00080018)
+        and _value(meta, 0x00020002) == _value(ds, 0x00080016)
         and (getattr(ds, "preamble", None) is None or len(ds.preamble) == 128)
     )
 
@@ -89,6 +87,10 @@ def _write_header(ds, meta, fp) -> None:
     bytes are the same (tests/deid/test_streaming.py compares them).
     """
     syntax = meta.TransferSyntaxUID
+    for tag in (0x00080016, 0x00080018):
+        # dcmwrite reads SOP class and instance, which turns a raw UN element into UI as
+        # it goes: do the same so the bytes match.
+        ds.get(tag)
     out = DicomFileLike(fp)
     out.is_implicit_VR, out.is_little_endian = syntax.is_implicit_VR, syntax.is_little_endian
     out.write(getattr(ds, "preamble", None) or b"\x00" * 128)
@@ -220,9 +222,9 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=()) -> dict:
             if stream:
                 _copy_tail(fp, out, start, size)
     return {
-        "sop_uid": str(ds.get("SOPInstanceUID", "") or ""),
-        "study_uid": str(ds.get("StudyInstanceUID", "") or ""),
-        "series_uid": str(ds.get("SeriesInstanceUID", "") or ""),
+        "sop_uid": _value(ds, 0x00080018),
+        "study_uid": _value(ds, 0x0020000D),
+        "series_uid": _value(ds, 0x0020000E),
         # Values of the de-identified dataset the caller asked for, as text.
-        "fields": {name: str(ds.get(name, "") or "") for name in fields},
+        "fields": {name: _value(ds, tag_for_keyword(name)) for name in fields},
     }
