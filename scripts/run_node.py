@@ -72,7 +72,9 @@ def local_orthanc():
     }
     (home / "orthanc.json").write_text(json.dumps(config, indent=2))
     log = open(home / "orthanc.log", "ab")
-    proc = subprocess.Popen([binary, str(home / "orthanc.json")], stdout=log, stderr=log)
+    # TCP_NODELAY=1 keeps DCMTK's Nagle delay off C-STORE answers (docs/storage.md).
+    proc = subprocess.Popen([binary, str(home / "orthanc.json")], stdout=log, stderr=log,
+                            env={**os.environ, "TCP_NODELAY": "1"})
     for _ in range(100):
         if answers(url):
             say(f"started a local Orthanc at {url} (data in var/orthanc)")

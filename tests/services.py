@@ -191,9 +191,12 @@ class Orthanc:
         self.write_config()
         log = open(self.log_path, "ab")
         try:
+            # TCP_NODELAY=1: DCMTK inside Orthanc leaves Nagle's algorithm on otherwise, which
+            # holds every C-STORE response ~40 ms (docs/storage.md); sites should set it too.
             self.proc = subprocess.Popen([self.binary, str(self.config_path)],
                                          stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, cwd=str(self.dir))
+                                         stdin=subprocess.DEVNULL, cwd=str(self.dir),
+                                         env={**os.environ, "TCP_NODELAY": "1"})
         finally:
             log.close()
         self.wait_ready(timeout)
