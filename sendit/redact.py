@@ -16,6 +16,8 @@ _PATTERNS = [
     re.compile(r"\b\d+(?:\.\d+){3,}\b"),
     re.compile(r"\b(?:19|20)\d{2}-?\d{2}-?\d{2}\b"),
     re.compile(r"\b[A-Za-z]*\d{5,}[A-Za-z\d]*\b"),
+    re.compile(r"[^\s^=]+\^[^\s]*"),  # DICOM person names: DOE^JANE
+    re.compile(r"\b[\w.-]+/[\w./-]+"),  # relative paths: ST1/DOE_JANE.dcm
 ]
 
 

@@ -217,10 +217,12 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=()) -> dict:
             fp.seek(0)
             ds = dcmread(fp)
         deidentify_dataset(ds, ids, options)
-        with open(dst, "wb") as out:
+        part = Path(f"{dst}.part")  # a half-written file never takes the final name
+        with open(part, "wb") as out:
             write_dataset(ds, out)
             if stream:
                 _copy_tail(fp, out, start, size)
+    os.replace(part, dst)
     return {
         "sop_uid": _value(ds, 0x00080018),
         "study_uid": _value(ds, 0x0020000D),

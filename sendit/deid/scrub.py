@@ -384,6 +384,9 @@ def deidentify_dataset(ds: Dataset, ids, options: DeidOptions) -> Dataset:
     ``ids`` is a :class:`~sendit.deid.identifiers.StudyIdentifiers`: its suids
     become PatientID/PatientName/AccessionNumber, its jitter shifts dates.
     """
+    if getattr(ds, "preamble", None):
+        # 128 free bytes before "DICM": dual-format (DICOM/TIFF) files and some vendors put data there.
+        ds.preamble = b"\x00" * 128
     recipe = options.recipe
     keep_tags = recipe.keep_tags() if recipe is not None else frozenset()
     run = _Run(ds, ids.jitter, options, keep_tags)

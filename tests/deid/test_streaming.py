@@ -54,3 +54,17 @@ def test_a_ct_image_is_streamed_not_parsed(tmp_path, monkeypatch):
     deidentify_file(path, tmp_path / "out.dcm", IDS, OPTIONS)
     assert calls == [{"stop_before_pixels": True}]
     assert dcmread(tmp_path / "out.dcm").PixelData == dcmread(path).PixelData
+
+
+def test_the_preamble_is_zeroed(tmp_path):
+    """The 128 bytes before DICM can carry anything (a TIFF header, vendor data)."""
+    from tests.services import make_ct_series
+
+    (path,) = make_ct_series(tmp_path / "in", 1)
+    data = bytearray(open(path, "rb").read())
+    data[:16] = b"PATIENT-DOE-JANE"
+    (tmp_path / "marked.dcm").write_bytes(bytes(data))
+    deidentify_file(tmp_path / "marked.dcm", tmp_path / "out.dcm", IDS, OPTIONS)
+    out = (tmp_path / "out.dcm").read_bytes()
+    assert out[:128] == b"\0" * 128 and out[128:132] == b"DICM"
+    assert not list(tmp_path.glob("*.part"))

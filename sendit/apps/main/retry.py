@@ -1,4 +1,6 @@
 """Resuming a batch that stopped on an error: redo only what is missing."""
+import glob
+import re
 from pathlib import Path
 
 from django.conf import settings
@@ -10,7 +12,13 @@ from sendit.apps.main.models import Batch, Image
 def set_aside_folders(batch):
     """The NAME.err folders of this batch still in the data folder."""
     root = Path(settings.DATA_FOLDER)
-    return sorted(p for p in root.glob(f"{batch.uid}.err*") if p.is_dir())
+    pattern = re.compile(re.escape(batch.uid) + r"(\.err\d*)+")
+    return sorted(p for p in root.glob(f"{glob.escape(batch.uid)}.err*")
+                  if p.is_dir() and pattern.fullmatch(p.name))
+
+
+class BatchInUse(Exception):
+    """A worker holds the batch's lease: retry when it has finished."""
 
 
 def retry_batch(batch):
@@ -21,13 +29,17 @@ def retry_batch(batch):
     """
     from sendit.apps.main.tasks import import_dicomdir
 
+    from django.utils import timezone
+
     with transaction.atomic():
         locked = Batch.objects.select_for_update().get(pk=batch.pk)
+        if locked.lease_until and locked.lease_until > timezone.now():
+            # A worker is on it: clearing its lease would let two workers share the batch.
+            raise BatchInUse(batch.pk)
         log = dict(locked.log)
         log["previous_errors"] = list(log.get("previous_errors", [])) + list(locked.errors)
         log["retries"] = int(log.get("retries", 0)) + 1
         locked.log, locked.errors, locked.has_error = log, [], False
-        locked.lease_owner, locked.lease_until = "", None
         locked.save()
         Image.objects.filter(batch=locked, flagged__startswith="de-identification failed").update(
             flagged="", status="PROCESSING")

@@ -186,10 +186,14 @@ def batch_retry(request, batch_id):
     if not (batch.has_error or batch.status != "DONE"):
         messages.info(request, "Nothing to retry: the batch is done without errors.")
     else:
-        from sendit.apps.main.retry import retry_batch
+        from sendit.apps.main.retry import BatchInUse, retry_batch
 
-        what = retry_batch(batch)
-        messages.success(request, f"Retry queued: {what}.")
+        try:
+            what = retry_batch(batch)
+        except BatchInUse:
+            messages.error(request, "A worker is working on this batch: retry when it has finished.")
+        else:
+            messages.success(request, f"Retry queued: {what or 'nothing left to do'}.")
     return redirect("batch", batch_id=batch.id)
 
 
@@ -236,6 +240,7 @@ def batch_delete(request, batch_id):
     if request.method == "GET":
         return render(request, "main/batch_delete.html", {
             "batch": batch, "n_images": batch.images.count(),
+            "undelivered": batch.images.exclude(status__in=["SENT", "DONE"]).count(),
             "media": folder is not None and folder.exists()})
     if not batch.acquire(60):
         messages.error(request, "The batch is being processed right now; try again in a moment.")

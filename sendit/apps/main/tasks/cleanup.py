@@ -1,11 +1,13 @@
 """Step 5: once every image is verified at every destination, remove what the node holds."""
+import os
 import shutil
+import sys
 
 from celery import shared_task
 from django.db import transaction
 
 from sendit.apps.main.models import Batch, BatchIdentifiers, Image
-from sendit.apps.main.tasks.common import crash_point, media_dir, run_step, timed_step
+from sendit.apps.main.tasks.common import crash_point, media_dir, media_path, run_step, timed_step
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
@@ -22,10 +24,22 @@ def _cleanup(batch):
         # A batch with errors keeps its files: a person looks, then retries or deletes.
         batch.update_log(cleanup="skipped: the batch has errors or undelivered images")
         return
+    if not batch.log.get("imported"):
+        batch.update_log(cleanup="skipped: the batch's import has not finished")
+        return
+    unknown = _unrecorded_files(batch, images)
+    if unknown:
+        # Files moved in by an import that died before recording them: the only copy.
+        batch.add_error("cleanup", f"{len(unknown)} file(s) in this batch's media folder were never "
+                                   "recorded as images; nothing was deleted (retry the batch)")
+        return
     with timed_step(batch, "cleanup") as figures:
         figures["images"] = images.count()
         # Files first: a crash after this leaves rows that a rerun (or the sweeper) finishes.
-        shutil.rmtree(media_dir(batch.id), ignore_errors=True)
+        failed = _remove_media(batch)
+        if failed:
+            batch.add_error("cleanup", f"{failed} media file(s) could not be removed; the batch is kept")
+            return
         crash_point("cleanup")  # files removed, rows not yet
         with transaction.atomic():
             # All or nothing, so no crash leaves a batch without images and not DONE.
@@ -36,4 +50,36 @@ def _cleanup(batch):
             Batch.objects.filter(pk=batch.pk).update(status="DONE")
     batch.status = "DONE"
     batch.update_log(cleanup="done")
-    batch.set_status("DONE")
+
+
+def _allowed(images):
+    """Media files cleanup may remove: each image's file, and the original a de-identified
+    copy was made from (same name under raw/), left behind if a worker died after recording."""
+    allowed = set()
+    for relative in images.values_list("image", flat=True):
+        path = media_path(relative)
+        allowed.add(path)
+        allowed.add(path.parent.parent / "raw" / path.name)
+    return allowed
+
+
+def _unrecorded_files(batch, images):
+    root = media_dir(batch.id)
+    if not root.exists():
+        return []
+    allowed = _allowed(images)
+    # A *.part is a copy or output a dead worker left half-written; its source still exists.
+    return [p for p in root.rglob("*") if p.is_file() and p not in allowed and p.suffix != ".part"]
+
+
+def _remove_media(batch):
+    """Remove the batch's media folder; the number of files that could not be removed."""
+    failures = []
+
+    def note(func, path, exc):
+        failures.append(path)
+
+    root = media_dir(batch.id)
+    if root.exists():
+        shutil.rmtree(root, **({"onexc": note} if sys.version_info >= (3, 12) else {"onerror": note}))
+    return len([p for p in failures if os.path.exists(p)])

@@ -115,7 +115,7 @@ def batch_lease(batch_id):
         batch.release()
 
 
-def run_step(task, batch_id, step):
+def run_step(task, batch_id, step, name=None):
     """Run step(batch) under the batch's lease; retry later when another worker has it.
 
     Returns step's value, or None when the lease was lost midway (the new holder carries on).
@@ -131,6 +131,12 @@ def run_step(task, batch_id, step):
     except LeaseLost:
         logger.warning("batch=%s lease lost to another worker; this run stops", batch_id)
         return None
+    except Exception as exc:
+        # Anything unforeseen stops the batch where a person sees it (the sweeper leaves
+        # batches with errors alone); the type only: a message may quote a value.
+        Batch.objects.get(pk=batch_id).add_error(
+            name or task.name.rsplit(".", 2)[-2], f"unexpected {type(exc).__name__}; see the worker log, then retry")
+        raise
 
 
 def crash_point(name):
@@ -187,14 +193,11 @@ STORAGE_KEYS = (
     "GOOGLE_STORAGE_FORMAT", "STORAGE_EMULATOR_HOST",
     "GOOGLE_DATASTORE", "GOOGLE_DATASTORE_STUDY_KIND", "GOOGLE_DATASTORE_SERIES_KIND",
     "GOOGLE_DATASTORE_FIELDS", "GOOGLE_DATASTORE_NAMESPACE", "DATASTORE_EMULATOR_HOST",
-    "SEND_RETRIES", "SEND_BACKOFF", "SEND_BACKOFF_MAX",
+    "SEND_RETRIES", "SEND_BACKOFF", "SEND_BACKOFF_MAX", "SEND_WORKERS", "SEND_TIMEOUT",
+    "ORTHANC_DICOM_ASSOCIATIONS", "SENDIT_MAX_PDU", "ORTHANC_VERIFY",
 )
 
 
 def storage_config():
     """The storage settings as a plain dict: sendit.storage knows nothing of Django."""
-    config = {key: getattr(settings, key) for key in STORAGE_KEYS}
-    for key in ("SEND_WORKERS", "SEND_TIMEOUT", "ORTHANC_DICOM_ASSOCIATIONS", "ORTHANC_VERIFY"):
-        if hasattr(settings, key):
-            config[key] = getattr(settings, key)
-    return config
+    return {key: getattr(settings, key) for key in STORAGE_KEYS}

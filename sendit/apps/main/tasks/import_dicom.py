@@ -1,7 +1,9 @@
 """Step 1: turn a finished study folder into a Batch of Images in media."""
 import errno
+import filecmp
 import hashlib
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -54,13 +56,12 @@ def _media_name(folder, path):
     return f"{digest[:24]}.dcm"
 
 
+_SET_ASIDE = re.compile(r"(\.err\d*)+$")
+
+
 def _batch_name(folder):
-    """The batch uid of a folder: its name, without a .err suffix sendit added."""
-    name = folder.name
-    stem, dot, ext = name.rpartition(".")
-    if dot and ext.startswith("err"):
-        return stem
-    return name
+    """The batch uid of a folder: its name, without the .err / .err2 suffixes sendit added."""
+    return _SET_ASIDE.sub("", folder.name)
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
@@ -148,7 +149,7 @@ def _import_folder(batch, folder):
             batch.add_error("import", message)
         if problems or not importer.remove_empty_tree(folder):
             if folder.exists():
-                target = importer.set_aside_name(folder) if not folder.name.endswith(".err") else folder
+                target = folder if _SET_ASIDE.search(folder.name) else importer.set_aside_name(folder)
                 if target != folder:
                     folder.rename(target)
                 batch.add_error("import", f"files that could not be imported were left in {target.name}")
@@ -168,7 +169,7 @@ def _register(batch, folder, path, identities, pending, problems, seen, known_na
     if not adopt and target.name in known_names:
         # A crash between the copy into media and the removal of the original (another
         # file system): the copy is recorded already, the original is a leftover.
-        if target.is_file() and target.stat().st_size == path.stat().st_size:
+        if target.is_file() and filecmp.cmp(target, path, shallow=False):
             path.unlink()
             return
     try:

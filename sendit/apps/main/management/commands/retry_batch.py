@@ -2,7 +2,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from sendit.apps.main.models import Batch
-from sendit.apps.main.retry import retry_batch
+from sendit.apps.main.retry import BatchInUse, retry_batch
 
 
 class Command(BaseCommand):
@@ -16,5 +16,8 @@ class Command(BaseCommand):
             batch = Batch.objects.get(pk=options["batch_id"])
         except Batch.DoesNotExist:
             raise CommandError("no such batch") from None
-        step = retry_batch(batch)
-        self.stdout.write(f"batch {batch.id}: queued {step}")
+        try:
+            step = retry_batch(batch)
+        except BatchInUse:
+            raise CommandError("a worker is working on this batch; retry when it has finished") from None
+        self.stdout.write(f"batch {batch.id}: queued {step or 'nothing: no step has work left'}")
