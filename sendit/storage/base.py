@@ -260,8 +260,12 @@ class Destination:
     def delay(self, failed_rounds: int) -> float:
         return min(self.backoff * (2 ** failed_rounds), self.backoff_max)
 
-    def send_batch(self, items: list[SendItem]) -> list[SendResult]:
-        """Send and verify every item; one SendResult per item, in the same order."""
+    def send_batch(self, items: list[SendItem], heartbeat=None) -> list[SendResult]:
+        """Send and verify every item; one SendResult per item, in the same order.
+
+        ``heartbeat``, when given, is called before every round: a caller holding a lease
+        renews it there, and may raise to stop (a long outage outlasting the lease).
+        """
         items = list(items)
         if not items:
             return []
@@ -275,6 +279,8 @@ class Destination:
         self.open()
         try:
             while pending:
+                if heartbeat is not None:
+                    heartbeat()
                 outcomes = self._guarded_round([(i, items[i]) for i in pending])
                 next_pending, progress, abort = [], False, None
                 for i in pending:

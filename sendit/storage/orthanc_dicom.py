@@ -288,10 +288,10 @@ class OrthancDicom(Destination):
             return Outcome.retry(f"orthanc: C-STORE status 0x{code:04X} (out of resources)"), None
         return Outcome.failed(f"orthanc: C-STORE failed with status 0x{code:04X}"), None
 
-    def send_batch(self, items):
+    def send_batch(self, items, heartbeat=None):
         self._headers = {}
         try:
-            return super().send_batch(items)
+            return super().send_batch(items, heartbeat)
         finally:
             self._headers = {}
 

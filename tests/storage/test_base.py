@@ -134,3 +134,23 @@ def test_storage_does_not_import_django():
             names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
                      [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(n.split(".")[0] == "django" for n in names), path.name
+
+
+def test_the_heartbeat_runs_before_every_round_and_can_stop_the_send():
+    beats = []
+    dest = Scripted(FAST, [lambda i: Outcome.retry("HTTP 503"), lambda i: Outcome.retry("HTTP 503"),
+                           lambda i: Outcome.success(f"id{i}")])
+    results = dest.send_batch([item(0)], heartbeat=lambda: beats.append(dest.rounds))
+    assert results[0].ok and beats == [0, 1, 2]
+
+    class LeaseGone(Exception):
+        pass
+
+    def lost():
+        if dest.rounds:
+            raise LeaseGone()
+
+    dest = Scripted(FAST, [lambda i: Outcome.retry("HTTP 503")])
+    with pytest.raises(LeaseGone):
+        dest.send_batch([item(0)], heartbeat=lost)
+    assert dest.rounds == 1

@@ -90,7 +90,10 @@ def _send(batch):
                 missing = [image for image in chunk if destination.name not in image.destinations]
                 if not missing:
                     continue
-                results = destination.send_batch([items[image.id] for image in missing])
+                # The lease is renewed before every retry round, so a long outage does not
+                # let the sweeper start a second sender on this batch.
+                results = destination.send_batch([items[image.id] for image in missing],
+                                                 heartbeat=lambda: keep_lease(batch))
                 for image, result in zip(missing, results):
                     if result.ok and result.note:
                         notes[(destination.name, result.note)] += 1
