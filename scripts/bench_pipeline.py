@@ -26,10 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import concurrent.futures  # noqa: E402
-import threading  # noqa: E402
 
-import requests  # noqa: E402
 
 from tests.node import Node  # noqa: E402
 from tests.services import Orthanc, make_ct_series  # noqa: E402
@@ -37,21 +34,8 @@ from tests.services import Orthanc, make_ct_series  # noqa: E402
 
 def orthanc_ingest(orthanc, paths, connections):
     """Images per second of Orthanc's own POST /instances of these files (no verification)."""
-    local = threading.local()
-
-    def post(path):
-        session = getattr(local, "session", None)
-        if session is None:
-            session = local.session = requests.Session()
-        with open(path, "rb") as f:
-            session.post(orthanc.url + "/instances", data=f.read(),
-                         headers={"Content-Type": "application/dicom"}).raise_for_status()
-
     orthanc.clear()
-    started = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(connections) as pool:
-        list(pool.map(post, paths))
-    elapsed = time.perf_counter() - started
+    elapsed = orthanc.ingest_seconds(paths, connections)
     assert len(orthanc.instances()) == len(paths)
     orthanc.clear()
     return len(paths) / elapsed

@@ -11,37 +11,16 @@ between runs. Prints images/s and the ratio to (a).
 """
 
 import argparse
-import concurrent.futures
 import os
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import requests  # noqa: E402
 
 from sendit.storage import SendItem, get_destinations  # noqa: E402
 from tests.services import Orthanc, make_ct_series  # noqa: E402
-
-
-def reference(orthanc, paths, connections):
-    local = threading.local()
-
-    def post(path):
-        session = getattr(local, "session", None)
-        if session is None:
-            session = local.session = requests.Session()
-        with open(path, "rb") as f:
-            r = session.post(orthanc.url + "/instances", data=f.read(),
-                             headers={"Content-Type": "application/dicom"})
-        r.raise_for_status()
-
-    started = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(connections) as pool:
-        list(pool.map(post, paths))
-    return time.perf_counter() - started
 
 
 def main():
@@ -69,7 +48,7 @@ def main():
 
             ref = {}
             for k in (1, 2, 4, 8):
-                ref[k] = args.n / best(lambda: reference(orthanc, paths, k))
+                ref[k] = args.n / best(lambda: orthanc.ingest_seconds(paths, k))
                 print(f"(a) Orthanc ingest, POST /instances x{k} connections: {ref[k]:7.1f} images/s")
             k_best = max(ref, key=ref.get)
             base = ref[k_best]

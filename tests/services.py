@@ -46,6 +46,15 @@ class ServiceUnavailable(RuntimeError):
     """The service's program is not installed here (tests should skip with this reason)."""
 
 
+def reachable(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections there (PostgreSQL, Redis...)."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -240,6 +249,29 @@ class Orthanc:
 
     def delete(self, path: str) -> None:
         self._request("DELETE", path)
+
+    def ingest_seconds(self, paths, connections: int = 1) -> float:
+        """Seconds Orthanc takes to store these files, POSTed over `connections` keep-alive
+        connections: the reference rate the benchmarks measure sendit against."""
+        import concurrent.futures
+        import threading
+
+        import requests
+
+        local = threading.local()
+
+        def post(path):
+            session = getattr(local, "session", None)
+            if session is None:
+                session = local.session = requests.Session()
+            with open(path, "rb") as f:
+                session.post(self.url + "/instances", data=f.read(),
+                             headers={"Content-Type": "application/dicom"}).raise_for_status()
+
+        started = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(connections) as pool:
+            list(pool.map(post, paths))
+        return time.perf_counter() - started
 
     def instances(self) -> list[str]:
         return self.get_json("/instances")

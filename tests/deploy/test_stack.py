@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -22,7 +21,7 @@ import pytest
 import yaml
 
 from tests.deploy.test_files import substituted
-from tests.services import free_port, make_ct_series
+from tests.services import free_port, make_ct_series, reachable
 
 pytestmark = pytest.mark.e2e
 
@@ -32,12 +31,6 @@ POSTGRES = "postgres://postgres@127.0.0.1:5432"
 PASSWORD = "stack-" + uuid.uuid4().hex[:12]
 
 
-def reachable(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def nginx_binary():

@@ -1,21 +1,14 @@
 """A study folder dropped into a running node's data folder arrives de-identified in Orthanc."""
 import shutil
-import socket
 
 import pytest
 
 from tests.node import Node
-from tests.services import make_ct_series
+from tests.services import make_ct_series, reachable
 
 pytestmark = pytest.mark.e2e
 
 
-def reachable(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 BACKENDS = [

@@ -1,21 +1,16 @@
 """SIGKILL of the worker at each step, of the watcher, and of Redis: every image delivered
 exactly once, every batch DONE. Scaled down (scripts/chaos.py runs the full size)."""
 import shutil
-import socket
 
 import pytest
 
 from tests.reliability import scenarios
 
+from tests.services import reachable
+
 pytestmark = pytest.mark.e2e
 
 
-def reachable(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 needs_stack = pytest.mark.skipif(not (reachable(5432) and shutil.which("redis-server")),
