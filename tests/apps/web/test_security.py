@@ -53,3 +53,13 @@ def test_https_alias_and_debug_default_off(tmp_path):
     plain = manage(tmp_path, "shell", "--no-imports", "-c", "from django.conf import settings as s; print(s.SESSION_COOKIE_SECURE)",
                    SECRET_KEY="x" * 60, LOCKDOWN_PASSWORDS="pw")
     assert plain.stdout.strip() == "False", plain.stderr
+
+
+@pytest.mark.django_db
+def test_every_page_carries_a_strict_content_security_policy(client, settings):
+    settings.LOCKDOWN_ENABLED = False
+    for url in ("/", "/settings/", "/api/docs"):
+        policy = client.get(url)["Content-Security-Policy"]
+        assert "script-src 'self'" in policy and "'unsafe-inline'" not in policy
+    page = client.get("/api/docs").content.decode()
+    assert "<script>" not in page.replace(" ", "")  # the Swagger start-up script is a file
