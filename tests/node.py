@@ -13,6 +13,8 @@ import time
 import uuid
 from pathlib import Path
 
+from tests.services import wait_for  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES = "postgres://postgres@127.0.0.1:5432"
 
@@ -161,13 +163,7 @@ class Node:
                 self.query("SELECT uid, status, has_error FROM main_batch")}
 
     def wait(self, condition, timeout=120, interval=0.5):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = condition()
-            if value:
-                return value
-            time.sleep(interval)
-        return condition()
+        return wait_for(condition, timeout, interval)
 
     def log_files(self):
         """Every log a node writes: worker.log, watcher.out/err (+ rotations), LOG_DIR."""

@@ -55,6 +55,17 @@ def reachable(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+def wait_for(condition, timeout: float = 90.0, interval: float = 0.25):
+    """Poll condition() until it returns something true or the time is up; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    return condition()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -388,3 +388,20 @@ class Destination:
 def _short_list(values: list[int], limit: int = 20) -> str:
     text = ",".join(str(v) for v in values[:limit])
     return text + (f",... ({len(values)} total)" if len(values) > limit else "")
+
+
+def probe(call, classify, what):
+    """Run a destination's reachability check: (True, its value) or (False, why).
+
+    ``classify`` maps the client library's exception to an Outcome in the destination's
+    words (no paths, no contents); a DestinationError (configuration) is reported as is.
+    """
+    try:
+        return True, call()
+    except DestinationError as exc:
+        return False, str(exc)
+    except Exception as exc:
+        try:
+            return False, classify(exc, what).error
+        except DestinationError as err:
+            return False, str(err)

@@ -39,7 +39,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from .base import DestinationError, Outcome, setting_str
+from .base import DestinationError, Outcome, probe, setting_str
 
 logger = logging.getLogger("sendit.storage.datastore")
 
@@ -390,16 +390,13 @@ class DatastoreIndex:
         return Outcome.success(None)
 
     def check(self) -> tuple[bool, str]:
-        try:
+        def get():
             client = self._make_client()
             client.get(client.key(self.study_kind, "sendit-health-check"), retry=_NO_RETRY(),
                        timeout=min(self.timeout, 10))
-        except DestinationError as exc:
-            return False, str(exc)
-        except Exception as exc:
-            try:
-                return False, _classify(exc, "health check").error
-            except DestinationError as err:
-                return False, str(err)
+
+        ok, why = probe(get, _classify, "health check")
+        if not ok:
+            return False, why
         where = f" (emulator {self.emulator})" if self.emulator else ""
         return True, f"datastore: reachable{where}"

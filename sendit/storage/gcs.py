@@ -37,7 +37,7 @@ import tarfile
 import tempfile
 from collections import defaultdict
 
-from .base import (Destination, DestinationError, Outcome, SendItem, describe_oserror,
+from .base import (Destination, DestinationError, Outcome, SendItem, describe_oserror, probe,
                    file_md5, register, setting_bool, setting_str)
 from .nifti import NotConvertible, bids_stem, build_volume, write_nifti
 from .datastore import (DatastoreIndex, SeriesRecord, StoredObject, StudyRecord, header_fields,
@@ -471,16 +471,10 @@ class GoogleStorage(Destination):
         return self.put_bytes(name, data, "application/json")
 
     def check(self) -> tuple[bool, str]:
-        try:
-            client = self._make_client()
-            exists = client.bucket(self.bucket_name).exists(timeout=min(self.timeout, 10), retry=None)
-        except DestinationError as exc:
-            return False, str(exc)
-        except Exception as exc:
-            try:
-                return False, _classify(exc, "bucket check").error
-            except DestinationError as err:
-                return False, str(err)
+        ok, exists = probe(lambda: self._make_client().bucket(self.bucket_name).exists(
+            timeout=min(self.timeout, 10), retry=None), _classify, "bucket check")
+        if not ok:
+            return False, exists
         if not exists:
             return False, f"gcs: bucket {self.bucket_name} not found"
         where = f" (emulator {self.emulator})" if self.emulator else ""

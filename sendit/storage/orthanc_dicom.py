@@ -20,7 +20,6 @@ from __future__ import annotations
 import concurrent.futures
 import socket
 import threading
-from collections import defaultdict
 
 import requests
 

@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.node import ROOT, Node
-from tests.services import free_port, make_ct_series
+from tests.services import free_port, make_ct_series, wait_for
 
 PASSWORD = "e2e-lockdown-password"
 PATIENT_ID, PATIENT_NAME = "PHI-WEB-0042", "Zyxwvut^Qwerty"
@@ -93,16 +93,6 @@ def quit_chrome(driver):
         driver.quit()
     finally:
         shutil.rmtree(getattr(driver, "_sendit_profile", ""), ignore_errors=True)
-
-
-def wait_for(condition, timeout=90, interval=0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    return condition()
 
 
 def import_now(node, folder):
