@@ -183,6 +183,11 @@ LOGGING = {
     },
 }
 
+# Wrong passwords: at most LOCKDOWN_MAX_FAILURES per client address in LOCKDOWN_LOCKOUT_SECONDS,
+# counted in Django's cache (per process with the default local-memory cache).
+LOCKDOWN_MAX_FAILURES = int(os.environ.get("LOCKDOWN_MAX_FAILURES", "10"))
+LOCKDOWN_LOCKOUT_SECONDS = int(os.environ.get("LOCKDOWN_LOCKOUT_SECONDS", "300"))
+
 # /healthz answers without the lockdown (ok / not ok only); /metrics checks its own token.
 LOCKDOWN_URL_EXCEPTIONS = (r"^/healthz$", r"^/metrics$")
 METRICS_TOKEN = _secret("METRICS_TOKEN", "") or ""

@@ -16,7 +16,8 @@ Tokens work on /api/ only: they cannot drive the POST actions of the pages.
 import hmac
 
 from django.conf import settings
-from django.http import JsonResponse
+from django.core.cache import cache
+from django.http import HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from lockdown.middleware import LockdownMiddleware as _LockdownMiddleware
 
@@ -47,6 +48,30 @@ def _unauthorized(message):
     return response
 
 
+def _attempts_key(request):
+    return "sendit:lockdown-failures:" + request.META.get("REMOTE_ADDR", "unknown")
+
+
+def throttled(request):
+    """Whether this address has had LOCKDOWN_MAX_FAILURES wrong passwords in the window."""
+    limit = getattr(settings, "LOCKDOWN_MAX_FAILURES", 10)
+    return bool(limit) and cache.get(_attempts_key(request), 0) >= limit
+
+
+def record_attempt(request, failed):
+    """Count a wrong password for LOCKDOWN_LOCKOUT_SECONDS; a right one clears the count."""
+    key = _attempts_key(request)
+    if not failed:
+        cache.delete(key)
+        return
+    window = getattr(settings, "LOCKDOWN_LOCKOUT_SECONDS", 300)
+    if not cache.add(key, 1, window):
+        try:
+            cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.add(key, 1, window)
+
+
 def _wants_html(request):
     return "text/html" in request.META.get("HTTP_ACCEPT", "")
 
@@ -65,11 +90,18 @@ class LockdownMiddleware(_LockdownMiddleware):
                     request.sendit_api_token = True
                     return None
                 return _unauthorized("Invalid token.")
+        attempt = request.method == "POST" and "password" in request.POST
         if request.method == "POST":
             refused = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})
             if refused is not None:
                 return refused
+        if attempt and throttled(request):
+            return HttpResponse("Too many wrong passwords from this address: wait a few minutes.\n",
+                                status=429, content_type="text/plain")
         response = super().process_request(request)
+        if attempt:
+            # The form shown again (200) means a wrong password; a redirect means it was right.
+            record_attempt(request, failed=response is not None and response.status_code == 200)
         if response is not None and api and not _wants_html(request):
             return _unauthorized("Authentication required: the site's password (session) or "
                                  "'Authorization: Token <token>'.")

@@ -100,3 +100,34 @@ def test_session_cookie_is_httponly_and_samesite(locked):
     response = login(client)
     cookie = response.cookies["sessionid"]
     assert cookie["httponly"] and cookie["samesite"] == "Lax"
+
+
+def test_wrong_passwords_are_throttled_per_address(locked, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.LOCKDOWN_MAX_FAILURES = 3
+    client = Client()
+    for _ in range(3):
+        assert login(client, "wrong").status_code == 200  # the form again
+    refused = login(client, PASSWORD)  # even the right one waits now
+    assert refused.status_code == 429 and b"Too many wrong passwords" in refused.content
+    other = Client(REMOTE_ADDR="10.9.9.9")  # another address is not held back
+    assert login(other, PASSWORD).status_code == 302
+    cache.clear()  # the window has passed
+    assert login(client, PASSWORD).status_code == 302
+
+
+def test_a_right_password_clears_the_count(locked, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.LOCKDOWN_MAX_FAILURES = 3
+    client = Client()
+    login(client, "wrong")
+    login(client, "wrong")
+    assert login(client, PASSWORD).status_code == 302
+    client.get("/?preview-logout=1")
+    login(client, "wrong")
+    login(client, "wrong")
+    assert login(client, PASSWORD).status_code == 302
