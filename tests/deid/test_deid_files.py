@@ -2,7 +2,6 @@
 
 import shutil
 import subprocess
-import time
 import warnings
 from pathlib import Path
 
@@ -13,8 +12,7 @@ from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
-from sendit.deid import DeidOptions, deidentify_file, read_identity
-from sendit.deid.identifiers import StudyIdentifiers
+from sendit.deid import deidentify_file, read_identity
 
 
 def _readable():
@@ -109,33 +107,3 @@ def _ct(path):
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.PixelData = np.zeros((512, 512), dtype=np.uint16).tobytes()
     ds.save_as(path, enforce_file_format=True)
-
-
-def test_speed_against_bare_pydicom(tmp_path, ids, options):
-    """Read+scrub+write of a 512x512 16-bit CT stays close to a bare read+write.
-
-    The target is 1.3 (see docs/deidentify.md for the measured figure); this
-    test allows 2.0 so that a busy machine or disk does not make it flaky.
-    """
-    src = tmp_path / "ct.dcm"
-    _ct(src)
-    bare_out, sendit_out = tmp_path / "bare.dcm", tmp_path / "sendit.dcm"
-
-    def bare():
-        dcmread(src).save_as(bare_out)
-
-    def sendit():
-        deidentify_file(src, sendit_out, ids, options)
-
-    def best(fn, n=30, rounds=5):
-        times = []
-        for _ in range(rounds):
-            start = time.perf_counter()
-            for _ in range(n):
-                fn()
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    best(bare, 5, 1), best(sendit, 5, 1)  # warm up
-    ratio = best(sendit) / best(bare)
-    assert ratio < 2.0, f"sendit/bare time ratio {ratio:.2f}"

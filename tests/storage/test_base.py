@@ -1,6 +1,5 @@
 """Unit tests of the destination machinery: no services, no Django."""
 
-import time
 
 import pytest
 
@@ -59,14 +58,11 @@ def test_transient_failures_are_retried_then_succeed():
 
 def test_gives_up_after_capped_backoff():
     dest = Scripted(FAST, [lambda i: Outcome.retry("connection refused", unreachable=True)])
-    started = time.monotonic()
     results = dest.send_batch([item(n) for n in range(50)])
-    elapsed = time.monotonic() - started
     assert not any(r.ok for r in results)
     assert all("gave up after 4 attempts" in r.error and "connection refused" in r.error
                for r in results)
     assert dest.rounds == 4            # 1 try + SEND_RETRIES, not one backoff per file
-    assert elapsed < 1.0
 
 
 def test_abort_batch_fails_everything_without_retry():

@@ -5,9 +5,7 @@ import hashlib
 import io
 import json
 import tarfile
-import time
 
-import pytest
 
 from sendit.storage import get_destinations
 from tests.services import make_ct_series
@@ -116,10 +114,8 @@ def test_metadata_merges_studies_sent_in_parts(fake_gcs, bucket, client, tmp_pat
 def test_missing_bucket_fails_without_retries(fake_gcs, tmp_path):
     items = items_for(make_ct_series(tmp_path / "in", 3))
     dest = dest_for(gcs_config(fake_gcs, "no-such-bucket", SEND_BACKOFF=1.0))
-    started = time.monotonic()
     results = dest.send_batch(items)
-    assert time.monotonic() - started < 1.0
-    assert all(not r.ok and "bucket" in r.error for r in results)
+    assert all(not r.ok and "bucket" in r.error and r.attempts == 1 for r in results)  # no retries
     assert dest.check() == (False, "gcs: bucket no-such-bucket not found")
 
 
@@ -130,9 +126,7 @@ def test_gcs_down_for_good(tmp_path):
            "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{free_port()}",
            "SEND_RETRIES": 2, "SEND_BACKOFF": 0.05, "SEND_BACKOFF_MAX": 0.1, "SEND_TIMEOUT": 5}
     dest = dest_for(cfg)
-    started = time.monotonic()
     results = dest.send_batch(items)
-    assert time.monotonic() - started < 60
     assert all(not r.ok and "gave up after 3 attempts" in r.error for r in results), \
         [r.error for r in results]
     assert not dest.check()[0]
