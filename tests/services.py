@@ -66,6 +66,23 @@ def wait_for(condition, timeout: float = 90.0, interval: float = 0.25):
     return condition()
 
 
+def start_or_skip(service, missing: str | None = None):
+    """Start a service for a pytest fixture, or skip the test with the reason it cannot run.
+
+    `missing` is the reason to give when its program is known to be absent. The only
+    function here that needs pytest, which it imports when called.
+    """
+    import pytest
+
+    if missing:
+        pytest.skip(missing)
+    try:
+        service.start()
+    except ServiceUnavailable as exc:
+        pytest.skip(str(exc))
+    return service
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -405,3 +405,13 @@ def probe(call, classify, what):
             return False, classify(exc, what).error
         except DestinationError as err:
             return False, str(err)
+
+
+def close_quietly(client) -> None:
+    """Close a client library's connection; failing to close one already broken changes nothing."""
+    if client is None:
+        return
+    try:
+        client.close()
+    except Exception:
+        pass

@@ -39,7 +39,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from .base import DestinationError, Outcome, probe, setting_str
+from .base import DestinationError, Outcome, close_quietly, probe, setting_str
 
 logger = logging.getLogger("sendit.storage.datastore")
 
@@ -251,11 +251,7 @@ class DatastoreIndex:
             self.client = self._make_client()
 
     def close(self) -> None:
-        if self.client is not None:
-            try:
-                self.client.close()
-            except Exception:
-                pass
+        close_quietly(self.client)
         self.client = None
 
     def study_key(self, study_uid: str):

@@ -37,7 +37,7 @@ import tarfile
 import tempfile
 from collections import defaultdict
 
-from .base import (Destination, DestinationError, Outcome, SendItem, describe_oserror, probe,
+from .base import (Destination, DestinationError, Outcome, SendItem, close_quietly, describe_oserror, probe,
                    file_md5, register, setting_bool, setting_str)
 from .nifti import NotConvertible, bids_stem, build_volume, write_nifti
 from .datastore import (DatastoreIndex, SeriesRecord, StoredObject, StudyRecord, header_fields,
@@ -182,11 +182,7 @@ class GoogleStorage(Destination):
     def close(self) -> None:
         if self.datastore is not None:
             self.datastore.close()
-        if self.client is not None:
-            try:
-                self.client.close()
-            except Exception:
-                pass
+        close_quietly(self.client)
         self.client = None
         self.bucket = None
 

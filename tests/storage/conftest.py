@@ -13,12 +13,11 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from tests.services import Orthanc, orthanc_binary  # noqa: E402
+from tests.services import Orthanc, orthanc_binary, start_or_skip  # noqa: E402
 
 
-def _need_orthanc():
-    if not orthanc_binary():
-        pytest.skip("Orthanc is not installed (apt-get install orthanc, or set $ORTHANC_BINARY)")
+def _missing():
+    return None if orthanc_binary() else "Orthanc is not installed (apt-get install orthanc, or set $ORTHANC_BINARY)"
 
 
 @pytest.fixture(scope="session")
@@ -30,9 +29,8 @@ def orthanc(orthanc_server):
 @pytest.fixture(scope="session")
 def orthanc_auth(tmp_path_factory):
     """An Orthanc that requires HTTP basic authentication (sendit / s3cret)."""
-    _need_orthanc()
-    server = Orthanc(tmp_path_factory.mktemp("orthanc-auth"), username="sendit", password="s3cret")
-    server.start()
+    server = start_or_skip(Orthanc(tmp_path_factory.mktemp("orthanc-auth"), username="sendit",
+                                   password="s3cret"), _missing())
     yield server
     server.stop()
 
@@ -40,9 +38,7 @@ def orthanc_auth(tmp_path_factory):
 @pytest.fixture
 def orthanc_private(tmp_path):
     """A fresh Orthanc for one test, which the test may stop and restart."""
-    _need_orthanc()
-    server = Orthanc(tmp_path / "orthanc")
-    server.start()
+    server = start_or_skip(Orthanc(tmp_path / "orthanc"), _missing())
     yield server
     server.stop(kill=True)  # its storage is thrown away: no need for a graceful stop
 
