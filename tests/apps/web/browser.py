@@ -117,6 +117,20 @@ def full_page(driver, path):
     driver.save_screenshot(str(path))
 
 
+def click_through(driver, element, timeout=30):
+    """Click something that loads a new page and wait until that page is in: a find right after a
+    bare click() can still see the old page, or no page at all, while the browser navigates."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    wait = WebDriverWait(driver, timeout)
+    wait.until(expected_conditions.staleness_of(old))
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def tour(node, site, driver, shots):
     """Walk the site; returns what it observed. `node` must be migrated but not started."""
     from selenium.webdriver.common.by import By
@@ -133,13 +147,13 @@ def tour(node, site, driver, shots):
     driver.get(site.url + "/")
     assert driver.find_element(By.ID, "lockdown-form")
     driver.find_element(By.ID, "id_password").send_keys("not the password")
-    driver.find_element(By.CSS_SELECTOR, "#lockdown-form button").click()
+    click_through(driver, driver.find_element(By.CSS_SELECTOR, "#lockdown-form button"))
     error = driver.find_element(By.ID, "password-error").text
     assert "Incorrect password" in error, error
     seen["wrong_password"] = error
     driver.save_screenshot(str(shots / "login-refused.png"))
     driver.find_element(By.ID, "id_password").send_keys(PASSWORD)
-    driver.find_element(By.CSS_SELECTOR, "#lockdown-form button").click()
+    click_through(driver, driver.find_element(By.CSS_SELECTOR, "#lockdown-form button"))
     row = '#batches tr[data-batch="ST-000001"]'
     assert wait_for(lambda: live_attr(driver, row, "data-status"), timeout=10) == "NEW"
     driver.execute_script("window.__sendit_marker = 'same page';")
@@ -172,7 +186,7 @@ def tour(node, site, driver, shots):
     driver.save_screenshot(str(shots / "dashboard.png"))
 
     # The batch page: images per destination, the error, the steps, the actions.
-    driver.find_element(By.LINK_TEXT, "ST-000002").click()
+    click_through(driver, driver.find_element(By.LINK_TEXT, "ST-000002"))
     assert "Batch ST-000002" in driver.find_element(By.TAG_NAME, "h1").text
     assert "not a DICOM file" in driver.find_element(By.ID, "errors").text
     assert len(driver.find_elements(By.CSS_SELECTOR, "#images .pill.ok")) == 3
@@ -181,7 +195,7 @@ def tour(node, site, driver, shots):
     driver.set_window_size(1280, 900)
 
     # An image: the de-identified header and the preview.
-    driver.find_element(By.CSS_SELECTOR, "#images a").click()
+    click_through(driver, driver.find_element(By.CSS_SELECTOR, "#images a"))
     preview = driver.find_element(By.ID, "preview")
     assert wait_for(lambda: driver.execute_script(
         "const i = document.getElementById('preview'); return i.complete && i.naturalWidth > 0"), timeout=10)
@@ -193,7 +207,7 @@ def tour(node, site, driver, shots):
 
     # The done batch's page, the settings page and the API's Swagger page.
     driver.get(site.url + "/")
-    driver.find_element(By.LINK_TEXT, "ST-000001").click()
+    click_through(driver, driver.find_element(By.LINK_TEXT, "ST-000001"))
     assert "delivered and cleaned up" in driver.page_source
     assert driver.find_elements(By.CSS_SELECTOR, '#steps tr[data-step="cleanup"]')
     full_page(driver, shots / "batch-done.png")
