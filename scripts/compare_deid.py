@@ -8,12 +8,17 @@ dicom-anonymizer, then counts markers that survive in each tool's output bytes
 and the time per image. A bare pydicom read+write of the same files is timed
 too, for the sendit/bare ratio (target: at most 1.3).
 
-    .venv/bin/python scripts/compare_deid.py [-n 50] [--keep DIR]
+    .venv/bin/python scripts/compare_deid.py [-n 50] [--dir PARENT] [--keep DIR]
+
+Files are written under /dev/shm (memory) when it exists, so the figures are the
+tools' own work: on a shared machine, a disk's writeback stalls land on whichever
+tool happens to be writing. ``--dir /tmp`` measures on disk instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -209,6 +214,10 @@ def tool_dicom_anonymizer():
     return run
 
 
+def output_folder(work: Path, tool: str) -> Path:
+    return work / "output" / tool.replace(" ", "_").replace("+", "")
+
+
 TOOLS = {
     "bare pydicom read+write": tool_bare,
     "sendit": tool_sendit,
@@ -218,13 +227,21 @@ TOOLS = {
 }
 
 
+def default_parent() -> Path | None:
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=50, help="number of synthetic CT files (default 50)")
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds, best is reported (default 5)")
+    parser.add_argument("--dir", type=Path, default=default_parent(),
+                        help="where the work folder is made (default /dev/shm when writable)")
     parser.add_argument("--keep", type=Path, help="keep inputs and outputs in this folder")
     args = parser.parse_args(argv)
-    work = args.keep or Path(tempfile.mkdtemp(prefix="compare-deid-"))
+    work = args.keep or Path(tempfile.mkdtemp(prefix="compare-deid-", dir=args.dir))
+    print(f"working in {work}")
     (work / "input").mkdir(parents=True, exist_ok=True)
     try:
         files = generate(work / "input", args.n)
@@ -236,13 +253,17 @@ def main(argv=None):
             except ImportError:
                 runners[name] = None
         best = {name: float("inf") for name, run in runners.items() if run}
-        # rounds interleave the tools so that disk and cache noise hits them alike
+        # Rounds interleave the tools so that disk and cache noise hits them alike. Every
+        # round writes new files, as the node does: on ext4, renaming over (or truncating)
+        # an existing file forces its data out early (auto_da_alloc), a cost that depends
+        # on how a tool writes rather than on what it does.
         for _ in range(args.rounds):
             for name, run in runners.items():
                 if run is None:
                     continue
-                target = work / "output" / name.replace(" ", "_").replace("+", "")
-                target.mkdir(parents=True, exist_ok=True)
+                target = output_folder(work, name)
+                shutil.rmtree(target, ignore_errors=True)
+                target.mkdir(parents=True)
                 start = time.perf_counter()
                 for path, _markers in files:
                     run(path, target / path.name)
@@ -253,7 +274,7 @@ def main(argv=None):
             if run is None:
                 print(f"{name:<26}{'not installed':>19}")
                 continue
-            target = work / "output" / name.replace(" ", "_").replace("+", "")
+            target = output_folder(work, name)
             survived = sum(count_survivors(target / p.name, m) for p, m in files)
             shown = "-" if name.startswith("bare") else f"{survived}/{planted}"
             print(f"{name:<26}{shown:>19}{best[name] * 1000:>11.2f}")

@@ -16,8 +16,10 @@ from pydicom import dcmread
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomFileLike
+from pydicom.charset import default_encoding
+from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.filewriter import write_dataset as pydicom_write_dataset
-from pydicom.filewriter import write_file_meta_info
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
 )
@@ -96,7 +98,48 @@ def _write_header(ds, meta, fp) -> None:
     out.write(getattr(ds, "preamble", None) or b"\x00" * 128)
     out.write(b"DICM")
     write_file_meta_info(out, meta, enforce_standard=True)
-    pydicom_write_dataset(out, ds)
+    _write_body(out, ds)
+
+
+_UNDEFINED = 0xFFFFFFFF
+
+
+def _write_body(fp, ds) -> None:
+    """pydicom's ``write_dataset``, with the elements the scrub left untouched written as
+    the bytes they were read as.
+
+    Most of a header is kept as read (pydicom holds such elements raw), and pydicom
+    spends more on each one's buffers and checks than the scrub spends on its decision;
+    packing the 8 or 12 header bytes here is the same encoding. Anything else (changed
+    or converted elements, undefined lengths, a new encoding or character set) goes
+    through pydicom.
+    """
+    implicit, little = fp.is_implicit_VR, fp.is_little_endian
+    if (implicit, little) != tuple(ds.original_encoding) or ds.original_character_set != ds._character_set:
+        pydicom_write_dataset(fp, ds)
+        return
+    order = "<" if little else ">"
+    short_head, long_head = struct.Struct(order + "HH2sH"), struct.Struct(order + "HH2sHL")
+    implicit_head = struct.Struct(order + "HHL")
+    charset = ds.get("SpecificCharacterSet", default_encoding)
+    write = fp.write
+    for tag in sorted(ds.keys()):
+        if tag.element == 0 and tag.group > 6:
+            continue  # retired group lengths, as pydicom drops them
+        elem = ds.get_item(tag)
+        vr = elem.VR
+        if not elem.is_raw or elem.length == _UNDEFINED or not (implicit or (vr and len(vr) == 2)):
+            write_data_element(fp, elem, charset)
+            continue
+        value = elem.value or b""
+        group, number = tag >> 16, tag & 0xFFFF
+        if implicit:
+            write(implicit_head.pack(group, number, len(value)))
+        elif vr in EXPLICIT_VR_LENGTH_32:
+            write(long_head.pack(group, number, vr.encode("ascii"), 0, len(value)))
+        else:
+            write(short_head.pack(group, number, vr.encode("ascii"), len(value)))
+        write(value)
 
 
 def write_dataset(ds, dst) -> None:

@@ -68,3 +68,27 @@ def test_the_preamble_is_zeroed(tmp_path):
     out = (tmp_path / "out.dcm").read_bytes()
     assert out[:128] == b"\0" * 128 and out[128:132] == b"DICM"
     assert not list(tmp_path.glob("*.part"))
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.rsplit("/", 1)[-1])
+def test_untouched_elements_are_written_as_pydicom_writes_them(path):
+    """The raw-element fast path of the header writer encodes exactly as pydicom does."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset as pydicom_write_dataset
+
+    def written(writer):
+        ds = dcmread(path, stop_before_pixels=True)
+        if "PatientName" in ds:
+            ds["PatientName"]  # reading it through the dataset converts it: no longer raw
+        out = DicomBytesIO()
+        out.is_implicit_VR, out.is_little_endian = deid_files.encoding(ds)
+        syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+        if syntax and syntax.is_transfer_syntax:  # written as its syntax says, as _write_header does
+            out.is_implicit_VR, out.is_little_endian = syntax.is_implicit_VR, syntax.is_little_endian
+            if not syntax.is_implicit_VR and deid_files._read_as_implicit(ds):
+                for _ in ds.iterall():  # as write_dataset does: dictionary VRs for every element
+                    pass
+        writer(out, ds)
+        return out.getvalue()
+
+    assert written(deid_files._write_body) == written(pydicom_write_dataset)
