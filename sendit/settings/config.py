@@ -84,7 +84,7 @@ SEND_WORKERS = 4
 SEND_TIMEOUT = 60
 # DICOM transport: parallel associations per round (1 = one association per batch), and the
 # largest PDU we accept (0 = no limit).
-ORTHANC_DICOM_ASSOCIATIONS = 2
+ORTHANC_DICOM_ASSOCIATIONS = 4
 SENDIT_MAX_PDU = 0
 
 # Watcher.

@@ -85,7 +85,7 @@ class OrthancDicom(Destination):
         self.called_aet = setting_str(config, "ORTHANC_AET", "ORTHANC")
         self.calling_aet = setting_str(config, "SENDIT_AET", "SENDIT")
         self.max_pdu = setting_int(config, "SENDIT_MAX_PDU", 0)  # what we accept; 0 = unlimited
-        self.associations = max(1, setting_int(config, "ORTHANC_DICOM_ASSOCIATIONS", 2))
+        self.associations = max(1, setting_int(config, "ORTHANC_DICOM_ASSOCIATIONS", 4))
         self.url, self.auth = orthanc_settings(config)
         if not self.host:
             raise DestinationError("orthanc: the dicom transport needs ORTHANC_IPADDRESS")
@@ -187,7 +187,7 @@ class OrthancDicom(Destination):
             return outcomes
 
         # 2. C-STORE: contexts from this round's files; ORTHANC_DICOM_ASSOCIATIONS parallel
-        #    associations (default 2), each sending an interleaved share of the files
+        #    associations (default 4), each sending an interleaved share of the files
         contexts = sorted({(h.sop_class, h.transfer_syntax) for _, _, h in to_send})
         sent: list[tuple[int, _Header, str | None]] = []
         for start in range(0, len(contexts), MAX_CONTEXTS):
