@@ -5,6 +5,7 @@ nothing (NFS, many bind mounts). pyinotify, which the seed used, is unmaintained
 2015 and imports asyncore, which Python 3.12 removed.
 """
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -23,10 +24,16 @@ class FolderWatcher(FileSystemEventHandler):
 
     A rename from NAME.tmpXXX to NAME is queued at once; a folder made directly with
     its final name is queued when nothing has changed inside it for `settle` seconds.
+
+    Only the data folder itself is watched, not the trees below it: a study copied in
+    raises several events per file, and handling them all made the watcher a noticeable
+    share of the node's CPU. Whether a settling folder is quiet is read from the newest
+    modification time in its tree, at each tick, for the few folders that settle.
     """
 
     def __init__(self, root, queue, settle=1.0, polling=False, poll_interval=2.0):
         self.root = Path(root).resolve()
+        self._prefix = str(self.root) + os.sep
         self.queue = queue
         self.settle = settle
         self.polling = polling
@@ -37,37 +44,36 @@ class FolderWatcher(FileSystemEventHandler):
         self.observer = None
 
     # -- events -------------------------------------------------------------
-    def _top(self, path):
-        try:
-            relative = Path(path).resolve().relative_to(self.root)
-        except (ValueError, OSError):
-            return None
-        return relative.parts[0] if relative.parts else None
+    def _where(self, path):
+        """(top-level name, True when `path` is that top-level entry itself), or (None, False).
+
+        Plain string work, no lookups on disk: watchdog builds event paths from the
+        (resolved) root it was given.
+        """
+        if not path or not path.startswith(self._prefix):
+            return None, False
+        top, sep, _rest = path[len(self._prefix):].partition(os.sep)
+        return (top or None), not sep
 
     def on_any_event(self, event):
-        if event.event_type in ("opened", "closed_no_write"):
+        kind = event.event_type
+        if kind in ("opened", "closed_no_write"):
             return
-        src_top = self._top(event.src_path)
-        dest_top = self._top(getattr(event, "dest_path", "") or "") if event.event_type == "moved" else None
-        is_top_dir = event.is_directory and src_top is not None and Path(event.src_path).resolve().parent == self.root
-        if is_top_dir or (dest_top and event.is_directory and Path(event.dest_path).resolve().parent == self.root):
-            logger.info("EVENT %s %s", event.event_type, dest_top or src_top)
+        src_top, src_is_top = self._where(event.src_path)
+        dest_top, dest_is_top = self._where(getattr(event, "dest_path", "") or "") if kind == "moved" else (None, False)
+        top_dir_event = event.is_directory and (src_is_top or dest_is_top) and kind != "modified"
+        if not top_dir_event:
+            return  # a file, or a folder's own change: settling is judged at the tick
+        logger.info("EVENT %s %s", kind, dest_top if dest_is_top else src_top)
         with self.lock:
-            if event.event_type in ("deleted", "moved") and is_top_dir:
+            if kind in ("deleted", "moved") and src_is_top:
                 # Gone (imported, set aside, or renamed): a later folder of that name is new.
                 self.queued.discard(src_top)
                 self.pending.pop(src_top, None)
-            if event.event_type == "moved" and dest_top and event.is_directory:
-                if Path(event.dest_path).resolve().parent == self.root:
-                    self._consider(dest_top, immediate=True)
-                    return
-            if event.event_type == "created" and is_top_dir:
+            if kind == "moved" and dest_is_top:
+                self._consider(dest_top, immediate=True)
+            elif kind == "created" and src_is_top:
                 self._consider(src_top, immediate=False)
-                return
-            # Anything changing inside a folder that is settling restarts its clock.
-            for top in (src_top, dest_top):
-                if top in self.pending:
-                    self.pending[top] = time.monotonic()
 
     def _consider(self, name, immediate):
         if not is_finished_name(name):
@@ -116,7 +122,16 @@ class FolderWatcher(FileSystemEventHandler):
         """Queue every pending folder that has been quiet long enough."""
         now = time.monotonic()
         with self.lock:
-            ready = [n for n, t in self.pending.items() if now - t >= self.settle or t == 0.0]
+            settling = [n for n, t in self.pending.items() if t != 0.0 and now - t >= self.settle]
+            ready = [n for n, t in self.pending.items() if t == 0.0]
+        for name in settling:
+            quiet = time.time() - newest_change(self.root / name)
+            if quiet >= self.settle:
+                ready.append(name)
+            else:
+                with self.lock:
+                    if name in self.pending:
+                        self.pending[name] = now - quiet  # look again `settle` after that change
         for name in ready:
             path = self.root / name
             with self.lock:
@@ -139,7 +154,7 @@ class FolderWatcher(FileSystemEventHandler):
         self.root.mkdir(parents=True, exist_ok=True)
         observer_class = PollingObserver if self.polling else Observer
         self.observer = observer_class(timeout=self.poll_interval) if self.polling else observer_class()
-        self.observer.schedule(self, str(self.root), recursive=True)
+        self.observer.schedule(self, str(self.root), recursive=False)
         self.observer.start()
         logger.info("watching %s (%s)", self.root, "polling" if self.polling else "inotify")
         self.scan()
@@ -165,3 +180,25 @@ class FolderWatcher(FileSystemEventHandler):
                 time.sleep(0.2)
         finally:
             self.stop()
+
+
+def newest_change(folder) -> float:
+    """The newest modification time of `folder` and everything below it (0 when gone)."""
+    newest, stack = 0.0, [str(folder)]
+    try:
+        newest = os.stat(folder, follow_symlinks=False).st_mtime
+    except OSError:
+        return newest
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    try:
+                        newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+                    except OSError:
+                        continue
+        except OSError:
+            continue
+    return newest

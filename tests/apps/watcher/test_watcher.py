@@ -77,6 +77,19 @@ def test_plain_mkdir_is_queued_once_after_it_settles(tmp_path, polling):
         assert run.wait_for(1) == ["ST-000002"]
 
 
+@pytest.mark.parametrize("polling", [False, True], ids=["inotify", "polling"])
+def test_writes_deep_inside_a_settling_folder_hold_it_back(tmp_path, polling):
+    """Only the data folder is watched; a tree still growing below it keeps it pending."""
+    with Running(tmp_path, polling=polling, settle=1.0) as run:
+        deep = tmp_path / "ST-000003" / "series1" / "part"
+        deep.mkdir(parents=True)
+        for i in range(8):  # 1.6 s of writes, each well inside the settle time
+            (deep / f"f{i}.dcm").write_bytes(b"x")
+            time.sleep(0.2)
+        assert run.queued == []
+        assert run.wait_for(1) == ["ST-000003"]
+
+
 def test_folders_finished_while_down_are_queued_at_start(tmp_path):
     fill(tmp_path / "A")
     fill(tmp_path / "B.tmp1")
