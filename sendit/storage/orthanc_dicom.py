@@ -21,10 +21,9 @@ import concurrent.futures
 import socket
 import threading
 
-import requests
-
 from .base import (Destination, DestinationError, Outcome, SendItem, orthanc_id, register,
                    setting_int, setting_str)
+from .http import Client, RequestFailed
 from .orthanc_rest import connection_failure, http_failure, new_session, orthanc_settings
 
 WARNING_STATUSES = {0xB000: "coercion of data elements", 0xB006: "elements discarded",
@@ -94,7 +93,7 @@ class OrthancDicom(Destination):
         for key, aet in (("ORTHANC_AET", self.called_aet), ("SENDIT_AET", self.calling_aet)):
             if not (0 < len(aet) <= 16):
                 raise DestinationError(f"orthanc: {key} must be 1 to 16 characters")
-        self.session: requests.Session | None = None
+        self.session: Client | None = None
         self._headers: dict[int, _Header] = {}
 
     # -- association -----------------------------------------------------------------------
@@ -141,7 +140,7 @@ class OrthancDicom(Destination):
         for sid in series_ids:
             try:
                 r = self.session.get(f"{self.url}/series/{sid}", timeout=self.timeout)
-            except requests.RequestException as exc:
+            except RequestFailed as exc:
                 return found, connection_failure("GET /series/{id}", exc)
             if r.status_code == 404:
                 continue

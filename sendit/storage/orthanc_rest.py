@@ -1,6 +1,6 @@
 """Orthanc over its REST API: POST /instances, then verify in bulk, per series.
 
-One requests.Session (keep-alive, a connection pool of SEND_WORKERS) per send_batch call;
+One HTTP client (urllib3, keep-alive, a connection pool of SEND_WORKERS) per send_batch call;
 SEND_WORKERS files are uploaded in parallel (Orthanc ingests parallel uploads faster).
 
 Per file:
@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import hashlib
 
-import requests
-from requests.adapters import HTTPAdapter
-
 from .base import (Destination, DestinationError, Outcome, SendItem, describe_oserror,
                    orthanc_id, register, setting_str)
+from .http import Client, RequestFailed, Response
 
 TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
 
@@ -44,18 +42,12 @@ def orthanc_settings(config: dict) -> tuple[str | None, tuple[str, str] | None]:
     return url, auth
 
 
-def new_session(auth, pool: int) -> requests.Session:
-    session = requests.Session()
-    session.auth = auth
-    session.trust_env = False  # no proxy from the environment for a PACS on the LAN
-    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(pool, 2), max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers["Accept-Encoding"] = "identity"
-    return session
+def new_session(auth, pool: int) -> Client:
+    """A keep-alive client; no proxy from the environment (a PACS is on the LAN)."""
+    return Client(auth, pool)
 
 
-def http_failure(what: str, response: requests.Response) -> Outcome:
+def http_failure(what: str, response: Response) -> Outcome:
     code = response.status_code
     if code in (401, 403):
         return Outcome.failed(f"orthanc: authentication failed (HTTP {code} on {what}): "
@@ -76,22 +68,8 @@ def http_failure(what: str, response: requests.Response) -> Outcome:
     return Outcome.failed(message)
 
 
-def connection_failure(what: str, exc: Exception) -> Outcome:
-    if isinstance(exc, requests.Timeout):
-        reason = "timed out"
-    elif isinstance(exc, requests.ConnectionError):
-        text = str(exc)
-        if "Connection refused" in text:
-            reason = "connection refused"
-        elif "Connection reset" in text or "RemoteDisconnected" in text or "aborted" in text:
-            reason = "connection reset"
-        elif "Name or service not known" in text or "getaddrinfo" in text:
-            reason = "host name not resolved"
-        else:
-            reason = "connection failed"
-    else:
-        reason = type(exc).__name__
-    return Outcome.retry(f"orthanc: {reason} on {what}", unreachable=True)
+def connection_failure(what: str, exc: RequestFailed) -> Outcome:
+    return Outcome.retry(f"orthanc: {exc.reason} on {what}", unreachable=True)
 
 
 @register("orthanc_rest")
@@ -109,7 +87,7 @@ class OrthancRest(Destination):
         if self.verify not in ("series", "md5"):
             raise DestinationError("orthanc: ORTHANC_VERIFY must be 'series' or 'md5'")
         self._series_of: dict[int, str] = {}
-        self.session: requests.Session | None = None
+        self.session: Client | None = None
 
     def open(self) -> None:
         if self.session is None:
@@ -137,7 +115,7 @@ class OrthancRest(Destination):
         try:
             r = self.session.post(self.url + "/instances", data=data, timeout=self.timeout,
                                   headers={"Content-Type": "application/dicom"})
-        except requests.RequestException as exc:
+        except RequestFailed as exc:
             return connection_failure("POST /instances", exc)
         del data
         if r.status_code != 200:
@@ -189,7 +167,7 @@ class OrthancRest(Destination):
                     listed = set(r.json().get("Instances", []))
                 elif r.status_code != 404:
                     failure = http_failure(what, r)
-            except requests.RequestException as exc:
+            except RequestFailed as exc:
                 failure = connection_failure(what, exc)
             except (ValueError, AttributeError):
                 failure = Outcome.retry("orthanc: GET /series/{id} did not answer JSON")
@@ -210,7 +188,7 @@ class OrthancRest(Destination):
         try:
             r = self.session.get(f"{self.url}/instances/{remote_id}/attachments/dicom/md5",
                                  timeout=self.timeout)
-        except requests.RequestException as exc:
+        except RequestFailed as exc:
             out = connection_failure(what, exc)
             out.stored_fresh = fresh
             return out
@@ -228,7 +206,7 @@ class OrthancRest(Destination):
             # No MD5 stored for attachments (StoreMD5ForAttachments false)? Prove existence.
             try:
                 r2 = self.session.get(f"{self.url}/instances/{remote_id}", timeout=self.timeout)
-            except requests.RequestException as exc:
+            except RequestFailed as exc:
                 return connection_failure("GET /instances/{id}", exc)
             if r2.status_code == 200:
                 return Outcome.success(remote_id, already_stored=not fresh,
@@ -243,7 +221,7 @@ class OrthancRest(Destination):
         session = new_session(self.auth, 1)
         try:
             r = session.get(self.url + "/system", timeout=min(self.timeout, 10))
-        except requests.RequestException as exc:
+        except RequestFailed as exc:
             return False, connection_failure("GET /system", exc).error
         finally:
             session.close()
