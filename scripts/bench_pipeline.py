@@ -10,8 +10,10 @@ backend (SQLite + kombu's filesystem broker; PostgreSQL + Redis) runs a real nod
 copied into the data folder as NAME.tmp1 and renamed at t0; the clock stops when every
 batch is DONE (sent, verified, cleaned up) and Orthanc holds every instance. In the same
 run Orthanc's own ingest of the same files is timed (POST /instances over 1, 2, 4 and 8
-keep-alive connections, best taken). Prints images/s of each, the ratio, and the peak
-resident memory (VmHWM) of the worker's processes.
+keep-alive connections, best taken). Prints images/s of each, the ratio, the peak
+resident memory (VmHWM) of the worker's processes, and the CPU time each part of the
+node spent per image while the clock ran (worker processes, watcher, Orthanc, database,
+broker; from /proc), which is what the ratio comes down to on a machine with few CPUs.
 
 --scale 200,1000,5000 also times one study of each size (PostgreSQL + Redis) and prints
 milliseconds per image, to show that time per image stays flat with batch size.
@@ -33,22 +35,49 @@ from tests.services import Orthanc, make_ct_series  # noqa: E402
 
 
 def orthanc_ingest(orthanc, paths, connections):
-    """Images per second of Orthanc's own POST /instances of these files (no verification)."""
+    """(images per second, Orthanc's CPU ms per image) of Orthanc's own POST /instances of
+    these files (no verification)."""
     orthanc.clear()
+    before = cpu_seconds_by_part()["Orthanc"]
     elapsed = orthanc.ingest_seconds(paths, connections)
+    cpu = 1000 * (cpu_seconds_by_part()["Orthanc"] - before) / len(paths)
     assert len(orthanc.instances()) == len(paths)
     orthanc.clear()
-    return len(paths) / elapsed
+    return len(paths) / elapsed, cpu
+
+
+PARTS = {"worker": "celery", "watcher": "watcher", "Orthanc": "Orthanc", "database": "postgres",
+         "broker": "redis-server"}
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds_by_part() -> dict:
+    """User + system CPU seconds of the running processes, summed by PARTS (by command line)."""
+    seconds = dict.fromkeys(PARTS, 0.0)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        part = next((name for name, needle in PARTS.items() if needle in command), None)
+        if part:
+            seconds[part] += (int(fields[11]) + int(fields[12])) / TICKS
+    return seconds
 
 
 def run_pipeline(tmp, orthanc, database, broker, studies, workers, timeout):
-    """Drop every study at once; seconds until all are DONE and in Orthanc; peak MB."""
+    """Drop every study at once; seconds until all are DONE and in Orthanc; peak MB;
+    CPU milliseconds per image by part."""
     orthanc.clear()
     total = sum(len(list(s.iterdir())) for s in studies)
     with Node(tmp, database, broker, workers=workers, ORTHANC_URL=orthanc.url,
               WATCHER_SETTLE_SECONDS=0.5) as node:
         for study in studies:
             shutil.copytree(study, node.data / f"{study.name}.tmp1")
+        cpu_before = cpu_seconds_by_part()
         started = time.perf_counter()
         for study in studies:
             (node.data / f"{study.name}.tmp1").rename(node.data / study.name)
@@ -56,12 +85,19 @@ def run_pipeline(tmp, orthanc, database, broker, studies, workers, timeout):
         done = node.wait(lambda: all(node.batches().get(n, ("",))[0] == "DONE" for n in names),
                          timeout=timeout, interval=0.2)
         elapsed = time.perf_counter() - started
+        cpu_after = cpu_seconds_by_part()
         memory = node.worker_memory()
         errors = {k: v for k, v in node.batches().items() if v[1] or v[0] != "DONE"}
     delivered = len(orthanc.instances())
     if not done or errors or delivered != total:
         raise SystemExit(f"pipeline did not finish: {errors} delivered={delivered}/{total}")
-    return total, elapsed, memory
+    cpu = {part: 1000 * (cpu_after[part] - cpu_before[part]) / total for part in PARTS}
+    return total, elapsed, memory, cpu
+
+
+def cpu_line(cpu: dict) -> str:
+    shown = ", ".join(f"{part} {ms:.2f}" for part, ms in cpu.items() if ms >= 0.005)
+    return f"    CPU ms per image: {shown}"
 
 
 def main():
@@ -86,26 +122,29 @@ def main():
         print(f"{args.studies} studies x {args.images} CT images 512x512x16 bit = {len(paths)} images, "
               f"{size:.0f} MB; {os.cpu_count()} CPUs; {args.workers} worker processes", flush=True)
         with Orthanc(tmp / "orthanc") as orthanc:
-            ref = {k: orthanc_ingest(orthanc, paths, k) for k in (1, 2, 4, 8)}
+            measured = {k: orthanc_ingest(orthanc, paths, k) for k in (1, 2, 4, 8)}
+            ref = {k: rate for k, (rate, _cpu) in measured.items()}
             k_best = max(ref, key=ref.get)
             print(f"Orthanc's own ingest (POST /instances, best of x1/x2/x4/x8: x{k_best}): "
                   f"{ref[k_best]:7.1f} images/s  ({', '.join(f'x{k} {v:.0f}' for k, v in ref.items())})",
                   flush=True)
+            print(f"    CPU ms per image: Orthanc {measured[k_best][1]:.2f}", flush=True)
             labels = {"sqlite": ("sqlite", "filesystem", "SQLite + filesystem broker"),
                       "postgres": ("postgres", "redis", "PostgreSQL + Redis")}
             for key in [b for b in args.backends.split(",") if b]:
                 database, broker, label = labels[key]
-                total, elapsed, memory = run_pipeline(tmp / f"node-{key}", orthanc, database, broker,
-                                                      studies, args.workers, args.timeout)
+                total, elapsed, memory, cpu = run_pipeline(tmp / f"node-{key}", orthanc, database, broker,
+                                                           studies, args.workers, args.timeout)
                 rate = total / elapsed
                 print(f"pipeline, {label:27s}: {rate:7.1f} images/s  {rate / ref[k_best]:.2f}x Orthanc  "
                       f"({total} images in {elapsed:.1f}s; worker peak RSS "
                       f"{', '.join(f'{m:.0f}' for m in memory)} MB)", flush=True)
+                print(cpu_line(cpu), flush=True)
             for n in [int(x) for x in args.scale.split(",") if x]:
                 folder = tmp / "scale" / f"SCALE{n}"
                 make_ct_series(folder, n, patient_id=f"SCALE{n}", seed=n)
-                total, elapsed, memory = run_pipeline(tmp / f"node-scale-{n}", orthanc, "postgres", "redis",
-                                                      [folder], args.workers, args.timeout)
+                total, elapsed, memory, cpu = run_pipeline(tmp / f"node-scale-{n}", orthanc, "postgres",
+                                                           "redis", [folder], args.workers, args.timeout)
                 print(f"one study of {n:5d} images (PostgreSQL + Redis): {1000 * elapsed / n:6.1f} ms/image, "
                       f"{n / elapsed:6.1f} images/s, worker peak RSS {max(memory):.0f} MB", flush=True)
                 shutil.rmtree(folder)

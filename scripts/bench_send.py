@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark sendit's Orthanc destinations against Orthanc's own ingest rate.
 
-    .venv/bin/python scripts/bench_send.py [-n 200] [--workers 4] [--associations 4]
+    .venv/bin/python scripts/bench_send.py [-n 200] [--workers 8] [--associations 4]
 
 Generates n 512x512 16-bit CT images and, for each of two private Orthancs (tests/services.py)
 that differ only in the PDU size their DICOM server accepts (DCMTK's default 16 kB, and the
@@ -82,7 +82,7 @@ def measure(orthanc, paths, items, args) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=200, help="number of images (default 200)")
-    parser.add_argument("--workers", type=int, default=4, help="SEND_WORKERS for REST (default 4)")
+    parser.add_argument("--workers", type=int, default=8, help="SEND_WORKERS for REST (default 8)")
     parser.add_argument("--associations", type=int, default=4,
                         help="ORTHANC_DICOM_ASSOCIATIONS, and storescu processes (default 4)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds, best kept (default 3)")

@@ -80,7 +80,7 @@ SEND_RETRIES = 5
 SEND_BACKOFF = 1.0
 SEND_BACKOFF_MAX = 30.0
 # Parallel uploads (REST and Cloud Storage) and the time allowed for one request or C-STORE.
-SEND_WORKERS = 4
+SEND_WORKERS = 8
 SEND_TIMEOUT = 60
 # DICOM transport: parallel associations per round (1 = one association per batch), and the
 # largest PDU we accept (0 = no limit).

@@ -234,7 +234,7 @@ class Destination:
         self.retries = max(0, setting_int(config, "SEND_RETRIES", 5))
         self.backoff = max(0.0, setting_float(config, "SEND_BACKOFF", 1.0))
         self.backoff_max = max(self.backoff, setting_float(config, "SEND_BACKOFF_MAX", 30.0))
-        self.workers = max(1, setting_int(config, "SEND_WORKERS", 4))
+        self.workers = max(1, setting_int(config, "SEND_WORKERS", 8))
         self.timeout = setting_float(config, "SEND_TIMEOUT", 60.0)
         self.log = logging.getLogger(f"sendit.storage.{self.name}")
 
