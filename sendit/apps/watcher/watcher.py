@@ -183,18 +183,24 @@ class FolderWatcher(FileSystemEventHandler):
 
 
 def newest_change(folder) -> float:
-    """The newest modification time of `folder` and everything below it (0 when gone)."""
+    """The newest change time of `folder` and everything below it (0 when gone).
+
+    The inode change time as well as the modification time: a copy that keeps the
+    source's modification times (cp -p, rsync -a) still changes every inode it writes.
+    """
     newest, stack = 0.0, [str(folder)]
     try:
-        newest = os.stat(folder, follow_symlinks=False).st_mtime
+        info = os.stat(folder, follow_symlinks=False)
     except OSError:
         return newest
+    newest = max(info.st_mtime, info.st_ctime)
     while stack:
         try:
             with os.scandir(stack.pop()) as entries:
                 for entry in entries:
                     try:
-                        newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
+                        info = entry.stat(follow_symlinks=False)
+                        newest = max(newest, info.st_mtime, info.st_ctime)
                         if entry.is_dir(follow_symlinks=False):
                             stack.append(entry.path)
                     except OSError:

@@ -90,6 +90,21 @@ def test_writes_deep_inside_a_settling_folder_hold_it_back(tmp_path, polling):
         assert run.wait_for(1) == ["ST-000003"]
 
 
+def test_a_copy_keeping_old_modification_times_still_holds_a_folder_back(tmp_path):
+    """cp -p / rsync -a set old mtimes; the inode change times still show the copy going on."""
+    with Running(tmp_path, settle=1.0) as run:
+        folder = tmp_path / "ST-000004"
+        folder.mkdir()
+        for i in range(8):
+            path = folder / f"f{i}.dcm"
+            path.write_bytes(b"x")
+            os.utime(path, (0, 0))  # 1970, as a preserving copy of an old file would leave it
+            os.utime(folder, (0, 0))
+            time.sleep(0.2)
+        assert run.queued == []
+        assert run.wait_for(1) == ["ST-000004"]
+
+
 def test_folders_finished_while_down_are_queued_at_start(tmp_path):
     fill(tmp_path / "A")
     fill(tmp_path / "B.tmp1")
