@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 
 from sendit.apps.main.models import Batch, Image
 from sendit.apps.main.tasks import cleanup, get_identifiers, import_dicomdir, replace_identifiers, upload_storage
-from sendit.apps.main.tasks.common import BatchBusy, LeaseLost, acquire, batch_lease, keep_lease
+from sendit.apps.main.tasks.common import BatchBusy, LeaseLost, batch_lease, keep_lease
 from tests.services import make_ct_series
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -23,7 +23,7 @@ def test_concurrent_acquires_have_one_winner(db):
         from django.db import connection as conn
         mine = Batch.objects.get(pk=batch.pk)
         barrier.wait()
-        wins.append(acquire(mine, 60))
+        wins.append(mine.acquire(60))
         conn.close()
 
     threads = [threading.Thread(target=contend) for _ in range(8)]
@@ -41,10 +41,10 @@ def test_a_dead_holders_lease_is_taken_over_at_once(db):
 
     from django.utils import timezone
 
-    from sendit.apps.main.tasks.common import _machine
+    from sendit.apps.main.lease import machine_id
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    Batch.objects.filter(pk=batch.pk).update(lease_owner=f"{_machine()}:{dead.pid}:0123456789abcdef",
+    Batch.objects.filter(pk=batch.pk).update(lease_owner=f"{machine_id()}:{dead.pid}:0123456789abcdef",
                                              lease_until=timezone.now() + timedelta(minutes=10))
     batch.refresh_from_db()
     assert batch.lease_owner  # still held, for ten minutes, by a dead process

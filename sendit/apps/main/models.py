@@ -1,10 +1,11 @@
 """Batches (one study folder each), their Images, and their identifiers."""
-import uuid
 from datetime import timedelta
 
 from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
+
+from sendit.apps.main import lease
 
 IMAGE_STATUS = (
     ("NEW", "The image was just added to the application."),
@@ -81,20 +82,25 @@ class Batch(models.Model):
         self.status = status
 
     def acquire(self, seconds):
-        """Take the batch's lease; False when another worker holds it."""
+        """Take the batch's lease (a guarded UPDATE); False when a live worker holds it.
+
+        A lease held by a process of this machine that has died is free at once.
+        """
         now = timezone.now()
-        token = uuid.uuid4().hex
-        taken = Batch.objects.filter(pk=self.pk).filter(
-            Q(lease_until__isnull=True) | Q(lease_until__lt=now)
-        ).update(lease_owner=token, lease_until=now + timedelta(seconds=seconds))
+        token = lease.owner_token()
+        free = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+        if self.lease_owner and lease.holder_is_dead(self.lease_owner):
+            free |= Q(lease_owner=self.lease_owner)
+        taken = Batch.objects.filter(pk=self.pk).filter(free).update(
+            lease_owner=token, lease_until=now + timedelta(seconds=seconds))
         if taken:
             self.lease_owner = token
         return bool(taken)
 
     def renew(self, seconds):
-        Batch.objects.filter(pk=self.pk, lease_owner=self.lease_owner).update(
-            lease_until=timezone.now() + timedelta(seconds=seconds)
-        )
+        """Extend our lease; False when it is no longer ours (another worker took it over)."""
+        return bool(Batch.objects.filter(pk=self.pk, lease_owner=self.lease_owner).update(
+            lease_until=timezone.now() + timedelta(seconds=seconds)))
 
     def release(self):
         Batch.objects.filter(pk=self.pk, lease_owner=self.lease_owner).update(

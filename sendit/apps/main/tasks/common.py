@@ -1,27 +1,19 @@
 """What the pipeline steps share: the batch lease, media paths, settings as plain values.
 
-The lease is a guarded UPDATE on the batch row (lease_owner / lease_until): a step runs
-only while it holds it, renews it after every chunk, and stops (LeaseLost) the moment
-another worker has taken it over, so two workers never process one batch at once.
-
-A lease names its holder (pid, and a fingerprint of the boot and pid namespace), so a
-worker on the same machine can take over at once the lease of a process that died
-(SIGKILL, OOM) instead of waiting BATCH_LEASE_SECONDS for it to expire.
+The lease (Batch.acquire / renew / release, a guarded UPDATE on the batch row): a step
+runs only while it holds it, renews it after every chunk, and stops (LeaseLost) the moment
+another worker has taken it over, so two workers never process one batch at once. A lease
+names its holder (sendit.apps.main.lease), so the lease of a process that died on this
+machine is taken over at once instead of after BATCH_LEASE_SECONDS.
 """
 import contextlib
-import hashlib
 import logging
 import os
 import signal
-import socket
 import time
-import uuid
-from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db.models import Q
-from django.utils import timezone
 
 from sendit.apps.main.models import Batch
 
@@ -44,62 +36,9 @@ def busy_countdown():
     return max(1, min(BUSY_COUNTDOWN, int(settings.BATCH_LEASE_SECONDS)))
 
 
-def _machine():
-    """Processes with the same fingerprint share one pid space (same boot, same namespace)."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        ns = str(os.stat("/proc/self/ns/pid").st_ino)
-    except OSError:
-        return None
-    return hashlib.sha1(f"{socket.gethostname()}|{boot}|{ns}".encode()).hexdigest()[:12]
-
-
-def _owner_token():
-    machine = _machine() or "nomachine000"
-    return f"{machine}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
-
-
-def _holder_is_dead(owner):
-    """True only when the lease's holder is provably a dead process of this machine."""
-    try:
-        machine, pid, _ = owner.split(":")
-        pid = int(pid)
-    except ValueError:
-        return False
-    if machine != _machine() or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    # A zombie (killed, not yet reaped by its parent) holds nothing either.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def acquire(batch, seconds):
-    """Take the batch's lease (a guarded UPDATE); False when a live worker holds it."""
-    now = timezone.now()
-    token = _owner_token()
-    free = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
-    if batch.lease_owner and _holder_is_dead(batch.lease_owner):
-        free |= Q(lease_owner=batch.lease_owner)
-    taken = Batch.objects.filter(pk=batch.pk).filter(free).update(
-        lease_owner=token, lease_until=now + timedelta(seconds=seconds))
-    if taken:
-        batch.lease_owner = token
-    return bool(taken)
-
-
 def keep_lease(batch):
     """Renew the lease after a chunk of work; raise LeaseLost if it is no longer ours."""
-    kept = Batch.objects.filter(pk=batch.pk, lease_owner=batch.lease_owner).update(
-        lease_until=timezone.now() + timedelta(seconds=settings.BATCH_LEASE_SECONDS))
-    if not kept:
+    if not batch.renew(settings.BATCH_LEASE_SECONDS):
         raise LeaseLost(batch.pk)
 
 
@@ -107,7 +46,7 @@ def keep_lease(batch):
 def batch_lease(batch_id):
     """Hold a batch for one step, so two workers never process it at once."""
     batch = Batch.objects.get(pk=batch_id)
-    if not acquire(batch, settings.BATCH_LEASE_SECONDS):
+    if not batch.acquire(settings.BATCH_LEASE_SECONDS):
         raise BatchBusy(batch_id)
     try:
         yield batch
