@@ -23,8 +23,8 @@ import threading
 
 from .base import (Destination, DestinationError, Outcome, SendItem, orthanc_id, register,
                    setting_int, setting_str)
-from .http import Client, RequestFailed
-from .orthanc_rest import connection_failure, http_failure, new_session, orthanc_settings
+from .http import Client
+from .orthanc_rest import orthanc_settings, series_instances
 
 WARNING_STATUSES = {0xB000: "coercion of data elements", 0xB006: "elements discarded",
                     0xB007: "data set does not match SOP class"}
@@ -126,7 +126,7 @@ class OrthancDicom(Destination):
 
     def open(self) -> None:
         if self.url and self.session is None:
-            self.session = new_session(self.auth, 2)
+            self.session = Client(self.auth, 2)
 
     def close(self) -> None:
         if self.session is not None:
@@ -138,18 +138,10 @@ class OrthancDicom(Destination):
         """Orthanc instance ids already stored in the given series (one GET per series)."""
         found: set[str] = set()
         for sid in series_ids:
-            try:
-                r = self.session.get(f"{self.url}/series/{sid}", timeout=self.timeout)
-            except RequestFailed as exc:
-                return found, connection_failure("GET /series/{id}", exc)
-            if r.status_code == 404:
-                continue
-            if r.status_code != 200:
-                return found, http_failure("GET /series/{id}", r)
-            try:
-                found.update(r.json().get("Instances", []))
-            except ValueError:
-                return found, Outcome.retry("orthanc: GET /series/{id} did not answer JSON")
+            listed, failure = series_instances(self.session, self.url, sid, self.timeout)
+            if failure is not None:
+                return found, failure
+            found.update(listed)
         return found, None
 
     # -- one round -------------------------------------------------------------------------

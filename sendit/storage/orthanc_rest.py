@@ -42,11 +42,6 @@ def orthanc_settings(config: dict) -> tuple[str | None, tuple[str, str] | None]:
     return url, auth
 
 
-def new_session(auth, pool: int) -> Client:
-    """A keep-alive client; no proxy from the environment (a PACS is on the LAN)."""
-    return Client(auth, pool)
-
-
 def http_failure(what: str, response: Response) -> Outcome:
     code = response.status_code
     if code in (401, 403):
@@ -72,6 +67,25 @@ def connection_failure(what: str, exc: RequestFailed) -> Outcome:
     return Outcome.retry(f"orthanc: {exc.reason} on {what}", unreachable=True)
 
 
+def series_instances(client: Client, url: str, series_id: str,
+                     timeout: float) -> tuple[set[str], Outcome | None]:
+    """The Orthanc instance ids one series lists (none when Orthanc has no such series),
+    or the failure that kept them from being read."""
+    what = "GET /series/{id}"
+    try:
+        r = client.get(f"{url}/series/{series_id}", timeout=timeout)
+    except RequestFailed as exc:
+        return set(), connection_failure(what, exc)
+    if r.status_code == 404:
+        return set(), None
+    if r.status_code != 200:
+        return set(), http_failure(what, r)
+    try:
+        return set(r.json().get("Instances", [])), None
+    except (ValueError, AttributeError):
+        return set(), Outcome.retry("orthanc: GET /series/{id} did not answer JSON")
+
+
 @register("orthanc_rest")
 class OrthancRest(Destination):
     name = "orthanc"
@@ -91,7 +105,7 @@ class OrthancRest(Destination):
 
     def open(self) -> None:
         if self.session is None:
-            self.session = new_session(self.auth, self.workers)
+            self.session = Client(self.auth, self.workers)
 
     def close(self) -> None:
         if self.session is not None:
@@ -158,19 +172,7 @@ class OrthancRest(Destination):
             if out.ok and i in self._series_of:
                 by_series.setdefault(self._series_of.pop(i), []).append(i)
         for sid, indexes in by_series.items():
-            what = "GET /series/{id}"
-            failure = None
-            listed: set[str] = set()
-            try:
-                r = self.session.get(f"{self.url}/series/{sid}", timeout=self.timeout)
-                if r.status_code == 200:
-                    listed = set(r.json().get("Instances", []))
-                elif r.status_code != 404:
-                    failure = http_failure(what, r)
-            except RequestFailed as exc:
-                failure = connection_failure(what, exc)
-            except (ValueError, AttributeError):
-                failure = Outcome.retry("orthanc: GET /series/{id} did not answer JSON")
+            listed, failure = series_instances(self.session, self.url, sid, self.timeout)
             for i in indexes:
                 out = outcomes[i]
                 if failure is None and out.remote_id in listed:
@@ -218,7 +220,7 @@ class OrthancRest(Destination):
         return http_failure(what, r)
 
     def check(self) -> tuple[bool, str]:
-        session = new_session(self.auth, 1)
+        session = Client(self.auth, 1)
         try:
             r = session.get(self.url + "/system", timeout=min(self.timeout, 10))
         except RequestFailed as exc:
