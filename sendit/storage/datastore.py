@@ -202,6 +202,15 @@ def _union(old: list | None, new: list) -> list:
     return sorted(seen)
 
 
+def _objects(old, new) -> dict:
+    """name -> (size, md5) of the objects an earlier entity listed, updated by this call's."""
+    old = old or {}
+    objects = {name: (size, md5) for name, size, md5 in zip(
+        old.get("objects") or [], old.get("object_sizes") or [], old.get("object_md5") or [])}
+    objects.update((obj.name, (obj.size, obj.md5)) for obj in new)
+    return objects
+
+
 class DatastoreIndex:
     """Writes and verifies the Study/Series entities (see the module docstring)."""
 
@@ -267,13 +276,8 @@ class DatastoreIndex:
         props.update({"collection": study.collection, "entity": study.entity,
                       "StudyInstanceUID": study.study_uid, "SeriesInstanceUID": rec.series_uid})
         sops = _union(old.get("sop_instance_uids") if old else None, rec.sop_instance_uids)
-        objects = {}
-        if old and old.get("objects_listed", True) and old.get("storage_format") == rec.storage_format:
-            for name, size, md5 in zip(old.get("objects") or [], old.get("object_sizes") or [],
-                                       old.get("object_md5") or []):
-                objects[name] = (size, md5)
-        for obj in rec.objects:
-            objects[obj.name] = (obj.size, obj.md5)
+        same_listing = old and old.get("objects_listed", True) and old.get("storage_format") == rec.storage_format
+        objects = _objects(old if same_listing else None, rec.objects)
         names = sorted(objects)
         listed = len(names) <= OBJECT_LIST_LIMIT
         prefix = os.path.commonprefix(names) if names else ""
@@ -308,12 +312,7 @@ class DatastoreIndex:
                 modalities.add(str(ent["Modality"]))
             if ent.get("BodyPartExamined"):
                 body_parts.add(str(ent["BodyPartExamined"]))
-        objects = {}
-        for name, size, md5 in zip(old.get("objects") or [], old.get("object_sizes") or [],
-                                   old.get("object_md5") or []):
-            objects[name] = (size, md5)
-        for obj in study.objects:
-            objects[obj.name] = (obj.size, obj.md5)
+        objects = _objects(old, study.objects)
         names = sorted(objects)
         props = {}
         for rec in study.series:
