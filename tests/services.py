@@ -111,7 +111,7 @@ def fake_gcs_binary() -> str | None:
     return path if path and os.path.isfile(path) else None
 
 
-def _stop_pid(proc: subprocess.Popen | None, timeout: float = 10.0, kill: bool = False) -> None:
+def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0, kill: bool = False) -> None:
     """Stop the process we started: SIGTERM (SIGKILL when kill), then SIGKILL, by its pid only."""
     if proc is None or proc.poll() is not None:
         return
@@ -241,7 +241,7 @@ class Orthanc:
 
     def stop(self, kill: bool = False) -> None:
         """Stop Orthanc (SIGTERM; kill=True: SIGKILL, a crash). Its storage is kept."""
-        _stop_pid(self.proc, kill=kill)
+        stop_process(self.proc, kill=kill)
         self.proc = None
 
     def restart(self, timeout: float = 30.0) -> "Orthanc":
@@ -395,7 +395,7 @@ class FakeGCS:
         raise RuntimeError(f"fake-gcs-server did not become ready within {timeout:.0f}s")
 
     def stop(self) -> None:
-        _stop_pid(self.proc)
+        stop_process(self.proc)
         self.proc = None
 
     def __enter__(self) -> "FakeGCS":
@@ -626,7 +626,7 @@ class DatastoreEmulator:
                     continue
                 break
         else:
-            _stop_pid(proc)
+            stop_process(proc)
 
     def __enter__(self) -> "DatastoreEmulator":
         return self.start()

@@ -13,14 +13,13 @@ AlreadyStored (from the batches' audit logs): work a crash made sendit repeat.
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.node import Node
-from tests.services import free_port, make_ct_series
+from tests.services import free_port, make_ct_series, reachable, stop_process, wait_for
 
 FAST_RECOVERY = {
     "BATCH_LEASE_SECONDS": 20, "SWEEP_INTERVAL": 1, "SWEEP_AFTER_SECONDS": 5,
@@ -60,25 +59,15 @@ class Redis:
         self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1",
                                       "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        import socket
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        if not wait_for(lambda: reachable(self.port), 10, interval=0.05):
+            raise RuntimeError("redis-server did not start")
+        return self
 
     def kill(self):
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        stop_process(self.proc, kill=True)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
 
 def drop(node, name, n, seed=0, **kw):

@@ -8,16 +8,14 @@ Plain Python (no pytest) so the script can use it too.
 """
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
 from tests.node import ROOT, Node
-from tests.services import free_port, make_ct_series, wait_for
+from tests.services import free_port, make_ct_series, stop_process, wait_for
 
 PASSWORD = "e2e-lockdown-password"
 PATIENT_ID, PATIENT_NAME = "PHI-WEB-0042", "Zyxwvut^Qwerty"
@@ -50,23 +48,19 @@ class Site:
         self.proc = subprocess.Popen(
             [sys.executable, "manage.py", "runserver", f"127.0.0.1:{self.port}", "--noreload", "--insecure"],
             cwd=ROOT, env=self.node.env, stdout=log, stderr=log)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url + "/static/main/sendit.css", timeout=2):
-                    return self
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("runserver did not answer; see web.log")
+        if not wait_for(self._answers, timeout, interval=0.2):
+            raise RuntimeError("runserver did not answer; see web.log")
+        return self
+
+    def _answers(self):
+        try:
+            with urllib.request.urlopen(self.url + "/static/main/sendit.css", timeout=2):
+                return True
+        except OSError:
+            return False
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def chrome(width=1280, height=900):
