@@ -1,4 +1,5 @@
 """The REST destinations' HTTP client says why a request got no answer, in plain words."""
+import contextlib
 import http.server
 import socket
 import threading
@@ -40,11 +41,14 @@ def server():
     httpd.server_close()
 
 
+@contextlib.contextmanager
 def raw_server(behaviour):
-    """A TCP server on a free port whose connections get `behaviour(conn)`."""
+    """The URL of a TCP server on a free port whose connections get `behaviour(conn)`;
+    the listener and every connection are closed on exit."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
+    accepted = []
 
     def serve():
         while True:
@@ -52,10 +56,16 @@ def raw_server(behaviour):
                 conn, _ = listener.accept()
             except OSError:
                 return
+            accepted.append(conn)
             behaviour(conn)
 
     threading.Thread(target=serve, daemon=True).start()
-    return listener, f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+        for conn in accepted:
+            conn.close()
 
 
 def test_answers_and_basic_auth(server):
@@ -85,16 +95,10 @@ def test_host_not_resolved():
 
 
 def test_timed_out():
-    held = []
-    listener, url = raw_server(held.append)  # accepts, never answers
-    try:
+    with raw_server(lambda conn: None) as url:  # accepts, never answers
         with pytest.raises(RequestFailed) as failed:
             Client().get(url + "/system", timeout=0.5)
-        assert failed.value.reason == "timed out"
-    finally:
-        listener.close()
-        for conn in held:
-            conn.close()
+    assert failed.value.reason == "timed out"
 
 
 def test_reset():
@@ -102,10 +106,7 @@ def test_reset():
         conn.recv(65536)
         conn.close()
 
-    listener, url = raw_server(hang_up)
-    try:
+    with raw_server(hang_up) as url:
         with pytest.raises(RequestFailed) as failed:
             Client().get(url + "/system", timeout=5)
-        assert failed.value.reason == "connection reset"
-    finally:
-        listener.close()
+    assert failed.value.reason == "connection reset"
