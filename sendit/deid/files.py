@@ -25,7 +25,7 @@ from pydicom.uid import (
 )
 
 from sendit.deid.options import DeidOptions
-from sendit.deid.scrub import _as_text, deidentify_dataset
+from sendit.deid.scrub import as_text, deidentify_dataset
 
 IDENTITY_TAGS = {
     "patient_id": 0x00100020,
@@ -43,7 +43,7 @@ def _value(ds, tag) -> str:
     """An element's value as text, raw bytes decoded here: pydicom's own conversion (with
     its validation) costs more than the scrub itself for the few values read back."""
     elem = ds.get_item(tag) if tag is not None else None
-    return "" if elem is None else _as_text(elem.value)
+    return "" if elem is None else as_text(elem.value)
 
 
 def read_identity(path) -> dict:

@@ -42,7 +42,7 @@ from pydicom.datadict import dictionary_VR, dictionary_has_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 
 from sendit.deid.dates import InvalidDate, shift_value
-from sendit.deid.scrub import _as_text, empty_value
+from sendit.deid.scrub import as_text, empty_value
 
 HEADER_ACTIONS = ("ADD", "REPLACE", "REMOVE", "BLANK", "KEEP", "JITTER")
 CRITERIA = ("contains", "notcontains", "equals", "notequals", "missing", "present", "empty")
@@ -72,7 +72,7 @@ def _text(ds, tag: int) -> str | None:
     """A field's value as text, or None when absent."""
     if tag not in ds:
         return None
-    return _as_text(ds[tag].value)
+    return as_text(ds[tag].value)
 
 
 @dataclass

@@ -118,7 +118,7 @@ def _element_vr(tag: int, raw_vr: str | None) -> str:
     return "UN"
 
 
-def _as_text(value) -> str:
+def as_text(value) -> str:
     """An element value as one backslash-joined string, whatever form the reader left."""
     if value is None:
         return ""
@@ -168,7 +168,7 @@ def _identifying_tokens(ds: Dataset, skip_institution: bool) -> tuple[str, ...]:
         elem = ds.get(keyword)
         if elem is None:
             continue
-        text = _as_text(elem).lower()
+        text = as_text(elem).lower()
         for token in _TOKEN_SPLIT.split(text):
             if len(token) >= 3:
                 tokens.add(token)
@@ -272,7 +272,7 @@ def _scrub(ds: Dataset, run: _Run) -> None:
             put(ds, tag, vr, empty_value(vr))
         elif action == "U" or (action == "D" and vr == "UI"):
             if vr == "UI":
-                text = _as_text(raw.value)
+                text = as_text(raw.value)
                 new = map_uids(text, run.options.uid_secret, run.options.uid_root)
                 if new != text:
                     put(ds, tag, "UI", new)
@@ -292,7 +292,7 @@ def _clean(ds: Dataset, tag: int, vr: str, raw, run: _Run) -> None:
         if not run.shift:
             put(ds, tag, vr, "")
             return
-        text = _as_text(raw.value)
+        text = as_text(raw.value)
         try:
             new = shift_value(vr, text, run.jitter)
         except InvalidDate:
@@ -303,7 +303,7 @@ def _clean(ds: Dataset, tag: int, vr: str, raw, run: _Run) -> None:
         if new != text:
             put(ds, tag, vr, new)
         return
-    if vr in CLEANABLE_VRS and is_safe_descriptor(_as_text(ds[tag].value), run.identifying):
+    if vr in CLEANABLE_VRS and is_safe_descriptor(as_text(ds[tag].value), run.identifying):
         return
     fallback = run.fallback.get(tag, "X")
     if fallback == "X":
@@ -311,7 +311,7 @@ def _clean(ds: Dataset, tag: int, vr: str, raw, run: _Run) -> None:
     elif fallback == "Z":
         put(ds, tag, vr, empty_value(vr))
     elif fallback == "U" and vr == "UI":
-        put(ds, tag, vr, map_uids(_as_text(raw.value), run.options.uid_secret, run.options.uid_root))
+        put(ds, tag, vr, map_uids(as_text(raw.value), run.options.uid_secret, run.options.uid_root))
     else:
         put(ds, tag, vr, _dummy(vr))
 
@@ -373,7 +373,7 @@ def sync_file_meta(ds: Dataset) -> None:
             del meta[tag]
     for source, target in ((0x00080018, 0x00020003), (0x00080016, 0x00020002)):
         elem = ds.get_item(source)  # raw when untouched: no conversion needed to copy it
-        value = _as_text(elem.value) if elem is not None and elem.value else ""
+        value = as_text(elem.value) if elem is not None and elem.value else ""
         if value:
             meta[target] = DataElement(target, "UI", value)  # meta is validated: keep typed
 
