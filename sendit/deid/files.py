@@ -121,6 +121,9 @@ def _write_meta(fp, meta) -> None:
 
 
 _UNDEFINED = 0xFFFFFFFF
+#: element headers by endianness: explicit VR short and long length, implicit VR
+_HEADS = {little: tuple(struct.Struct(order + fmt) for fmt in ("HH2sH", "HH2sHL", "HHL"))
+          for little, order in ((True, "<"), (False, ">"))}
 
 
 def _write_body(fp, ds) -> None:
@@ -137,9 +140,7 @@ def _write_body(fp, ds) -> None:
     if (implicit, little) != tuple(ds.original_encoding) or ds.original_character_set != ds._character_set:
         pydicom_write_dataset(fp, ds)
         return
-    order = "<" if little else ">"
-    short_head, long_head = struct.Struct(order + "HH2sH"), struct.Struct(order + "HH2sHL")
-    implicit_head = struct.Struct(order + "HHL")
+    short_head, long_head, implicit_head = _HEADS[little]
     charset = ds.get("SpecificCharacterSet", default_encoding)
     write = fp.write
     for tag in sorted(ds.keys()):
