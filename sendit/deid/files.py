@@ -12,20 +12,22 @@ import shutil
 import struct
 from pathlib import Path
 
+from pydicom import __version_info__ as pydicom_version_info
 from pydicom import dcmread
-from pydicom.datadict import tag_for_keyword
-from pydicom.dataset import FileMetaDataset, validate_file_meta
+from pydicom.datadict import dictionary_description, tag_for_keyword
+from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO, DicomFileLike
 from pydicom.charset import default_encoding
 from pydicom.filewriter import write_data_element
 from pydicom.filewriter import write_dataset as pydicom_write_dataset
+from pydicom.tag import Tag
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
+    PYDICOM_IMPLEMENTATION_UID, UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
 )
 
 from sendit.deid.options import DeidOptions
-from sendit.deid.scrub import as_text, deidentify_dataset
+from sendit.deid.scrub import TEXT_VRS, as_text, deidentify_dataset
 
 IDENTITY_TAGS = {
     "patient_id": 0x00100020,
@@ -91,14 +93,42 @@ def _write_header(ds, meta, fp) -> None:
     syntax = meta.TransferSyntaxUID
     for tag in (0x00080016, 0x00080018):
         # dcmwrite reads SOP class and instance, which turns a raw UN element into UI as
-        # it goes: do the same so the bytes match.
-        ds.get(tag)
+        # it goes: do the same so the bytes match (a raw UI element is written as read).
+        elem = ds.get_item(tag)
+        if elem is not None and elem.VR != "UI":
+            ds.get(tag)
     out = DicomFileLike(fp)
     out.is_implicit_VR, out.is_little_endian = syntax.is_implicit_VR, syntax.is_little_endian
     out.write(getattr(ds, "preamble", None) or b"\x00" * 128)
     out.write(b"DICM")
     _write_meta(out, meta)
     _write_body(out, ds)
+
+
+_REQUIRED_META = (0x00020002, 0x00020003, 0x00020010)
+
+
+def _complete_meta(meta) -> None:
+    """pydicom's ``validate_file_meta(enforce_standard=True)``: the same additions and
+    errors, judged on the elements as read, so that none is converted (and re-encoded)."""
+    if any(tag >> 16 != 0x0002 for tag in meta.keys()):
+        raise ValueError("Only File Meta Information group (0002,eeee) elements may be "
+                         "present in 'file_meta'.")
+
+    def blank(tag):
+        elem = meta.get_item(tag)
+        return elem is None or not (elem.value if tag == 0x00020001 else as_text(elem.value))
+
+    if blank(0x00020001):
+        meta.FileMetaInformationVersion = b"\x00\x01"
+    if blank(0x00020012):
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    if 0x00020013 not in meta:
+        meta.ImplementationVersionName = f"PYDICOM {'.'.join(pydicom_version_info)}"
+    missing = [f"{Tag(tag)} {dictionary_description(tag)}" for tag in _REQUIRED_META if blank(tag)]
+    if missing:
+        raise AttributeError("Required File Meta Information elements are either missing "
+                             f"or have an empty value: {', '.join(missing)}")
 
 
 def _write_meta(fp, meta) -> None:
@@ -108,33 +138,56 @@ def _write_meta(fp, meta) -> None:
     Profiled in a running node, pydicom's version spent about a third of de-identification's
     Python time on these half-dozen elements (its writer converts and re-encodes each one).
     """
-    validate_file_meta(meta, enforce_standard=True)
-    if "FileMetaInformationGroupLength" not in meta:
-        meta.FileMetaInformationGroupLength = 0  # its value is known once the rest is written
+    _complete_meta(meta)
+    if 0x00020000 in meta:
+        del meta[0x00020000]  # rewritten below with the length of what follows it
     buffer = DicomBytesIO()
     buffer.is_little_endian, buffer.is_implicit_VR = True, False
     _write_body(buffer, meta)
-    meta.FileMetaInformationGroupLength = buffer.tell() - 12  # bytes after this 12-byte element
-    buffer.seek(0)
-    write_data_element(buffer, meta[0x00020000])
-    fp.write(buffer.getvalue())
+    body = buffer.getvalue()
+    meta.FileMetaInformationGroupLength = len(body)
+    fp.write(_HEADS[True][0].pack(0x0002, 0x0000, b"UL", 4) + struct.pack("<L", len(body)))
+    fp.write(body)
 
 
 _UNDEFINED = 0xFFFFFFFF
 #: element headers by endianness: explicit VR short and long length, implicit VR
 _HEADS = {little: tuple(struct.Struct(order + fmt) for fmt in ("HH2sH", "HH2sHL", "HHL"))
           for little, order in ((True, "<"), (False, ">"))}
+#: struct codes of the binary integer VRs, for a single int value
+_INT_CODES = {"US": "H", "UL": "L", "SS": "h", "SL": "l"}
+
+
+def _simple_value(elem, little: bool) -> bytes | None:
+    """The encoded value of a converted element whose value is one ASCII string, one
+    integer or bytes, exactly as pydicom encodes it; None for anything else.
+
+    Such elements are the ones the reader converts on its way (SpecificCharacterSet,
+    PixelRepresentation, file meta) and the scrub writes; pydicom's writer costs more
+    per element than all the rest of the de-identification of one.
+    """
+    value, vr, kind = elem.value, elem.VR, type(elem.value)
+    if (kind is str or kind is UID) and vr in TEXT_VRS and value.isascii():
+        data = value.encode("ascii")
+        return data + (b"\0" if vr == "UI" else b" ") if len(data) % 2 else data
+    if kind is int and vr in _INT_CODES:
+        try:
+            return struct.pack(("<" if little else ">") + _INT_CODES[vr], value)
+        except struct.error:
+            return None  # out of range: pydicom says so
+    if kind is bytes and vr in ("OB", "UN"):
+        return value + b"\0" if len(value) % 2 else value
+    return None
 
 
 def _write_body(fp, ds) -> None:
     """pydicom's ``write_dataset``, with the elements the scrub left untouched written as
-    the bytes they were read as.
+    the bytes they were read as, and one-value elements encoded here.
 
     Most of a header is kept as read (pydicom holds such elements raw), and pydicom
     spends more on each one's buffers and checks than the scrub spends on its decision;
-    packing the 8 or 12 header bytes here is the same encoding. Anything else (changed
-    or converted elements, undefined lengths, a new encoding or character set) goes
-    through pydicom.
+    packing the 8 or 12 header bytes here is the same encoding. Anything else (sequences,
+    other values, undefined lengths, a new encoding or character set) goes through pydicom.
     """
     implicit, little = fp.is_implicit_VR, fp.is_little_endian
     if (implicit, little) != tuple(ds.original_encoding) or ds.original_character_set != ds._character_set:
@@ -148,10 +201,19 @@ def _write_body(fp, ds) -> None:
             continue  # retired group lengths, as pydicom drops them
         elem = ds.get_item(tag)
         vr = elem.VR
-        if not elem.is_raw or elem.length == _UNDEFINED or not (implicit or (vr and len(vr) == 2)):
+        if not (implicit or (vr and len(vr) == 2)):
             write_data_element(fp, elem, charset)
             continue
-        value = elem.value or b""
+        if elem.is_raw:
+            if elem.length == _UNDEFINED:
+                write_data_element(fp, elem, charset)
+                continue
+            value = elem.value or b""
+        else:
+            value = _simple_value(elem, little)
+            if value is None:
+                write_data_element(fp, elem, charset)
+                continue
         group, number = tag >> 16, tag & 0xFFFF
         if implicit:
             write(implicit_head.pack(group, number, len(value)))

@@ -24,6 +24,8 @@ import re
 from pydicom.datadict import dictionary_VR, dictionary_has_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
@@ -320,13 +322,36 @@ def _method_text(options: DeidOptions) -> list[str]:
     return [BASIC_PROFILE_CODE[1]] + [OPTION_CODES[f][1] for f in options.enabled() if f in OPTION_CODES]
 
 
-def _method_codes(options: DeidOptions) -> Sequence:
-    """The code sequence of the options applied, built once per set of options.
+def _method_codes(ds: Dataset, options: DeidOptions):
+    """DeidentificationMethodCodeSequence for the options applied, built once per set of
+    options and encoding.
 
-    Every de-identified dataset of a run gets the same (never modified) Sequence:
-    building its items for each file cost a third of the scrub's time.
+    Every de-identified dataset of a run gets the same items: building them for each
+    file cost a third of the scrub's time, and encoding them a tenth of the whole
+    de-identification. So the element goes in already encoded, in the encoding the
+    dataset was read with (as its other elements are), and is written as those bytes.
     """
-    return _method_codes_for(tuple(options.enabled()))
+    enabled = tuple(options.enabled())
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is None or little is None:  # built in memory: no encoding to match
+        return DataElement(0x00120064, "SQ", _method_codes_for(enabled))
+    data = _method_codes_bytes(enabled, implicit, little)
+    return RawDataElement(0x00120064, "SQ", len(data), data, 0, implicit, little, True, False)
+
+
+@functools.lru_cache(maxsize=64)
+def _method_codes_bytes(enabled: tuple, implicit: bool, little: bool) -> bytes:
+    """The items of the code sequence, encoded (defined lengths, ASCII values)."""
+    out = DicomBytesIO()
+    out.is_implicit_VR, out.is_little_endian = implicit, little
+    for item in _method_codes_for(enabled):
+        body = DicomBytesIO()
+        body.is_implicit_VR, body.is_little_endian = implicit, little
+        write_dataset(body, item)
+        out.write_tag(0xFFFEE000)  # Item
+        out.write_UL(len(body.getvalue()))
+        out.write(body.getvalue())
+    return out.getvalue()
 
 
 @functools.lru_cache(maxsize=64)
@@ -350,13 +375,14 @@ def _stamp(ds: Dataset, ids, options: DeidOptions, run: _Run) -> None:
         (0x00080050, "SH", ids.study_suid),  # AccessionNumber
         (0x00120062, "CS", "YES"),  # PatientIdentityRemoved
         (0x00120063, "LO", "\\".join(_method_text(options))),  # DeidentificationMethod
-        (0x00120064, "SQ", _method_codes(options)),  # DeidentificationMethodCodeSequence
         # LongitudinalTemporalInformationModified
         (0x00280303, "CS", "MODIFIED" if options.retain_long_modified_dates else "REMOVED"),
     ]
     for tag, vr, value in values:
         if tag not in keep:
             put(ds, tag, vr, value)
+    if 0x00120064 not in keep:
+        ds[0x00120064] = _method_codes(ds, options)  # DeidentificationMethodCodeSequence
 
 
 #: file meta elements kept (the rest, e.g. Source Application Entity Title, is dropped)
