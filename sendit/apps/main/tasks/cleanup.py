@@ -7,7 +7,7 @@ from celery import shared_task
 from django.db import transaction
 
 from sendit.apps.main.models import Batch, BatchIdentifiers, Image
-from sendit.apps.main.tasks.common import crash_point, media_dir, media_path, run_step, timed_step
+from sendit.apps.main.tasks.common import crash_point, media_dir, relative_media, run_step, timed_step
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
@@ -53,23 +53,36 @@ def _cleanup(batch):
 
 
 def _allowed(images):
-    """Media files cleanup may remove: each image's file, and the original a de-identified
-    copy was made from (same name under raw/), left behind if a worker died after recording."""
+    """Media files cleanup may remove, as paths relative to MEDIA_ROOT: each image's file,
+    and the original a de-identified copy was made from (same name under raw/), left
+    behind if a worker died after recording."""
     allowed = set()
     for relative in images.values_list("image", flat=True):
-        path = media_path(relative)
-        allowed.add(path)
-        allowed.add(path.parent.parent / "raw" / path.name)
+        allowed.add(relative)
+        folder, _, name = relative.rpartition("/")
+        allowed.add(f"{folder.rpartition('/')[0]}/raw/{name}")
     return allowed
 
 
 def _unrecorded_files(batch, images):
+    """Files under the batch's media folder that no image accounts for.
+
+    Compared as strings: a batch's folder holds a file per image, and building a Path
+    for each cost more than the rest of the cleanup's Python work.
+    """
     root = media_dir(batch.id)
     if not root.exists():
         return []
     allowed = _allowed(images)
-    # A *.part is a copy or output a dead worker left half-written; its source still exists.
-    return [p for p in root.rglob("*") if p.is_file() and p not in allowed and p.suffix != ".part"]
+    prefix = relative_media(root)
+    unknown = []
+    for folder, _dirs, names in os.walk(root):
+        relative = prefix + folder[len(str(root)):]
+        for name in names:
+            # A *.part is a copy or output a dead worker left half-written; its source still exists.
+            if f"{relative}/{name}" not in allowed and not name.endswith(".part"):
+                unknown.append(os.path.join(folder, name))
+    return unknown
 
 
 def _remove_media(batch):
