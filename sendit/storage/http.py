@@ -1,19 +1,23 @@
-"""A keep-alive HTTP client for Orthanc's REST API, on urllib3.
+"""A keep-alive HTTP client for Orthanc's REST API, on the standard library's http.client.
 
-urllib3 is what requests is built on; used directly it skips requests' per-call session
-work (merging settings, hooks, cookies, response wrapping). Measured against Orthanc here,
-a POST of a 512x512 CT slice cost 1.0-1.5 ms of CPU through requests and 0.5-0.9 ms through
-urllib3 (`scripts/bench_send.py`): a tenth of the node's whole CPU budget per image.
+Each thread keeps one connection per server and reuses it. Measured against Orthanc here
+(`scripts/bench_send.py` and docs/performance.md), a POST of a 512x512 CT slice cost
+about 1.0-1.5 ms of CPU through requests, 0.5 ms less through urllib3, and another 0.4-0.6
+ms less through http.client, on which both are built: a send step that does nothing else
+per image makes their per-request layers (pools, header dictionaries, response wrappers,
+retry and redirect machinery) a tenth of the node's CPU per image.
 """
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
-
-import urllib3
-from urllib3.exceptions import HTTPError as _Urllib3Error
-from urllib3.exceptions import (NameResolutionError, NewConnectionError, ProtocolError,
-                                TimeoutError as _Urllib3Timeout)
+import select
+import socket
+import ssl
+import threading
+from urllib.parse import urlsplit
 
 
 class RequestFailed(Exception):
@@ -41,38 +45,105 @@ class Response:
         return json.loads(self.content)
 
 
-def failure_reason(exc: Exception) -> str:
-    # Most specific first: urllib3 2 makes NewConnectionError a ConnectTimeoutError too.
-    if isinstance(exc, NameResolutionError):
+#: the server hung up on a connection it had kept alive, before answering
+_HUNG_UP = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
+            ConnectionAbortedError)
+
+
+def failure_reason(exc: BaseException) -> str:
+    # Most specific first: every one of these is an OSError.
+    if isinstance(exc, socket.gaierror):
         return "host name not resolved"
-    if isinstance(exc, NewConnectionError):
-        return "connection refused" if "refused" in str(exc).lower() else "connection failed"
-    if isinstance(exc, _Urllib3Timeout):
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError):
         return "timed out"
-    if isinstance(exc, ProtocolError):
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "TLS certificate not trusted"
+    if isinstance(exc, ssl.SSLError):
+        return "TLS handshake failed"
+    if isinstance(exc, _HUNG_UP + (http.client.IncompleteRead,)):
         return "connection reset"
     return "connection failed"
 
 
-class Client:
-    """One connection pool (keep-alive, up to `pool` connections per host), thread-safe."""
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """True when the server closed an idle kept-alive connection (its socket reads EOF)."""
+    if conn.sock is None:
+        return False
+    try:
+        return bool(select.select([conn.sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
 
-    def __init__(self, auth: tuple[str, str] | None = None, pool: int = 2):
-        self.manager = urllib3.PoolManager(num_pools=4, maxsize=max(pool, 2), retries=False)
-        self.headers = {"Accept-Encoding": "identity"}
+
+class Client:
+    """Keep-alive connections, one per thread and server; thread-safe."""
+
+    def __init__(self, auth: tuple[str, str] | None = None):
+        self.headers = {}
         if auth:
-            self.headers.update(urllib3.util.make_headers(basic_auth=f"{auth[0]}:{auth[1]}"))
+            token = f"{auth[0]}:{auth[1]}"
+            try:
+                raw = token.encode("latin-1")  # what urllib3 and requests send
+            except UnicodeEncodeError:
+                raw = token.encode("utf-8")
+            self.headers["Authorization"] = "Basic " + base64.b64encode(raw).decode("ascii")
+        self._local = threading.local()
+        self._opened: list[http.client.HTTPConnection] = []  # so close() reaches every thread's
+        self._lock = threading.Lock()
+        self._tls: ssl.SSLContext | None = None
+
+    def _connection(self, scheme: str, netloc: str, timeout: float, fresh: bool):
+        """(connection, whether it was used before) for this thread and server."""
+        pool = self._local.__dict__.setdefault("connections", {})
+        conn = pool.get((scheme, netloc))
+        if conn is not None and (fresh or _dropped(conn)):
+            conn.close()
+            conn = None
+        reused = conn is not None
+        if conn is None:
+            if scheme == "https":
+                if self._tls is None:
+                    self._tls = ssl.create_default_context()  # verifies, as urllib3 did
+                conn = http.client.HTTPSConnection(netloc, timeout=timeout, context=self._tls)
+            elif scheme == "http":
+                conn = http.client.HTTPConnection(netloc, timeout=timeout)
+            else:
+                raise RequestFailed(f"unsupported URL scheme {scheme!r}")
+            pool[(scheme, netloc)] = conn
+            with self._lock:
+                self._opened.append(conn)
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        return conn, reused
 
     def request(self, method: str, url: str, body: bytes | None = None,
                 headers: dict | None = None, timeout: float = 30.0) -> Response:
+        parts = urlsplit(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         merged = {**self.headers, **headers} if headers else self.headers
-        try:
-            answer = self.manager.request(
-                method, url, body=body, headers=merged, redirect=False, retries=False,
-                timeout=urllib3.Timeout(connect=timeout, read=timeout))
-        except _Urllib3Error as exc:
-            raise RequestFailed(failure_reason(exc)) from exc
-        return Response(answer.status, answer.data, url)
+        for attempt in (1, 2):
+            conn, reused = self._connection(parts.scheme, parts.netloc, timeout, fresh=attempt == 2)
+            try:
+                conn.request(method, target, body=body, headers=merged)
+                answer = conn.getresponse()
+                data = answer.read()
+            except _HUNG_UP as exc:
+                conn.close()
+                if reused and attempt == 1:
+                    # The server closed a kept-alive connection as the request went out:
+                    # once more on a new one (sendit's requests to Orthanc are safe to repeat).
+                    continue
+                raise RequestFailed(failure_reason(exc)) from exc
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                raise RequestFailed(failure_reason(exc)) from exc
+            if answer.will_close:
+                conn.close()
+            return Response(answer.status, data, url)
+        raise AssertionError("unreachable")
 
     def get(self, url: str, timeout: float = 30.0) -> Response:
         return self.request("GET", url, timeout=timeout)
@@ -82,4 +153,8 @@ class Client:
         return self.request("POST", url, body=data, headers=headers, timeout=timeout)
 
     def close(self) -> None:
-        self.manager.clear()
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for conn in opened:
+            conn.close()
+        self._local = threading.local()

@@ -126,7 +126,7 @@ class OrthancDicom(Destination):
 
     def open(self) -> None:
         if self.url and self.session is None:
-            self.session = Client(self.auth, 2)
+            self.session = Client(self.auth)
 
     def close(self) -> None:
         if self.session is not None:

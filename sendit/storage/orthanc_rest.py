@@ -1,6 +1,6 @@
 """Orthanc over its REST API: POST /instances, then verify in bulk, per series.
 
-One HTTP client (urllib3, keep-alive, a connection pool of SEND_WORKERS) per send_batch call;
+One HTTP client (http.client, a kept-alive connection per sending thread) per send_batch call;
 SEND_WORKERS files are uploaded in parallel (Orthanc ingests parallel uploads faster).
 
 Per file:
@@ -105,7 +105,7 @@ class OrthancRest(Destination):
 
     def open(self) -> None:
         if self.session is None:
-            self.session = Client(self.auth, self.workers)
+            self.session = Client(self.auth)
 
     def close(self) -> None:
         if self.session is not None:
@@ -220,7 +220,7 @@ class OrthancRest(Destination):
         return http_failure(what, r)
 
     def check(self) -> tuple[bool, str]:
-        session = Client(self.auth, 1)
+        session = Client(self.auth)
         try:
             r = session.get(self.url + "/system", timeout=min(self.timeout, 10))
         except RequestFailed as exc:

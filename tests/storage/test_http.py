@@ -3,6 +3,7 @@ import contextlib
 import http.server
 import socket
 import threading
+import time
 
 import pytest
 
@@ -11,6 +12,8 @@ from tests.services import free_port
 
 
 class _Quiet(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as Orthanc
+
     def log_message(self, *args):
         pass
 
@@ -69,7 +72,7 @@ def raw_server(behaviour):
 
 
 def test_answers_and_basic_auth(server):
-    client = Client(auth=("user", "secret"), pool=2)
+    client = Client(auth=("user", "secret"))
     try:
         r = client.get(server + "/system", timeout=5)
         assert r.status_code == 200 and r.json()["Version"] == "1.0"
@@ -110,3 +113,96 @@ def test_reset():
         with pytest.raises(RequestFailed) as failed:
             Client().get(url + "/system", timeout=5)
     assert failed.value.reason == "connection reset"
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced(monkeypatch):
+    """Servers drop idle kept-alive connections (Orthanc's KeepAlive timeout): the next
+    request goes out on a new connection, found before the request is sent (a 512 kB
+    body is not sent into a closed connection), not as an error."""
+    import http.client
+
+    connections, sent = [], []
+    real_request = http.client.HTTPConnection.request
+    monkeypatch.setattr(http.client.HTTPConnection, "request",
+                        lambda self, *a, **k: sent.append(a[1]) or real_request(self, *a, **k))
+
+    def answer_then_close(conn):
+        connections.append(conn)
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d" % (
+            len(str(len(connections))), len(connections)))
+        conn.close()  # kept alive by the client, closed here while idle
+
+    with raw_server(answer_then_close) as url:
+        client = Client()
+        try:
+            assert client.get(url + "/a", timeout=5).text == "1"
+            time.sleep(0.2)
+            assert client.get(url + "/b", timeout=5).text == "2"
+        finally:
+            client.close()
+    assert sent == ["/a", "/b"]
+
+
+def test_a_hang_up_as_a_reused_connection_sends_is_tried_once_more():
+    """The race a reconnect check cannot see: the server closes the kept-alive connection
+    just as the request goes out. One more try on a new connection, then it is an error."""
+    answers = []
+
+    def answer_once_then_hang_up(conn):
+        conn.recv(65536)
+        if not answers:
+            answers.append(1)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            conn.recv(65536)  # the next request on this connection: hang up without answering
+            conn.close()
+        else:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nagain")
+
+    with raw_server(lambda conn: threading.Thread(target=answer_once_then_hang_up, args=(conn,),
+                                                  daemon=True).start()) as url:
+        client = Client()
+        try:
+            assert client.get(url + "/a", timeout=5).text == "ok"
+            assert client.get(url + "/b", timeout=5).text == "again"
+        finally:
+            client.close()
+
+
+def test_threads_share_a_client(server):
+    """The send step posts from SEND_WORKERS threads through one client."""
+    import concurrent.futures
+
+    client = Client()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            sizes = list(pool.map(lambda n: client.post(server + "/instances", data=b"x" * n,
+                                                        timeout=5).text, range(1, 41)))
+        assert sizes == [str(n) for n in range(1, 41)]
+        assert 1 <= len(client._opened) <= 4  # one kept-alive connection per thread
+    finally:
+        client.close()
+    assert client._opened == []
+
+
+def test_an_untrusted_certificate_is_named(tmp_path):
+    """https:// with a certificate no CA vouches for: refused, and the reason says so."""
+    import ssl
+    import subprocess
+
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(tmp_path / "key.pem"),
+                    "-out", str(tmp_path / "cert.pem")], check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+
+    def handshake(conn):
+        try:
+            context.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError):
+            pass
+
+    with raw_server(handshake) as url:
+        with pytest.raises(RequestFailed) as failed:
+            Client().get(url.replace("http://", "https://") + "/system", timeout=5)
+    assert failed.value.reason == "TLS certificate not trusted"
