@@ -2,15 +2,18 @@
 """Benchmark the whole pipeline (drop -> verified in Orthanc) against Orthanc's own ingest.
 
     .venv/bin/python scripts/bench_pipeline.py [--studies 4] [--images 100]
-        [--backends sqlite,postgres] [--workers 2] [--scale 200,1000,5000]
+        [--backends sqlite,postgres] [--workers 2] [--scale 200,1000,5000] [--dir /dev/shm]
 
 Generates N studies of 512x512 16-bit CT images, starts a private Orthanc, and for each
 backend (SQLite + kombu's filesystem broker; PostgreSQL + Redis) runs a real node
 (tests/node.py: Celery worker with --workers processes, watcher daemon). The studies are
-copied into the data folder as NAME.tmp1 and renamed at t0; the clock stops when every
+copied into the data folder as NAME.tmp1 and renamed at t0 (after a few small warm-up
+studies have gone through the freshly started node); the clock stops when every
 batch is DONE (sent, verified, cleaned up) and Orthanc holds every instance. In the same
 run Orthanc's own ingest of the same files is timed (POST /instances over 1, 2, 4 and 8
-keep-alive connections, best taken). Prints images/s of each, the ratio, the peak
+keep-alive connections, best taken), and timed again (best count only) after each
+pipeline run: a run's ratio is against the mean of the reference just before and just
+after it, as this shared machine's speed drifts. Prints images/s of each, the ratio, the peak
 resident memory (VmHWM) of the worker's processes, and the CPU time each part of the
 node spent per image while the clock ran (worker processes, watcher, Orthanc, database,
 broker; from /proc), which is what the ratio comes down to on a machine with few CPUs.
@@ -68,13 +71,30 @@ def cpu_seconds_by_part() -> dict:
     return seconds
 
 
+def warm_up(node, tmp, workers, timeout):
+    """Run small studies through a node that has just started, so that the clock times a
+    running node (as the drop in production meets one), not the worker booting and its
+    processes importing their modules on their first tasks."""
+    names = []
+    for i in range(2 * workers):
+        name = f"WARMUP{i}"
+        make_ct_series(tmp / "warmup" / name, 2, rows=64, columns=64, patient_id=name, seed=100 + i)
+        shutil.copytree(tmp / "warmup" / name, node.data / f"{name}.tmp1")
+        (node.data / f"{name}.tmp1").rename(node.data / name)
+        names.append(name)
+    if not node.wait(lambda: all(node.batches().get(n, ("",))[0] == "DONE" for n in names),
+                     timeout=timeout, interval=0.2):
+        raise SystemExit(f"the warm-up studies did not finish: {node.batches()}")
+
+
 def run_pipeline(tmp, orthanc, database, broker, studies, workers, timeout):
     """Drop every study at once; seconds until all are DONE and in Orthanc; peak MB;
     CPU milliseconds per image by part."""
-    orthanc.clear()
     total = sum(len(list(s.iterdir())) for s in studies)
     with Node(tmp, database, broker, workers=workers, ORTHANC_URL=orthanc.url,
               WATCHER_SETTLE_SECONDS=0.5) as node:
+        warm_up(node, tmp, workers, timeout)
+        orthanc.clear()
         for study in studies:
             shutil.copytree(study, node.data / f"{study.name}.tmp1")
         cpu_before = cpu_seconds_by_part()
@@ -108,9 +128,12 @@ def main():
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--scale", default="", help="e.g. 200,1000,5000: one study of each size")
     parser.add_argument("--timeout", type=int, default=3600)
+    parser.add_argument("--dir", default=None,
+                        help="where the node's folders and Orthanc's storage go (default: the "
+                             "system's temporary folder; /dev/shm puts them in memory)")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="sendit-benchp-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="sendit-benchp-", dir=args.dir) as tmp:
         tmp = Path(tmp)
         studies = []
         for i in range(args.studies):
@@ -120,7 +143,8 @@ def main():
         paths = sorted(str(p) for s in studies for p in s.iterdir())
         size = sum(os.path.getsize(p) for p in paths) / 1e6
         print(f"{args.studies} studies x {args.images} CT images 512x512x16 bit = {len(paths)} images, "
-              f"{size:.0f} MB; {os.cpu_count()} CPUs; {args.workers} worker processes", flush=True)
+              f"{size:.0f} MB; {os.cpu_count()} CPUs; {args.workers} worker processes; files in {tmp}",
+              flush=True)
         with Orthanc(tmp / "orthanc") as orthanc:
             measured = {k: orthanc_ingest(orthanc, paths, k) for k in (1, 2, 4, 8)}
             ref = {k: rate for k, (rate, _cpu) in measured.items()}
@@ -131,15 +155,21 @@ def main():
             print(f"    CPU ms per image: Orthanc {measured[k_best][1]:.2f}", flush=True)
             labels = {"sqlite": ("sqlite", "filesystem", "SQLite + filesystem broker"),
                       "postgres": ("postgres", "redis", "PostgreSQL + Redis")}
+            before = ref[k_best]
             for key in [b for b in args.backends.split(",") if b]:
                 database, broker, label = labels[key]
                 total, elapsed, memory, cpu = run_pipeline(tmp / f"node-{key}", orthanc, database, broker,
                                                            studies, args.workers, args.timeout)
+                # The machine's speed drifts: the reference is timed again right after each
+                # run, and the run is compared with the mean of the two around it.
+                after = orthanc_ingest(orthanc, paths, k_best)[0]
+                reference = (before + after) / 2
                 rate = total / elapsed
-                print(f"pipeline, {label:27s}: {rate:7.1f} images/s  {rate / ref[k_best]:.2f}x Orthanc  "
-                      f"({total} images in {elapsed:.1f}s; worker peak RSS "
-                      f"{', '.join(f'{m:.0f}' for m in memory)} MB)", flush=True)
+                print(f"pipeline, {label:27s}: {rate:7.1f} images/s  {rate / reference:.2f}x Orthanc  "
+                      f"({total} images in {elapsed:.1f}s; Orthanc alone {before:.0f} before, {after:.0f} after; "
+                      f"worker peak RSS {', '.join(f'{m:.0f}' for m in memory)} MB)", flush=True)
                 print(cpu_line(cpu), flush=True)
+                before = after
             for n in [int(x) for x in args.scale.split(",") if x]:
                 folder = tmp / "scale" / f"SCALE{n}"
                 make_ct_series(folder, n, patient_id=f"SCALE{n}", seed=n)
