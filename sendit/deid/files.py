@@ -320,6 +320,16 @@ def _copy_tail(src, dst, start: int, size: int) -> None:
         shutil.copyfileobj(src, dst, _COPY_CHUNK)
 
 
+def _create(path: Path):
+    """A new file for writing; its folder is made only when missing (not asked for every
+    file: the de-identification step writes a whole batch into one folder)."""
+    try:
+        return open(path, "wb")
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "wb")
+
+
 def deidentify_file(src, dst, ids, options: DeidOptions, fields=()) -> dict:
     """Read ``src``, de-identify it, write ``dst``; return the new instance/series/study UIDs.
 
@@ -330,7 +340,6 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=()) -> dict:
     ``fields`` names keywords whose de-identified values are returned as text under
     "fields", so a caller need not read the output again.
     """
-    Path(dst).parent.mkdir(parents=True, exist_ok=True)
     with open(src, "rb") as fp:
         ds = dcmread(fp, stop_before_pixels=True)
         start, size = fp.tell(), os.fstat(fp.fileno()).st_size
@@ -343,7 +352,7 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=()) -> dict:
             ds = dcmread(fp)
         deidentify_dataset(ds, ids, options)
         part = Path(f"{dst}.part")  # a half-written file never takes the final name
-        with open(part, "wb") as out:
+        with _create(part) as out:
             write_dataset(ds, out)
             if stream:
                 _copy_tail(fp, out, start, size)

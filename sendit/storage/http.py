@@ -1,11 +1,11 @@
 """A keep-alive HTTP client for Orthanc's REST API, on the standard library's http.client.
 
-Each thread keeps one connection per server and reuses it. Measured against Orthanc here
-(`scripts/bench_send.py` and docs/performance.md), a POST of a 512x512 CT slice cost
-about 1.0-1.5 ms of CPU through requests, 0.5 ms less through urllib3, and another 0.4-0.6
-ms less through http.client, on which both are built: a send step that does nothing else
-per image makes their per-request layers (pools, header dictionaries, response wrappers,
-retry and redirect machinery) a tenth of the node's CPU per image.
+Connections are kept alive and reused by whichever sending thread asks next. Measured
+against Orthanc here (docs/storage.md), a POST of a 512x512 CT slice cost about 1.0-1.5 ms
+of CPU through requests, 0.5 ms less through urllib3, and another 0.4-0.6 ms less through
+http.client, on which both are built: for a send step that does little else per image,
+their per-request layers (pools, header dictionaries, response wrappers, retry and
+redirect machinery) are a tenth of the node's CPU per image.
 """
 
 from __future__ import annotations
@@ -78,7 +78,11 @@ def _dropped(conn: http.client.HTTPConnection) -> bool:
 
 
 class Client:
-    """Keep-alive connections, one per thread and server; thread-safe."""
+    """Keep-alive connections, reused by whichever thread asks next; thread-safe.
+
+    A connection is taken out of the idle list for one request and put back after it, so
+    SEND_WORKERS threads hold at most SEND_WORKERS connections, across retry rounds.
+    """
 
     def __init__(self, auth: tuple[str, str] | None = None):
         self.headers = {}
@@ -89,35 +93,35 @@ class Client:
             except UnicodeEncodeError:
                 raw = token.encode("utf-8")
             self.headers["Authorization"] = "Basic " + base64.b64encode(raw).decode("ascii")
-        self._local = threading.local()
-        self._opened: list[http.client.HTTPConnection] = []  # so close() reaches every thread's
+        self._idle: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
         self._tls: ssl.SSLContext | None = None
 
-    def _connection(self, scheme: str, netloc: str, timeout: float, fresh: bool):
-        """(connection, whether it was used before) for this thread and server."""
-        pool = self._local.__dict__.setdefault("connections", {})
-        conn = pool.get((scheme, netloc))
-        if conn is not None and (fresh or _dropped(conn)):
-            conn.close()
-            conn = None
-        reused = conn is not None
-        if conn is None:
-            if scheme == "https":
-                if self._tls is None:
-                    self._tls = ssl.create_default_context()  # verifies, as urllib3 did
-                conn = http.client.HTTPSConnection(netloc, timeout=timeout, context=self._tls)
-            elif scheme == "http":
-                conn = http.client.HTTPConnection(netloc, timeout=timeout)
-            else:
-                raise RequestFailed(f"unsupported URL scheme {scheme!r}")
-            pool[(scheme, netloc)] = conn
+    def _take(self, scheme: str, netloc: str, timeout: float, fresh: bool):
+        """(connection, whether it was used before) for one request to this server."""
+        conn = None
+        if not fresh:
             with self._lock:
-                self._opened.append(conn)
-        conn.timeout = timeout
-        if conn.sock is not None:
+                idle = self._idle.get((scheme, netloc))
+                conn = idle.pop() if idle else None
+            if conn is not None and _dropped(conn):
+                conn.close()
+                conn = None
+        if conn is not None:
+            conn.timeout = timeout
             conn.sock.settimeout(timeout)
-        return conn, reused
+            return conn, True
+        if scheme == "https":
+            if self._tls is None:
+                self._tls = ssl.create_default_context()  # verifies, as urllib3 did
+            return http.client.HTTPSConnection(netloc, timeout=timeout, context=self._tls), False
+        if scheme == "http":
+            return http.client.HTTPConnection(netloc, timeout=timeout), False
+        raise RequestFailed(f"unsupported URL scheme {scheme!r}")
+
+    def _give_back(self, scheme: str, netloc: str, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            self._idle.setdefault((scheme, netloc), []).append(conn)
 
     def request(self, method: str, url: str, body: bytes | None = None,
                 headers: dict | None = None, timeout: float = 30.0) -> Response:
@@ -125,7 +129,7 @@ class Client:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         merged = {**self.headers, **headers} if headers else self.headers
         for attempt in (1, 2):
-            conn, reused = self._connection(parts.scheme, parts.netloc, timeout, fresh=attempt == 2)
+            conn, reused = self._take(parts.scheme, parts.netloc, timeout, fresh=attempt == 2)
             try:
                 conn.request(method, target, body=body, headers=merged)
                 answer = conn.getresponse()
@@ -142,6 +146,8 @@ class Client:
                 raise RequestFailed(failure_reason(exc)) from exc
             if answer.will_close:
                 conn.close()
+            else:
+                self._give_back(parts.scheme, parts.netloc, conn)
             return Response(answer.status, data, url)
         raise AssertionError("unreachable")
 
@@ -153,8 +159,9 @@ class Client:
         return self.request("POST", url, body=data, headers=headers, timeout=timeout)
 
     def close(self) -> None:
+        """Close the idle connections (those in use are closed by their request's end)."""
         with self._lock:
-            opened, self._opened = self._opened, []
-        for conn in opened:
-            conn.close()
-        self._local = threading.local()
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                conn.close()

@@ -170,7 +170,8 @@ def test_a_hang_up_as_a_reused_connection_sends_is_tried_once_more():
 
 
 def test_threads_share_a_client(server):
-    """The send step posts from SEND_WORKERS threads through one client."""
+    """The send step posts from SEND_WORKERS threads through one client, whose connections
+    are kept alive for the next request, whichever thread makes it."""
     import concurrent.futures
 
     client = Client()
@@ -179,10 +180,12 @@ def test_threads_share_a_client(server):
             sizes = list(pool.map(lambda n: client.post(server + "/instances", data=b"x" * n,
                                                         timeout=5).text, range(1, 41)))
         assert sizes == [str(n) for n in range(1, 41)]
-        assert 1 <= len(client._opened) <= 4  # one kept-alive connection per thread
+        idle = client._idle[("http", server.split("//", 1)[1])]
+        assert 1 <= len(idle) <= 4  # kept alive, at most one per thread
+        assert all(conn.sock is not None for conn in idle)
     finally:
         client.close()
-    assert client._opened == []
+    assert client._idle == {} and all(conn.sock is None for conn in idle)
 
 
 def test_an_untrusted_certificate_is_named(tmp_path):
