@@ -42,7 +42,7 @@ from pydicom.datadict import dictionary_VR, dictionary_has_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 
 from sendit.deid.dates import InvalidDate, shift_value
-from sendit.deid.scrub import as_text, empty_value
+from sendit.deid.scrub import TEXT_VRS, as_text, empty_value
 
 HEADER_ACTIONS = ("ADD", "REPLACE", "REMOVE", "BLANK", "KEEP", "JITTER")
 CRITERIA = ("contains", "notcontains", "equals", "notequals", "missing", "present", "empty")
@@ -69,9 +69,17 @@ def parse_field(name: str) -> int:
 
 
 def _text(ds, tag: int) -> str | None:
-    """A field's value as text, or None when absent."""
-    if tag not in ds:
+    """A field's value as text, or None when absent.
+
+    A text element still as read, in ASCII, is its bytes: the burned-in filters test a
+    handful of fields of every imported file, and converting each through pydicom (which
+    reads the character set for text that needs none) cost more than the test itself.
+    """
+    elem = ds.get_item(tag)
+    if elem is None:
         return None
+    if elem.is_raw and elem.VR in TEXT_VRS and elem.value is not None and elem.value.isascii():
+        return as_text(elem.value)
     return as_text(ds[tag].value)
 
 
