@@ -199,3 +199,23 @@ def test_a_held_lease_keeps_a_second_worker_out(node, data_folder):
                 pass
     with batch_lease(batch.id):  # released: free again
         pass
+
+
+def test_a_folder_of_several_patients_keeps_each_files_identity(data_folder):
+    """Files of three patients, interleaved in nested folders: each Image points at its own
+    patient's identity, each identity is recorded once, in the order first seen."""
+    from sendit.apps.main.tasks.common import media_path
+    from sendit.apps.main.tasks.import_dicom import _import_folder
+
+    folder = data_folder / "MIXED"
+    studies = {"PAT-A": "1.2.826.0.1.1", "PAT-B": "1.2.826.0.1.2", "PAT-C": "1.2.826.0.1.3"}
+    for n, patient in enumerate(["PAT-A", "PAT-B", "PAT-C", "PAT-A", "PAT-B"]):
+        make_ct_series(folder / f"part{n}", 2, patient_id=patient, study_uid=studies[patient],
+                       rows=8, columns=8)
+    batch = Batch.objects.create(uid="MIXED")
+    assert _import_folder(batch, folder) == 10
+    identities = BatchIdentifiers.objects.get(batch=batch).identities
+    assert [i["patient_id"] for i in identities] == ["PAT-A", "PAT-B", "PAT-C"]
+    for image in Image.objects.filter(batch=batch):
+        header = pydicom.dcmread(media_path(image.image), stop_before_pixels=True)
+        assert identities[image.identity]["patient_id"] == header.PatientID

@@ -188,19 +188,35 @@ def _register(batch, folder, path, identities, pending, problems, seen, known_na
     reason = burned_in_reason(header.dataset, site_recipe()) or ""
     if not adopt:
         _move(path, target)  # MediaFull leaves the file where it was, nothing recorded
-    index = next((i for i, known in enumerate(identities) if identity_key(known) == key), None)
     seen.add(header.sop_uid)
     known_names.add(target.name)
-    if index is None:
-        identities.append(header.identity)
-        index = len(identities) - 1
     pending.append(Image(batch=batch, uid=header.sop_uid, image=relative_media(target),
-                         identity=index, flagged=reason[:255]))
+                         identity=identities.index_of(header.identity, key), flagged=reason[:255]))
 
 
 def identity_key(identity):
     """Which patient and study a file belongs to, as the identifier request groups them."""
     return entity_key(identity), item_key(identity)
+
+
+class Identities(list):
+    """A batch's identities in the order first seen (as stored in BatchIdentifiers), with
+    the position of each patient and study, so that a batch of many patients costs one
+    lookup per file, not a scan of every identity seen so far."""
+
+    def __init__(self, identities=()):
+        super().__init__(identities)
+        self._positions = {}
+        for position, identity in enumerate(self):
+            self._positions.setdefault(identity_key(identity), position)
+
+    def index_of(self, identity, key):
+        """The position of the identity with this key, added at the end when new."""
+        position = self._positions.get(key)
+        if position is None:
+            self.append(identity)
+            position = self._positions[key] = len(self) - 1
+        return position
 
 
 def _flush(batch, pending, identities):
@@ -209,7 +225,7 @@ def _flush(batch, pending, identities):
     with transaction.atomic():
         Image.objects.bulk_create(pending)
         ids, _ = BatchIdentifiers.objects.get_or_create(batch=batch)
-        ids.identities = identities
+        ids.identities = list(identities)
         ids.request = build_request(identities)
         ids.save(update_fields=["identities", "request", "modify_date"])
     pending.clear()
@@ -217,7 +233,7 @@ def _flush(batch, pending, identities):
 
 def _load_identities(batch):
     found = BatchIdentifiers.objects.filter(batch=batch).first()
-    return list(found.identities) if found else []
+    return Identities(found.identities if found else [])
 
 
 def _summarise(problems):
