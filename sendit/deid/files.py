@@ -211,7 +211,8 @@ def _write_body(fp, ds) -> None:
             value = elem.value or b""
         else:
             value = _simple_value(elem, little)
-            if value is None:
+            if value is None or (len(value) > 0xFFFF and not implicit and vr not in EXPLICIT_VR_LENGTH_32):
+                # (over 64 kB in a 16-bit length: pydicom writes it as UN, with a warning)
                 write_data_element(fp, elem, charset)
                 continue
         group, number = tag >> 16, tag & 0xFFFF

@@ -191,3 +191,20 @@ def test_the_method_code_sequence_goes_in_encoded_as_the_file_is(tmp_path, name)
         assert codes["113100"] == ("DCM", "Basic Application Confidentiality Profile")
         assert codes["113109"] == ("DCM", "Retain Device Identity Option")
         assert len(codes) == len(ds.DeidentificationMethod)
+
+
+def test_a_text_value_too_long_for_its_length_field_is_written_as_pydicom_writes_it():
+    """Over 64 kB in an explicit VR with a 16-bit length: pydicom writes UN; so does sendit."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset as pydicom_write_dataset
+
+    def written(writer):
+        ds = dcmread(get_testdata_files("CT_small.dcm")[0], stop_before_pixels=True)
+        ds.StudyDescription = "X" * 70000
+        out = DicomBytesIO()
+        out.is_implicit_VR, out.is_little_endian = False, True
+        with pytest.warns(UserWarning, match="64 kByte"):
+            writer(out, ds)
+        return out.getvalue()
+
+    assert written(deid_files._write_body) == written(pydicom_write_dataset)
