@@ -71,6 +71,12 @@ def cpu_seconds_by_part() -> dict:
     return seconds
 
 
+def wait_done(node, names, timeout) -> bool:
+    """True once every named batch is DONE; False when the timeout comes first."""
+    return node.wait(lambda: all(node.batches().get(n, ("",))[0] == "DONE" for n in names),
+                     timeout=timeout, interval=0.2)
+
+
 def warm_up(node, tmp, workers, timeout):
     """Run small studies through a node that has just started, so that the clock times a
     running node (as the drop in production meets one), not the worker booting and its
@@ -82,8 +88,7 @@ def warm_up(node, tmp, workers, timeout):
         shutil.copytree(tmp / "warmup" / name, node.data / f"{name}.tmp1")
         (node.data / f"{name}.tmp1").rename(node.data / name)
         names.append(name)
-    if not node.wait(lambda: all(node.batches().get(n, ("",))[0] == "DONE" for n in names),
-                     timeout=timeout, interval=0.2):
+    if not wait_done(node, names, timeout):
         raise SystemExit(f"the warm-up studies did not finish: {node.batches()}")
 
 
@@ -102,8 +107,7 @@ def run_pipeline(tmp, orthanc, database, broker, studies, workers, timeout):
         for study in studies:
             (node.data / f"{study.name}.tmp1").rename(node.data / study.name)
         names = [s.name for s in studies]
-        done = node.wait(lambda: all(node.batches().get(n, ("",))[0] == "DONE" for n in names),
-                         timeout=timeout, interval=0.2)
+        done = wait_done(node, names, timeout)
         elapsed = time.perf_counter() - started
         cpu_after = cpu_seconds_by_part()
         memory = node.worker_memory()

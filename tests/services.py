@@ -255,12 +255,18 @@ class Orthanc:
         self.stop()
 
     # -- REST helpers ----------------------------------------------------------------------
+    def _auth_header(self) -> dict:
+        """The Basic authentication header for this server's user, if it has one."""
+        if not self.username:
+            return {}
+        token = base64.b64encode(f"{self.username}:{self.password or ''}".encode()).decode()
+        return {"Authorization": "Basic " + token}
+
     def _request(self, method: str, path: str, data: bytes | None = None,
                  timeout: float = 30.0):
         req = urllib.request.Request(self.url + path, data=data, method=method)
-        if self.username:
-            token = base64.b64encode(f"{self.username}:{self.password or ''}".encode()).decode()
-            req.add_header("Authorization", "Basic " + token)
+        for name, value in self._auth_header().items():
+            req.add_header(name, value)
         if data is not None:
             req.add_header("Content-Type", "application/dicom")
         with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -290,10 +296,7 @@ class Orthanc:
         import threading
 
         bodies = [Path(p).read_bytes() for p in paths]
-        headers = {"Content-Type": "application/dicom"}
-        if self.username:
-            token = base64.b64encode(f"{self.username}:{self.password or ''}".encode()).decode()
-            headers["Authorization"] = "Basic " + token
+        headers = {"Content-Type": "application/dicom", **self._auth_header()}
         local, opened = threading.local(), []
 
         def post(body):

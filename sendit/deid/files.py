@@ -27,7 +27,7 @@ from pydicom.uid import (
 )
 
 from sendit.deid.options import DeidOptions
-from sendit.deid.scrub import TEXT_VRS, as_text, deidentify_dataset
+from sendit.deid.scrub import TEXT_VRS, as_text, ascii_value, deidentify_dataset
 
 IDENTITY_TAGS = {
     "patient_id": 0x00100020,
@@ -168,8 +168,7 @@ def _simple_value(elem, little: bool) -> bytes | None:
     """
     value, vr, kind = elem.value, elem.VR, type(elem.value)
     if (kind is str or kind is UID) and vr in TEXT_VRS and value.isascii():
-        data = value.encode("ascii")
-        return data + (b"\0" if vr == "UI" else b" ") if len(data) % 2 else data
+        return ascii_value(vr, value)
     if kind is int and vr in _INT_CODES:
         try:
             return struct.pack(("<" if little else ">") + _INT_CODES[vr], value)

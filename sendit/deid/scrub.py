@@ -147,12 +147,17 @@ TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN"
                       "UR", "UT"})
 
 
+def ascii_value(vr: str, text: str) -> bytes:
+    """ASCII text encoded as pydicom writes it: padded to an even length, UIDs with a NUL,
+    other text with a space."""
+    data = text.encode("ascii")
+    return data + (b"\0" if vr == "UI" else b" ") if len(data) % 2 else data
+
+
 def put(ds: Dataset, tag: int, vr: str, value) -> None:
     """Set an element; ASCII text goes in pre-encoded so it is written without conversion."""
     if vr in TEXT_VRS and isinstance(value, str) and value.isascii():
-        data = value.encode("ascii")
-        if len(data) % 2:
-            data += b"\0" if vr == "UI" else b" "
+        data = ascii_value(vr, value)
         ds[tag] = RawDataElement(tag, vr, len(data), data, 0, None, None, True, False)
     else:
         ds[tag] = DataElement(tag, vr, value)

@@ -1,7 +1,8 @@
 """Orthanc over its REST API: POST /instances, then verify in bulk, per series.
 
-One HTTP client (http.client, a kept-alive connection per sending thread) per send_batch call;
-SEND_WORKERS files are uploaded in parallel (Orthanc ingests parallel uploads faster).
+One HTTP client (http.client, kept-alive connections shared by the sending threads) per
+send_batch call; SEND_WORKERS files are uploaded in parallel (Orthanc ingests parallel
+uploads faster).
 
 Per file:
   1. POST /instances with the file's bytes -> {"ID", "ParentSeries", "Status"}; Status
