@@ -107,3 +107,42 @@ def _ct(path):
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.PixelData = np.zeros((512, 512), dtype=np.uint16).tobytes()
     ds.save_as(path, enforce_file_format=True)
+
+
+# -- reusing a file no longer needed ------------------------------------------------
+@pytest.mark.parametrize("name", ["CT_small.dcm", "JPEG2000.dcm", "rtplan.dcm"])
+@pytest.mark.parametrize("kernel_copy", [True, False], ids=["copy_file_range", "python-copy"])
+def test_a_reused_file_holds_the_same_bytes_as_a_new_one(name, kernel_copy, tmp_path, ids, options,
+                                                         monkeypatch):
+    if not kernel_copy:
+        def refuse(*args):
+            raise OSError("copy_file_range refused")
+        monkeypatch.setattr("sendit.deid.files.os.copy_file_range", refuse)
+    src = get_testdata_file(name)
+    fresh = tmp_path / "fresh.dcm"
+    deidentify_file(src, fresh, ids, options)
+    # A longer file full of an original's identifying bytes: none may survive.
+    spare = tmp_path / "spare.dcm"
+    spare.write_bytes(b"DOE^JANE MRN12345678 " * 100_000)
+    out = tmp_path / "out.dcm"
+    deidentify_file(src, out, ids, options, reuse=spare)
+    assert out.read_bytes() == fresh.read_bytes()
+    assert not spare.exists() and not (tmp_path / "out.dcm.part").exists()
+
+
+def test_a_reused_file_that_is_gone_is_replaced_by_a_new_one(tmp_path, ids, options):
+    out = tmp_path / "out.dcm"
+    deidentify_file(get_testdata_file("CT_small.dcm"), out, ids, options, reuse=tmp_path / "missing")
+    assert dcmread(out).PatientID == ids.patient_suid
+
+
+def test_a_failed_write_into_a_reused_file_leaves_nothing_half_written(tmp_path, ids, options, monkeypatch):
+    def fail(ds, fp):
+        fp.write(b"\0" * 200)
+        raise ValueError("cannot encode")
+    monkeypatch.setattr("sendit.deid.files.write_dataset", fail)
+    spare = tmp_path / "spare.dcm"
+    spare.write_bytes(b"DOE^JANE " * 10_000)
+    with pytest.raises(ValueError):
+        deidentify_file(get_testdata_file("CT_small.dcm"), tmp_path / "out.dcm", ids, options, reuse=spare)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

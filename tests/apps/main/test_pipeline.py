@@ -1,4 +1,6 @@
 """The pipeline from a finished folder to Orthanc, with the seed's statuses, run eagerly."""
+from pathlib import Path
+
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
@@ -117,6 +119,41 @@ def test_without_destinations_images_stay_in_media(node, data_folder, settings):
         ds = pydicom.dcmread(f"{settings.MEDIA_ROOT}/{image.image}")
         assert ds.PatientID != PATIENT and image.uid == ds.SOPInstanceUID
     assert node.instances() == []
+
+
+def test_originals_files_are_overwritten_by_later_outputs_and_nothing_of_them_remains(
+        node, data_folder, settings):
+    """De-identification writes most outputs into the files of originals already done with
+    (sendit.deid.files._output): every output must still be whole and hold no original byte."""
+    from sendit.apps.main.tasks.deidentify import FIRST_CHUNK
+    from sendit.deid.files import encoding, pixel_element_at
+
+    settings.SEND_TO_ORTHANC = False
+    n = FIRST_CHUNK + 15
+    folder = data_folder / "REUSE"
+    make_ct_series(folder, n, rows=64, columns=64, patient_id=PATIENT, patient_name=NAME)
+    pixels = {pydicom.dcmread(p).InstanceNumber: pydicom.dcmread(p).PixelData for p in folder.iterdir()}
+    original_inodes = {p.stat().st_ino for p in folder.iterdir()}
+
+    import_dicomdir(str(folder))
+
+    batch = Batch.objects.get(uid="REUSE")
+    assert batch.status == "DONEPROCESSING" and not batch.has_error, batch.errors
+    media = Path(settings.MEDIA_ROOT) / "batches" / str(batch.id)
+    assert not list((media / "raw").iterdir())  # every original deleted or taken over
+    outputs = sorted((media / "deid").iterdir())
+    assert len(outputs) == n and not [p for p in outputs if p.name.endswith(".part")]
+    # All but the first chunk went into an original's file.
+    assert len({p.stat().st_ino for p in outputs} & original_inodes) >= n - FIRST_CHUNK
+    for path in outputs:
+        raw = path.read_bytes()
+        assert PATIENT.encode() not in raw and b"Doe" not in raw
+        with open(path, "rb") as fp:
+            ds = pydicom.dcmread(fp, stop_before_pixels=True)
+            start = fp.tell()
+            header, length = pixel_element_at(fp, start, *encoding(ds))
+            assert start + header + length == len(raw)  # the file ends with its pixels
+        assert pydicom.dcmread(path).PixelData == pixels[ds.InstanceNumber]
 
 
 def test_deidentify_false_sends_as_it_arrived(node, data_folder, settings):

@@ -18,6 +18,7 @@ from sendit.deid.identifiers import StudyIdentifiers
 
 logger = logging.getLogger("sendit.tasks")
 CHUNK = 200
+FIRST_CHUNK = 25
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
@@ -48,27 +49,35 @@ def _replace(batch):
         todo = Image.objects.filter(batch=batch, status__in=["NEW", "PROCESSING"])
         todo.filter(status="NEW").update(status="PROCESSING")
         processed = 0
+        # Originals whose de-identified copy is recorded: instead of being deleted, each
+        # one's file takes the output of a later image (sendit.deid.files._output says
+        # why). The first chunk is small, so that most of a batch finds one ready.
+        spares = []
         while True:
             chunk = list(Image.objects.filter(batch=batch, status="PROCESSING")
                          .exclude(flagged__startswith="de-identification failed")
-                         .order_by("id")[:CHUNK])
+                         .order_by("id")[:min(CHUNK, max(FIRST_CHUNK, processed))])
             if not chunk:
                 break
             done, raw_files = [], []
             for image in chunk:
                 source = media_path(image.image)
                 target = out_dir / source.name
+                spare = spares.pop() if spares else None
                 try:
                     result = deidentify_file(source, target, ids[image.identity], options,
-                                             fields=SEND_FIELDS)
+                                             fields=SEND_FIELDS, reuse=spare)
                 except OSError as exc:
                     if exc.errno == errno.ENOSPC:
                         batch.add_error("deidentify", "the media disk is full; free space and retry the batch")
                         figures["stopped"] = "disk full"
                         _save(done)
+                        _discard(spares + [spare] + raw_files)
                         return False
                     raise
                 except Exception as exc:
+                    if spare is not None and spare.exists():
+                        spares.append(spare)  # not taken: still free for the next image
                     image.flagged = f"de-identification failed ({type(exc).__name__})"
                     image.save(update_fields=["flagged", "modify_date"])
                     failed += 1
@@ -81,10 +90,10 @@ def _replace(batch):
                 raw_files.append(source)
             crash_point("deidentify")  # new files written, not yet recorded
             _save(done)
-            for path in raw_files:
-                path.unlink(missing_ok=True)
+            spares.extend(raw_files)
             processed += len(done)
             keep_lease(batch)
+        _discard(spares)
         figures.update(images=processed, failed=failed)
     if failed:
         batch.add_error("deidentify", f"{failed} image(s) could not be de-identified and are held, not sent")
@@ -97,3 +106,10 @@ def _save(images):
     for image in images:
         image.modify_date = now
     update_rows(Image, images, ["uid", "image", "status", "header", "modify_date"])
+
+
+def _discard(paths):
+    """Delete originals whose de-identified copies are recorded."""
+    for path in paths:
+        if path is not None:
+            path.unlink(missing_ok=True)
