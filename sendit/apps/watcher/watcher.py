@@ -41,6 +41,7 @@ class FolderWatcher(FileSystemEventHandler):
         self.pending = {}  # top-level folder name -> time it last changed
         self.queued = set()
         self.lock = threading.Lock()
+        self.wake = threading.Event()  # set when a folder is ready now: tick at once
         self.observer = None
 
     # -- events -------------------------------------------------------------
@@ -82,6 +83,8 @@ class FolderWatcher(FileSystemEventHandler):
         if name in self.queued:
             return
         self.pending[name] = 0.0 if immediate else time.monotonic()
+        if immediate:
+            self.wake.set()
 
     # -- decisions ----------------------------------------------------------
     def scan(self):
@@ -164,12 +167,14 @@ class FolderWatcher(FileSystemEventHandler):
             self.observer.stop()
             self.observer.join(timeout=10)
 
-    def run_forever(self, stop_event=None, periodic=None, period=60.0):
-        """Run until stop_event is set; call periodic() every `period` seconds."""
+    def run_forever(self, stop_event=None, periodic=None, period=60.0, interval=0.2):
+        """Run until stop_event is set; call periodic() every `period` seconds; look at
+        settling folders every `interval` seconds."""
         self.start()
         last = time.monotonic()
         try:
             while not (stop_event and stop_event.is_set()):
+                self.wake.clear()
                 self.tick()
                 if periodic and time.monotonic() - last >= period:
                     last = time.monotonic()
@@ -177,7 +182,9 @@ class FolderWatcher(FileSystemEventHandler):
                         periodic(self)
                     except Exception as exc:
                         logger.error("periodic check failed (%s)", type(exc).__name__)
-                time.sleep(0.2)
+                # A rename is queued as it happens, not at the next tick: a study's import
+                # then starts within milliseconds of its arrival.
+                self.wake.wait(interval)
         finally:
             self.stop()
 

@@ -25,12 +25,13 @@ def test_finished_names(name, finished):
 class Running:
     """A FolderWatcher in a thread, recording what it queues."""
 
-    def __init__(self, root, polling=False, settle=0.5):
+    def __init__(self, root, polling=False, settle=0.5, interval=0.2):
         self.queued = []
         self.watcher = FolderWatcher(root, self.queued.append, settle=settle,
                                      polling=polling, poll_interval=0.2)
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.watcher.run_forever, args=(self.stop,), daemon=True)
+        self.thread = threading.Thread(target=self.watcher.run_forever, args=(self.stop,),
+                                       kwargs={"interval": interval}, daemon=True)
 
     def __enter__(self):
         self.thread.start()
@@ -39,6 +40,7 @@ class Running:
 
     def __exit__(self, *exc):
         self.stop.set()
+        self.watcher.wake.set()
         self.thread.join(10)
 
     def wait_for(self, count, timeout=10):
@@ -63,6 +65,15 @@ def test_rename_from_tmp_queues_once(tmp_path, polling):
         assert run.queued == []
         (tmp_path / "ST-000001.tmp2343").rename(tmp_path / "ST-000001")
         assert run.wait_for(1) == ["ST-000001"]
+
+
+@pytest.mark.parametrize("polling", [False, True], ids=["inotify", "polling"])
+def test_a_rename_is_queued_as_it_happens_not_at_the_next_tick(tmp_path, polling):
+    with Running(tmp_path, polling=polling, interval=60) as run:
+        fill(tmp_path / "ST-000003.tmp1")
+        time.sleep(0.6)  # seen arriving by the poller too, so that it sees a rename
+        (tmp_path / "ST-000003.tmp1").rename(tmp_path / "ST-000003")
+        assert run.wait_for(1, timeout=20) == ["ST-000003"]
 
 
 @pytest.mark.parametrize("polling", [False, True], ids=["inotify", "polling"])
