@@ -74,7 +74,7 @@ def cpu_seconds_by_part() -> dict:
 def wait_done(node, names, timeout) -> bool:
     """True once every named batch is DONE; False when the timeout comes first."""
     return node.wait(lambda: all(node.batches().get(n, ("",))[0] == "DONE" for n in names),
-                     timeout=timeout, interval=0.2)
+                     timeout=timeout, interval=0.05)
 
 
 def warm_up(node, tmp, workers, timeout):

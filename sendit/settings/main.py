@@ -148,7 +148,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(_broker_dir / "processed"),
         "control_folder": str(_broker_dir / "control"),
         # The folder is listed this often; a step then waits at most this long for the next.
-        "polling_interval": 0.1,
+        # 0.05 s costs an idle worker 0.6% of one CPU (0.1 s: 0.35%, 0.02 s: 1.4%), and let
+        # scripts/bench_pipeline.py's SQLite run go from about 275 to 300 images/s.
+        "polling_interval": 0.05,
         "store_processed": False,
     }
 else:
