@@ -13,10 +13,12 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
 import select
 import socket
 import ssl
 import threading
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 
@@ -77,6 +79,22 @@ def _dropped(conn: http.client.HTTPConnection) -> bool:
         return True
 
 
+def _send(conn: http.client.HTTPConnection, method: str, target: str, body, headers: dict) -> None:
+    """Send one request. A file body goes from the page cache to the socket (sendfile),
+    from its start, so that a request tried again sends the whole file. Not reading a
+    512 kB image into Python first saved about a tenth of a POST's CPU here (0.36 to
+    0.32 ms, POSTs to the test Orthanc alternated over four rounds)."""
+    if body is None or isinstance(body, (bytes, bytearray)):
+        conn.request(method, target, body=body, headers=headers)
+        return
+    conn.putrequest(method, target)
+    for name, value in headers.items():
+        conn.putheader(name, value)
+    conn.putheader("Content-Length", str(os.fstat(body.fileno()).st_size))
+    conn.endheaders()
+    conn.sock.sendfile(body, 0)  # from offset 0, whatever the file's position
+
+
 class Client:
     """Keep-alive connections, reused by whichever thread asks next; thread-safe.
 
@@ -131,7 +149,7 @@ class Client:
         for attempt in (1, 2):
             conn, reused = self._take(parts.scheme, parts.netloc, timeout, fresh=attempt == 2)
             try:
-                conn.request(method, target, body=body, headers=merged)
+                _send(conn, method, target, body, merged)
                 answer = conn.getresponse()
                 data = answer.read()
             except _HUNG_UP as exc:
@@ -154,8 +172,9 @@ class Client:
     def get(self, url: str, timeout: float = 30.0) -> Response:
         return self.request("GET", url, timeout=timeout)
 
-    def post(self, url: str, data: bytes, headers: dict | None = None,
+    def post(self, url: str, data: bytes | BinaryIO, headers: dict | None = None,
              timeout: float = 30.0) -> Response:
+        """POST ``data``: bytes, or a file opened for reading (sent whole, from its start)."""
         return self.request("POST", url, body=data, headers=headers, timeout=timeout)
 
     def close(self) -> None:

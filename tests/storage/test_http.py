@@ -169,6 +169,60 @@ def test_a_hang_up_as_a_reused_connection_sends_is_tried_once_more():
             client.close()
 
 
+def test_a_file_is_posted_whole_from_its_start(server, tmp_path):
+    path = tmp_path / "image.dcm"
+    path.write_bytes(bytes(range(256)) * 2735 + b"end")  # 700,163 bytes
+    client = Client()
+    try:
+        with open(path, "rb") as f:
+            assert client.post(server + "/instances", data=f, timeout=5).text == "700163"
+            f.read()  # at its end: posted again, it is sent from its start
+            assert client.post(server + "/instances", data=f, timeout=5).text == "700163"
+    finally:
+        client.close()
+
+
+def _read_request(conn):
+    """Bytes of one whole request (headers and a Content-Length body) read from conn."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        body += conn.recv(65536)
+    return head, body
+
+
+def test_a_file_sent_again_after_a_hang_up_is_sent_whole(tmp_path):
+    """The hang-up race of the test above, with a file body: the second try sends the
+    whole file again, not what was left of it."""
+    path = tmp_path / "image.dcm"
+    path.write_bytes(b"DICM" * 150_000)
+    bodies = []
+
+    def serve(conn):
+        if not bodies:  # the first connection: answer once, then hang up on the file
+            bodies.append(_read_request(conn)[1])
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            conn.recv(65536)
+            conn.close()
+            return
+        bodies.append(_read_request(conn)[1])
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
+
+    with raw_server(lambda conn: threading.Thread(target=serve, args=(conn,), daemon=True).start()) as url:
+        client = Client()
+        try:
+            assert client.get(url + "/a", timeout=5).text == "ok"
+            with open(path, "rb") as f:
+                assert client.post(url + "/instances", data=f, timeout=5).text == "good"
+        finally:
+            client.close()
+    assert bodies == [b"", path.read_bytes()]
+
+
 def test_threads_share_a_client(server):
     """The send step posts from SEND_WORKERS threads through one client, whose connections
     are kept alive for the next request, whichever thread makes it."""
