@@ -340,11 +340,14 @@ def _output(part: Path, reuse):
     """
     if reuse is not None:
         try:
-            os.replace(reuse, part)
+            if os.stat(reuse).st_nlink == 1:
+                os.replace(reuse, part)
+                return open(part, "r+b")
+            # Another name for the same file (a study staged with hard links, cp -al or
+            # rsync --link-dest) would see the overwrite: drop only this name.
+            os.unlink(reuse)
         except OSError:
-            pass  # not there, or on another file system: a new file does as well
-        else:
-            return open(part, "r+b")
+            pass  # gone already: a new file does as well
     return _create(part)
 
 
@@ -358,8 +361,9 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None) 
     ``fields`` names keywords whose de-identified values are returned as text under
     "fields", so a caller need not read the output again. ``reuse`` names a file the
     caller no longer needs (in ``dst``'s file system): its inode takes the output, every
-    byte of it overwritten, instead of a new file's. It is gone once this returns; after
-    an error it may still be there.
+    byte of it overwritten, instead of a new file's, unless the file has other names (hard
+    links), which keep their bytes. It is gone once this returns; after an error it may
+    still be there.
     """
     with open(src, "rb") as fp:
         ds = dcmread(fp, stop_before_pixels=True)

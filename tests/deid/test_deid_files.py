@@ -130,6 +130,20 @@ def test_a_reused_file_holds_the_same_bytes_as_a_new_one(name, kernel_copy, tmp_
     assert not spare.exists() and not (tmp_path / "out.dcm.part").exists()
 
 
+def test_a_file_with_another_name_is_never_overwritten(tmp_path, ids, options):
+    """An original staged as a hard link (cp -al, rsync --link-dest) shares its bytes with a
+    file outside sendit: only sendit's name for it goes."""
+    outside = tmp_path / "pacs-export.dcm"
+    outside.write_bytes(b"the hospital's own copy " * 1000)
+    spare = tmp_path / "spare.dcm"
+    spare.hardlink_to(outside)
+    out = tmp_path / "out.dcm"
+    deidentify_file(get_testdata_file("CT_small.dcm"), out, ids, options, reuse=spare)
+    assert outside.read_bytes() == b"the hospital's own copy " * 1000
+    assert not spare.exists() and dcmread(out).PatientID == ids.patient_suid
+    assert out.stat().st_ino != outside.stat().st_ino
+
+
 def test_a_reused_file_that_is_gone_is_replaced_by_a_new_one(tmp_path, ids, options):
     out = tmp_path / "out.dcm"
     deidentify_file(get_testdata_file("CT_small.dcm"), out, ids, options, reuse=tmp_path / "missing")

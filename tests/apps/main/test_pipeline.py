@@ -156,6 +156,31 @@ def test_originals_files_are_overwritten_by_later_outputs_and_nothing_of_them_re
         assert pydicom.dcmread(path).PixelData == pixels[ds.InstanceNumber]
 
 
+def test_a_study_staged_with_hard_links_leaves_the_other_copies_untouched(node, data_folder, settings,
+                                                                         tmp_path):
+    """cp -al / rsync --link-dest staging: the files in the data folder share their bytes
+    with copies outside it, which de-identification must never write into."""
+    from sendit.apps.main.tasks.deidentify import CHUNK
+
+    settings.SEND_TO_ORTHANC = False
+    outside = tmp_path / "export"
+    make_ct_series(outside, CHUNK + 10, rows=64, columns=64, patient_id=PATIENT, patient_name=NAME)
+    before = {p.name: p.read_bytes() for p in outside.iterdir()}
+    folder = data_folder / "LINKED"
+    folder.mkdir()
+    for path in outside.iterdir():
+        (folder / path.name).hardlink_to(path)
+
+    import_dicomdir(str(folder))
+
+    batch = Batch.objects.get(uid="LINKED")
+    assert batch.status == "DONEPROCESSING" and not batch.has_error, batch.errors
+    assert {p.name: p.read_bytes() for p in outside.iterdir()} == before
+    assert all(p.stat().st_nlink == 1 for p in outside.iterdir())  # sendit's names are gone
+    for image in Image.objects.filter(batch=batch):
+        assert pydicom.dcmread(Path(settings.MEDIA_ROOT) / image.image).PatientID != PATIENT
+
+
 def test_deidentify_false_sends_as_it_arrived(node, data_folder, settings):
     settings.DEIDENTIFY = False
     import_dicomdir(str(study(data_folder, n=1, name="RAW")))
