@@ -121,24 +121,20 @@ class OrthancRest(Destination):
         return outcomes
 
     def _send_one(self, index: int, item: SendItem) -> Outcome:
+        local_md5 = None
         try:
-            f = open(item.path, "rb")
-        except OSError as exc:
-            return Outcome.failed(f"orthanc: cannot read the local file ({describe_oserror(exc)})")
-        with f:
-            try:
+            with open(item.path, "rb") as f:
                 # With MD5 verification the bytes are read to hash them; otherwise the file
                 # goes to the socket without passing through Python (sendfile).
                 data = f.read() if self.verify == "md5" else f
-            except OSError as exc:
-                return Outcome.failed(f"orthanc: cannot read the local file ({describe_oserror(exc)})")
-            local_md5 = hashlib.md5(data).hexdigest() if self.verify == "md5" else None
-            try:
+                if self.verify == "md5":
+                    local_md5 = hashlib.md5(data).hexdigest()
                 r = self.session.post(self.url + "/instances", data=data, timeout=self.timeout,
                                       headers={"Content-Type": "application/dicom"})
-            except RequestFailed as exc:
-                return connection_failure("POST /instances", exc)
-            del data
+        except OSError as exc:  # open or read: the client turns its own into RequestFailed
+            return Outcome.failed(f"orthanc: cannot read the local file ({describe_oserror(exc)})")
+        except RequestFailed as exc:
+            return connection_failure("POST /instances", exc)
         if r.status_code != 200:
             return http_failure("POST /instances", r)
         try:

@@ -131,3 +131,16 @@ def test_invalid_file_is_rejected_per_item(orthanc_private, tmp_path):
         results = destination(orthanc_private, transport).send_batch([good[0], bad, good[1]])
         assert [r.ok for r in results] == [True, False, True], [r.error for r in results]
         assert results[1].attempts == 1 and "junk" not in results[1].error
+
+
+@pytest.mark.parametrize("verify", ["series", "md5"])
+def test_a_local_file_gone_fails_its_item_once(orthanc_private, tmp_path, verify):
+    """Sent from the file (sendfile) or read to hash it: a file that cannot be opened is
+    that item's failure, said plainly, not a connection problem to retry."""
+    from sendit.storage import SendItem
+    good = items_for(make_ct_series(tmp_path / "in", 2))
+    gone = SendItem(str(tmp_path / "gone.dcm"), "1.2.3.4", "1.2.3", "1.2.3.1", "SUID")
+    results = destination(orthanc_private, "rest", ORTHANC_VERIFY=verify).send_batch([good[0], gone, good[1]])
+    assert [r.ok for r in results] == [True, False, True], [r.error for r in results]
+    assert results[1].attempts == 1
+    assert results[1].error == "orthanc: cannot read the local file (ENOENT: No such file or directory)"
