@@ -366,7 +366,9 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None) 
     still be there.
     """
     with open(src, "rb") as fp:
-        ds = dcmread(fp, stop_before_pixels=True)
+        # force: a data set without preamble and file meta (old exports) is read too; the
+        # import walked its structure already (sendit.deid.structure).
+        ds = dcmread(fp, stop_before_pixels=True, force=True)
         start, size = fp.tell(), os.fstat(fp.fileno()).st_size
         implicit, little = encoding(ds)
         syntax = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) else None
@@ -374,7 +376,7 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None) 
         stream = not deflated and start < size and _pixels_end_the_file(fp, start, size, implicit, little)
         if deflated or (start < size and not stream):
             fp.seek(0)
-            ds = dcmread(fp)
+            ds = dcmread(fp, force=True)
         deidentify_dataset(ds, ids, options)
         part = Path(f"{dst}.part")  # a half-written file never takes the final name
         try:

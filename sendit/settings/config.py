@@ -44,6 +44,12 @@ DEID_RETAIN_SAFE_PRIVATE = False
 # Reserved for pixel scrubbing; not implemented, so true behaves like false and says so.
 ANONYMIZE_PIXELS = False
 
+# Import limits, checked before a file's values are trusted (docs/errors.md): the largest
+# file accepted (checked before it is read), and how deep sequences may nest (Orthanc 1.10's
+# DICOM parser crashes at about 50; real files seldom pass 6).
+MAX_FILE_BYTES = 4 * 1024 ** 3
+MAX_SEQUENCE_DEPTH = 16
+
 # Storage: Orthanc.
 SEND_TO_ORTHANC = True
 ORTHANC_TRANSPORT = "rest"  # "rest" (HTTP POST /instances) or "dicom" (C-STORE)

@@ -24,9 +24,8 @@ TEST_FILES = Path(get_testdata_file("CT_small.dcm")).parent
 REFUSED = {
     "MR_truncated.dcm": "pixel data is truncated",
     "no_meta.dcm": "not a DICOM file",
-    "ExplVR_BigEndNoMeta.dcm": "not a DICOM file",
-    "ExplVR_LitEndNoMeta.dcm": "not a DICOM file",
-    "rtstruct.dcm": "not a DICOM file",          # no preamble/meta: not a Part 10 file
+    "badVR.dcm": "(0028,0008) holds a value that is not a valid IS",  # NumberOfFrames '1A'
+    "rtplan_truncated.dcm": "element (300A,00B0) claims 976 bytes",
     "meta_missing_tsyntax.dcm": "no SOPInstanceUID",
     "no_meta_group_length.dcm": "no SOPInstanceUID",
     "UN_sequence.dcm": "no SOPInstanceUID",
@@ -37,8 +36,8 @@ REFUSED = {
     "README.txt": "not a DICOM file",
 }
 ACCEPTED = [
-    "badVR.dcm",                          # an invalid IS value: pydicom reads it, so do we
-    "rtplan_truncated.dcm",               # pydicom reads it without complaint
+    "rtstruct.dcm",                       # a data set without preamble and file meta
+    "ExplVR_LitEndNoMeta.dcm", "ExplVR_BigEndNoMeta.dcm",
     "SC_ybr_full_422_uncompressed.dcm",   # subsampled: shorter pixel data is right
     "rtplan.dcm", "CT_small.dcm", "MR_small_bigendian.dcm", "JPEG2000.dcm", "waveform_ecg.dcm",
 ]

@@ -13,6 +13,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from sendit.deid.files import encoding, pixel_element_at
 from sendit.deid.scrub import as_text
+from sendit.deid.structure import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, BadStructure, check_structure
 
 # A name ending like this is still arriving (NAME.tmpXXXX).
 def is_finished_name(name):
@@ -79,7 +80,8 @@ def _expected_length(ds):
 
 
 def _pixel_lengths(ds, fp):
-    """(declared, available) bytes of the pixel data after the header, or None without pixels.
+    """(declared, available, offset) bytes of the pixel data after the header and where its
+    value starts, or None without pixels.
 
     Only the element's header is read: the pixels themselves stay on disk until the
     de-identification step copies them.
@@ -92,19 +94,46 @@ def _pixel_lengths(ds, fp):
     if found is None:
         return None
     header, declared = found
-    return declared, size - start - header
+    return declared, size - start - header, start + header
 
 
-def read_header(path):
-    """Read one file as DICOM, checking what a later step would trip over."""
+class DicomDir(Exception):
+    """A CD's index file (DICOMDIR): it describes the other files and is never sent."""
+
+
+_MAX_PADDING = 16 * 1024 * 1024
+
+
+def _zeros(path, start, length):
+    """True when the file holds only zero bytes from ``start`` for ``length`` bytes."""
+    if length > _MAX_PADDING:
+        return False
+    with open(path, "rb") as fp:
+        fp.seek(start)
+        data = fp.read(length)
+    return len(data) == length and data.count(0) == length
+
+
+def read_header(path, max_bytes=DEFAULT_MAX_BYTES, max_depth=DEFAULT_MAX_DEPTH):
+    """Read one file as DICOM, checking what a later step would trip over.
+
+    Its structure is walked first (sendit.deid.structure): no value of a file is
+    trusted before every element is known to fit where it stands.
+    """
     try:
-        if os.path.getsize(path) == 0:
-            raise NotImportable("the file is empty (zero bytes)")
+        layout = check_structure(path, max_bytes=max_bytes, max_depth=max_depth)
+    except BadStructure as exc:
+        raise NotImportable(str(exc)) from None
+    except OSError as exc:
+        raise NotImportable(f"the file cannot be read ({type(exc).__name__})") from None
+    if layout.is_dicomdir:
+        raise DicomDir()
+    try:
         with open(path, "rb") as fp:
-            ds = pydicom.dcmread(fp, stop_before_pixels=True)
+            # A data set without preamble and file meta (old exports) is read as the
+            # walk found it; de-identification writes it out with a proper file meta.
+            ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not layout.preamble)
             pixels = _pixel_lengths(ds, fp)
-    except NotImportable:
-        raise
     except InvalidDicomError:
         raise NotImportable("not a DICOM file (no DICOM file meta header)") from None
     except Exception as exc:  # pydicom raises many kinds on broken files
@@ -115,13 +144,19 @@ def read_header(path):
         if not sop_uid:
             raise NotImportable("no SOPInstanceUID (not an image instance a PACS can store)")
         if pixels is not None:
-            declared, available = pixels
+            declared, available, offset = pixels
             ts = UID(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2"))
             expected = _expected_pixel_bytes(ds)
             if declared != 0xFFFFFFFF and declared > available:
                 raise NotImportable("pixel data is truncated")
             if not ts.is_compressed and expected and min(declared, available) < expected:
                 raise NotImportable("pixel data is truncated")
+            if (not ts.is_compressed and expected and declared != 0xFFFFFFFF
+                    and declared > expected + 1 and not _zeros(path, offset + expected, declared - expected)):
+                # Bytes past the image (other elements swallowed by a wrong length?) would
+                # leave inside the pixel data, where no scrub looks; zero padding is harmless.
+                raise NotImportable(f"pixel data holds {declared - expected} bytes more than "
+                                    "its rows, columns, frames and bits need, and they are not padding")
         identity = {
             "patient_id": str(ds.get("PatientID", "") or ""),
             "birth_date": str(ds.get("PatientBirthDate", "") or ""),

@@ -77,6 +77,16 @@ class Batch(models.Model):
             batch.save(update_fields=["log", "modify_date"])
         self.log = batch.log
 
+    def add_note(self, message):
+        """Record a remark that is no error (shown on the batch page), once."""
+        with transaction.atomic():
+            batch = Batch.objects.select_for_update().get(pk=self.pk)
+            notes = list(batch.log.get("notes", []))
+            if message not in notes:
+                batch.log = {**batch.log, "notes": notes + [str(message)]}
+                batch.save(update_fields=["log", "modify_date"])
+        self.log = batch.log
+
     def set_status(self, status):
         Batch.objects.filter(pk=self.pk).update(status=status, modify_date=timezone.now())
         self.status = status

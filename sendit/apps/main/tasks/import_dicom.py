@@ -173,7 +173,15 @@ def _register(batch, folder, path, identities, pending, problems, seen, known_na
             path.unlink()
             return
     try:
-        header = importer.read_header(path)
+        header = importer.read_header(path, max_bytes=settings.MAX_FILE_BYTES,
+                                      max_depth=settings.MAX_SEQUENCE_DEPTH)
+    except importer.DicomDir:
+        # A CD's index names patients and files; it is no instance to send, and every
+        # file it lists is imported on its own. Removed, so the folder can finish DONE.
+        if not adopt:
+            path.unlink()
+        batch.add_note("DICOMDIR (CD index) not sent")
+        return
     except importer.NotImportable as exc:
         problems.append(f"a file could not be imported: {exc}")
         return
