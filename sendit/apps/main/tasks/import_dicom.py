@@ -157,8 +157,9 @@ def _import_folder(batch, folder):
         if total > before and batch.status == "DONE":
             # Set-aside files of a finished batch were imported on retry: it has work again.
             batch.set_status("NEW")
-        if resuming and not total and not problems:
-            # A person emptied the set-aside folder: nothing is left to do.
+        if not total and not problems and (resuming or files):
+            # Nothing to send and nothing wrong: a person emptied the set-aside folder, or
+            # the folder held only a CD's index (DICOMDIR).
             batch.set_status("DONE")
     return total
 
