@@ -239,3 +239,68 @@ def test_a_full_media_disk_loses_nothing(node, data_folder, settings, tmp_path):
         assert len(node.instances()) == 10
     finally:
         subprocess.run(["umount", "-l", str(media)], capture_output=True)
+
+
+def _swallowing_file(tmp_path, implicit):
+    """A real CT whose SliceLocation length runs past the end of the file, placed before a
+    physician's name and an admission id (pydicom reads them as SliceLocation's value)."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.SliceLocation = "12.5"
+    ds.RequestingPhysician = "SWALLOWED^PHYSICIAN"
+    ds.AdmissionID = "ADMIT556677"
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2" if implicit else "1.2.840.10008.1.2.1"
+    path = tmp_path / ("implicit.dcm" if implicit else "explicit.dcm")
+    ds.save_as(path, enforce_file_format=True)
+    data = path.read_bytes()
+    at = data.index(b"\x20\x00\x41\x10")
+    if implicit:
+        data = data[:at + 4] + (0xFFFFFFF0).to_bytes(4, "little") + data[at + 8:]
+    else:
+        data = data[:at + 6] + (0xFFF0).to_bytes(2, "little") + data[at + 8:] + b"\0" * 0x10000
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("implicit", [True, False])
+def test_elements_swallowed_by_a_wrong_length_never_leave(node, data_folder, tmp_path, implicit):
+    """The review's case: the physician's name left inside SliceLocation, batch DONE."""
+    bad = _swallowing_file(tmp_path, implicit)
+    folder = data_folder / "SW"
+    make_ct_series(folder, 2, patient_id="PGOOD")
+    shutil.copy(bad, folder / "bad.dcm")
+    import_dicomdir(str(folder))
+    batch = Batch.objects.get(uid="SW")
+    messages = " ".join(e["message"] for e in batch.errors)
+    assert "(0020,1041)" in messages and "SWALLOWED" not in messages
+    # The good images are delivered; the bad one waits, byte for byte, in SW.err.
+    assert len(node.instances()) == 2
+    assert (data_folder / "SW.err" / "bad.dcm").read_bytes() == bad.read_bytes()
+    for instance in node.instances():
+        assert b"SWALLOWED" not in node.get_bytes(f"/instances/{instance}/file") and b"ADMIT556677" not in node.get_bytes(f"/instances/{instance}/file")
+
+
+def test_a_cd_with_its_dicomdir_finishes_done_with_a_note(node, data_folder):
+    """A CD's index is recognised, not sent, not an error: the batch ends DONE."""
+    source = Path(get_testdata_file("DICOMDIR")).parent
+    folder = data_folder / "CD"
+    folder.mkdir()
+    shutil.copy(source / "DICOMDIR", folder / "DICOMDIR")
+    shutil.copytree(source / "77654033" / "CT2", folder / "77654033" / "CT2")
+    n = len(list((folder / "77654033" / "CT2").iterdir()))
+    import_dicomdir(str(folder))
+    batch = Batch.objects.get(uid="CD")
+    assert batch.status == "DONE" and not batch.has_error, batch.errors
+    assert "DICOMDIR (CD index) not sent" in batch.log["notes"]
+    assert len(node.instances()) == n
+    assert not folder.exists() and not (data_folder / "CD.err").exists()
+
+
+def test_a_data_set_without_preamble_arrives_as_a_proper_part10_file(node, data_folder):
+    import_dicomdir(str(drop(data_folder, "NP", TEST_FILES / "rtstruct.dcm")))
+    batch = Batch.objects.get(uid="NP")
+    assert batch.status == "DONE", batch.errors
+    [instance] = node.instances()
+    data = node.get_bytes(f"/instances/{instance}/file")
+    assert data[128:132] == b"DICM"
+    ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(data))
+    assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
