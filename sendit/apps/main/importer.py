@@ -143,6 +143,8 @@ def read_header(path, max_bytes=DEFAULT_MAX_BYTES, max_depth=DEFAULT_MAX_DEPTH):
         sop_uid = as_text(sop.value if sop.is_raw else str(sop.value or "")) if sop is not None else ""
         if not sop_uid:
             raise NotImportable("no SOPInstanceUID (not an image instance a PACS can store)")
+        if len(sop_uid) > 64:
+            raise NotImportable("the SOPInstanceUID is longer than the 64 characters a UID may have")
         if pixels is not None:
             declared, available, offset = pixels
             ts = UID(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2"))

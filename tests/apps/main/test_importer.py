@@ -36,3 +36,18 @@ def test_the_expected_length_follows_each_files_geometry(tmp_path):
     with pytest.raises(importer.NotImportable, match="pixel data is truncated"):
         importer.read_header(large)
     assert importer.read_header(small).sop_uid
+
+
+def test_an_instance_uid_longer_than_a_uid_may_be_is_refused(tmp_path):
+    """It could not be recorded (the column holds 64 characters): refused with a reason,
+    instead of failing the whole chunk's database write."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.SOPInstanceUID = "1." * 40 + "1"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    path = tmp_path / "long.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(importer.NotImportable, match="longer than the 64 characters"):
+        importer.read_header(path)
