@@ -21,6 +21,12 @@ current generation for a replacement), so a re-send uploads nothing and leaves t
 generation unchanged. Verification: after upload the object is reloaded and its md5_hash
 (and crc32c when the server gives one) must equal the local file's before the item is ok.
 
+One image's object (format "dicom", and the DICOM fall-back of "nifti") is named by its
+UIDs, so an existing object with another MD5 / CRC32C is a different instance with the same
+UIDs (another batch's, delivered already): it is never replaced, and the image fails
+("a different instance with this UID is already stored"), without retry. The study JSON,
+the study tar.gz and the NIfTI volume and sidecar describe what was sent and are replaced.
+
 The tar.gz of a study is deterministic (sorted members, zero mtimes, gzip mtime 0): the
 same files give the same bytes and MD5. It holds the images of one send_batch call, so a
 study should be sent in one batch in this format. The study JSON merges what is already
@@ -39,6 +45,7 @@ from collections import defaultdict
 
 from .base import (Destination, DestinationError, Outcome, SendItem, close_quietly, describe_oserror, probe,
                    file_md5, register, setting_bool, setting_str)
+from .orthanc_rest import DIFFERENT_INSTANCE
 from .nifti import NotConvertible, bids_stem, build_volume, write_nifti
 from .datastore import (DatastoreIndex, SeriesRecord, StoredObject, StudyRecord, header_fields,
                         parse_fields)
@@ -62,6 +69,17 @@ def _crc32c_b64(path: str) -> str | None:
         for block in iter(lambda: f.read(1 << 20), b""):
             c.update(block)
     return base64.b64encode(c.digest()).decode()
+
+
+def _same_object(blob, md5_b64: str, crc: str | None) -> bool | None:
+    """Whether a stored object holds the local bytes: by MD5 (and CRC32C when both sides
+    have one), by CRC32C alone for objects without an MD5 (composed ones); None when the
+    object has no checksum to compare."""
+    if blob.md5_hash:
+        return blob.md5_hash == md5_b64 and not (crc and blob.crc32c and blob.crc32c != crc)
+    if crc and blob.crc32c:
+        return blob.crc32c == crc
+    return None
 
 
 def _classify(exc: Exception, what: str) -> Outcome:
@@ -190,26 +208,37 @@ class GoogleStorage(Destination):
         pass  # the HTTP client reconnects by itself
 
     # -- one object, exactly once --------------------------------------------------------------
-    def put_file(self, name: str, path: str, content_type: str) -> Outcome:
-        """Upload path to name unless an identical object exists; verify by MD5/CRC32C."""
+    def put_file(self, name: str, path: str, content_type: str, replace: bool = True) -> Outcome:
+        """Upload path to name unless an identical object exists; verify by MD5/CRC32C.
+
+        replace=False (one image's object): an existing object with other contents is kept
+        and this fails, permanently: it is another instance with the same UIDs."""
         try:
             md5_hex, md5_b64 = file_md5(path)
             size = os.path.getsize(path)
         except OSError as exc:
             return Outcome.failed(f"gcs: cannot read the local file ({describe_oserror(exc)})")
-        out = self._put_file(name, path, content_type, md5_b64)
+        out = self._put_file(name, path, content_type, md5_b64, replace)
         if out.ok:
             self._objects[name] = StoredObject(name, size, md5_hex)
         return out
 
-    def _put_file(self, name: str, path: str, content_type: str, md5_b64: str) -> Outcome:
+    def _put_file(self, name: str, path: str, content_type: str, md5_b64: str,
+                  replace: bool = True) -> Outcome:
         crc = _crc32c_b64(path)
         try:
             blob = self.bucket.get_blob(name, timeout=self.timeout, retry=None)
         except Exception as exc:
             return _classify(exc, "get object")
-        if blob is not None and blob.md5_hash == md5_b64:
-            return Outcome.success(name, already_stored=True)
+        if blob is not None:
+            same = _same_object(blob, md5_b64, crc)
+            if same:
+                return Outcome.success(name, already_stored=True)
+            if not replace:
+                if same is None:
+                    return Outcome.failed("gcs: an object with this UID is already stored and "
+                                          "cannot be compared with this one (no checksum returned)")
+                return Outcome.failed(f"gcs: {DIFFERENT_INSTANCE}")
         generation = blob.generation if blob is not None else 0
         try:
             new = self.bucket.blob(name)
@@ -261,7 +290,7 @@ class GoogleStorage(Destination):
 
     def _send_images(self, batch) -> dict[int, Outcome]:
         return self.parallel(batch, lambda i, item: self.put_file(
-            self.image_name(item), item.path, "application/dicom"))
+            self.image_name(item), item.path, "application/dicom", replace=False))
 
     # -- NIfTI -----------------------------------------------------------------------------
     def _send_nifti(self, batch) -> dict[int, Outcome]:

@@ -4,13 +4,23 @@ Per send_batch call:
   * each file's header is read (pixels not read) for its SOP class, transfer syntax and
     identifiers; presentation contexts are proposed for exactly the (SOP class, transfer
     syntax) pairs of the batch, so files are sent as they are, never transcoded;
+  * a file without StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID fails at once, in
+    those words: Orthanc answers its C-STORE with 0xA700 ("out of resources", i.e. try
+    later), which would be retried for nothing;
   * when ORTHANC_URL is set, instances already in Orthanc are found first (one
-    GET /series/{id} per series) and reported as already_stored without a C-STORE;
+    GET /series/{id} per series); each is compared with the local file (orthanc_rest.
+    compare_stored): the same instance is ok, already_stored, without a C-STORE; a different
+    one with the same UIDs fails ("a different instance with this UID is already stored"),
+    since Orthanc would answer its C-STORE with success and keep the other;
   * one association sends every file (streamed from disk); status 0x0000 is success,
     warnings 0xB000 / 0xB006 / 0xB007 count as success with a note, anything else fails
-    with its status code; 0xA7xx (out of resources) and aborted associations are retried;
+    that file only, with its status code and meaning; 0xA7xx (out of resources) and aborted
+    associations are retried;
   * when ORTHANC_URL is set every stored instance is verified: its Orthanc id (SHA-1 of
-    PatientID|Study|Series|SOP UIDs) must be listed by GET /series/{id}.
+    PatientID|Study|Series|SOP UIDs) must be listed by GET /series/{id}. Absent after a
+    success twice in a row (a filter in Orthanc refused it), it fails. Two files of one round
+    with the same UIDs are both compared with what Orthanc kept.
+  * Without ORTHANC_URL nothing of this is checked: a C-STORE success is ok, "not verified".
 TCP_NODELAY is set on the association's socket: Orthanc accepts 16 kB PDUs by default, and
 Nagle's algorithm with delayed ACKs would otherwise stall every PDU-sized write.
 """
@@ -24,7 +34,7 @@ import threading
 from .base import (Destination, DestinationError, Outcome, SendItem, orthanc_id, register,
                    setting_int, setting_str)
 from .http import Client
-from .orthanc_rest import orthanc_settings, series_instances
+from .orthanc_rest import compare_stored, missing_uids, orthanc_settings, series_instances
 
 WARNING_STATUSES = {0xB000: "coercion of data elements", 0xB006: "elements discarded",
                     0xB007: "data set does not match SOP class"}
@@ -63,6 +73,8 @@ class _Header:
                                                   "TransferSyntaxUID"))
         if not (self.sop_class and self.sop and self.transfer_syntax):
             self.error = "file has no SOP Class UID, SOP Instance UID or Transfer Syntax UID"
+        elif missing_uids(ds):   # a Storage SCP cannot file it (Orthanc: 0xA700, "try later")
+            self.error = f"this instance cannot be stored: {missing_uids(ds)}"
 
     @property
     def instance_id(self) -> str:
@@ -95,6 +107,10 @@ class OrthancDicom(Destination):
                 raise DestinationError(f"orthanc: {key} must be 1 to 16 characters")
         self.session: Client | None = None
         self._headers: dict[int, _Header] = {}
+        # instance id -> indexes whose C-STORE this call had answered with success
+        self._cstored: dict[str, set[int]] = {}
+        self._absent: set[int] = set()        # C-STORE success, yet not in Orthanc, once
+        self._paths: dict[int, str] = {}
 
     # -- association -----------------------------------------------------------------------
     def _ae(self, contexts):
@@ -148,6 +164,7 @@ class OrthancDicom(Destination):
     def send_round(self, batch):
         outcomes: dict[int, Outcome] = {}
         todo = []
+        self._paths = {i: item.path for i, item in batch}
         for i, item in batch:
             header = self._headers.get(i)
             if header is None:
@@ -159,21 +176,31 @@ class OrthancDicom(Destination):
         if not todo:
             return outcomes
 
-        # 1. what is already there (REST, when configured)
+        # 1. what is already there (REST, when configured). Orthanc answers the C-STORE of an
+        #    instance it has with success and keeps its copy: what it has must be compared
+        #    first, so when it cannot be read now, nothing is sent this round.
         stored: set[str] = set()
         if self.session is not None:
             stored, problem = self._stored_ids({h.series_id for _, _, h in todo})
             if problem is not None:
-                if problem.abort_batch:
-                    outcomes.update({i: problem for i, _, _ in todo})
-                    return outcomes
-                stored = set()  # cannot pre-check now: send anyway, C-STORE of a copy is harmless
-        to_send = []
+                if not problem.abort_batch:
+                    problem = Outcome.retry(problem.error or "pre-check failed",
+                                            unreachable=problem.unreachable)
+                outcomes.update({i: problem for i, _, _ in todo})
+                return outcomes
+        to_send, to_compare = [], []
         for i, item, h in todo:
-            if h.instance_id in stored:
+            if h.instance_id not in stored:
+                to_send.append((i, item, h))
+            elif self._cstored.get(h.instance_id) == {i}:
+                # this call's own copy (its verification failed): nothing else to compare
                 outcomes[i] = Outcome.success(h.instance_id, already_stored=True)
             else:
-                to_send.append((i, item, h))
+                to_compare.append((i, item))
+        if to_compare:
+            ids = {i: h.instance_id for i, _, h in todo}
+            outcomes.update(self.parallel(to_compare, lambda i, item: compare_stored(
+                self.session, self.url, ids[i], item.path, self.timeout)))
         if not to_send:
             return outcomes
 
@@ -203,6 +230,8 @@ class OrthancDicom(Destination):
                 outcomes[i] = Outcome.success(h.instance_id, note=_join(
                     note, "not verified in Orthanc (ORTHANC_URL not set); C-STORE status success"))
             return outcomes
+        for i, h, _ in sent:
+            self._cstored.setdefault(h.instance_id, set()).add(i)
         stored, problem = self._stored_ids({h.series_id for _, h, _ in sent})
         for i, h, note in sent:
             if problem is not None:
@@ -212,8 +241,21 @@ class OrthancDicom(Destination):
                 outcomes[i] = out
             elif h.instance_id in stored:
                 outcomes[i] = Outcome.success(h.instance_id, note=note)
+            elif i in self._absent:
+                outcomes[i] = Outcome.failed(
+                    "orthanc: Orthanc did not keep this instance (it answered the C-STORE with "
+                    "success twice but does not list it: a filter configured in Orthanc refuses it?)")
             else:
-                out = Outcome.retry("orthanc: C-STORE succeeded but the instance is not in Orthanc")
+                self._absent.add(i)
+                outcomes[i] = Outcome.retry("orthanc: C-STORE succeeded but the instance is not in Orthanc")
+        # Two files of this call with the same UIDs, both answered with success: Orthanc kept
+        # one of them. Each is compared with the one it kept.
+        for i, h, _ in sent:
+            if outcomes[i].ok and len(self._cstored[h.instance_id]) > 1:
+                note = outcomes[i].note
+                out = compare_stored(self.session, self.url, h.instance_id, self._paths[i], self.timeout)
+                if out.ok:
+                    out.already_stored, out.note = False, note
                 outcomes[i] = out
         return outcomes
 
@@ -276,14 +318,15 @@ class OrthancDicom(Destination):
             return None, f"C-STORE warning 0x{code:04X} ({WARNING_STATUSES[code]})"
         if 0xA700 <= code <= 0xA7FF:
             return Outcome.retry(f"orthanc: C-STORE status 0x{code:04X} (out of resources)"), None
-        return Outcome.failed(f"orthanc: C-STORE failed with status 0x{code:04X}"), None
+        return Outcome.failed(f"orthanc: C-STORE failed with status 0x{code:04X}"
+                              f"{_status_meaning(code)}"), None
 
     def send_batch(self, items, heartbeat=None):
-        self._headers = {}
+        self._headers, self._cstored, self._absent, self._paths = {}, {}, set(), {}
         try:
             return super().send_batch(items, heartbeat)
         finally:
-            self._headers = {}
+            self._headers, self._cstored, self._absent, self._paths = {}, {}, set(), {}
 
     def check(self) -> tuple[bool, str]:
         from pynetdicom.sop_class import Verification
@@ -333,6 +376,16 @@ def _tune_socket(assoc) -> None:
         return original_recv(nr_bytes)
 
     wrapper.recv = recv
+
+
+def _status_meaning(code: int) -> str:
+    """' (refused: SOP class not supported)': the standard meaning of a C-STORE status."""
+    try:
+        from pynetdicom.status import GENERAL_STATUS, STORAGE_SERVICE_CLASS_STATUS
+        meaning = {**GENERAL_STATUS, **STORAGE_SERVICE_CLASS_STATUS}.get(code, ("", ""))[1]
+    except ImportError:  # pragma: no cover
+        meaning = ""
+    return f" ({meaning.lower()})" if meaning else ""
 
 
 def _join(*parts):

@@ -55,16 +55,48 @@ def test_objects_arrive_intact_and_resend_is_harmless(fake_gcs, bucket, client, 
     assert len(list(client.list_blobs(bucket))) == len(items) + len(json_names)
 
 
-def test_changed_object_is_replaced(fake_gcs, bucket, client, tmp_path):
+def test_a_different_image_with_the_same_uids_is_not_overwritten(fake_gcs, bucket, client, tmp_path):
+    """An image's object is named by its UIDs: another image with the same UIDs (another
+    batch's, another version) fails instead of replacing the one delivered before."""
+    import pydicom
+    a, bystander = make_ct_series(tmp_path / "in", 2)
+    ds = pydicom.dcmread(a)
+    ds.SeriesDescription = "ANOTHER VERSION"
+    b = str(tmp_path / "b.dcm")
+    ds.save_as(b)
+    dest = dest_for(gcs_config(fake_gcs, bucket))
+    [first] = dest.send_batch(items_for([a]))
+    assert first.ok and not first.already_stored, first.error
+    generation = client.bucket(bucket).get_blob(first.remote_id).generation
+
+    other, fine = dest.send_batch(items_for([b, bystander]))
+    assert not other.ok and other.error == "gcs: a different instance with this UID is already stored"
+    assert other.attempts == 1                                  # permanent: not retried
+    assert fine.ok and not fine.already_stored, fine.error
+    stored = client.bucket(bucket).get_blob(first.remote_id)
+    assert stored.generation == generation
+    with open(a, "rb") as f:
+        assert stored.download_as_bytes() == f.read()
+    name = first.remote_id.rsplit("/", 2)[0] + ".json"          # the study JSON lists one copy
+    doc = json.loads(client.bucket(bucket).get_blob(name).download_as_bytes())
+    assert doc["images"] == 2
+
+    [again] = dest.send_batch(items_for([a]))                   # the same file: delivered already
+    assert again.ok and again.already_stored, again.error
+    assert client.bucket(bucket).get_blob(first.remote_id).generation == generation
+
+
+def test_an_object_changed_in_the_bucket_is_not_overwritten(fake_gcs, bucket, client, tmp_path):
+    """Whatever now sits under an image's name is not ours to replace: the image fails, the
+    object stays (someone must look at it)."""
     [path] = make_ct_series(tmp_path / "in", 1)
     items = items_for([path])
     dest = dest_for(gcs_config(fake_gcs, bucket))
     [first] = dest.send_batch(items)
-    client.bucket(bucket).blob(first.remote_id).upload_from_string(b"corrupted")
+    client.bucket(bucket).blob(first.remote_id).upload_from_string(b"changed")
     [second] = dest.send_batch(items)
-    assert second.ok and not second.already_stored
-    with open(path, "rb") as f:
-        assert client.bucket(bucket).blob(first.remote_id).download_as_bytes() == f.read()
+    assert not second.ok and "a different instance with this UID is already stored" in second.error
+    assert client.bucket(bucket).blob(first.remote_id).download_as_bytes() == b"changed"
 
 
 def test_tar_gz_format_and_study_metadata(fake_gcs, bucket, client, tmp_path):
