@@ -13,6 +13,29 @@ in an attribute that names a class rather than an instance, an element whose
 VR cannot be known (UN, not in the dictionary) is removed, and group lengths
 are dropped (they are retired and would be wrong after the scrub), as are
 command elements (0000,eeee), which a stored instance cannot carry.
+
+Sequences the table gives a dummy (``D``: Content Sequence, Person Identification
+Code Sequence, Operator Identification Sequence, Verifying Observer Sequence,
+Graphic Annotation Sequence, Flow Identifier Sequence, and any other sequence whose
+action resolves to ``D``) keep their items, so that a required item is still there,
+but nothing they hold survives as it was, at any depth (``_dummy_item``):
+
+* private attributes, group lengths, command elements and unknown-VR elements go as
+  everywhere else; a recipe ``KEEP`` and an option's ``K`` still keep an attribute;
+* an attribute the table removes (``X``) or empties (``Z``) is removed or emptied;
+* UI is mapped as everywhere (class UIDs and well-known UIDs are not; nothing is
+  mapped under Retain UIDs), so references stay consistent;
+* a nested sequence keeps its items and gets these same rules;
+* CS (enumerated values and defined terms that make the structure: ValueType,
+  RelationshipType, ContinuityOfContent, GraphicType...) and binary numbers (US, SS,
+  UL, SL, UV, SV, FL, FD, AT: graphic data, counts, tags) are kept, and so is
+  Referenced Frame Number (with the mapped UIDs, what keeps a reference valid),
+  unless the table gives the attribute its own D;
+* every other value is replaced by the dummy of its VR, each of its values for a
+  multi-valued one (so its multiplicity stays): text (AE, LO, LT, PN, SH, ST, UC, UR,
+  UT: code values, code meanings, coding scheme designators, names, free text)
+  ``ANONYMIZED``, IS/DS ``0``, AS ``000Y``, DA/TM/DT the dummy date and time (not
+  shifted), OB/OW/OF/OD/OL/OV emptied. An empty value stays empty.
 """
 
 from __future__ import annotations
@@ -64,6 +87,12 @@ DUMMIES = {
 }
 BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
 NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT"})
+#: VRs kept inside a dummied sequence (structure, not content; see the module docstring)
+DUMMY_KEEP_VRS = NUMBER_VRS | {"CS"}
+#: one value per element whatever its backslashes (they are text there)
+SINGLE_VALUE_VRS = frozenset({"LT", "ST", "UT", "UR"})
+#: kept inside a dummied sequence: Referenced Frame Number (IS), part of a reference
+DUMMY_KEEP_TAGS = frozenset({0x00081160})
 #: text VRs whose value may be kept by a "C" (clean) action when it looks safe
 CLEANABLE_VRS = frozenset({"LO", "SH", "CS", "UC", "AE"})
 
@@ -205,7 +234,7 @@ class _Run:
 
     def __init__(self, ds: Dataset, jitter: int, options: DeidOptions, keep_tags: frozenset):
         self.options = options
-        self.profile = profile_for(options.enabled(), keep_tags)
+        self.profile = profile_for(options.enabled(), keep_tags, is_animal(ds))
         self.fallback = _fallbacks()
         self.jitter = int(jitter)
         self.shift = options.retain_long_modified_dates
@@ -221,6 +250,22 @@ class _Run:
         )
 
 
+def is_animal(ds: Dataset) -> bool:
+    """True when the patient is an animal: Patient Species Description (0010,2201) or
+    Patient Species Code Sequence (0010,2202) present and not empty."""
+    for tag in (0x00102201, 0x00102202):
+        elem = ds.get_item(tag)
+        if elem is None:
+            continue
+        value = elem.value
+        if isinstance(value, bytes):  # raw: any non-padding byte (a sequence's items too)
+            if value.strip(b"\0 "):
+                return True
+        elif value:
+            return True
+    return False
+
+
 _FALLBACKS: dict[int, str] = {}
 
 
@@ -233,7 +278,7 @@ def _fallbacks() -> dict[int, str]:
                 continue
             value = int(tag, 16)
             vr = dictionary_VR(value) if dictionary_has_tag(value) else None
-            _FALLBACKS[value] = resolve_basic(row["basic"], vr)
+            _FALLBACKS[value] = resolve_basic(row["basic"], vr, value)
     return _FALLBACKS
 
 
@@ -270,7 +315,17 @@ def _scrub(ds: Dataset, run: _Run) -> None:
         elif vr == "SQ":
             if action == "Z":
                 ds[tag] = DataElement(tag, "SQ", Sequence())
-            else:  # K, D, U, C: keep the items, scrub them by the same table
+            elif action == "D":  # keep the items, replace what they hold
+                for item in ds[tag].value:
+                    _dummy_item(item, run)
+            elif tag == 0x00041220:  # a DICOMDIR's records: their required keys stay present
+                run.profile = profile_for(run.options.enabled(), run.keep_tags, profile.animal, True)
+                try:
+                    for item in ds[tag].value:
+                        _scrub(item, run)
+                finally:
+                    run.profile = profile
+            else:  # K, U, C: keep the items, scrub them by the same table
                 for item in ds[tag].value:
                     _scrub(item, run)
         elif action == "K":
@@ -291,6 +346,61 @@ def _scrub(ds: Dataset, run: _Run) -> None:
             _clean(ds, tag, vr, raw, run)
         else:  # pragma: no cover - the profile only yields the actions above
             raise ValueError(f"unknown action for {tag:08X}")
+
+
+def _dummy_text(vr: str, value) -> str:
+    """The dummy of a VR, once per value of ``value`` (raw bytes or converted)."""
+    dummy = _dummy(vr)
+    if vr in SINGLE_VALUE_VRS:
+        return dummy
+    if isinstance(value, bytes):
+        count = value.count(b"\\") + 1
+    elif isinstance(value, (list, MultiValue)):
+        count = len(value)
+    else:
+        count = 1
+    return "\\".join([dummy] * count) if count > 1 else dummy
+
+
+def _dummy_item(ds: Dataset, run: _Run) -> None:
+    """An item of a dummied sequence: its structure kept, nothing it holds kept as it was
+    (the rules are in the module docstring)."""
+    profile = run.profile
+    keep_private = safe_private_tags(ds) if run.safe_private else ()
+    for tag in list(ds.keys()):
+        group = tag >> 16
+        if group & 1:
+            if tag not in keep_private and tag not in run.keep_tags:
+                del ds[tag]
+            continue
+        if not tag & 0xFFFF or not group:
+            del ds[tag]
+            continue
+        raw = ds.get_item(tag)
+        vr = _element_vr(tag, raw.VR)
+        action = profile.action(tag)
+        if action == "K":
+            continue
+        if action == "X" or (vr == "UN" and action is None):
+            del ds[tag]
+        elif action == "Z":
+            put(ds, tag, vr, empty_value(vr))
+        elif vr == "SQ":
+            for item in ds[tag].value:
+                _dummy_item(item, run)
+        elif vr == "UI":
+            if not (run.keep_uids or tag in CLASS_UID_TAGS):
+                text = as_text(raw.value)
+                new = map_uids(text, run.options.uid_secret, run.options.uid_root)
+                if new != text:
+                    put(ds, tag, "UI", new)
+        elif action != "D" and (vr in DUMMY_KEEP_VRS or tag in DUMMY_KEEP_TAGS):
+            continue
+        elif raw.value:  # an empty value stays empty: there is nothing in it to hide
+            if vr in BINARY_VRS or vr in NUMBER_VRS:
+                put(ds, tag, vr, _dummy(vr))
+            else:
+                put(ds, tag, vr, _dummy_text(vr, raw.value))
 
 
 def _clean(ds: Dataset, tag: int, vr: str, raw, run: _Run) -> None:
@@ -390,12 +500,20 @@ def _stamp(ds: Dataset, ids, options: DeidOptions, run: _Run) -> None:
         ds[0x00120064] = _method_codes(ds, options)  # DeidentificationMethodCodeSequence
 
 
-#: file meta elements kept (the rest, e.g. Source Application Entity Title, is dropped)
-FILE_META_KEEP = frozenset({0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013})
+#: file meta elements kept (the rest, e.g. Source Application Entity Title, is dropped);
+#: the group length stays so that every writer brings it up to date (pydicom's writer
+#: without enforce_file_format, for a file without SOP class and instance, keeps one
+#: only if it is there)
+FILE_META_KEEP = frozenset({0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013})
 
 
-def sync_file_meta(ds: Dataset) -> None:
-    """Make the file meta agree with the scrubbed dataset (SOP class and instance)."""
+def sync_file_meta(ds: Dataset, options: DeidOptions | None = None) -> None:
+    """Make the file meta agree with the scrubbed dataset (SOP class and instance).
+
+    With ``options``, a Media Storage SOP Instance UID that has no SOP Instance UID in
+    the dataset to follow (a DICOMDIR, a damaged file) is mapped in place, unless
+    Retain UIDs is on.
+    """
     meta = getattr(ds, "file_meta", None)
     if meta is None:
         return
@@ -407,6 +525,11 @@ def sync_file_meta(ds: Dataset) -> None:
         value = as_text(elem.value) if elem is not None and elem.value else ""
         if value:
             meta[target] = DataElement(target, "UI", value)  # meta is validated: keep typed
+        elif target == 0x00020003 and options is not None and not options.retain_uids:
+            elem = meta.get_item(target)
+            value = as_text(elem.value) if elem is not None and elem.value else ""
+            if value:
+                meta[target] = DataElement(target, "UI", map_uids(value, options.uid_secret, options.uid_root))
 
 
 def deidentify_dataset(ds: Dataset, ids, options: DeidOptions) -> Dataset:
@@ -425,5 +548,5 @@ def deidentify_dataset(ds: Dataset, ids, options: DeidOptions) -> Dataset:
     _stamp(ds, ids, options, run)
     if recipe is not None:
         recipe.apply_header(ds, ids, options)
-    sync_file_meta(ds)
+    sync_file_meta(ds, options)
     return ds

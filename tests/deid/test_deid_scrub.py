@@ -8,7 +8,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
-from sendit.deid import DeidOptions, deidentify_dataset
+from sendit.deid import DeidOptions, Recipe, deidentify_dataset, deidentify_file
 from sendit.deid.scrub import is_safe_descriptor
 from sendit.deid.uids import map_uid
 
@@ -74,7 +74,8 @@ def test_nested_sequences_three_deep(ids):
     assert level3.ContentDate == "20200304"  # shifted by -12 days
     assert "MKDEEP" not in str(level3.PersonName)
     assert "MKREF" not in str(level3.get("ReferringPhysicianName", ""))
-    assert len(ds.ReferencedStudySequence) == 0
+    # X/Z, but only references inside: the item stays, its UID mapped
+    assert ds.ReferencedStudySequence[0].ReferencedSOPInstanceUID == map_uid("1.2.3.4.8", SECRET)
 
 
 def test_private_tags_removed_everywhere(ids):
@@ -107,20 +108,58 @@ def test_safe_private_kept_only_with_option(ids):
     assert any(c.CodeValue == "113111" for c in kept.DeidentificationMethodCodeSequence)
 
 
+OVERLAY_GROUPS = list(range(0x6000, 0x601F, 2))
+
+
+def add_overlay(ds, group, data=True):
+    """An overlay plane (PS3.3 C.9.2) in ``group``: every Type 1 element, and its data."""
+    ds.add_new((group, 0x0010), "US", 2)  # OverlayRows
+    ds.add_new((group, 0x0011), "US", 8)  # OverlayColumns
+    ds.add_new((group, 0x0022), "LO", "MKOVERLAYDESC")  # OverlayDescription
+    ds.add_new((group, 0x0040), "CS", "G")  # OverlayType
+    ds.add_new((group, 0x0050), "SS", [1, 1])  # OverlayOrigin
+    ds.add_new((group, 0x0100), "US", 1)  # OverlayBitsAllocated
+    ds.add_new((group, 0x0102), "US", 0)  # OverlayBitPosition
+    if data:
+        ds.add_new((group, 0x3000), "OW", b"\x01\x02")  # OverlayData: removed by the profile
+    ds.add_new((group, 0x4000), "LT", "MKOVERLAYCOMMENT")  # OverlayComments: removed
+
+
 def test_overlays_and_curves(ids):
+    """Overlay Data removed: its whole group goes, not only (60xx,3000) (a group without
+    its Type 1 data is invalid), for every overlay group 6000-601E."""
     ds = base()
-    for group in (0x6000, 0x6002):
-        ds.add_new((group, 0x0010), "US", 2)  # OverlayRows: geometry, kept
-        ds.add_new((group, 0x3000), "OW", b"\x01\x02")  # OverlayData: removed
-        ds.add_new((group, 0x4000), "LT", "MKOVERLAYCOMMENT")  # removed
+    for group in OVERLAY_GROUPS:
+        add_overlay(ds, group)
     ds.add_new(0x50000005, "US", 1)  # CurveDimensions
     ds.add_new(0x50023000, "OB", b"MKCURVE\x00")  # CurveData
     deidentify_dataset(ds, ids, DeidOptions(uid_secret=SECRET))
-    for group in (0x6000, 0x6002):
-        assert (group << 16 | 0x0010) in ds
-        assert (group << 16 | 0x3000) not in ds
-        assert (group << 16 | 0x4000) not in ds
+    assert not any(0x6000 <= (tag >> 16) <= 0x60FF for tag in ds.keys())
     assert not any(0x5000 <= (tag >> 16) <= 0x50FF for tag in ds.keys())
+    assert ds.Rows == 2  # the image itself is untouched
+
+
+def test_overlay_group_written_without_any_of_its_elements(ids, tmp_path):
+    ds = base()
+    add_overlay(ds, 0x6000)
+    add_overlay(ds, 0x6004, data=False)  # overlay in the pixel data's unused bits (retired)
+    src = tmp_path / "in.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    out = tmp_path / "out.dcm"
+    deidentify_file(src, out, ids, DeidOptions(uid_secret=SECRET))
+    after = dcmread(out)
+    assert [tag for tag in after.keys() if tag >> 16 in (0x6000, 0x6004)] == []
+    assert b"MKOVERLAY" not in out.read_bytes()
+
+
+def test_a_kept_overlay_keeps_its_group(ids):
+    ds = base()
+    add_overlay(ds, 0x6000)
+    add_overlay(ds, 0x6002)
+    recipe = Recipe.from_text("FORMAT dicom\n%header\nKEEP (6000,3000)\n")
+    deidentify_dataset(ds, ids, DeidOptions(uid_secret=SECRET, recipe=recipe))
+    assert ds[0x60003000].value == b"\x01\x02" and ds[0x60000010].value == 2
+    assert not any(tag >> 16 == 0x6002 for tag in ds.keys())
 
 
 def test_attributes_outside_the_table(ids):
@@ -244,3 +283,200 @@ def test_messages_never_carry_values(ids, caplog):
         deidentify_dataset(ds, ids, DeidOptions(uid_secret=SECRET))
     assert "MK" not in caplog.text
     assert "00080020" in caplog.text
+
+
+# -- sequences with a dummy action: nothing they hold survives ---------------------------
+def code(value, meaning, scheme="99MK"):
+    return item(CodeValue=value, CodingSchemeDesignator=scheme, CodeMeaning=meaning)
+
+
+def person_identification(marker):
+    """A Person Identification Macro item whose code is a person's id (PS3.3 10.1)."""
+    return item(PersonIdentificationCodeSequence=Sequence([code(f"{marker}ID", f"{marker}DOE^JANE", f"{marker}SCHEME")]),
+                InstitutionName=f"{marker}HOSPITAL")
+
+
+def report(ds):
+    """An SR content tree: the person's id two levels deep, and every kind of leaf."""
+    ds.ContentSequence = Sequence([
+        item(RelationshipType="CONTAINS", ValueType="CONTAINER", ContinuityOfContent="SEPARATE",
+             ConceptNameCodeSequence=Sequence([code("MKC1", "MKFINDINGS")]),
+             ContentSequence=Sequence([
+                 item(RelationshipType="HAS OBS CONTEXT", ValueType="CODE",
+                      ConceptNameCodeSequence=Sequence([code("MKC2", "MKPERSON OBSERVER")]),
+                      ConceptCodeSequence=Sequence([code("MKPATIENTID2", "MKSMITH^JOHN")])),
+                 item(RelationshipType="CONTAINS", ValueType="TEXT", TextValue="MKFREE TEXT ABOUT JOHN"),
+                 item(RelationshipType="HAS OBS CONTEXT", ValueType="PNAME", PersonName="MKSMITH^JOHN"),
+                 item(RelationshipType="CONTAINS", ValueType="NUM",
+                      MeasuredValueSequence=Sequence([item(NumericValue="4242",
+                                                           MeasurementUnitsCodeSequence=Sequence([code("MKmm", "MKmm", "UCUM")]))])),
+                 item(RelationshipType="CONTAINS", ValueType="DATETIME", DateTime="20200101101010"),
+                 item(RelationshipType="CONTAINS", ValueType="UIDREF", UID="1.2.3.4.77"),
+                 item(RelationshipType="CONTAINS", ValueType="IMAGE",
+                      ReferencedSOPSequence=Sequence([item(ReferencedSOPClassUID=CTImageStorage,
+                                                           ReferencedSOPInstanceUID="1.2.3.4.1",
+                                                           ReferencedFrameNumber="3")])),
+             ])),
+    ])
+
+
+ALL_BUT_INSTITUTION = dict(retain_long_modified_dates=True, retain_patient_characteristics=True,
+                           retain_device_identity=True, clean_descriptors=True, retain_uids=True,
+                           retain_safe_private=True)
+
+
+@pytest.mark.parametrize("flags", [{}, ALL_BUT_INSTITUTION], ids=["default", "all-options"])
+def test_codes_names_and_text_in_dummied_sequences_leave_nothing(flags, ids, tmp_path):
+    ds = base()
+    ds.OperatorIdentificationSequence = Sequence([person_identification("MKOP")])  # X/D
+    ds.VerifyingObserverSequence = Sequence([item(  # D
+        VerifyingObserverName="MKVERIFIER^ANN", VerifyingOrganization="MKORG", VerificationDateTime="20200101",
+        VerifyingObserverIdentificationCodeSequence=Sequence([code("MKVOID", "MKVERIFIER")]))])
+    ds.ReferencedImageSequence = Sequence([item(  # U: items scrubbed by the table, and deeper...
+        ReferencedSOPClassUID=CTImageStorage, ReferencedSOPInstanceUID="1.2.3.4.9",
+        PersonIdentificationCodeSequence=Sequence([code("MKDEEPID", "MKDEEP^NAME")]))])  # ...a D again
+    report(ds)
+    src = tmp_path / "in.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    out = tmp_path / "out.dcm"
+    deidentify_file(src, out, ids, DeidOptions(uid_secret=SECRET, **flags))
+    data = out.read_bytes()
+    assert b"MK" not in data  # no code value, meaning, designator, name, text or number left
+    assert b"4242" not in data and b"20200101" not in data
+
+    after = dcmread(out)
+    # the structure stays: every item, and the enumerated values that make it
+    operator = after.OperatorIdentificationSequence[0]
+    assert operator.PersonIdentificationCodeSequence[0].CodeValue == "ANONYMIZED"
+    assert operator.PersonIdentificationCodeSequence[0].CodeMeaning == "ANONYMIZED"
+    assert operator.InstitutionName == "ANONYMIZED"
+    verifier = after.VerifyingObserverSequence[0]
+    assert verifier.VerifyingObserverName == "ANONYMIZED" and verifier.VerifyingOrganization == "ANONYMIZED"
+    assert verifier.VerificationDateTime == "19000101000000"
+    assert len(verifier.VerifyingObserverIdentificationCodeSequence) == 0  # Z in the table
+    assert after.ReferencedImageSequence[0].PersonIdentificationCodeSequence[0].CodeValue == "ANONYMIZED"
+    root = after.ContentSequence[0]
+    assert (root.RelationshipType, root.ValueType, root.ContinuityOfContent) == ("CONTAINS", "CONTAINER", "SEPARATE")
+    children = root.ContentSequence
+    assert [c.ValueType for c in children] == ["CODE", "TEXT", "PNAME", "NUM", "DATETIME", "UIDREF", "IMAGE"]
+    assert children[0].ConceptCodeSequence[0].CodeValue == "ANONYMIZED"
+    assert children[0].ConceptCodeSequence[0].CodingSchemeDesignator == "ANONYMIZED"
+    assert children[1].TextValue == "ANONYMIZED"
+    assert children[2].PersonName == "ANONYMIZED"
+    assert children[3].MeasuredValueSequence[0].NumericValue == 0
+    assert children[4].DateTime == "19000101000000"
+    reference = children[6].ReferencedSOPSequence[0]
+    assert reference.ReferencedSOPClassUID == CTImageStorage
+    assert reference.ReferencedFrameNumber == 3
+    if flags.get("retain_uids"):
+        assert children[5].UID == "1.2.3.4.77" and reference.ReferencedSOPInstanceUID == "1.2.3.4.1"
+    else:  # mapped like every other UID: the reference still points at this very instance
+        assert children[5].UID == map_uid("1.2.3.4.77", SECRET)
+        assert reference.ReferencedSOPInstanceUID == after.SOPInstanceUID == map_uid("1.2.3.4.1", SECRET)
+
+
+def test_a_dummied_value_keeps_its_multiplicity_and_an_empty_one_stays_empty(ids):
+    ds = base()
+    ds.ContentSequence = Sequence([item(ValueType="TEXT", RelationshipType="CONTAINS", TextValue="",
+                                       ReferencedWaveformChannels=[1, 2],
+                                       ReferencedTimeOffsets=["1.5", "2.5"])])
+    deidentify_dataset(ds, ids, DeidOptions(uid_secret=SECRET))
+    leaf = ds.ContentSequence[0]
+    assert leaf.TextValue == ""
+    assert list(leaf.ReferencedWaveformChannels) == [1, 2]  # binary numbers: structure, kept
+    assert list(leaf.ReferencedTimeOffsets) == [0, 0]
+
+
+def test_recipe_keep_wins_inside_a_dummied_sequence(ids):
+    ds = base()
+    report(ds)
+    recipe = Recipe.from_text("FORMAT dicom\n%header\nKEEP TextValue\n")
+    deidentify_dataset(ds, ids, DeidOptions(uid_secret=SECRET, recipe=recipe))
+    assert ds.ContentSequence[0].ContentSequence[1].TextValue == "MKFREE TEXT ABOUT JOHN"
+    assert ds.ContentSequence[0].ContentSequence[2].PersonName == "ANONYMIZED"
+
+
+# -- references kept where an IOD needs an item -----------------------------------------
+@pytest.mark.parametrize("keyword", ["ReferencedStudySequence", "ReferencedPerformedProcedureStepSequence"])
+def test_reference_sequences_keep_their_items_with_mapped_uids(keyword, ids, tmp_path):
+    ds = base()
+    setattr(ds, keyword, Sequence([item(ReferencedSOPClassUID="1.2.840.10008.3.1.2.3.1",
+                                        ReferencedSOPInstanceUID="1.2.3.4.55")]))
+    src = tmp_path / "in.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    out = tmp_path / "out.dcm"
+    deidentify_file(src, out, ids, DeidOptions(uid_secret=SECRET))
+    (reference,) = getattr(dcmread(out), keyword)
+    assert reference.ReferencedSOPClassUID == "1.2.840.10008.3.1.2.3.1"  # a class: never mapped
+    assert reference.ReferencedSOPInstanceUID == map_uid("1.2.3.4.55", SECRET)
+    assert b"1.2.3.4.55" not in out.read_bytes()
+
+
+# -- animals: Responsible Person/Organization are Type 2C ------------------------------
+@pytest.mark.parametrize("species", ["description", "code", "none", "empty"])
+def test_responsible_person_of_an_animal_is_emptied_not_removed(species, ids, tmp_path):
+    ds = base()
+    ds.ResponsiblePerson = "MKOWNER^JANE"
+    ds.ResponsibleOrganization = "MKFARM"
+    if species == "description":
+        ds.PatientSpeciesDescription = "Felis catus"
+    elif species == "code":
+        ds.PatientSpeciesCodeSequence = Sequence([code("448169003", "domestic cat", "SCT")])
+    elif species == "empty":
+        ds.PatientSpeciesDescription = ""
+        ds.PatientSpeciesCodeSequence = Sequence()
+    src = tmp_path / "in.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    out = tmp_path / "out.dcm"
+    deidentify_file(src, out, ids, DeidOptions(uid_secret=SECRET))  # read raw, as the node does
+    after = dcmread(out)
+    assert b"MKOWNER" not in out.read_bytes() and b"MKFARM" not in out.read_bytes()
+    if species in ("description", "code"):
+        assert after.ResponsiblePerson == "" and after.ResponsibleOrganization == ""
+    else:
+        assert "ResponsiblePerson" not in after and "ResponsibleOrganization" not in after
+    # the next (human) file of the run is not affected by the cached animal profile
+    human = deidentify_dataset(base_with_responsible(), ids, DeidOptions(uid_secret=SECRET))
+    assert "ResponsiblePerson" not in human
+
+
+def base_with_responsible():
+    ds = base()
+    ds.ResponsiblePerson = "MKOWNER^JANE"
+    return ds
+
+
+# -- file meta and DICOMDIR -------------------------------------------------------------
+def test_media_storage_instance_uid_is_mapped_without_a_sop_instance_uid(ids):
+    ds = base()
+    del ds.SOPInstanceUID
+    deidentify_dataset(ds, ids, DeidOptions(uid_secret=SECRET))
+    assert ds.file_meta.MediaStorageSOPInstanceUID == map_uid("1.2.3.4.1", SECRET)
+    kept = base()
+    del kept.SOPInstanceUID
+    deidentify_dataset(kept, ids, DeidOptions(uid_secret=SECRET, retain_uids=True))
+    assert kept.file_meta.MediaStorageSOPInstanceUID == "1.2.3.4.1"
+
+
+def test_dicomdir_keeps_its_group_length_and_the_keys_its_records_require(ids, tmp_path):
+    from pydicom.data import get_testdata_file
+
+    src = get_testdata_file("DICOMDIR")
+    before = dcmread(src)
+    out = tmp_path / "DICOMDIR"
+    deidentify_file(src, out, ids, DeidOptions(uid_secret=SECRET))
+    after = dcmread(out)
+    assert "FileMetaInformationGroupLength" in after.file_meta
+    assert after.file_meta.MediaStorageSOPInstanceUID == map_uid(before.file_meta.MediaStorageSOPInstanceUID, SECRET)
+    studies = [r for r in after.DirectoryRecordSequence if r.DirectoryRecordType == "STUDY"]
+    assert studies
+    for record in studies:
+        assert record.StudyID == "ANONYMIZED"  # Type 1 in a STUDY record: Z would empty it
+        assert "StudyDescription" in record and record.StudyDescription == ""  # Type 2: X would remove it
+    originals = {r.StudyID for r in before.DirectoryRecordSequence if r.DirectoryRecordType == "STUDY"}
+    assert not originals & {r.StudyID for r in studies}
+    # outside a DICOMDIR the table's own actions stand
+    plain = base()
+    plain.StudyID, plain.StudyDescription = "MKSTUDY", "MKDESC"
+    deidentify_dataset(plain, ids, DeidOptions(uid_secret=SECRET))
+    assert plain.StudyID == "" and "StudyDescription" not in plain
