@@ -379,13 +379,13 @@ def _tune_socket(assoc) -> None:
 
 
 def _status_meaning(code: int) -> str:
-    """' (refused: SOP class not supported)': the standard meaning of a C-STORE status."""
+    """' (Refused: SOP Class Not Supported)': the standard meaning of a C-STORE status."""
     try:
         from pynetdicom.status import GENERAL_STATUS, STORAGE_SERVICE_CLASS_STATUS
         meaning = {**GENERAL_STATUS, **STORAGE_SERVICE_CLASS_STATUS}.get(code, ("", ""))[1]
     except ImportError:  # pragma: no cover
         meaning = ""
-    return f" ({meaning.lower()})" if meaning else ""
+    return f" ({meaning})" if meaning else ""
 
 
 def _join(*parts):

@@ -267,3 +267,44 @@ def test_same_dataset_looks_past_the_encoding(tmp_path):
     assert same_dataset(original, encoded(meta_name="OTHER_RECEIVER")) is True
     assert same_dataset(original, encoded(lambda ds: setattr(ds, "SeriesDescription", "OTHER"))) is False
     assert same_dataset(original, b"not dicom") is None
+
+
+def test_a_c_store_failure_status_fails_that_image_only(tmp_path):
+    """A Storage SCP (pynetdicom, in this process) that refuses one image with 0xC000 and
+    answers another 0xA700 ("out of resources") once: the first fails alone, with the status
+    and its meaning; the second is retried and delivered; the rest are delivered."""
+    from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+    from tests.services import free_port
+
+    answered: list[str] = []
+
+    def on_store(event):
+        description = str(event.dataset.get("SeriesDescription", ""))
+        answered.append(description)
+        if description == "REFUSE":
+            return 0xC000
+        if description == "BUSY" and answered.count("BUSY") == 1:
+            return 0xA700
+        return 0x0000
+
+    ae = AE(ae_title="PEER")
+    ae.supported_contexts = AllStoragePresentationContexts
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        paths = make_ct_series(tmp_path / "in", 4, patient_id="SUID-SCP")
+        paths[1] = variant(paths[1], tmp_path / "r.dcm", lambda ds: setattr(ds, "SeriesDescription", "REFUSE"))
+        paths[2] = variant(paths[2], tmp_path / "b.dcm", lambda ds: setattr(ds, "SeriesDescription", "BUSY"))
+        items = items_for(paths)
+        [dest] = get_destinations({"SEND_TO_ORTHANC": True, "ORTHANC_TRANSPORT": "dicom",
+                                   "ORTHANC_URL": None, "ORTHANC_IPADDRESS": "127.0.0.1",
+                                   "ORTHANC_PORT": port, "ORTHANC_AET": "PEER", **FAST})
+        results = dest.send_batch(items)
+    finally:
+        server.shutdown()
+    assert [r.ok for r in results] == [True, False, True, True], [r.error for r in results]
+    assert results[1].error == "orthanc: C-STORE failed with status 0xC000 (Cannot Understand)"
+    assert results[1].attempts == 1
+    assert results[2].attempts == 2 and answered.count("BUSY") == 2
+    assert answered.count("REFUSE") == 1
