@@ -10,7 +10,7 @@ and bracketed values, numbers and UIDs, tags of private elements become placehol
 attribute, module and IOD names stay), and an error of the output that the input does
 not have (as a multiset) is NEW.
 
-    .venv/bin/python scripts/dciodvfy_check.py [-v] [--no-zip] [--only SUBSTRING]
+    .venv/bin/python scripts/dciodvfy_check.py [-v] [--no-zip] [--only SUBSTRING] [--option FLAG ...]
 
 Prints one line per file with new errors and each new error (``-v``: every file), then
 the table: files, de-identified, errors in input, errors in output, new errors, for the
@@ -173,13 +173,19 @@ def main(argv=None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="every file, and each new error line")
     parser.add_argument("--no-zip", action="store_true", help="skip zipped files")
     parser.add_argument("--only", default="", help="only files whose label contains this")
+    parser.add_argument("--option", action="append", default=[], metavar="FLAG",
+                        help="a DeidOptions flag to switch on (repeatable), e.g. retain_device_identity; "
+                             "--option no-dates switches off retain_long_modified_dates")
     args = parser.parse_args(argv)
     dciodvfy = shutil.which("dciodvfy")
     if dciodvfy is None:
         print("dciodvfy (Debian package dicom3tools) is not installed", file=sys.stderr)
         return 2
     ids = StudyIdentifiers(patient_suid="PSUIDCHECK", study_suid="SSUIDCHECK", jitter=-12)
-    options = DeidOptions(uid_secret=SECRET)
+    flags = {name: True for name in args.option if name != "no-dates"}
+    if "no-dates" in args.option:
+        flags["retain_long_modified_dates"] = False
+    options = DeidOptions(uid_secret=SECRET, **flags)
     rows = {kind: Counter() for kind in ("read whole", "damaged", "all")}
     failures, aborted = [], []
     with tempfile.TemporaryDirectory(prefix="dciodvfy-check-") as tmp:
