@@ -118,6 +118,11 @@ def main():
         print(f"\n{len(failures)} problem(s):")
         for line in failures:
             print("  " + line)
+    notes = report.notes()
+    if notes:
+        print(f"\n{len(notes)} note(s) (no failure):")
+        for line in notes:
+            print("  " + line)
     print(f"\n{'OK' if report.ok else 'FAILED'} in {time.monotonic() - started:.0f} s")
     return 0 if report.ok else 1
 

@@ -66,8 +66,9 @@ class Entry:
     where: str = ""
     reason: str = ""
     instances: list = field(default_factory=list)  # Orthanc ids of its de-identified copies
-    leaks: list = field(default_factory=list)      # (label, value, Orthanc id)
+    leaks: list = field(default_factory=list)      # (label, value, Orthanc id, how found)
     dicomdir: bool = False                         # its file meta names a DICOMDIR
+    untraced: bool = False                         # delivered by the batch's count, not by its UID
 
     @property
     def name(self) -> str:
@@ -130,7 +131,7 @@ class Report:
             if e.outcome in ("lost", "noreason", "pending"):
                 problems.append(f"{e.outcome.upper()} ({e.where or 'nowhere'}{'; ' + e.reason if e.reason else ''})")
             if e.leaks:
-                shown = sorted({f"{label}={value!r}" for label, value, _ in e.leaks})
+                shown = sorted({f"{label}={value!r}" for label, value, *_ in e.leaks})
                 problems.append(f"LEAKED {len(shown)} value(s) to Orthanc: {', '.join(shown[:6])}"
                                 + (" ..." if len(shown) > 6 else ""))
             if problems:
@@ -143,6 +144,13 @@ class Report:
         if not self.worker_alive:
             lines.append("the Celery worker died")
         return lines
+
+    def notes(self) -> list[str]:
+        """What is no failure but worth a look: deliveries the accounting could only count."""
+        return [f"{e.case.name} [{e.case.origin}] {json.dumps(e.case.details, default=str)} in {e.name}: "
+                f"{e.where}" for e in self.entries if e.untraced] + (
+            [f"Orthanc instances no input file's SOPInstanceUID maps to: {', '.join(self.unattributed[:10])}"]
+            if self.unattributed else [])
 
     @staticmethod
     def _repro(e: Entry, command: str) -> str:
@@ -191,13 +199,17 @@ def media_storage_class(case: Case) -> str:
 
 
 def entries_for(cases, per_study: int, prefix: str) -> list[Entry]:
-    """Input files grouped into study folders of `per_study` files."""
+    """Input files grouped into study folders of `per_study` files: fuzzed ones in
+    PREFIX0000..., shipped ones in PREFIXS0000..."""
     from sendit.deid.uids import map_uid
 
     entries = []
-    for i, case in enumerate(cases):
-        folder = f"{prefix}{i // per_study:04d}"
-        entry = Entry(case, folder, f"{case.n:05d}.dcm" if case.kind != "shipped" else f"s{i:04d}.dcm")
+    fuzzed = [c for c in cases if c.kind != "shipped"]
+    shipped = [c for c in cases if c.kind == "shipped"]
+    placed = [(f"{prefix}{i // per_study:04d}", f"{c.n:05d}.dcm", c) for i, c in enumerate(fuzzed)]
+    placed += [(f"{prefix}S{i // per_study:04d}", f"s{c.n:04d}.dcm", c) for i, c in enumerate(shipped)]
+    for folder, relpath, case in placed:
+        entry = Entry(case, folder, relpath)
         entry.candidates = input_sop_uids(case)
         entry.dicomdir = media_storage_class(case) == DICOMDIR_CLASS
         for uid in entry.candidates:
@@ -330,12 +342,18 @@ class _Disk:
 def classify(node, entries: list[Entry]) -> None:
     """Set each entry's outcome, where and reason (delivered ones are set already)."""
     media = node.tmp / "media"
-    batches, notes = {}, {}
+    batches, notes, recorded = {}, {}, {}
     for bid, uid, status, err, errors, log in node.query(
             "SELECT id, uid, status, has_error, errors, log FROM main_batch"):
         batches[uid] = (bid, status, bool(err), _errors(errors))
         log = json.loads(log) if isinstance(log, str) else (log or {})
         notes[uid] = " ".join(str(n) for n in log.get("notes", []))
+        counts = (log.get("deliveries") or {}).get("orthanc") or {}
+        recorded[uid] = sum(v for v in counts.values() if isinstance(v, int))
+    claims = defaultdict(list)
+    for e in entries:
+        for iid in e.instances:
+            claims[iid].append(e)
     by_id = {b[0]: (uid, *b[1:]) for uid, b in batches.items()}
     images = defaultdict(list)
     for bid, uid, image, status, flagged in node.query(
@@ -351,47 +369,79 @@ def classify(node, entries: list[Entry]) -> None:
         return ""
 
     for e in entries:
-        if e.instances:
+        if e.instances and any(len(claims[iid]) == 1 for iid in e.instances):
             e.outcome, e.where = "delivered", f"Orthanc {', '.join(e.instances[:2])}"
             continue
-        batch = batches.get(e.folder)
-        # 1. set aside in NAME.err*, byte for byte
-        kept = [node.data / name / e.relpath for name in listing
-                if name.startswith(e.folder + ".err") and (node.data / name / e.relpath).is_file()]
-        kept = [p for p in kept if disk.matches(p, e.case)]
-        if kept:
-            e.where = str(kept[0].relative_to(node.data))
-            e.reason = batch_reason(batch[0]) if batch else ""
-            e.outcome = "held" if e.reason else "noreason"
-            continue
-        # 2. in media: the file as it arrived, or its recorded (de-identified) copy
-        found = disk.find(e.case)
-        rows = [(batch[0], row) for row in images.get(batch[0], [])
-                if row[0] in e.candidates | e.mapped] if batch else []
-        rows = [(bid, row) for bid, row in rows if (media / row[1]).is_file()]
-        if found or rows:
-            path = found[0] if found else media / rows[0][1][1]
-            e.where = str(path.relative_to(node.tmp))
-            parts = path.relative_to(media).parts
-            bid = int(parts[1]) if len(parts) > 2 and parts[0] == "batches" and parts[1].isdigit() else None
-            flagged = [row[3] for _bid, row in rows if row[3]] or [
-                row[3] for row in images.get(bid, []) if row[3] and (media / row[1]) == path]
-            e.reason = "; ".join(flagged) or batch_reason(bid)
-            e.outcome = "held" if e.reason else "noreason"
-            continue
-        # 3. a CD index, removed as documented, with its note
-        if e.dicomdir and "DICOMDIR" in notes.get(e.folder, ""):
-            e.outcome, e.where, e.reason = "discarded", "removed", notes[e.folder]
-            continue
-        # 4. never imported
-        waiting = [node.data / name / e.relpath for name in listing
-                   if (name == e.folder or name.startswith(e.folder + ".tmp"))]
-        if any(p.is_file() for p in waiting):
-            e.outcome, e.where = "pending", f"{e.folder} in the data folder"
-            continue
-        e.outcome = "lost"
+        # An instance several inputs map to (shipped files that share a SOPInstanceUID):
+        # an input still held on the node is held, the others delivered.
+        _place(e, node, media, batches, notes, images, disk, listing, batch_reason)
+        if e.instances and e.outcome in ("lost", "pending"):
+            e.outcome, e.where, e.reason = "delivered", f"Orthanc {', '.join(e.instances[:2])} (shared)", ""
+    # Recorded under a SOPInstanceUID the accounting cannot derive (a broken UID rewritten):
+    # an image of the batch no input accounts for, its file in media, holds one of its
+    # lost files; the batch's own count of deliveries says how many were delivered.
+    for folder in {e.folder for e in entries}:
+        group = [e for e in entries if e.folder == folder]
+        batch = batches.get(folder)
         if batch:
-            e.reason = (f"batch {batch[1]}{' with errors: ' + batch_reason(batch[0]) if batch[2] else ''}")
+            known = set().union(*(e.candidates | e.mapped for e in group))
+            spare = [row for row in images.get(batch[0], []) if row[0] not in known
+                     and row[2] not in ("SENT", "DONE") and (media / row[1]).is_file()]
+            for e in [e for e in group if e.outcome == "lost"][:len(spare)]:
+                row = spare.pop(0)
+                e.reason = row[3] or batch_reason(batch[0])
+                e.outcome, e.untraced = ("held" if e.reason else "noreason"), True
+                e.where = (f"{Path('media') / row[1]}, untraced: an image of batch {folder} that no "
+                           f"input's SOPInstanceUID maps to (recorded as {row[0]!r})")
+        untraced = recorded.get(folder, 0) - sum(e.outcome == "delivered" for e in group)
+        for e in [e for e in group if e.outcome == "lost"][:max(0, untraced)]:
+            e.outcome, e.untraced = "delivered", True
+            e.where = (f"Orthanc, untraced: batch {folder} records {recorded[folder]} deliveries and only "
+                       f"{recorded[folder] - untraced} instances map to its files")
+    for e in entries:
+        if e.outcome != "delivered":   # what its SOPInstanceUID's instance holds is not its own
+            e.leaks = [leak for leak in e.leaks if leak[3] != "own"]
+
+
+def _place(e, node, media, batches, notes, images, disk, listing, batch_reason) -> None:
+    """Outcome of an input no instance of its own accounts for: held, discarded, pending, lost."""
+    batch = batches.get(e.folder)
+    # 1. set aside in NAME.err*, byte for byte
+    kept = [node.data / name / e.relpath for name in listing
+            if name.startswith(e.folder + ".err") and (node.data / name / e.relpath).is_file()]
+    kept = [p for p in kept if disk.matches(p, e.case)]
+    if kept:
+        e.where = str(kept[0].relative_to(node.data))
+        e.reason = batch_reason(batch[0]) if batch else ""
+        e.outcome = "held" if e.reason else "noreason"
+        return
+    # 2. in media: the file as it arrived, or its recorded (de-identified) copy
+    found = disk.find(e.case)
+    rows = [row for row in images.get(batch[0], []) if row[0] in e.candidates | e.mapped] if batch else []
+    rows = [row for row in rows if (media / row[1]).is_file()]
+    if found or rows:
+        path = found[0] if found else media / rows[0][1]
+        e.where = str(path.relative_to(node.tmp))
+        parts = path.relative_to(media).parts
+        bid = int(parts[1]) if len(parts) > 2 and parts[0] == "batches" and parts[1].isdigit() else None
+        flagged = [row[3] for row in rows if row[3]] or [
+            row[3] for row in images.get(bid, []) if row[3] and (media / row[1]) == path]
+        e.reason = "; ".join(flagged) or batch_reason(bid)
+        e.outcome = "held" if e.reason else "noreason"
+        return
+    # 3. a CD index, removed as documented, with its note
+    if e.dicomdir and "DICOMDIR" in notes.get(e.folder, ""):
+        e.outcome, e.where, e.reason = "discarded", "removed", notes[e.folder]
+        return
+    # 4. never imported
+    waiting = [node.data / name / e.relpath for name in listing
+               if name == e.folder or name.startswith(e.folder + ".tmp")]
+    if any(p.is_file() for p in waiting):
+        e.outcome, e.where = "pending", f"{e.folder} in the data folder"
+        return
+    e.outcome = "lost"
+    if batch:
+        e.reason = f"batch {batch[1]}{' with errors: ' + batch_reason(batch[0]) if batch[2] else ''}"
 
 
 # -- what Orthanc holds --------------------------------------------------------------------
@@ -459,24 +509,24 @@ def scan_orthanc(orthanc, entries: list[Entry]) -> tuple[int, list, list]:
         for found in set(MARKER_RE.findall(low)):
             whose = markers.get(found, [])
             for e in whose:
-                e.leaks.append(("marker", found.decode().upper(), iid))
+                e.leaks.append(("marker", found.decode().upper(), iid, "marker"))
             if not whose:
                 stray.append(f"marker {found.decode().upper()} in Orthanc instance {iid}")
         for found in set(FUZZ_UID_RE.findall(blob)):
             whose = fuzz_uids.get(found.rstrip(b"."), [])
             for e in whose:
-                e.leaks.append(("fuzz UID", found.decode(), iid))
+                e.leaks.append(("fuzz UID", found.decode(), iid, "marker"))
             if not whose:
                 stray.append(f"fuzz UID {found.decode()} in Orthanc instance {iid}")
         for e in owners:
             for needle, label, value in own[id(e)]:
                 if needle in low:
-                    e.leaks.append((label, value, iid))
+                    e.leaks.append((label, value, iid, "own"))
         if not owners:
             for needle, holders in everywhere.items():
                 if needle in low:
                     for e, label, value in holders:
-                        e.leaks.append((label, value, iid))
+                        e.leaks.append((label, value, iid, "untraced instance"))
     for e in entries:   # one line per value and instance
         e.leaks = sorted(set(e.leaks))
     return len(ids), unattributed, stray

@@ -331,14 +331,26 @@ def _usable(value: str) -> bool:
     return len(set(value)) > 2   # not "00000" or "XXXXX"
 
 
+#: UI elements that name a scheme or a program, not a patient, study or instance
+SCHEME_UIDS = frozenset({"CodingSchemeUID", "ContextGroupExtensionCreatorUID", "PrivateInformationCreatorUID",
+                         "ContextUID", "MappingResourceUID", "ImplementationClassUID", "TransferSyntaxUID",
+                         "MediaStorageSOPClassUID", "SOPClassUID", "ReferencedSOPClassUID",
+                         "RelatedGeneralSOPClassUID", "OriginalSpecializedSOPClassUID"})
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DS", "IS", "LO", "LT", "SH", "ST", "UC", "UT", "UR"})
+
+
 def identifying_values(ds) -> tuple[dict, dict, dict]:
     """(text, dates, uids) of a pydicom dataset, each {value: label}: names (and each of
     their parts), ids and addresses, every date (DA, and the date of DT), every UID that is
-    not a standard one (SOP classes, transfer syntaxes...). Values too short or too common
-    to search for are left out."""
+    not a standard one (SOP classes, transfer syntaxes...) nor a scheme's or a program's.
+
+    Values too short or too common to search for are left out, and so is a value the file
+    also holds where it identifies no one (a name part that is also the Manufacturer, a
+    UID that is also the ImplementationClassUID): finding it says nothing."""
     from pydicom.uid import UID_dictionary
 
     texts, dates, uids = {}, {}, {}
+    other_texts, other_uids = [], set()
     names, plain = set(NAME_KEYWORDS), set(TEXT_KEYWORDS)
 
     def visit(elem):
@@ -346,7 +358,11 @@ def identifying_values(ds) -> tuple[dict, dict, dict]:
             vr, keyword, value = elem.VR, elem.keyword, elem.value
         except Exception:
             return
-        if vr == "SQ" or value is None or isinstance(value, (bytes, bytearray)):
+        if isinstance(value, (bytes, bytearray)):   # a private or unknown element: markers only
+            for m in MARKER_RE.findall(value):
+                texts[m.decode().upper()] = keyword or f"({elem.tag.group:04X},{elem.tag.element:04X})"
+            return
+        if vr == "SQ" or value is None:
             return
         values = list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
         for v in values:
@@ -358,20 +374,25 @@ def identifying_values(ds) -> tuple[dict, dict, dict]:
                 for m in re.findall(r"(?i)fuzzphi\d{5,7}[a-z0-9]{2}", text):
                     texts[m] = label
             if vr == "UI":
-                if text not in UID_dictionary and len(text) >= 10:
+                if keyword in SCHEME_UIDS:
+                    other_uids.add(text)
+                elif text not in UID_dictionary and len(text) >= 10:
                     uids[text] = label
             elif vr in ("DA", "DT"):
                 day = text[:8]
                 if day.isdigit() and len(day) == 8 and len(set(day)) > 2 and day[:2] in ("18", "19", "20"):
                     dates[day] = label
-            elif keyword in names or vr == "PN":
-                if _usable(text) and keyword in names:
+            elif keyword in names:
+                if _usable(text):
                     texts[text] = label
                 for part in re.split(r"[\^= ,]+", text):
-                    if _usable(part) and (keyword in names or MARKER in part.upper()):
+                    if _usable(part):
                         texts[part] = label
-            elif keyword in plain and _usable(text):
-                texts[text] = label
+            elif keyword in plain:
+                if _usable(text):
+                    texts[text] = label
+            elif vr in _TEXT_VRS and MARKER not in text.upper():
+                other_texts.append(text.lower())
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -380,11 +401,17 @@ def identifying_values(ds) -> tuple[dict, dict, dict]:
             sop = meta.get("MediaStorageSOPInstanceUID")
             if sop and str(sop) not in UID_dictionary:
                 uids[str(sop)] = "MediaStorageSOPInstanceUID"
+            implementation = meta.get("ImplementationClassUID")
+            if implementation:
+                other_uids.add(str(implementation))
         try:
             for elem in ds.iterall():
                 visit(elem)
         except Exception:
             pass
+    texts = {v: label for v, label in texts.items()
+             if MARKER in v.upper() or not any(v.lower() in other for other in other_texts)}
+    uids = {v: label for v, label in uids.items() if v not in other_uids}
     return texts, dates, uids
 
 
