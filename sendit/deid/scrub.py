@@ -43,6 +43,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import struct
 
 from pydicom.datadict import dictionary_VR, dictionary_has_tag
 from pydicom.dataelem import DataElement, RawDataElement
@@ -326,6 +327,12 @@ def _scrub(ds: Dataset, run: _Run) -> None:
                 finally:
                     run.profile = profile
             else:  # K, U, C: keep the items, scrub them by the same table
+                if action != "C" and raw.is_raw:
+                    new = _scrub_raw_items(raw, run)  # references, numbers: without parsing
+                    if new is not None:
+                        if new is not raw:
+                            ds[tag] = new
+                        continue
                 for item in ds[tag].value:
                     _scrub(item, run)
         elif action == "K":
@@ -346,6 +353,102 @@ def _scrub(ds: Dataset, run: _Run) -> None:
             _clean(ds, tag, vr, raw, run)
         else:  # pragma: no cover - the profile only yields the actions above
             raise ValueError(f"unknown action for {tag:08X}")
+
+
+_UNDEFINED = 0xFFFFFFFF
+_ITEM, _ITEM_END = 0xFFFEE000, 0xFFFEE00D
+#: explicit VRs with a 2-byte reserved field and a 4-byte length
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_RAW_ITEM_BAIL = DATE_VRS | {"SQ", "PN", "UN"}
+
+
+def _scrub_raw_items(raw, run: _Run):
+    """A sequence kept as read (``K``/``U``), scrubbed on its bytes: the new raw element,
+    ``raw`` itself when nothing in it changes, or None when it holds anything but elements
+    the table keeps or removes and UIDs (then it is parsed and scrubbed as datasets).
+
+    Reference sequences (Referenced Study, Referenced Performed Procedure Step, Referenced
+    Image, Source Image...) hold SOP class and instance UIDs and a few numbers: parsing
+    them into datasets and writing them back through pydicom cost more than the rest of
+    the scrub of an image (0.2 ms of 1.7). The decision per element is ``_scrub``'s, for the
+    cases handled here; the items are written back with defined lengths.
+    """
+    data = raw.value
+    if raw.length == _UNDEFINED or not isinstance(data, bytes) or not (
+        raw.VR == "SQ" or (raw.VR is None and raw.is_implicit_VR)
+    ):
+        return None
+    implicit, little = raw.is_implicit_VR, raw.is_little_endian
+    order = "<" if little else ">"
+    tag_len = struct.Struct(order + "HHL")
+    explicit_short = struct.Struct(order + "HH2sH")
+    explicit_long = struct.Struct(order + "HH2sHL")
+    profile, options = run.profile, run.options
+    items, changed, pos, end = [], False, 0, len(data)
+    try:
+        while pos < end:
+            group, element, length = tag_len.unpack_from(data, pos)
+            if (group << 16 | element) != _ITEM:
+                return None
+            pos += 8
+            stop = end if length == _UNDEFINED else pos + length
+            if stop > end:
+                return None
+            parts, closed = [], length != _UNDEFINED
+            while pos < stop:
+                group, element = struct.unpack_from(order + "HH", data, pos)
+                tag = group << 16 | element
+                if tag == _ITEM_END and not closed:
+                    pos += 8
+                    closed = True
+                    break
+                if group & 1 or not element or not group:  # private, group length, command
+                    return None
+                if implicit:
+                    value_length = tag_len.unpack_from(data, pos)[2]
+                    head = 8
+                    vr = _element_vr(tag, None)
+                else:
+                    code = data[pos + 4:pos + 6]
+                    if code in _LONG_VRS:
+                        value_length, head = explicit_long.unpack_from(data, pos)[4], 12
+                    else:
+                        value_length, head = explicit_short.unpack_from(data, pos)[3], 8
+                    vr = _element_vr(tag, code.decode("ascii"))
+                if value_length == _UNDEFINED or vr in _RAW_ITEM_BAIL or pos + head + value_length > stop:
+                    return None
+                value_end = pos + head + value_length
+                action = profile.action(tag)
+                if action is None and vr == "UI":
+                    action = "K" if run.keep_uids or tag in CLASS_UID_TAGS else "U"
+                if action is None or action == "K":
+                    parts.append(data[pos:value_end])
+                elif action == "X":
+                    changed = True
+                elif vr == "UI" and action in ("U", "D"):
+                    text = data[pos + head:value_end].decode("ascii").strip("\0 ")
+                    new = map_uids(text, options.uid_secret, options.uid_root)
+                    if new == text:
+                        parts.append(data[pos:value_end])
+                    else:
+                        value = ascii_value("UI", new)
+                        if implicit:
+                            parts.append(tag_len.pack(group, element, len(value)) + value)
+                        else:
+                            parts.append(explicit_short.pack(group, element, b"UI", len(value)) + value)
+                        changed = True
+                else:
+                    return None
+                pos = value_end
+            if not closed:
+                return None
+            items.append(b"".join(parts))
+    except (struct.error, UnicodeDecodeError):
+        return None
+    if not changed:
+        return raw
+    out = b"".join(tag_len.pack(0xFFFE, 0xE000, len(body)) + body for body in items)
+    return RawDataElement(raw.tag, raw.VR, len(out), out, raw.value_tell, implicit, little, True, False)
 
 
 def _dummy_text(vr: str, value) -> str:

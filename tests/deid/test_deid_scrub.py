@@ -6,7 +6,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pydicom.uid import CTImageStorage, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from sendit.deid import DeidOptions, Recipe, deidentify_dataset, deidentify_file
 from sendit.deid.scrub import is_safe_descriptor
@@ -480,3 +480,94 @@ def test_dicomdir_keeps_its_group_length_and_the_keys_its_records_require(ids, t
     plain.StudyID, plain.StudyDescription = "MKSTUDY", "MKDESC"
     deidentify_dataset(plain, ids, DeidOptions(uid_secret=SECRET))
     assert plain.StudyID == "" and "StudyDescription" not in plain
+
+
+# -- sequences scrubbed on their bytes: the same result as parsed ----------------------
+def _flat(ds):
+    """Every element at every depth as (tag, VR, value), sequences by their item count."""
+    out = []
+    for elem in ds.iterall():
+        value = len(elem.value) if elem.VR == "SQ" else elem.value
+        out.append((elem.tag, elem.VR, value if not isinstance(value, list) else tuple(value)))
+    return out
+
+
+def _both_ways(make, options, monkeypatch):
+    fast = deidentify_dataset(make(), IDS, options)
+    with monkeypatch.context() as patch:
+        patch.setattr("sendit.deid.scrub._scrub_raw_items", lambda raw, run: None)
+        slow = deidentify_dataset(make(), IDS, options)
+    return fast, slow
+
+
+IDS = None  # set by the fixture below, for _both_ways
+
+
+@pytest.fixture(autouse=True)
+def _ids_for_both_ways(ids):
+    global IDS
+    IDS = ids
+
+
+def _raw_file(tmp_path, ds, syntax):
+    path = tmp_path / "raw.dcm"
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.save_as(path, enforce_file_format=True)
+    return lambda: dcmread(path)
+
+
+def _references():
+    ds = base()
+    ds.ReferencedStudySequence = Sequence([item(ReferencedSOPClassUID="1.2.840.10008.3.1.2.3.1",
+                                                ReferencedSOPInstanceUID="1.2.3.4.55")])
+    ds.ReferencedImageSequence = Sequence([
+        item(ReferencedSOPClassUID=CTImageStorage, ReferencedSOPInstanceUID="1.2.3.4.1", ReferencedFrameNumber="2"),
+        item(ReferencedSOPClassUID=CTImageStorage, ReferencedSOPInstanceUID="1.2.3.4.56")])
+    ds.ReferencedPerformedProcedureStepSequence = Sequence([item(ReferencedSOPInstanceUID="1.2.3.4.57",
+                                                                 InstanceCreationDate="20200101")])  # a date: parsed
+    ds.SourceImageSequence = Sequence([item(ReferencedSOPInstanceUID="1.2.3.4.58", InstitutionAddress="MKSTREET")])
+    ds.CTExposureSequence = Sequence([item(KVP="120", ExposureTimeInms=12.5)])  # not in the table: unchanged
+    return ds
+
+
+@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian],
+                         ids=["implicit", "explicit", "big-endian"])
+@pytest.mark.parametrize("retain_uids", [False, True])
+def test_reference_sequences_on_their_bytes_match_the_parsed_scrub(syntax, retain_uids, tmp_path, monkeypatch):
+    make = _raw_file(tmp_path, _references(), syntax)
+    options = DeidOptions(uid_secret=SECRET, retain_uids=retain_uids)
+    fast, slow = _both_ways(make, options, monkeypatch)
+    # what was scrubbed on its bytes is still raw: written back without pydicom's encoder
+    assert fast.get_item(0x00081140).is_raw and fast.get_item(0x00081110).is_raw
+    assert fast.get_item(0x00082112).is_raw and fast.get_item(0x00189321).is_raw
+    assert not fast.get_item(0x00081111).is_raw  # a date inside: parsed and scrubbed as a dataset
+    assert _flat(fast) == _flat(slow)
+    assert fast.ReferencedImageSequence[0].ReferencedSOPInstanceUID == fast.SOPInstanceUID
+    assert "InstitutionAddress" not in fast.SourceImageSequence[0]  # removed (X) on the bytes too
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_every_pydicom_file_scrubs_alike_on_bytes_and_parsed(monkeypatch):
+    from pydicom.data import get_testdata_files
+
+    used = []
+    real = __import__("sendit.deid.scrub", fromlist=["_scrub_raw_items"])._scrub_raw_items
+
+    def counting(raw, run):
+        new = real(raw, run)
+        used.append(new is not None)
+        return new
+
+    compared = 0
+    for path in sorted(get_testdata_files()):
+        try:
+            dcmread(path)
+        except Exception:
+            continue
+        for options in (DeidOptions(uid_secret=SECRET), DeidOptions(uid_secret=SECRET, retain_uids=True)):
+            with monkeypatch.context() as patch:
+                patch.setattr("sendit.deid.scrub._scrub_raw_items", counting)
+                fast, slow = _both_ways(lambda: dcmread(path), options, monkeypatch)
+            assert _flat(fast) == _flat(slow), path
+            compared += 1
+    assert compared > 100 and sum(used) > 50
