@@ -3,7 +3,9 @@
 The pass walks the elements once, in tag order, at every sequence depth. It
 reads element values only where an action needs them (UIDs to map, dates to
 shift, descriptors to clean); everything else, pixel data above all, is left as
-the reader produced it, so a kept element is written back byte for byte.
+the reader produced it, so a kept element is written back byte for byte. A kept
+sequence whose items hold only UIDs and elements kept or removed as they are (the
+reference sequences) is scrubbed on its bytes, not parsed (``_scrub_raw_items``).
 
 Attributes the table does not list are kept, with these exceptions (safety
 first): private attributes are removed (unless Retain Safe Private keeps a
