@@ -361,6 +361,9 @@ _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END = 0xFFFEE000, 0xFFFEE00D
 #: explicit VRs with a 2-byte reserved field and a 4-byte length
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_EXPLICIT_VRS = _LONG_VRS | frozenset(vr.encode("ascii") for vr in (
+    "AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "PN", "SH", "SL", "SS", "ST", "TM",
+    "UI", "UL", "US"))
 _RAW_ITEM_BAIL = DATE_VRS | {"SQ", "PN", "UN"}
 
 
@@ -412,6 +415,8 @@ def _scrub_raw_items(raw, run: _Run):
                     vr = _element_vr(tag, None)
                 else:
                     code = data[pos + 4:pos + 6]
+                    if code not in _EXPLICIT_VRS:  # e.g. items written in implicit VR: pydicom copes
+                        return None
                     if code in _LONG_VRS:
                         value_length, head = explicit_long.unpack_from(data, pos)[4], 12
                     else:

@@ -571,3 +571,28 @@ def test_every_pydicom_file_scrubs_alike_on_bytes_and_parsed(monkeypatch):
             assert _flat(fast) == _flat(slow), path
             compared += 1
     assert compared > 100 and sum(used) > 50
+
+
+def test_items_written_in_implicit_vr_inside_an_explicit_file_are_parsed(tmp_path, monkeypatch):
+    """Some writers switch to implicit VR inside sequences; pydicom notices, so the bytes path
+    must not read them as explicit (it would miss the UIDs)."""
+    import struct
+
+    def implicit_element(tag, value):
+        value += b"\0" * (len(value) % 2)
+        return struct.pack("<HHL", tag >> 16, tag & 0xFFFF, len(value)) + value
+
+    body = implicit_element(0x00081150, b"1.2.840.10008.3.1.2.3.1") + implicit_element(0x00081155, b"1.2.3.4.55")
+    item_bytes = struct.pack("<HHL", 0xFFFE, 0xE000, len(body)) + body
+    ds = base()
+    path = tmp_path / "switch.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    sequence = struct.pack("<HH2sHL", 0x0008, 0x1110, b"SQ", 0, len(item_bytes)) + item_bytes
+    data = path.read_bytes()
+    # (0008,1110) goes after (0008,0060) Modality, the last group 0008 element of base()
+    modality = data.index(struct.pack("<HH2s", 0x0008, 0x0060, b"CS"))
+    end = modality + 8 + struct.unpack_from("<H", data, modality + 6)[0]
+    path.write_bytes(data[:end] + sequence + data[end:])
+    fast, slow = _both_ways(lambda: dcmread(path), DeidOptions(uid_secret=SECRET), monkeypatch)
+    assert fast.ReferencedStudySequence[0].ReferencedSOPInstanceUID == map_uid("1.2.3.4.55", SECRET)
+    assert _flat(fast) == _flat(slow)
