@@ -27,6 +27,9 @@ from pydicom.uid import (
 )
 
 from sendit.deid.options import DeidOptions
+from sendit.deid.proof import (
+    PIXEL_TAGS, OutputNotProven, declares_pixels, describe, identifying_values, prove_streamed, prove_whole,
+)
 from sendit.deid.scrub import TEXT_VRS, as_text, ascii_value, deidentify_dataset
 
 IDENTITY_TAGS = {
@@ -324,10 +327,10 @@ def _create(path: Path):
     """A new file for writing; its folder is made only when missing (not asked for every
     file: the de-identification step writes a whole batch into one folder)."""
     try:
-        return open(path, "wb")
+        return open(path, "w+b")  # read as well: the output is read back to be proven
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return open(path, "wb")
+        return open(path, "w+b")
 
 
 def _output(part: Path, reuse):
@@ -351,8 +354,8 @@ def _output(part: Path, reuse):
     return _create(part)
 
 
-def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None) -> dict:
-    """Read ``src``, de-identify it, write ``dst``; return the new instance/series/study UIDs.
+def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None, require_pixels=False) -> dict:
+    """Read ``src``, de-identify it, write ``dst``, prove it; return the new instance/series/study UIDs.
 
     Only the header is parsed: when the pixel data element ends the file (nearly
     always), its bytes are copied straight from ``src`` to ``dst`` after the scrubbed
@@ -363,7 +366,18 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None) 
     caller no longer needs (in ``dst``'s file system): its inode takes the output, every
     byte of it overwritten, instead of a new file's, unless the file has other names (hard
     links), which keep their bytes. It is gone once this returns; after an error it may
-    still be there.
+    still be there, or be gone.
+
+    ``dst`` takes the output only once it is proven (:mod:`sendit.deid.proof`): it reads
+    back as DICOM, names a new SOP instance, holds the input's pixel data, and none of the
+    input's identifying values is in its header. With ``require_pixels`` (the pipeline's
+    choice) an input that says it is an image (an image storage SOP class, or Rows and
+    Columns) must hold pixel data too: a file cut right after an element reads as a whole,
+    smaller dataset. It is off by default for header-only datasets built by tests and tools.
+    Otherwise
+    :class:`~sendit.deid.proof.OutputNotProven` or
+    :class:`~sendit.deid.proof.IdentifyingValueFound` is raised, nothing is left at
+    ``dst`` or beside it, and ``src`` is never touched: it is only ever read.
     """
     with open(src, "rb") as fp:
         # force: a data set without preamble and file meta (old exports) is read too; the
@@ -373,18 +387,41 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None) 
         implicit, little = encoding(ds)
         syntax = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) else None
         deflated = syntax == DeflatedExplicitVRLittleEndian  # the reader inflated it whole
+        pixel_at = None if deflated or start >= size else pixel_element_at(fp, start, implicit, little)
         stream = not deflated and start < size and _pixels_end_the_file(fp, start, size, implicit, little)
         if deflated or (start < size and not stream):
+            header_tags = list(ds.keys())
             fp.seek(0)
             ds = dcmread(fp, force=True)
+            lost = sum(1 for tag in header_tags if tag not in ds)
+            if lost:
+                raise OutputNotProven(f"reading the whole input lost {lost} element(s) that its header read "
+                                      "found (the file is damaged)")
+        facts = identifying_values(ds, ids, options)
+        if facts.truncated is not None:
+            raise OutputNotProven(f"the length of {describe((facts.truncated,))} runs past the end of the input "
+                                  "file, so what follows it cannot be checked (the file is damaged or cut short)")
+        if not stream:
+            input_pixels = {tag: _pixel_bytes(ds.get_item(tag)) for tag in PIXEL_TAGS if tag in ds}
+            if require_pixels and not input_pixels and pixel_at is None and declares_pixels(ds):
+                raise OutputNotProven("the input is an image (by its SOP class, or rows and columns) without "
+                                      "pixel data: the file is cut short or damaged")
         deidentify_dataset(ds, ids, options)
         part = Path(f"{dst}.part")  # a half-written file never takes the final name
         try:
             with _output(part, reuse) as out:
                 write_dataset(ds, out)
+                header_end = out.tell()
                 if stream:
                     _copy_tail(fp, out, start, size)
                 out.truncate()  # a reused file may have been longer
+                out.flush()
+                if stream:
+                    fp.seek(start)
+                    pixel_header = fp.read(pixel_at[0])
+                    prove_streamed(out.fileno(), fp.fileno(), header_end, start, size, pixel_header, facts)
+                else:
+                    prove_whole(out.fileno(), facts, input_pixels, had_pixels=pixel_at is not None)
         except BaseException:
             part.unlink(missing_ok=True)  # never leave a mix of old and new bytes behind
             raise
@@ -396,3 +433,10 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None) 
         # Values of the de-identified dataset the caller asked for, as text.
         "fields": {name: _value(ds, tag_for_keyword(name)) for name in fields},
     }
+
+
+def _pixel_bytes(elem) -> bytes:
+    """A pixel data element's value as the bytes read (encapsulated: the items, without
+    the sequence delimiter, as pydicom holds them)."""
+    value = elem.value
+    return value if isinstance(value, bytes) else bytes(value or b"")

@@ -5,7 +5,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_files
 
-from sendit.deid import DeidOptions, deidentify_dataset, deidentify_file
+from sendit.deid import DeidOptions, OutputNotProven, deidentify_dataset, deidentify_file
 from sendit.deid import files as deid_files
 from sendit.deid.files import write_dataset
 from sendit.deid.identifiers import StudyIdentifiers
@@ -39,7 +39,13 @@ def full_path_bytes(path):
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.rsplit("/", 1)[-1])
 def test_streamed_output_is_byte_identical_to_the_full_read(path, tmp_path):
     out = tmp_path / "out.dcm"
-    deidentify_file(path, out, IDS, OPTIONS)
+    try:
+        deidentify_file(path, out, IDS, OPTIONS)
+    except OutputNotProven:
+        # Damaged files and data sets that are no instance (tests/deid/test_deid_files.py
+        # lists them): nothing is written, whichever path it took.
+        assert not list(tmp_path.iterdir())
+        pytest.skip("no output of this file can be proven")
     assert out.read_bytes() == full_path_bytes(path)
 
 
@@ -52,7 +58,7 @@ def test_a_ct_image_is_streamed_not_parsed(tmp_path, monkeypatch):
     real = deid_files.dcmread
     monkeypatch.setattr(deid_files, "dcmread", lambda *a, **k: calls.append(k) or real(*a, **k))
     deidentify_file(path, tmp_path / "out.dcm", IDS, OPTIONS)
-    assert calls == [{"stop_before_pixels": True}]
+    assert calls == [{"stop_before_pixels": True, "force": True}]
     assert dcmread(tmp_path / "out.dcm").PixelData == dcmread(path).PixelData
 
 
