@@ -84,6 +84,7 @@ def test_compose_services_and_volumes():
     assert "static:/app/var/static" in services["uwsgi"]["volumes"]
     for name in ("redis", "postgres", "uwsgi", "worker", "watcher"):
         assert "ports" not in services[name], f"{name} must not be published by default"
+        assert "expose" not in services[name], name
 
 
 def test_compose_has_no_literal_secret():
@@ -184,20 +185,24 @@ def test_entrypoint_roles():
 
 # -- uwsgi and nginx -------------------------------------------------------------------------
 
+UWSGI_SOCKET = "/run/sendit/uwsgi.sock"  # uwsgi.ini's default, nginx.conf's upstream
+
+
 def test_uwsgi_ini():
     text = (ROOT / "uwsgi.ini").read_text()
     options = [line.split("=", 1)[0].strip() for line in text.splitlines()
                if "=" in line and not line.startswith(";")]
     assert text.splitlines()[[i for i, l in enumerate(text.splitlines()) if l.strip() == "[uwsgi]"][0]] == "[uwsgi]"
-    for option in ("strict", "module", "master", "die-on-term", "socket", "need-app"):
+    for option in ("strict", "module", "master", "die-on-term", "socket", "need-app", "max-apps"):
         assert option in options, option
     assert "module = sendit.wsgi:application" in text
-    assert "socket = 0.0.0.0:3031" in text  # what nginx.conf's upstream points at
+    assert f"socket = {UWSGI_SOCKET}" in text  # what nginx.conf's upstream points at
+    assert "log-x-forwarded-for" not in options  # the logged address is REMOTE_ADDR, from nginx
 
 
 def test_nginx_conf_matches_compose():
     conf = (ROOT / "nginx.conf").read_text()
-    assert "server uwsgi:3031;" in conf
+    assert f"server unix:{UWSGI_SOCKET};" in conf
     assert "uwsgi_pass sendit_uwsgi;" in conf
     assert "alias /var/www/static/;" in conf
     assert re.search(r"client_max_body_size \d+[mg];", conf)
@@ -208,14 +213,19 @@ def test_nginx_conf_matches_compose():
 
 
 def substituted(conf, tmp, port, upstream, static, extra=()):
-    """A copy of an nginx.conf runnable here: temp pid, logs, port, upstream and static root."""
+    """A copy of an nginx.conf runnable here: temp pid, logs, port, upstream and static root.
+
+    The upstream's server line is replaced whatever it says (test_nginx_conf_matches_compose
+    checks what it says), so the deploy tests can also run against an older nginx.conf.
+    """
+    conf, found = re.subn(r"(upstream sendit_uwsgi \{[^}]*?server )[^;]+;", rf"\g<1>{upstream};", conf)
+    assert found == 1, "nginx.conf no longer has `upstream sendit_uwsgi { server ...; }`"
     replacements = [
         ("user nginx;", "user root;" if os.geteuid() == 0 else ""),
         ("pid /var/run/nginx.pid;", f"pid {tmp}/nginx.pid;"),
         ("error_log /var/log/nginx/error.log warn;", f"error_log {tmp}/error.log warn;"),
         ("access_log /var/log/nginx/access.log main;", f"access_log {tmp}/access.log main;"),
         ("listen 80 default_server;", f"listen 127.0.0.1:{port} default_server;"),
-        ("server uwsgi:3031;", f"server {upstream};"),
         ("alias /var/www/static/;", f"alias {static}/;"),
         *extra,
     ]
@@ -237,7 +247,7 @@ def test_nginx_configs_pass_nginx_t(tmp_path):
 
     plain = tmp_path / "plain.conf"
     plain.write_text(substituted((ROOT / "nginx.conf").read_text(), tmp_path, free_port(),
-                                 "127.0.0.1:3031", tmp_path))
+                                 f"unix:{tmp_path}/uwsgi.sock", tmp_path))
     result = nginx_test(plain, tmp_path)
     assert result.returncode == 0, result.stderr
 
@@ -246,7 +256,7 @@ def test_nginx_configs_pass_nginx_t(tmp_path):
                     "--out", str(certs)], check=True, capture_output=True)
     tls = tmp_path / "tls.conf"
     tls.write_text(substituted((ROOT / "https/nginx.conf").read_text(), tmp_path, free_port(),
-                               "127.0.0.1:3031", tmp_path, extra=[
+                               f"unix:{tmp_path}/uwsgi.sock", tmp_path, extra=[
                                    ("listen 443 ssl http2 default_server;",
                                     f"listen 127.0.0.1:{free_port()} ssl http2 default_server;"),
                                    ("/etc/nginx/certs/", f"{certs}/"),

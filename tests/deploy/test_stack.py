@@ -10,6 +10,7 @@ import shutil
 import signal
 import ssl
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -159,7 +160,10 @@ def test_production_stack_end_to_end(tmp_path, orthanc_server, database, broker,
     data, media, var = tmp_path / "data", tmp_path / "media", tmp_path / "var"
     for folder in (data, media, var):
         folder.mkdir()
-    uwsgi_port, http_port, nginx_port = free_port(), free_port(), free_port()
+    http_port, nginx_port = free_port(), free_port()
+    # uwsgi's unix socket, as in docker-compose.yml (a short folder: sun_path holds 107 bytes).
+    socket_dir = Path(tempfile.mkdtemp(prefix="sendit-sock-"))
+    uwsgi_socket = socket_dir / "uwsgi.sock"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST", "UWSGI"))},
         "PATH": f"{Path(uwsgi_binary()).parent}:{VENV_BIN}:{os.environ.get('PATH', '')}",
@@ -173,7 +177,7 @@ def test_production_stack_end_to_end(tmp_path, orthanc_server, database, broker,
         "WATCHER_PID_FILE": str(var / "watcher.pid"), "WATCHER_LOG_DIR": str(var),
         "ORTHANC_URL": orthanc_server.url, "ORTHANC_PORT": str(orthanc_server.dicom_port),
         "SEND_TO_ORTHANC": "true", "SEND_TO_GOOGLE": "false",
-        "SENDIT_UWSGI_SOCKET": f"127.0.0.1:{uwsgi_port}", "SENDIT_UWSGI_HTTP": f"127.0.0.1:{http_port}",
+        "SENDIT_UWSGI_SOCKET": str(uwsgi_socket), "SENDIT_UWSGI_HTTP": f"127.0.0.1:{http_port}",
         "SENDIT_UWSGI_PROCESSES": "2", "WORKER_CONCURRENCY": "2",
         "WORKER_NAME": f"deploy-{uuid.uuid4().hex[:6]}@%h",
     }
@@ -183,7 +187,7 @@ def test_production_stack_end_to_end(tmp_path, orthanc_server, database, broker,
     handlers = []
     if scheme == "http":
         conf.write_text(substituted((ROOT / "nginx.conf").read_text(), tmp_path, nginx_port,
-                                    f"127.0.0.1:{uwsgi_port}", static))
+                                    f"unix:{uwsgi_socket}", static))
         base = f"http://127.0.0.1:{nginx_port}/"
     else:
         # https/nginx.conf with a certificate made by scripts/generate_certs.sh, and the
@@ -193,7 +197,7 @@ def test_production_stack_end_to_end(tmp_path, orthanc_server, database, broker,
                         "--out", str(certs)], check=True, capture_output=True)
         tls_port = free_port()
         conf.write_text(substituted((ROOT / "https/nginx.conf").read_text(), tmp_path, nginx_port,
-                                    f"127.0.0.1:{uwsgi_port}", static, extra=[
+                                    f"unix:{uwsgi_socket}", static, extra=[
                                         ("listen 443 ssl http2 default_server;",
                                          f"listen 127.0.0.1:{tls_port} ssl http2 default_server;"),
                                         ("/etc/nginx/certs/", f"{certs}/"),
@@ -289,6 +293,7 @@ def test_production_stack_end_to_end(tmp_path, orthanc_server, database, broker,
         stack.check_alive()
     finally:
         stack.stop()
+        shutil.rmtree(socket_dir, ignore_errors=True)
     # Every service stopped on SIGTERM (docker stop), and the watcher removed its pid file.
     for name, proc in stack.procs.items():
         assert proc.returncode is not None, name
