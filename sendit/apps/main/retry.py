@@ -7,6 +7,7 @@ from django.conf import settings
 from django.db import transaction
 
 from sendit.apps.main.models import Batch, Image
+from sendit.apps.main.tasks.deidentify import HOLD
 
 
 def set_aside_folders(batch):
@@ -19,6 +20,25 @@ def set_aside_folders(batch):
 
 class BatchInUse(Exception):
     """A worker holds the batch's lease: retry when it has finished."""
+
+
+def _burned_in_again(held):
+    """A de-identification hold replaced the image's flag: check the burned-in rules on its
+    original again, so that an image held back for burned-in text stays held back."""
+    from pydicom import dcmread
+
+    from sendit.apps.main.deidconfig import site_recipe
+    from sendit.apps.main.tasks.common import media_path
+    from sendit.deid import burned_in_reason
+
+    for pk, relative in held:
+        try:
+            reason = burned_in_reason(dcmread(media_path(relative), stop_before_pixels=True, force=True),
+                                      site_recipe())
+        except Exception:  # unreadable: de-identification fails on it again, and holds it
+            continue
+        if reason:
+            Image.objects.filter(pk=pk).update(flagged=reason[:255])
 
 
 def retry_batch(batch):
@@ -41,8 +61,12 @@ def retry_batch(batch):
         log["retries"] = int(log.get("retries", 0)) + 1
         locked.log, locked.errors, locked.has_error = log, [], False
         locked.save()
-        Image.objects.filter(batch=locked, flagged__startswith="de-identification failed").update(
-            flagged="", status="PROCESSING")
+        # Images held by de-identification (not proven, an identifying value in the output,
+        # not recorded) are tried again from their originals; any that fail again are held
+        # again, the others go on.
+        held = list(Image.objects.filter(batch=locked, flagged__startswith=HOLD).values_list("id", "image"))
+        Image.objects.filter(pk__in=[pk for pk, _ in held]).update(flagged="", status="PROCESSING")
+    _burned_in_again(held)
     folders = set_aside_folders(batch)
     if folders:
         for folder in folders:
@@ -56,8 +80,7 @@ def resume(batch):
     from sendit.apps.main.tasks import cleanup, get_identifiers, upload_storage
 
     images = Image.objects.filter(batch=batch)
-    if images.filter(status__in=["NEW", "PROCESSING"]).exclude(
-            flagged__startswith="de-identification failed").exists():
+    if images.filter(status__in=["NEW", "PROCESSING"]).exclude(flagged__startswith=HOLD).exists():
         get_identifiers.delay(batch.id)
         return "identifiers"
     sending = settings.SEND_TO_ORTHANC or settings.SEND_TO_GOOGLE

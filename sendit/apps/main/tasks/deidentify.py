@@ -1,9 +1,20 @@
-"""Step 3: scrub each image's header with the profile, writing a new file beside the original."""
+"""Step 3: scrub each image's header with the profile, writing a new file beside the original.
+
+An original goes (deleted, or its file reused for a later output) only once its output is
+proven (sendit.deid.proof: it reads back as DICOM, names a new instance, holds the input's
+pixels and none of the input's identifying values) and recorded. An image whose output
+cannot be proven, or cannot be recorded, is held: flagged with a reason that starts with
+HOLD, its original kept, while the other images go on.
+"""
 import errno
 import logging
+from collections import Counter
+from pathlib import Path
 
 from celery import shared_task
 from django.conf import settings
+from django.db import DatabaseError
+from django.db.models import Count
 from django.utils import timezone
 
 from sendit.apps.main.deidconfig import deid_options
@@ -13,14 +24,35 @@ from sendit.apps.main.tasks.send import SEND_FIELDS
 from sendit.apps.main.tasks.common import (
     crash_point, keep_lease, media_dir, media_path, relative_media, run_step, timed_step,
 )
-from sendit.deid import deidentify_file
+from sendit.deid import IdentifyingValueFound, OutputNotProven, deidentify_file
 from sendit.deid.identifiers import StudyIdentifiers
+from sendit.deid.options import BASIC_PROFILE_CODE, OPTION_CODES
 
 logger = logging.getLogger("sendit.tasks")
 # Images recorded at a time. Each chunk's originals take the next chunk's outputs, so
 # only the first chunk's outputs are new files: small chunks create few files, large
 # ones make fewer queries (50: one new file in six for a 300-image study).
 CHUNK = 50
+#: The start of every de-identification hold's reason: the identifiers step, retry_batch
+#: (which clears these holds to try again) and the send step's message go by it.
+HOLD = "de-identification failed"
+_RECORDED = ["uid", "image", "status", "header", "modify_date"]
+#: what every output is checked for before its original may go (the batch's deid_record)
+CHECKS = ("reads back as DICOM", "a new SOP Instance UID", "the input's pixel data, byte for byte",
+          "none of the input's identifying values in any header value")
+
+
+def hold_reason(exc):
+    """The flag of an image whose de-identification failed: never a value, only its kind."""
+    if isinstance(exc, OutputNotProven):
+        reason = f"{HOLD}: output not proven: {exc.reason}"
+    elif isinstance(exc, IdentifyingValueFound):
+        reason = f"{HOLD}: identifying value in the output: {exc}"
+    elif isinstance(exc, DatabaseError):
+        reason = f"{HOLD}: could not be recorded ({type(exc).__name__})"
+    else:  # the type only: an exception's text may quote a header value
+        reason = f"{HOLD}: unexpected {type(exc).__name__}"
+    return reason[:255]
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
@@ -46,7 +78,7 @@ def _replace(batch):
     options = deid_options()
     out_dir = media_dir(batch.id) / "deid"
     out_dir.mkdir(parents=True, exist_ok=True)
-    failed = 0
+    checked, proven, held = 0, 0, Counter()
     with timed_step(batch, "deidentify") as figures:
         todo = Image.objects.filter(batch=batch, status__in=["NEW", "PROCESSING"])
         todo.filter(status="NEW").update(status="PROCESSING")
@@ -56,57 +88,119 @@ def _replace(batch):
         spares = []
         while True:
             chunk = list(Image.objects.filter(batch=batch, status="PROCESSING")
-                         .exclude(flagged__startswith="de-identification failed")
-                         .order_by("id")[:CHUNK])
+                         .exclude(flagged__startswith=HOLD).order_by("id")[:CHUNK])
             if not chunk:
                 break
-            done, raw_files = [], []
+            done, holds = [], []  # (image, its original, its output); (image, reason, its output)
             for image in chunk:
                 source = media_path(image.image)
                 target = out_dir / source.name
                 spare = spares.pop() if spares else None
+                checked += 1
                 try:
                     result = deidentify_file(source, target, ids[image.identity], options,
-                                             fields=SEND_FIELDS, reuse=spare)
+                                             fields=SEND_FIELDS, reuse=spare, require_pixels=True)
                 except OSError as exc:
                     if exc.errno == errno.ENOSPC:
                         batch.add_error("deidentify", "the media disk is full; free space and retry the batch")
                         figures["stopped"] = "disk full"
-                        _save(done)
-                        _discard(spares + [spare] + raw_files)
+                        _discard(spares + [spare] + _record(done, holds, held))
+                        _note_record(batch, options, checked, proven)
                         return False
                     raise
                 except Exception as exc:
+                    # Not proven, an identifying value in it, or unreadable: held, the
+                    # original kept, the other images go on.
                     if spare is not None and spare.exists():
                         spares.append(spare)  # not taken: still free for the next image
-                    image.flagged = f"de-identification failed ({type(exc).__name__})"
-                    image.save(update_fields=["flagged", "modify_date"])
-                    failed += 1
+                    holds.append((image, hold_reason(exc), target))
                     continue
+                proven += 1
                 image.header = result["fields"]
                 image.uid = result["sop_uid"]
                 image.image = relative_media(target)
                 image.status = "DONEPROCESSING"
-                done.append(image)
-                raw_files.append(source)
+                done.append((image, source, target))
             crash_point("deidentify")  # new files written, not yet recorded
-            _save(done)
-            spares.extend(raw_files)
-            processed += len(done)
+            free = _record(done, holds, held)
+            spares.extend(free)
+            processed += len(free)
             keep_lease(batch)
         _discard(spares)
-        figures.update(images=processed, failed=failed)
-    if failed:
-        batch.add_error("deidentify", f"{failed} image(s) could not be de-identified and are held, not sent")
+        figures.update(images=processed, held=sum(held.values()))
+    _note_record(batch, options, checked, proven)
+    if held:
+        for reason, count in held.items():
+            batch.add_error("deidentify", f"{count} image(s) held back, originals kept: {reason}")
     batch.set_status("DONEPROCESSING")
     return True
 
 
+def _record(done, holds, held):
+    """Record a chunk's de-identified images and hold the failed ones; return the originals
+    whose outputs are recorded (now free to go). ``held`` counts the holds by reason.
+
+    One statement for the chunk; if the database refuses it (an IntegrityError on the
+    (batch, uid) key, any database error), image by image, so that the one it refuses is
+    held (its output removed, its original kept) and the others are recorded.
+    """
+    saved, failed = _save([image for image, _, _ in done])
+    refused = {id(image) for image, _ in failed}
+    outputs = {id(image): target for image, _, target in done}
+    holds = holds + [(image, hold_reason(exc), outputs[id(image)]) for image, exc in failed]
+    now = timezone.now()
+    for image, reason, target in holds:
+        if image.flagged and not image.flagged.startswith(HOLD):
+            # Held back already (burned-in text): said too; retry_batch checks it again.
+            reason = f"{reason}; also held back: {image.flagged}"[:255]
+        # Only the flag: a refused image's other fields were set for a record that failed.
+        Image.objects.filter(pk=image.pk).update(flagged=reason, modify_date=now)
+        # An output nobody recorded (this run's, refused, or a dead worker's): the
+        # original, which is kept, is what a retry starts from.
+        target.unlink(missing_ok=True)
+        held[reason.split("; also held back: ")[0]] += 1
+        logger.warning("batch=%s image=%s held: %s", image.batch_id, image.id, reason)
+    return [source for image, source, _ in done if id(image) not in refused]
+
+
 def _save(images):
+    """Write the de-identified fields of these images; (saved, [(image, error)])."""
     now = timezone.now()
     for image in images:
         image.modify_date = now
-    update_rows(Image, images, ["uid", "image", "status", "header", "modify_date"])
+    try:
+        update_rows(Image, images, _RECORDED)
+        return images, []
+    except DatabaseError:
+        logger.warning("recording %s de-identified image(s) at once failed; recording them one by one",
+                       len(images))
+    saved, failed = [], []
+    for image in images:
+        try:
+            update_rows(Image, [image], _RECORDED)
+            saved.append(image)
+        except DatabaseError as exc:
+            failed.append((image, exc))
+    return saved, failed
+
+
+def _note_record(batch, options, checked, proven):
+    """The batch's de-identification record: what was applied and checked, and the holds."""
+    previous = batch.log.get("deid_record") or {}
+    holds = dict(Image.objects.filter(batch=batch, flagged__startswith=HOLD).order_by()
+                 .values("flagged").annotate(n=Count("id")).values_list("flagged", "n"))
+    recipe = settings.STUDY_DEID
+    batch.update_log(deid_record={
+        "profile": BASIC_PROFILE_CODE[1],
+        "options": [OPTION_CODES[name][1] for name in options.enabled() if name in OPTION_CODES],
+        "uid_root": options.uid_root,
+        "recipe": Path(recipe).name if recipe else None,
+        "checks": list(CHECKS),
+        "images_checked": int(previous.get("images_checked", 0)) + checked,
+        "proofs_passed": int(previous.get("proofs_passed", 0)) + proven,
+        "holds": {reason[len(HOLD) + 2:] or reason: n for reason, n in holds.items()},
+        "runs": int(previous.get("runs", 0)) + 1,
+    })
 
 
 def _discard(paths):

@@ -131,5 +131,6 @@ def _send(batch):
         batch.add_error("send", f"{name}: {count} image(s) not delivered: {why}")
     held = Image.objects.filter(batch=batch).exclude(flagged="").count()
     if held:
-        batch.add_error("send", f"{held} image(s) held back and not sent (burned-in text or de-identification failure); kept for review")
+        batch.add_error("send", f"{held} image(s) held back and not sent (burned-in text, or a de-identified "
+                                "copy not proven or holding an identifying value); originals kept for review")
     return not failures and not Image.objects.filter(batch=batch, status="DONEPROCESSING").exists()
