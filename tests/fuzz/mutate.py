@@ -577,8 +577,10 @@ def m_flip_random(c: Context):
 
 
 def m_flip_tag(c: Context):
-    """A bit flipped in the tag of an element, item or delimiter."""
-    el = c.choose(c.layout.elements)
+    """A bit flipped in the tag of an element, item or delimiter; half the time of a marked
+    element (its value then stands under another tag, known or not)."""
+    marked = [e for e in c.layout.elements if e.tag in MARKED_TAGS]
+    el = c.choose(marked if marked and c.rng.random() < 0.5 else c.layout.elements)
     data = bytearray(c.data)
     pos = el.offset + c.rng.randrange(4)
     data[pos] ^= 1 << c.rng.randrange(8)
@@ -694,6 +696,26 @@ def m_length_past_end(c: Context):
     return bytes(data), {"tag": _tag(el.tag), "vr": el.vr, "before": before, "offset": el.offset,
                          "header": header, "declared": new, "length_at": length_at,
                          "length_size": length_size, "value_at": value_at}
+
+
+def m_length_swallow(c: Context):
+    """A value length made longer so that the value swallows the elements after it up to
+    and including an identifying one (PatientName, RequestingPhysician, AdmissionID): the
+    lengths still add up to the end of the file, only the values are wrong."""
+    before = c.rng.choice(sorted(TARGETS))
+    target = c.layout.find(TARGETS[before])
+    if target is None:
+        raise NotApplicable()
+    candidates = [e for e in c.layout.top() if e.offset < target.offset and e.defined and e.vr != "SQ"
+                  and e.tag != PIXEL_DATA and (e.length_size == 4 or target.end - e.value_at <= 0xFFFF)]
+    kept = [e for e in candidates if e.tag in KEPT]
+    el = c.choose(kept if kept and c.rng.random() < 0.7 else candidates)
+    new = target.end - el.value_at
+    data = bytearray(c.data)
+    _pack_length(data, el, new, c.layout.little)
+    swallowed = sum(1 for e in c.layout.top() if el.offset < e.offset <= target.offset)
+    return bytes(data), {"tag": _tag(el.tag), "vr": el.vr, "before": before, "length": el.length,
+                         "new_length": new, "swallowed": swallowed}
 
 
 def m_length_odd(c: Context):
@@ -861,6 +883,7 @@ MUTATIONS: dict[str, Callable] = {
     "truncate_value": m_truncate_value,
     "truncate_fragment": m_truncate_fragment,
     "length_past_end": m_length_past_end,
+    "length_swallow": m_length_swallow,
     "length_odd": m_length_odd,
     "wrong_vr": m_wrong_vr,
     "deep_nesting": m_deep_nesting,
