@@ -44,7 +44,7 @@ RUN mkdir -p /app/var/static /app/var/log /data /media \
     && chmod 0755 /app/scripts/entrypoint.sh \
     && rm -f /app/sendit/settings/secrets.py
 USER sendit:sendit
-EXPOSE 3031
+# uwsgi speaks to nginx over a unix socket in a shared volume (/run/sendit): no port to expose.
 VOLUME ["/data", "/media"]
 HEALTHCHECK --interval=30s --timeout=20s --start-period=60s --retries=3 \
     CMD ["/app/scripts/entrypoint.sh", "healthcheck"]
