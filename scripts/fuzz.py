@@ -4,7 +4,7 @@ Orthanc, and an account of every file.
 
     .venv/bin/python scripts/fuzz.py --seed 1 --count 300 --shipped [--studies 10]
         [--workers 2] [--database sqlite|postgres] [--kinds a,b] [--skip-kinds a,b]
-        [--only N,M] [--only-shipped LABEL] [--huge-mb 1024] [--timeout S] [--dir D] [--keep]
+        [--only N,M] [--only-shipped LABEL] [--huge-mb 1024] [--timeout S] [--dir D] [--keep] [-v]
     .venv/bin/python scripts/fuzz.py --seed 1 --only 42 --write /tmp/out   # just write the file(s)
 
 Generates `--count` files (tests/fuzz/mutate.py: each a shipped DICOM file given known
@@ -83,6 +83,7 @@ def main():
                         help="seconds with no change before a batch with errors counts as at rest")
     parser.add_argument("--dir", default=None, help="where the node and Orthanc keep their files")
     parser.add_argument("--keep", action="store_true", help="keep that folder (printed) for a look")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print where every file ended, and why")
     parser.add_argument("--write", default="", help="only write the files into this folder, run nothing")
     args = parser.parse_args()
 
@@ -111,6 +112,10 @@ def main():
             print(f"files kept in {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+    if args.verbose:
+        for e in report.entries:
+            print(f"  {e.name:18} {e.case.name:24} {e.case.origin:50} {e.outcome:9} {e.where} "
+                  f"{'| ' + e.reason[:160] if e.reason else ''}")
     print()
     print(report.table())
     failures = report.failures()

@@ -34,6 +34,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import time
 import warnings
 from collections import defaultdict
@@ -476,6 +477,22 @@ def _needles(values: dict) -> list[tuple[bytes, str, str]]:
     return out
 
 
+_NUMBERS = re.compile(rb"[0-9.]+")
+
+
+def _found(needle: bytes, low: bytes) -> bool:
+    """Is the value in the bytes? A UID or a date only as a whole: not the root of a longer
+    UID (the ImplementationClassUID under a program's root) nor digits inside a number; a
+    date may be followed by a time (DT)."""
+    if needle not in low:
+        return False
+    if not _NUMBERS.fullmatch(needle):
+        return True
+    uid = b"." in needle
+    after = rb"(?![0-9.])" if uid else b""
+    return re.search(rb"(?<![0-9.])" + re.escape(needle) + after, low) is not None
+
+
 def scan_orthanc(orthanc, entries: list[Entry]) -> tuple[int, list, list]:
     """Attribute every Orthanc instance to its input files and search it for identifying
     values; (instances, unattributed ids, leaks with no owner)."""
@@ -520,11 +537,11 @@ def scan_orthanc(orthanc, entries: list[Entry]) -> tuple[int, list, list]:
                 stray.append(f"fuzz UID {found.decode()} in Orthanc instance {iid}")
         for e in owners:
             for needle, label, value in own[id(e)]:
-                if needle in low:
+                if _found(needle, low):
                     e.leaks.append((label, value, iid, "own"))
         if not owners:
             for needle, holders in everywhere.items():
-                if needle in low:
+                if _found(needle, low):
                     for e, label, value in holders:
                         e.leaks.append((label, value, iid, "untraced instance"))
     for e in entries:   # one line per value and instance

@@ -237,6 +237,22 @@ def test_identifying_values_of_a_shipped_file():
     assert not any(uid.startswith("1.2.276.0.7230010.3.0.") for uid in sr.uids)
 
 
+def test_the_accounting_searches_whole_values_and_groups_files_into_folders():
+    from sendit.deid.uids import map_uid
+
+    assert account._found(b"fuzzphi00001pn", b"..FUZZPHI00001PN..".lower())
+    assert not account._found(b"1.2.826.0.1.3680043.8.498", b"\x001.2.826.0.1.3680043.8.498.1\x00")  # a root
+    assert account._found(b"1.2.826.0.1.3680043.8.498", b"ui1.2.826.0.1.3680043.8.498\x00")
+    assert account._found(b"20040826", b"dt20040826101500") and not account._found(b"20040826", b"2.25.120040826")
+    cases = [mutate.make_case(SEED, n) for n in range(5)]
+    files = dict(corpus.shipped_files())
+    cases.append(mutate.shipped_case("pydicom/CT_small.dcm", files["pydicom/CT_small.dcm"], n=3))
+    entries = account.entries_for(cases, 2, "T")
+    assert [e.folder for e in entries] == ["T0000", "T0000", "T0001", "T0001", "T0002", "TS0000"]
+    assert entries[0].mapped == {map_uid(f"{mutate.FUZZ_UID_ROOT}{SEED}.0.1", account.SECRET.encode())}
+    assert entries[-1].relpath == "s0003.dcm" and entries[-1].candidates == cases[-1].sop_uids
+
+
 # -- the pipeline ------------------------------------------------------------------------
 
 SHIPPED = ["pydicom/CT_small.dcm", "pydicom/MR_small.dcm", "pydicom/JPEG2000.dcm", "pydicom/rtplan.dcm",
