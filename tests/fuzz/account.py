@@ -363,10 +363,12 @@ def classify(node, entries: list[Entry]) -> None:
     disk = _Disk([media])
     listing = os.listdir(node.data)
 
-    def batch_reason(bid):
+    def batch_reason(bid, step=None):
+        """The batch's error messages (those of `step` first), if it has errors."""
         batch = by_id.get(bid)
         if batch and batch[2] and batch[3]:
-            return "; ".join(sorted({e.get("message", "")[:120] for e in batch[3]}))[:300]
+            messages = sorted({(e.get("step") != step, e.get("message", "")[:120]) for e in batch[3]})
+            return "; ".join(m for _, m in messages if m)[:300]
         return ""
 
     for e in entries:
@@ -413,7 +415,7 @@ def _place(e, node, media, batches, notes, images, disk, listing, batch_reason) 
     kept = [p for p in kept if disk.matches(p, e.case)]
     if kept:
         e.where = str(kept[0].relative_to(node.data))
-        e.reason = batch_reason(batch[0]) if batch else ""
+        e.reason = batch_reason(batch[0], "import") if batch else ""
         e.outcome = "held" if e.reason else "noreason"
         return
     # 2. in media: the file as it arrived, or its recorded (de-identified) copy
