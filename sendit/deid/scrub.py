@@ -47,7 +47,7 @@ import logging
 import re
 import struct
 
-from pydicom.datadict import dictionary_VR, dictionary_has_tag
+from pydicom.datadict import dictionary_VR, dictionary_has_tag, get_entry
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -140,6 +140,16 @@ IDENTIFYING_KEYWORDS = (
 )
 _TOKEN_SPLIT = re.compile(r"[\^\\ ,=]+")
 _LONG_NUMBER = re.compile(r"\d{5,}")
+
+
+@functools.lru_cache(maxsize=8192)
+def _in_dictionary(tag: int) -> bool:
+    """True when the standard's dictionary, repeating groups (60xx...) included, knows the tag."""
+    try:
+        get_entry(tag)
+    except KeyError:
+        return False
+    return True
 
 
 def _element_vr(tag: int, raw_vr: str | None) -> str:
@@ -301,7 +311,9 @@ def _scrub(ds: Dataset, run: _Run) -> None:
         vr = _element_vr(tag, raw.VR)
         action = profile.action(tag)
         if action is None:
-            if vr == "SQ":
+            if not _in_dictionary(tag):
+                action = "X"  # a public tag no dictionary knows (a flipped bit?): its meaning is unknown
+            elif vr == "SQ":
                 action = "K"
             elif vr in DATE_VRS:
                 action = "C" if run.shift else "Z"

@@ -31,7 +31,7 @@ import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
-from pydicom.datadict import dictionary_VR, dictionary_has_tag
+from pydicom.datadict import dictionary_VR, dictionary_has_tag, get_entry
 
 #: Transfer syntaxes by how their data set is encoded.
 IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -129,6 +129,19 @@ def _dictionary_vr(tag: int) -> str:
         return "UN"
     vr = dictionary_VR(tag)
     return vr.split(" or ")[0] if " or " in vr else vr
+
+
+#: binary VRs of numbers, whose value multiplicity the dictionary gives
+_NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "AT", "UV", "SV"})
+
+
+@lru_cache(maxsize=4096)
+def _single_valued(tag: int) -> bool:
+    """True when the dictionary (repeating groups included) says the attribute holds one value."""
+    try:
+        return get_entry(tag)[1] == "1"
+    except KeyError:
+        return False
 
 
 class _Walker:
@@ -302,6 +315,11 @@ class _Walker:
             if length % size:
                 self.fail(f"element {_tag_text(tag)} ({vr}) has a length of {length} bytes, "
                           f"not a whole number of {size}-byte values")
+            if length > size and vr in _NUMBER_VRS and _single_valued(tag):
+                # BitsAllocated of 122 bytes: the lengths still add up, and what follows
+                # (a physician's name...) would ride inside a number no scrub reads.
+                self.fail(f"element {_tag_text(tag)} ({vr}) holds {length // size} values where "
+                          "the standard allows one (a wrong length may have swallowed other elements)")
             return
         deletions = _DELETIONS.get(vr)
         if deletions is None or length == 0:

@@ -596,3 +596,14 @@ def test_items_written_in_implicit_vr_inside_an_explicit_file_are_parsed(tmp_pat
     fast, slow = _both_ways(lambda: dcmread(path), DeidOptions(uid_secret=SECRET), monkeypatch)
     assert fast.ReferencedStudySequence[0].ReferencedSOPInstanceUID == map_uid("1.2.3.4.55", SECRET)
     assert _flat(fast) == _flat(slow)
+
+
+def test_a_public_tag_no_dictionary_knows_is_removed(ids):
+    """Fuzzing's find: PatientAddress moved by one bit to (0010,1048), kept as unknown."""
+    ds = Dataset()
+    ds.PatientID = "P1"
+    ds.add_new(0x00101048, "LO", "12 FLIPPED STREET")
+    ds.add_new(0x60000010, "US", 8)  # OverlayRows: a repeating group the dictionary knows
+    ds.add_new(0x60003000, "OW", b"\0" * 8)
+    deidentify_dataset(ds, ids, DeidOptions(uid_secret=b"s"))
+    assert 0x00101048 not in ds

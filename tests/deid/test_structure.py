@@ -191,3 +191,16 @@ def test_every_shipped_file_pydicom_reads_whole_passes():
             refused.append((path.name, str(exc)))
     assert sorted(name for name, _ in refused) == ["MR_truncated.dcm", "rtplan_truncated.dcm"], refused
     assert os.path.getsize(get_testdata_file("CT_small.dcm")) > 0
+
+
+def test_a_single_valued_number_grown_to_swallow_what_follows_is_refused(tmp_path):
+    """Fuzzing's find: BitsAllocated (US, one value) made long enough to swallow the
+    elements after it, every length still adding up."""
+    data = _with_marker_elements(tmp_path, "CT_small.dcm", False)
+    at = data.index(b"\x28\x00\x00\x01US")  # BitsAllocated
+    swallowed = 40
+    grown = data[:at + 6] + struct.pack("<H", 2 + swallowed) + data[at + 8:]
+    # Remove the 40 bytes' worth of elements from the stream's point of view: they are now
+    # inside the value, so the walk must refuse the value itself.
+    with pytest.raises(BadStructure, match=r"\(0028,0100\) \(US\) holds 21 values where the standard allows one"):
+        check_bytes(grown)
