@@ -289,6 +289,8 @@ FOUND = [
     (4, 547),   # flip_tag: PatientTelephoneNumbers moved to (0010,2144), unknown
     (6, 358),   # flip_tag: AdmissionID moved to (0038,0012), unknown
     (4, 988),   # flip_tag: AccessionNumber moved to (0008,0051) IssuerOfAccessionNumberSequence, as SH
+    (6, 673),   # flip_tag: AccessionNumber moved to (0008,0052) QueryRetrieveLevel (CS, a valid value)
+    (7, 64),    # flip_tag: AdmissionID moved to (0038,1010), unknown (in the seeded run too)
 ]
 
 
