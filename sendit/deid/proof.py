@@ -23,6 +23,7 @@ values, never a value, so that they can be shown on the status page and logged.
 from __future__ import annotations
 
 import bisect
+import mmap
 import os
 import re
 import struct
@@ -33,13 +34,13 @@ from typing import NamedTuple
 
 from pydicom.charset import decode_bytes, default_encoding
 from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag
+from pydicom.uid import UID_dictionary
 
 from sendit.deid.dates import InvalidDate, shift_value
 from sendit.deid.options import BASIC_PROFILE_CODE, OPTION_CODES, DeidOptions
 from sendit.deid.profile import profile_for
 from sendit.deid.scrub import CLASS_UID_TAGS, DUMMIES, DUMMY_TEXT
 from sendit.deid.uids import is_well_known
-from pydicom.uid import UID_dictionary
 
 
 class OutputNotProven(Exception):
@@ -184,7 +185,7 @@ class _Walk:
                     pos = stop + 8
                     continue
                 if value + length > end:
-                    raise _Bad(f"the pixel data runs past the end of the file")
+                    raise _Bad("the pixel data runs past the end of the file")
                 self.pixels[tag] = (pos, value, value + length)
                 pos = value + length
                 continue
@@ -537,8 +538,9 @@ class _Collect:
         self.truncated = None
         meta = getattr(ds, "file_meta", None)
         if meta is not None:  # the file meta keeps its class and implementation UIDs
+            held = dict(_elements(meta))
             for tag in (0x00020002, 0x00020010, 0x00020012):
-                elem = meta.get_item(tag)
+                elem = held.get(tag)
                 if elem is not None:
                     self.uid_kept.update(_raw_values(elem))
 
@@ -824,20 +826,32 @@ def prove_streamed(out_fd: int, src_fd: int, header_end: int, start: int, size: 
     return layout
 
 
-def prove_whole(out_fd: int, facts: InputFacts, input_pixels: dict, had_pixels: bool) -> Layout:
+def prove_whole(out_fd: int, facts: InputFacts, input_pixels: dict, had_pixels: bool) -> None:
     """Prove an output written from a dataset read whole (every element after the pixel
     data, a deflated file): the whole file is walked, each pixel data element's value
-    must equal the input's byte for byte, and the header values are scanned."""
-    data = _pread(out_fd, os.fstat(out_fd).st_size, 0)
-    layout = read_layout(data)
-    check_identity(layout, facts)
-    if had_pixels and not layout.pixels:
-        raise OutputNotProven("the input has pixel data and the output has none")
-    for tag, value in input_pixels.items():
-        found = layout.pixels.get(tag)
-        if found is None:
+    must equal the input's byte for byte, and the header values are scanned. The file is
+    mapped, not read into memory: the input's pixels are in memory already."""
+    with mmap.mmap(out_fd, os.fstat(out_fd).st_size, access=mmap.ACCESS_READ) as data:
+        layout = read_layout(data)
+        check_identity(layout, facts)
+        if had_pixels and not layout.pixels:
             raise OutputNotProven("the input has pixel data and the output has none")
-        if layout.buffer[found[1]:found[2]] != value:
-            raise OutputNotProven("the output's pixel data differs from the input's")
-    scan(layout, facts.needles)
-    return layout
+        for tag, value in input_pixels.items():
+            found = layout.pixels.get(tag)
+            if found is None:
+                raise OutputNotProven("the input has pixel data and the output has none")
+            if not _equal(layout.buffer, found[1], found[2], value):
+                raise OutputNotProven("the output's pixel data differs from the input's")
+        scan(layout, facts.needles)
+        layout.buffer = None  # the mapping closes here
+
+
+def _equal(buf, start: int, end: int, value: bytes, chunk: int = 1 << 20) -> bool:
+    """buf[start:end] == value, compared a megabyte at a time."""
+    if end - start != len(value):
+        return False
+    for offset in range(0, len(value), chunk):
+        stop = min(offset + chunk, len(value))
+        if buf[start + offset:start + stop] != value[offset:stop]:
+            return False
+    return True

@@ -196,6 +196,8 @@ def test_a_value_in_private_data_kept_as_safe_is_found(tmp_path):
 
 def test_what_the_options_and_the_recipe_keep_is_not_a_finding(tmp_path):
     src = edited("CT_small.dcm", tmp_path, PatientID="12345678", SliceLocation="12345678")
+    with pytest.raises(IdentifyingValueFound):
+        deidentify_file(src, tmp_path / "out.dcm", IDS, OPTIONS)
     recipe = Recipe.from_text("FORMAT dicom\n%header\nKEEP PatientID\n")
     deidentify_file(src, tmp_path / "out.dcm", IDS, DeidOptions(uid_secret=b"k", recipe=recipe))
     assert dcmread(tmp_path / "out.dcm").PatientID == "12345678"
@@ -214,6 +216,10 @@ def test_common_words_and_defined_terms_are_not_findings(tmp_path):
     src = edited("CT_small.dcm", tmp_path, PatientName="Ann^Test", Manufacturer="CHANNEL TEST",
                  PatientID="P12345")
     deidentify_file(src, tmp_path / "b.dcm", IDS, OPTIONS)
+    # ...while the same name as a word of its own is found.
+    src = edited("CT_small.dcm", tmp_path, PatientName="Ann^Test", Manufacturer="ANN TEST")
+    with pytest.raises(IdentifyingValueFound, match=r"the patient's name found in \(0008,0070\) Manufacturer"):
+        deidentify_file(src, tmp_path / "d.dcm", IDS, OPTIONS)
     # A number inside a longer number or a UID is not the patient's id.
     src = edited("CT_small.dcm", tmp_path, PatientID="48828", PixelSpacing=["0.48828125", "0.48828125"])
     deidentify_file(src, tmp_path / "c.dcm", IDS, OPTIONS)
@@ -316,3 +322,11 @@ def test_read_layout_names_every_value_at_every_depth(tmp_path):
         deidentify_file(get_testdata_file(name), out, IDS, OPTIONS)
         layout = proof.read_layout(out.read_bytes())
         assert 0x7FE00010 in layout.pixels and layout.sop_uid == dcmread(out).SOPInstanceUID
+
+
+def test_pixels_read_whole_are_compared_a_chunk_at_a_time():
+    data = b"head" + bytes(range(256)) * 40 + b"tail"
+    pixels = bytes(range(256)) * 40
+    assert proof._equal(data, 4, 4 + len(pixels), pixels, chunk=1000)
+    assert not proof._equal(data, 4, 4 + len(pixels), pixels[:-1] + b"\0", chunk=1000)
+    assert not proof._equal(data, 4, 5 + len(pixels), pixels, chunk=1000)
