@@ -8,7 +8,7 @@ HOLD, its original kept, while the other images go on.
 """
 import errno
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from celery import shared_task
@@ -148,18 +148,22 @@ def _record(done, holds, held):
     refused = {id(image) for image, _ in failed}
     outputs = {id(image): target for image, _, target in done}
     holds = holds + [(image, hold_reason(exc), outputs[id(image)]) for image, exc in failed]
-    now = timezone.now()
+    by_flag = defaultdict(list)
     for image, reason, target in holds:
         if image.flagged and not image.flagged.startswith(HOLD):
             # Held back already (burned-in text): said too; retry_batch checks it again.
-            reason = f"{reason}; also held back: {image.flagged}"[:255]
-        # Only the flag: a refused image's other fields were set for a record that failed.
-        Image.objects.filter(pk=image.pk).update(flagged=reason, modify_date=now)
+            by_flag[f"{reason}; also held back: {image.flagged}"[:255]].append(image.pk)
+        else:
+            by_flag[reason].append(image.pk)
         # An output nobody recorded (this run's, refused, or a dead worker's): the
         # original, which is kept, is what a retry starts from.
         target.unlink(missing_ok=True)
-        held[reason.split("; also held back: ")[0]] += 1
+        held[reason] += 1
         logger.warning("batch=%s image=%s held: %s", image.batch_id, image.id, reason)
+    now = timezone.now()
+    for flag, pks in by_flag.items():
+        # Only the flag: a refused image's other fields were set for a record that failed.
+        Image.objects.filter(pk__in=pks).update(flagged=flag, modify_date=now)
     return [source for image, source, _ in done if id(image) not in refused]
 
 
