@@ -3,8 +3,6 @@
 * :func:`deidentify_dataset` / :func:`deidentify_file` apply DICOM PS3.15
   Table E.1-1 (Basic Profile plus options, :class:`DeidOptions`) and an
   optional deid-format :class:`~sendit.deid.recipe.Recipe`.
-  Every output is proven before it takes its name (:mod:`sendit.deid.proof`):
-  :class:`OutputNotProven`, :class:`IdentifyingValueFound` otherwise.
 * :func:`burned_in_reason` holds back images that may show text in pixels.
 * :func:`read_identity` reads what the identifier request needs.
 * :mod:`sendit.deid.identifiers` gets pseudonyms and jitter (DASHER or local).
