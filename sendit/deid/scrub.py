@@ -142,6 +142,24 @@ _TOKEN_SPLIT = re.compile(r"[\^\\ ,=]+")
 _LONG_NUMBER = re.compile(r"\d{5,}")
 
 
+#: Query/Retrieve attributes (PS3.4 C.4), which no stored composite instance holds
+QUERY_TAGS = frozenset({0x00080052, 0x00080053, 0x00080054, 0x00080056, 0x00080058})
+
+
+@functools.lru_cache(maxsize=8192)
+def _vr_mismatch(tag: int, raw_vr: str | None) -> bool:
+    """True when an explicit VR is one the dictionary does not allow for the tag (UN and
+    the dictionary's alternatives, such as US or SS, are allowed)."""
+    if not raw_vr or raw_vr == "UN" or tag >> 16 == 0x7FE0:
+        return False
+    try:
+        allowed = get_entry(tag)[0].split(" or ")
+    except KeyError:
+        return False
+    # Text where the dictionary has none, or anything but a sequence where it has one.
+    return raw_vr not in allowed and (raw_vr in TEXT_VRS or "SQ" in allowed) and "UN" not in allowed
+
+
 @functools.lru_cache(maxsize=8192)
 def _in_dictionary(tag: int) -> bool:
     """True when the standard's dictionary, repeating groups (60xx...) included, knows the tag."""
@@ -311,8 +329,11 @@ def _scrub(ds: Dataset, run: _Run) -> None:
         vr = _element_vr(tag, raw.VR)
         action = profile.action(tag)
         if action is None:
-            if not _in_dictionary(tag):
-                action = "X"  # a public tag no dictionary knows (a flipped bit?): its meaning is unknown
+            if not _in_dictionary(tag) or tag in QUERY_TAGS or _vr_mismatch(tag, raw.VR):
+                # A public tag no dictionary knows, a query attribute no stored instance
+                # holds, or a VR the dictionary does not give the tag (a flipped bit?):
+                # what the value means is unknown, so it does not leave.
+                action = "X"
             elif vr == "SQ":
                 action = "K"
             elif vr in DATE_VRS:
