@@ -371,6 +371,7 @@ PERSON_KINDS = {tag: _PHYSICIAN for tag in (
 )}
 _OTHER_IDS_SEQUENCE = 0x00101002  # OtherPatientIDsSequence: its items' PatientID, Issuer
 _UID, _DATE = "an original UID", "an original date"
+_BIRTH_DATE = KEYWORD_KINDS[0x00100030][0]
 _SPLIT_NAME = re.compile(rb"[\^= \\]+")
 #: bytes that continue a word (ASCII letters and digits, and any non-ASCII byte, which may
 #: be part of a letter): a value found next to one is part of a longer word, not itself
@@ -381,6 +382,9 @@ _NUMBER_BYTES = _WORD_BYTES | frozenset(b".")
 #: counts, sizes); the scrub's clean action counts 5+ digits as identifying too
 MIN_DIGITS = 5
 MIN_CHARS = 3
+
+
+_new_needle = tuple.__new__
 
 
 class Needle(NamedTuple):
@@ -485,6 +489,9 @@ class _Rules:
         self.profile = profile_for(enabled, keep_tags)
         self.option_kept = _option_kept(enabled, keep_tags)
         self.keep_tags, self.retain_uids = keep_tags, retain_uids
+        #: public attributes whose values are never looked for nor kept aside: skipped at
+        #: once unless read with a VR whose values are (a wrong VR is the scrub's to act on)
+        self.plain = _plain_tags() - keep_tags - self.option_kept
         self.top: dict = {}  # tag -> (VR as read, (what, kind))
         self.nested: dict = {}
 
@@ -508,6 +515,19 @@ class _Rules:
         if known:
             return (_WHOLE, known[0])
         return (_SKIP, None)
+
+
+#: the VRs whose values are looked for, or that hold values that are
+_VALUE_VRS = frozenset({"UI", "DA", "DT", "PN", "SQ", "UN"})
+
+
+@lru_cache(maxsize=1)
+def _plain_tags() -> frozenset:
+    """Dictionary attributes of other VRs than :data:`_VALUE_VRS` and not listed by kind."""
+    from pydicom.datadict import DicomDictionary
+
+    return frozenset(tag for tag, entry in DicomDictionary.items()
+                     if not set(entry[0].split(" or ")) & _VALUE_VRS and tag not in KEYWORD_KINDS)
 
 
 @lru_cache(maxsize=64)
@@ -535,7 +555,7 @@ class _Collect:
         self.kept: list[bytes] = []  # values the options or the recipe keep as they are
         self.uid_kept: set[bytes] = set()
         self.ds, self.encodings = ds, None
-        self.truncated = None
+        self.truncated = self.sop = None
         meta = getattr(ds, "file_meta", None)
         if meta is not None:  # the file meta keeps its class and implementation UIDs
             held = dict(_elements(meta))
@@ -572,11 +592,16 @@ class _Collect:
             tag, elem = elements[-1]
             if elem.is_raw and elem.length != _UNDEFINED and elem.length > len(elem.value or b""):
                 self.truncated = int(tag)
+        plain = rules.plain
+        if top:
+            self.sop = ds._dict.get(0x00080018) if hasattr(ds, "_dict") else ds.get_item(0x00080018)
         for tag, elem in elements:
-            tag = int(tag)  # pydicom's tag type compares in Python: slow as a dict key
+            tag = int(tag)  # pydicom's tag type compares in Python: slow as a key
+            vr = elem.VR
+            if tag in plain and vr not in _VALUE_VRS:
+                continue  # most of a header: nothing in it is looked for
             if tag & 0x10000:  # private: removed by the scrub, or kept as the safe list says
                 continue
-            vr = elem.VR
             known = cache.get(tag)
             if known is None or known[0] != vr:
                 known = cache[tag] = (vr, *rules.category(tag, vr, top))
@@ -691,12 +716,13 @@ def identifying_values(ds, ids, options: DeidOptions) -> InputFacts:
             continue
         if low in written or low in kept or value in collect.uid_kept:
             continue
-        is_date = kind == _DATE or (kind == KEYWORD_KINDS[0x00100030][0] and digits)
+        is_date = kind == _DATE or (kind == _BIRTH_DATE and digits)
         if is_date and low in shifted:
             continue  # indistinguishable from another date's shifted value
-        needles.append(Needle(low, kind, low[:1].isdigit(), low[-1:].isdigit(), is_date, name))
+        # (built as a tuple: a NamedTuple's own constructor is a Python function)
+        needles.append(_new_needle(Needle, (low, kind, low[:1].isdigit(), low[-1:].isdigit(), is_date, name)))
     keep_sop = options.retain_uids or 0x00080018 in keep_tags
-    sop = ds.get_item(0x00080018)
+    sop = collect.sop
     meta = getattr(ds, "file_meta", None)
     if sop is None and meta is not None and _value_text(meta, 0x00020002) == DICOMDIR_CLASS:
         sop = meta.get_item(0x00020003)  # a DICOMDIR names itself in its file meta only
