@@ -313,8 +313,10 @@ def _fallbacks() -> dict[int, str]:
     return _FALLBACKS
 
 
-def _scrub(ds: Dataset, run: _Run) -> None:
-    profile = run.profile
+def _public_elements(ds: Dataset, run: _Run):
+    """Each public element of ``ds`` as (tag, element, VR, table action), once the elements
+    no walk keeps are gone: private ones (but those Retain Safe Private or the recipe keeps),
+    group lengths, and command elements, which a stored file cannot hold."""
     keep_private = safe_private_tags(ds) if run.safe_private else ()
     for tag in list(ds.keys()):
         group = tag >> 16
@@ -323,11 +325,15 @@ def _scrub(ds: Dataset, run: _Run) -> None:
                 del ds[tag]
             continue
         if not tag & 0xFFFF or not group:
-            del ds[tag]  # group lengths, and command elements that a stored file cannot hold
+            del ds[tag]
             continue
         raw = ds.get_item(tag)
-        vr = _element_vr(tag, raw.VR)
-        action = profile.action(tag)
+        yield tag, raw, _element_vr(tag, raw.VR), run.profile.action(tag)
+
+
+def _scrub(ds: Dataset, run: _Run) -> None:
+    profile = run.profile
+    for tag, raw, vr, action in _public_elements(ds, run):
         if action is None:
             if not _in_dictionary(tag) or tag in QUERY_TAGS or _vr_mismatch(tag, raw.VR):
                 # A public tag no dictionary knows, a query attribute no stored instance
@@ -508,20 +514,7 @@ def _dummy_text(vr: str, value) -> str:
 def _dummy_item(ds: Dataset, run: _Run) -> None:
     """An item of a dummied sequence: its structure kept, nothing it holds kept as it was
     (the rules are in the module docstring)."""
-    profile = run.profile
-    keep_private = safe_private_tags(ds) if run.safe_private else ()
-    for tag in list(ds.keys()):
-        group = tag >> 16
-        if group & 1:
-            if tag not in keep_private and tag not in run.keep_tags:
-                del ds[tag]
-            continue
-        if not tag & 0xFFFF or not group:
-            del ds[tag]
-            continue
-        raw = ds.get_item(tag)
-        vr = _element_vr(tag, raw.VR)
-        action = profile.action(tag)
+    for tag, raw, vr, action in _public_elements(ds, run):
         if action == "K":
             continue
         if action == "X" or (vr == "UN" and action is None):
