@@ -98,8 +98,12 @@ class Layout:
     meta: bool
     transfer_syntax: str
     media_class: str
-    pixel_offset: int | None  # where the pixel data element starts, if any
-    pixel_length: int | None  # its value length (0xFFFFFFFF: encapsulated)
+    #: the top-level pixel data element, in the file's own bytes (None without one, or in a
+    #: deflated file): where it starts, where its value starts, its value length
+    #: (0xFFFFFFFF: encapsulated)
+    pixel_offset: int | None
+    pixel_value: int | None
+    pixel_length: int | None
     max_depth: int
 
     @property
@@ -153,6 +157,7 @@ class _Walker:
         self.max_depth = max_depth
         self.deepest = 0
         self.pixel_offset: int | None = None
+        self.pixel_value: int | None = None
         self.pixel_length: int | None = None
 
     def fail(self, message: str):
@@ -220,7 +225,7 @@ class _Walker:
                 start = pos + 8
         if length == _UNDEFINED:
             if tag in _PIXEL_TAGS and vr in ("OB", "OW", "UN", "NONE", "OF", "OD"):
-                self.pixel_offset, self.pixel_length = pos, length
+                self.pixels(pos, start, length, depth)
                 return self.encapsulated(start, end, little, tag)
             if vr in ("SQ", "UN") or (implicit and vr not in _VALUE_SIZE):
                 # UN of undefined length is a sequence in implicit VR little endian (PS3.5 6.2.2)
@@ -240,9 +245,14 @@ class _Walker:
         if vr == "SQ" or (implicit and vr == "UN" and length and self._looks_like_items(start, length, little)):
             return self.sequence(start, start + length, implicit or vr == "UN", little, depth + 1, tag)
         if tag in _PIXEL_TAGS:
-            self.pixel_offset, self.pixel_length = pos, length
+            self.pixels(pos, start, length, depth)
         self.value(tag, vr, start, length)
         return start + length
+
+    def pixels(self, pos: int, start: int, length: int, depth: int) -> None:
+        """Note the first top-level pixel data element (an icon's, inside a sequence, is not it)."""
+        if depth == 0 and self.pixel_offset is None:
+            self.pixel_offset, self.pixel_value, self.pixel_length = pos, start, length
 
     def _looks_like_items(self, start: int, length: int, little: bool) -> bool:
         """An implicit-VR element the dictionary does not know that holds sequence items."""
@@ -422,7 +432,8 @@ def _check(buf, size: int, max_bytes: int, max_depth: int) -> Layout:
     if media_class == DICOMDIR_CLASS:
         # A CD's index: never imported nor sent, so its records need no walk.
         return Layout(size=size, preamble=preamble, meta=has_meta, transfer_syntax=syntax,
-                      media_class=media_class, pixel_offset=None, pixel_length=None, max_depth=0)
+                      media_class=media_class, pixel_offset=None, pixel_value=None,
+                      pixel_length=None, max_depth=0)
     if pos + 8 > size:
         raise BadStructure("the file holds a file meta header and no data set")
     guessed_implicit, guessed_little = _guess_encoding(buf, pos)
@@ -448,4 +459,5 @@ def _check(buf, size: int, max_bytes: int, max_depth: int) -> Layout:
         walker.dataset(pos, size, implicit, little, 0)
     return Layout(size=size, preamble=preamble, meta=has_meta, transfer_syntax=syntax,
                   media_class=media_class, pixel_offset=walker.pixel_offset,
-                  pixel_length=walker.pixel_length, max_depth=walker.deepest)
+                  pixel_value=walker.pixel_value, pixel_length=walker.pixel_length,
+                  max_depth=walker.deepest)

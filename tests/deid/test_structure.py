@@ -204,3 +204,17 @@ def test_a_single_valued_number_grown_to_swallow_what_follows_is_refused(tmp_pat
     # inside the value, so the walk must refuse the value itself.
     with pytest.raises(BadStructure, match=r"\(0028,0100\) \(US\) holds 21 values where the standard allows one"):
         check_bytes(grown)
+
+
+def test_the_pixel_data_found_is_the_top_level_one_not_an_icons(tmp_path):
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    icon = Dataset()
+    icon.Rows, icon.Columns, icon.BitsAllocated = 2, 2, 8
+    icon.PixelData = b"\1\2\3\4"
+    ds.IconImageSequence = Sequence([icon])
+    path = tmp_path / "icon.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    layout = check_structure(path)
+    assert layout.pixel_length == 128 * 128 * 2
+    assert path.read_bytes()[layout.pixel_offset:layout.pixel_offset + 4] == b"\xe0\x7f\x10\x00"
+    assert layout.pixel_value == layout.pixel_offset + 12

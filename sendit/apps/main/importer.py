@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pydicom
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.uid import UID
 
-from sendit.deid.files import encoding, pixel_element_at
 from sendit.deid.scrub import as_text
 from sendit.deid.structure import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, BadStructure, check_structure
 
@@ -79,24 +78,6 @@ def _expected_length(ds):
     return expected if isinstance(expected, int) else None
 
 
-def _pixel_lengths(ds, fp):
-    """(declared, available, offset) bytes of the pixel data after the header and where its
-    value starts, or None without pixels.
-
-    Only the element's header is read: the pixels themselves stay on disk until the
-    de-identification step copies them.
-    """
-    start, size = fp.tell(), os.fstat(fp.fileno()).st_size
-    if start >= size or ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-        return None
-    implicit, little = encoding(ds)
-    found = pixel_element_at(fp, start, implicit, little)
-    if found is None:
-        return None
-    header, declared = found
-    return declared, size - start - header, start + header
-
-
 class DicomDir(Exception):
     """A CD's index file (DICOMDIR): it describes the other files and is never sent."""
 
@@ -133,7 +114,6 @@ def read_header(path, max_bytes=DEFAULT_MAX_BYTES, max_depth=DEFAULT_MAX_DEPTH):
             # A data set without preamble and file meta (old exports) is read as the
             # walk found it; de-identification writes it out with a proper file meta.
             ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not layout.preamble)
-            pixels = _pixel_lengths(ds, fp)
     except InvalidDicomError:
         raise NotImportable("not a DICOM file (no DICOM file meta header)") from None
     except Exception as exc:  # pydicom raises many kinds on broken files
@@ -145,12 +125,13 @@ def read_header(path, max_bytes=DEFAULT_MAX_BYTES, max_depth=DEFAULT_MAX_DEPTH):
             raise NotImportable("no SOPInstanceUID (not an image instance a PACS can store)")
         if len(sop_uid) > 64:
             raise NotImportable("the SOPInstanceUID is longer than the 64 characters a UID may have")
-        if pixels is not None:
-            declared, available, offset = pixels
+        if layout.pixel_value is not None:
+            # The walk found the pixel data element and its declared length fits the file;
+            # what the header's geometry needs is checked here.
+            declared, offset = layout.pixel_length, layout.pixel_value
+            available = layout.size - offset
             ts = UID(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2"))
             expected = _expected_pixel_bytes(ds)
-            if declared != 0xFFFFFFFF and declared > available:
-                raise NotImportable("pixel data is truncated")
             if not ts.is_compressed and expected and min(declared, available) < expected:
                 raise NotImportable("pixel data is truncated")
             if (not ts.is_compressed and expected and declared != 0xFFFFFFFF
