@@ -33,13 +33,16 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from pydicom.charset import decode_bytes, default_encoding
-from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag
+from pydicom.datadict import keyword_for_tag
 from pydicom.uid import UID_dictionary
 
 from sendit.deid.dates import InvalidDate, shift_value
 from sendit.deid.options import BASIC_PROFILE_CODE, OPTION_CODES, DeidOptions
 from sendit.deid.profile import profile_for
 from sendit.deid.scrub import CLASS_UID_TAGS, DUMMIES, DUMMY_TEXT
+from sendit.deid.structure import (
+    DICOMDIR_CLASS, EXPLICIT_BE, IMPLICIT_LE, ITEM, ITEM_END, PIXEL_TAGS, SEQ_END, UNDEFINED, dictionary_vr, tag_text,
+)
 from sendit.deid.uids import is_well_known
 
 
@@ -67,9 +70,6 @@ class IdentifyingValueFound(Exception):
 
 
 # -- reading an output's structure --------------------------------------------------
-_UNDEFINED = 0xFFFFFFFF
-_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
                        b"UV"})
 _SHORT_VRS = frozenset({b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT",
@@ -78,10 +78,7 @@ _SHORT_VRS = frozenset({b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", 
 _HEADS = {little: (struct.Struct(order + "HH2sH"), struct.Struct(order + "HHL"), struct.Struct(order + "L"))
           for little, order in ((True, "<"), (False, ">"))}
 _MAX_DEPTH = 64
-_IMPLICIT_LE = "1.2.840.10008.1.2"
-_EXPLICIT_BE = "1.2.840.10008.1.2.2"
 _DEFLATED = "1.2.840.10008.1.2.1.99"
-DICOMDIR_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
 
 
 class _Bad(Exception):
@@ -89,22 +86,8 @@ class _Bad(Exception):
 
 
 @lru_cache(maxsize=4096)
-def _dictionary_vr(tag: int) -> str:
-    if tag & 0xFFFF == 0:
-        return "UL"
-    if not dictionary_has_tag(tag):
-        return "UN"
-    vr = dictionary_VR(tag)
-    return vr.split(" or ")[0] if " or " in vr else vr
-
-
-@lru_cache(maxsize=4096)
 def _dictionary_vr_bytes(tag: int) -> bytes:
-    return _dictionary_vr(tag).encode("ascii")
-
-
-def tag_text(tag: int) -> str:
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+    return dictionary_vr(tag).encode("ascii")
 
 
 def describe(path: tuple) -> str:
@@ -171,7 +154,7 @@ class _Walk:
                 elif vr not in _SHORT_VRS and group != 0xFFFE:
                     raise _Bad(f"{tag_text(tag)} has no valid VR{_at(path)}")
             if group == 0xFFFE:
-                if tag == _ITEM_END and in_item:
+                if tag == ITEM_END and in_item:
                     return pos + 8
                 raise _Bad(f"an item or delimiter where an element should be{_at(path)}")
             inner = path + (tag,)
@@ -179,7 +162,7 @@ class _Walk:
                 if self.stop_at_pixels:
                     self.stopped = pos
                     return pos
-                if length == _UNDEFINED:
+                if length == UNDEFINED:
                     stop = self.fragments(value, end, little)
                     self.pixels[tag] = (pos, value, stop)
                     pos = stop + 8
@@ -189,7 +172,7 @@ class _Walk:
                 self.pixels[tag] = (pos, value, value + length)
                 pos = value + length
                 continue
-            if length == _UNDEFINED:
+            if length == UNDEFINED:
                 if vr == b"SQ":
                     pos = self.sequence(value, end, implicit, little, inner, depth, True)
                 elif vr == b"UN":  # an undefined-length UN holds an implicit VR LE sequence
@@ -231,11 +214,11 @@ class _Walk:
                 raise _Bad(f"a sequence item is cut short{_at(path)}")
             group, element, length = struct.unpack_from(head, buf, pos)
             tag = group << 16 | element
-            if tag == _SEQ_END and undefined:
+            if tag == SEQ_END and undefined:
                 return pos + 8
-            if tag != _ITEM:
+            if tag != ITEM:
                 raise _Bad(f"a sequence holds something other than items{_at(path)}")
-            if length == _UNDEFINED:
+            if length == UNDEFINED:
                 pos = self.dataset(pos + 8, end, implicit, little, path, depth + 1, in_item=True)
             else:
                 stop = pos + 8 + length
@@ -253,9 +236,9 @@ class _Walk:
         while end - pos >= 8:
             group, element, length = struct.unpack_from(head, self.buf, pos)
             tag = group << 16 | element
-            if tag == _SEQ_END:
+            if tag == SEQ_END:
                 return pos
-            if tag != _ITEM or length == _UNDEFINED or pos + 8 + length > end:
+            if tag != ITEM or length == UNDEFINED or pos + 8 + length > end:
                 raise _Bad("the encapsulated pixel data is broken")
             pos += 8 + length
         raise _Bad("the encapsulated pixel data has no end")
@@ -295,7 +278,7 @@ def read_layout(buf, stop_at_pixels: bool = False) -> Layout:
             layout.meta_sop_uid = _text(buf, meta[0x00020003])
         if 0x00020002 in meta:
             layout.meta_class_uid = _text(buf, meta[0x00020002])
-        implicit, little = layout.syntax == _IMPLICIT_LE, layout.syntax != _EXPLICIT_BE
+        implicit, little = layout.syntax == IMPLICIT_LE, layout.syntax != EXPLICIT_BE
         if layout.syntax == _DEFLATED:
             try:
                 body = zlib.decompressobj(-zlib.MAX_WBITS).decompress(bytes(buf[pos:]))
@@ -330,7 +313,7 @@ def _meta_element(walk, pos):
         length, value = struct.unpack_from("<L", buf, pos + 8)[0], pos + 12
     else:
         length, value = struct.unpack_from("<H", buf, pos + 6)[0], pos + 8
-    if length == _UNDEFINED or value + length > len(buf):
+    if length == UNDEFINED or value + length > len(buf):
         raise _Bad("an element of its file meta runs past the end of the file")
     tag = 0x00020000 | struct.unpack_from("<H", buf, pos + 2)[0]
     walk.spans.append((value, value + length, (tag,), vr))
@@ -497,7 +480,7 @@ class _Rules:
 
     def category(self, tag: int, vr: str | None, top: bool) -> tuple:
         if not vr or vr == "UN":
-            vr = _dictionary_vr(tag)
+            vr = dictionary_vr(tag)
         if vr == "SQ":
             removed = self.profile.action(tag) in ("X", "Z") and tag != _OTHER_IDS_SEQUENCE
             return (_SKIP, None) if removed else (_SEQUENCE, None)
@@ -590,7 +573,7 @@ class _Collect:
             # Only the last element of a data set can be cut short by the end of the file
             # (or of the sequence value it was read from): pydicom then keeps what there was.
             tag, elem = elements[-1]
-            if elem.is_raw and elem.length != _UNDEFINED and elem.length > len(elem.value or b""):
+            if elem.is_raw and elem.length != UNDEFINED and elem.length > len(elem.value or b""):
                 self.truncated = int(tag)
         plain = rules.plain
         if top:

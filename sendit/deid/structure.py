@@ -42,9 +42,9 @@ DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 DEFAULT_MAX_BYTES = 4 * 1024 ** 3
 DEFAULT_MAX_DEPTH = 16
 
-_UNDEFINED = 0xFFFFFFFF
-_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-_PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+UNDEFINED = 0xFFFFFFFF
+ITEM, ITEM_END, SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 
 #: VRs whose explicit-VR header has 2 reserved bytes and a 32-bit length
 _LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
@@ -111,7 +111,7 @@ class Layout:
         return self.media_class == DICOMDIR_CLASS
 
 
-def _tag_text(tag: int) -> str:
+def tag_text(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
@@ -123,7 +123,7 @@ def _size_text(n: int) -> str:
 
 
 @lru_cache(maxsize=4096)
-def _dictionary_vr(tag: int) -> str:
+def dictionary_vr(tag: int) -> str:
     """The VR an implicit-VR element has, as the dictionary says (UN when unknown)."""
     if tag >> 16 == 0xFFFE:
         return "NONE"
@@ -181,7 +181,7 @@ class _Walker:
                           f"an element header at byte {pos} runs past the end of its sequence item")
             group, number = tag_struct.unpack_from(buf, pos)
             tag = group << 16 | number
-            if tag == _ITEM_END:
+            if tag == ITEM_END:
                 if not item_undefined:
                     self.fail(f"an unexpected item delimiter at byte {pos}")
                 return pos + 8
@@ -193,7 +193,7 @@ class _Walker:
                     pos = following  # the same element twice, byte for byte: one copy is read
                     continue
                 what = "repeated" if tag == last else "out of order"
-                self.fail(f"element {_tag_text(tag)} is {what} at byte {pos} (elements must "
+                self.fail(f"element {tag_text(tag)} is {what} at byte {pos} (elements must "
                           "come once each, in increasing tag order)")
             last, last_at = tag, pos
             pos = self.element(pos, end, tag, implicit, little, depth)
@@ -208,23 +208,23 @@ class _Walker:
         buf = self.buf
         ul, us = _UL[little], _US[little]
         if implicit:
-            vr = _dictionary_vr(tag)
+            vr = dictionary_vr(tag)
             (length,) = ul.unpack_from(buf, pos + 4)
             start = pos + 8
         else:
             vr = _VR_BY_BYTES.get(buf[pos + 4:pos + 6])
             if vr is None:
-                self.fail(f"element {_tag_text(tag)} at byte {pos} has no valid VR")
+                self.fail(f"element {tag_text(tag)} at byte {pos} has no valid VR")
             if vr in _LONG_VRS:
                 if pos + 12 > end:
-                    self.fail(f"the file ends inside the header of element {_tag_text(tag)}")
+                    self.fail(f"the file ends inside the header of element {tag_text(tag)}")
                 (length,) = ul.unpack_from(buf, pos + 8)
                 start = pos + 12
             else:
                 (length,) = us.unpack_from(buf, pos + 6)
                 start = pos + 8
-        if length == _UNDEFINED:
-            if tag in _PIXEL_TAGS and vr in ("OB", "OW", "UN", "NONE", "OF", "OD"):
+        if length == UNDEFINED:
+            if tag in PIXEL_TAGS and vr in ("OB", "OW", "UN", "NONE", "OF", "OD"):
                 self.pixels(pos, start, length, depth)
                 return self.encapsulated(start, end, little, tag)
             if vr in ("SQ", "UN") or (implicit and vr not in _VALUE_SIZE):
@@ -232,19 +232,19 @@ class _Walker:
                 seq_implicit = implicit or vr == "UN"
                 return self.sequence(start, end, seq_implicit, little if not vr == "UN" else True,
                                      depth + 1, tag, undefined=True)
-            self.fail(f"element {_tag_text(tag)} ({vr}) has an undefined length, which only "
+            self.fail(f"element {tag_text(tag)} ({vr}) has an undefined length, which only "
                       "sequences and pixel data may have")
         if start + length > end:
             where = "file" if end == self.file_size else "sequence item"
-            if tag in _PIXEL_TAGS and end == self.file_size:
+            if tag in PIXEL_TAGS and end == self.file_size:
                 self.fail(f"the pixel data is truncated: it claims {_size_text(length)} and the "
                           f"file holds {_size_text(max(0, end - start))} of it")
-            self.fail(f"element {_tag_text(tag)} claims {_size_text(length)} in a "
+            self.fail(f"element {tag_text(tag)} claims {_size_text(length)} in a "
                       f"{_size_text(self.file_size)} file ({_size_text(max(0, end - start))} "
                       f"left in its {where})")
         if vr == "SQ" or (implicit and vr == "UN" and length and self._looks_like_items(start, length, little)):
             return self.sequence(start, start + length, implicit or vr == "UN", little, depth + 1, tag)
-        if tag in _PIXEL_TAGS:
+        if tag in PIXEL_TAGS:
             self.pixels(pos, start, length, depth)
         self.value(tag, vr, start, length)
         return start + length
@@ -259,35 +259,35 @@ class _Walker:
         if length < 8:
             return False
         group, number = struct.unpack_from("<HH" if little else ">HH", self.buf, start)
-        return (group << 16 | number) == _ITEM
+        return (group << 16 | number) == ITEM
 
     def sequence(self, pos: int, end: int, implicit: bool, little: bool, depth: int, tag: int,
                  undefined: bool = False) -> int:
         """Walk the items of a sequence; return where it ends."""
         if depth > self.max_depth:
             self.fail(f"sequences are nested more than {self.max_depth} deep (at element "
-                      f"{_tag_text(tag)}); the limit is MAX_SEQUENCE_DEPTH")
+                      f"{tag_text(tag)}); the limit is MAX_SEQUENCE_DEPTH")
         self.deepest = max(self.deepest, depth)
         head = struct.Struct(("<" if little else ">") + "HHL")
         while pos < end or undefined:
             if pos + 8 > end:
-                self.fail(f"sequence {_tag_text(tag)} is cut short: the file ends before its "
+                self.fail(f"sequence {tag_text(tag)} is cut short: the file ends before its "
                           "delimiter" if undefined else
-                          f"sequence {_tag_text(tag)} is cut short: an item header runs past its end")
+                          f"sequence {tag_text(tag)} is cut short: an item header runs past its end")
             group, number, length = head.unpack_from(self.buf, pos)
             item = group << 16 | number
-            if item == _SEQ_END:
+            if item == SEQ_END:
                 if not undefined:
-                    self.fail(f"sequence {_tag_text(tag)} of defined length holds a sequence delimiter")
+                    self.fail(f"sequence {tag_text(tag)} of defined length holds a sequence delimiter")
                 return pos + 8
-            if item != _ITEM:
-                self.fail(f"sequence {_tag_text(tag)} holds something other than items at byte {pos}")
+            if item != ITEM:
+                self.fail(f"sequence {tag_text(tag)} holds something other than items at byte {pos}")
             start = pos + 8
-            if length == _UNDEFINED:
+            if length == UNDEFINED:
                 pos = self.dataset(start, end, implicit, little, depth, item_undefined=True)
             else:
                 if start + length > end:
-                    self.fail(f"an item of sequence {_tag_text(tag)} claims {_size_text(length)}, "
+                    self.fail(f"an item of sequence {tag_text(tag)} claims {_size_text(length)}, "
                               f"more than its sequence holds")
                 self.dataset(start, start + length, implicit, little, depth)
                 pos = start + length
@@ -303,13 +303,13 @@ class _Walker:
                           f"delimiter, after {items} fragment(s))")
             group, number, length = head.unpack_from(self.buf, pos)
             item = group << 16 | number
-            if item == _SEQ_END:
+            if item == SEQ_END:
                 if items == 0:
                     self.fail("the compressed pixel data has no basic offset table item")
                 if items == 1:
                     self.fail("the compressed pixel data holds no fragment")
                 return pos + 8
-            if item != _ITEM or length == _UNDEFINED:
+            if item != ITEM or length == UNDEFINED:
                 self.fail(f"the compressed pixel data is malformed at byte {pos} (an item was expected)")
             pos += 8
             if pos + length > end:
@@ -323,12 +323,12 @@ class _Walker:
         size = _VALUE_SIZE.get(vr)
         if size is not None:
             if length % size:
-                self.fail(f"element {_tag_text(tag)} ({vr}) has a length of {length} bytes, "
+                self.fail(f"element {tag_text(tag)} ({vr}) has a length of {length} bytes, "
                           f"not a whole number of {size}-byte values")
             if length > size and vr in _NUMBER_VRS and _single_valued(tag):
                 # BitsAllocated of 122 bytes: the lengths still add up, and what follows
                 # (a physician's name...) would ride inside a number no scrub reads.
-                self.fail(f"element {_tag_text(tag)} ({vr}) holds {length // size} values where "
+                self.fail(f"element {tag_text(tag)} ({vr}) holds {length // size} values where "
                           "the standard allows one (a wrong length may have swallowed other elements)")
             return
         deletions = _DELETIONS.get(vr)
@@ -338,9 +338,9 @@ class _Walker:
         if not data.translate(None, deletions):
             return
         if vr in _CHARSETS:
-            self.fail(f"element {_tag_text(tag)} holds a value that is not a valid {vr} "
+            self.fail(f"element {tag_text(tag)} holds a value that is not a valid {vr} "
                       f"({_CHARSET_NAMES[vr]} only; a wrong length may have swallowed other elements)")
-        self.fail(f"element {_tag_text(tag)} ({vr}) holds control bytes that text cannot "
+        self.fail(f"element {tag_text(tag)} ({vr}) holds control bytes that text cannot "
                   "(a length error may have swallowed other elements)")
 
 
@@ -354,11 +354,11 @@ def _meta(buf, pos: int, size: int, walker: _Walker) -> tuple[int, dict]:
             break
         tag = group << 16 | number
         if tag <= last:
-            walker.fail(f"file meta element {_tag_text(tag)} is repeated or out of order")
+            walker.fail(f"file meta element {tag_text(tag)} is repeated or out of order")
         last = tag
         vr = bytes(buf[pos + 4:pos + 6])
         if vr not in (b"UL", b"OB", b"UI", b"SH", b"AE", b"UN", b"US", b"UT", b"UR", b"CS", b"LO"):
-            walker.fail(f"file meta element {_tag_text(tag)} has no valid VR (the meta must be "
+            walker.fail(f"file meta element {tag_text(tag)} has no valid VR (the meta must be "
                         "explicit VR little endian)")
         if vr in (b"OB", b"UN", b"UT", b"UR"):
             if pos + 12 > size:
@@ -368,8 +368,8 @@ def _meta(buf, pos: int, size: int, walker: _Walker) -> tuple[int, dict]:
         else:
             (length,) = struct.unpack_from("<H", buf, pos + 6)
             start = pos + 8
-        if length == _UNDEFINED or start + length > size:
-            walker.fail(f"file meta element {_tag_text(tag)} claims {_size_text(length)} in a "
+        if length == UNDEFINED or start + length > size:
+            walker.fail(f"file meta element {tag_text(tag)} claims {_size_text(length)} in a "
                         f"{_size_text(size)} file")
         if vr == b"UI":
             walker.value(tag, "UI", start, length)
