@@ -13,6 +13,12 @@ SEED = 7
 HUGE = 1 << 30
 
 
+#: explicit VR little endian, implicit VR little endian, explicit VR big endian
+THREE_ENCODINGS = ["pydicom/CT_small.dcm", "pydicom/MR_small_implicit.dcm", "pydicom/MR_small_bigendian.dcm"]
+#: the marker code of each identifying element a length mutation aims before
+MARKER_CODES = {"PatientName": "PN", "RequestingPhysician": "RQ", "AdmissionID": "AD"}
+
+
 def base(label):
     found = [b for b in corpus.base_files() if b.label == label]
     if not found:
@@ -143,13 +149,12 @@ def test_a_length_past_the_end_before_identifying_elements(label, rng_seed):
     assert declared == details["declared"] in (0xFFFFFFF0, 0xFFF0)
     assert details["value_at"] + declared > len(out)   # the length really goes past the end
     # ... from an element that comes before the identifying element aimed at
-    target = {"PatientName": "PN", "RequestingPhysician": "RQ", "AdmissionID": "AD"}[details["before"]]
+    target = MARKER_CODES[details["before"]]
     assert out.index(mutate.marker(42, target).encode()) > details["value_at"]
     assert not mutate.walk(out).complete
 
 
-@pytest.mark.parametrize("label", ["pydicom/CT_small.dcm", "pydicom/MR_small_implicit.dcm",
-                                   "pydicom/MR_small_bigendian.dcm"])
+@pytest.mark.parametrize("label", THREE_ENCODINGS)
 @pytest.mark.parametrize("rng_seed", range(4))
 def test_a_length_that_swallows_an_identifying_element(label, rng_seed):
     data, layout, out, details, c = mutated("length_swallow", rng_seed, label)
@@ -158,7 +163,7 @@ def test_a_length_that_swallows_an_identifying_element(label, rng_seed):
     target = mutate.TARGETS[details["before"]]
     assert walked.find(target) is None and layout.find(target) is not None
     el = next(e for e in walked.top() if mutate._tag(e.tag) == details["tag"])
-    code = {"PatientName": "PN", "RequestingPhysician": "RQ", "AdmissionID": "AD"}[details["before"]]
+    code = MARKER_CODES[details["before"]]
     assert mutate.marker(42, code).encode() in out[el.value_at:el.end]
     assert len(walked.top()) == len(layout.top()) - details["swallowed"]
 
@@ -174,8 +179,7 @@ def test_odd_lengths_and_wrong_vrs(rng_seed):
     assert (details["vr"] in mutate.SHORT_VRS) == (details["new_vr"] in mutate.SHORT_VRS)
 
 
-@pytest.mark.parametrize("label", ["pydicom/CT_small.dcm", "pydicom/MR_small_implicit.dcm",
-                                   "pydicom/MR_small_bigendian.dcm"])
+@pytest.mark.parametrize("label", THREE_ENCODINGS)
 @pytest.mark.parametrize("rng_seed", range(3))
 def test_deep_nesting(label, rng_seed):
     data, layout, out, details, c = mutated("deep_nesting", rng_seed, label)
