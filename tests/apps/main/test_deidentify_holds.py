@@ -49,7 +49,9 @@ def lenient_import(monkeypatch):
         try:
             return real(path, **kwargs)
         except BadStructure:
-            return types.SimpleNamespace(is_dicomdir=False, preamble=True)
+            # No pixel data element found: the lengths the walk would give are not known.
+            return types.SimpleNamespace(is_dicomdir=False, preamble=True, pixel_offset=None,
+                                         pixel_value=None, pixel_length=None)
     monkeypatch.setattr(importer, "check_structure", check)
 
 
