@@ -54,6 +54,49 @@ if LOCKDOWN_ENABLED and not LOCKDOWN_PASSWORDS:  # noqa: F405
         "environment or in sendit/settings/secrets.py (or set LOCKDOWN_ENABLED=false)."
     )
 
+# Tokens for scripts: `Authorization: Token <t>` passes the lockdown on /api/ only.
+_tokens = _secret("API_TOKENS", ())
+if isinstance(_tokens, str):
+    _tokens = _tokens.split(",")
+API_TOKENS = tuple(t.strip() for t in _tokens if t and t.strip())
+
+# Secrets anyone could guess (bogus_secrets.py's "change-me") or brute-force are refused by a
+# production node (DEBUG off): the minimum length of each, in characters.
+SECRET_MINIMUM = {"SECRET_KEY": 50, "DEID_SECRET": 32, "LOCKDOWN_PASSWORDS": 16, "API_TOKENS": 32}
+_PLACEHOLDERS = ("change-me", "changeme", "change_me", "django-insecure", "replace-me")
+MAKE_SECRETS = ("Make real ones: `python scripts/make_secrets.py` writes sendit/settings/secrets.py, "
+                "`scripts/setup_instance.sh --env-only` writes .env for docker compose, or make one with "
+                "`python -c \"import secrets; print(secrets.token_urlsafe(48))\"`.")
+
+
+def weak_secret(value: str, minimum: int) -> str | None:
+    """Why a secret is too weak to run with (None when it is fine): a known placeholder,
+    shorter than `minimum`, or fewer than 5 distinct characters (Django's own rule)."""
+    if any(word in value.lower() for word in _PLACEHOLDERS):
+        return "is a placeholder"
+    if len(value) < minimum:
+        return f"is shorter than {minimum} characters"
+    if len(set(value)) < 5:
+        return "has fewer than 5 distinct characters"
+    return None
+
+
+def refuse_weak_secrets() -> None:
+    """Stop a node with DEBUG off before it runs on a guessable secret (docs/security.md)."""
+    named = [("SECRET_KEY", SECRET_KEY), ("DEID_SECRET", DEID_SECRET)]
+    if LOCKDOWN_ENABLED:  # noqa: F405
+        named += [("LOCKDOWN_PASSWORDS", p) for p in LOCKDOWN_PASSWORDS]
+    named += [("API_TOKENS", t) for t in API_TOKENS]
+    for name, value in named:
+        reason = weak_secret(value, SECRET_MINIMUM[name])
+        if reason:
+            raise ImproperlyConfigured(
+                f"{name} {reason}: a node with DEBUG off refuses to start on it. {MAKE_SECRETS}")
+
+
+if not DEBUG:
+    refuse_weak_secrets()
+
 ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
 
 INSTALLED_APPS = [
@@ -229,12 +272,6 @@ if SENTRY_DSN:
 # --- Web interface and REST API (docs/interface.md) -------------------------------------
 # The lockdown password form of sendit: constant-time check, no django.contrib.auth needed.
 LOCKDOWN_FORM = "sendit.apps.main.forms.LockdownForm"
-# Tokens for scripts: `Authorization: Token <t>` passes the lockdown on /api/ only.
-_tokens = _secret("API_TOKENS", ())
-if isinstance(_tokens, str):
-    _tokens = _tokens.split(",")
-API_TOKENS = tuple(t.strip() for t in _tokens if t and t.strip())
-
 # Static files served by WhiteNoise from the apps too, so a node works before collectstatic.
 WHITENOISE_USE_FINDERS = True
 

@@ -92,7 +92,7 @@ def uwsgi_env(tmp, **extra):
         "PATH": f"{Path(uwsgi_binary()).parent}:{VENV_BIN}:{os.environ.get('PATH', '')}",
         "VIRTUAL_ENV": str(ROOT / ".venv"),
         "DJANGO_SETTINGS_MODULE": "sendit.settings",
-        "SECRET_KEY": "sec-" + uuid.uuid4().hex, "DEID_SECRET": "sec-deid-secret",
+        "SECRET_KEY": "sec-" + uuid.uuid4().hex + uuid.uuid4().hex, "DEID_SECRET": "sec-deid-secret-" + uuid.uuid4().hex,
         "LOCKDOWN_ENABLED": "true", "LOCKDOWN_PASSWORDS": PASSWORD,
         "LOCKDOWN_MAX_FAILURES": str(MAX_FAILURES), "ALLOWED_HOSTS": "127.0.0.1,localhost",
         # The password form needs neither; no request here reaches the database or broker.

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from tests.fuzz.mutate import FUZZ_UID_RE, KINDS, MARKER_RE, Case
 
-SECRET = "fuzz-site-secret"
+SECRET = "fuzz-site-secret-0123456789abcdefghij"
 UID_ROOT = "2.25."
 NODE_SETTINGS = {
     "DEID_SECRET": SECRET, "DEID_UID_ROOT": UID_ROOT,

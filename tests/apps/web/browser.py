@@ -31,7 +31,7 @@ def make_node(tmp, orthanc):
     """A node sending to `orthanc`, locked with PASSWORD (not started yet)."""
     return Node(tmp, "sqlite", "filesystem", workers=2, ORTHANC_URL=orthanc.url,
                 ORTHANC_PORT=orthanc.dicom_port, LOCKDOWN_ENABLED="true", LOCKDOWN_PASSWORDS=PASSWORD,
-                API_TOKENS="e2e-token", SEND_TO_GOOGLE="false", SENDIT_LOG_LEVEL="INFO")
+                API_TOKENS="e2e-token-0123456789abcdefghijklmnopqrstuv", SEND_TO_GOOGLE="false", SENDIT_LOG_LEVEL="INFO")
 
 
 class Site:

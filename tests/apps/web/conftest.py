@@ -9,7 +9,7 @@ from pydicom.data import get_testdata_file
 from sendit.apps.main.models import Batch, Image
 
 PASSWORD = "correct horse battery staple"
-TOKEN = "test-api-token-0123456789"
+TOKEN = "test-api-token-0123456789abcdefghijklmn"
 
 
 @pytest.fixture
