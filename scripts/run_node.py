@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VAR = ROOT / "var"
+VAR = Path(os.environ.get("VAR_DIR") or ROOT / "var")
 PY = sys.executable
 
 
@@ -86,13 +86,32 @@ def local_orthanc():
     return proc
 
 
-def main():
-    VAR.mkdir(exist_ok=True)
+def private_state():
+    """Only this user may read what the node keeps: the SQLite database, the keys and
+    password in var/, and media (identified images until they are de-identified).
+
+    umask 077 makes every file the node's processes create 0600 and every folder 0700;
+    var/ itself (and with it a var/ made world-readable by an older sendit) becomes 0700.
+    """
+    os.umask(0o077)
+    VAR.mkdir(parents=True, exist_ok=True)
+    VAR.chmod(0o700)
+
+
+def prepare():
+    """Everything before the processes start: private folders, password, database, static."""
+    private_state()
     os.chdir(ROOT)
     password_file = lockdown_password()
     manage = [PY, "manage.py"]
     subprocess.run(manage + ["migrate", "--noinput", "-v", "0"], check=True)
     subprocess.run(manage + ["collectstatic", "--noinput", "-v", "0"], check=True)
+    return password_file
+
+
+def main():
+    password_file = prepare()
+    manage = [PY, "manage.py"]
     processes = {}
     orthanc = local_orthanc()
     if orthanc:

@@ -20,7 +20,11 @@ except ImportError:
     _site_secrets = None
 
 BASE_DIR = _config.BASE_DIR
-Path(_config.VAR_DIR).mkdir(parents=True, exist_ok=True)
+# Private when made here (make run): var/ holds the keys and the SQLite database, media the
+# images before de-identification. Folders that exist (docker volumes) keep their modes.
+for _folder in (_config.VAR_DIR, _config.MEDIA_ROOT):
+    if not Path(_folder).exists():
+        Path(_folder).mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 def _secret(name, default=None):

@@ -1,4 +1,6 @@
 """Which identifier provider a node uses, and the table that keeps local pseudonyms."""
+import hashlib
+import hmac
 from collections.abc import MutableMapping
 
 from django.conf import settings
@@ -6,21 +8,38 @@ from django.conf import settings
 from sendit.apps.main.models import LocalIdentifier
 from sendit.deid.identifiers import DasherClient, LocalProvider
 
+# Domain of the table's keyed hash, apart from the provider's own (which makes pseudonyms).
+ROW_KEY_PREFIX = "sendit.local-identifier:"
+
+
+def row_key(secret: bytes, key: str) -> str:
+    """The table key of a provider key such as 'entity:Stanford MRN:123': an HMAC-SHA256
+    with DEID_SECRET, so a copy of the database does not say whose pseudonym a row is.
+    (Migration 0003 computes the same for rows kept before.)"""
+    return hmac.new(secret, (ROW_KEY_PREFIX + key).encode("utf-8"), hashlib.sha256).hexdigest()
+
 
 class LocalIdentifierStore(MutableMapping):
-    """A dict-like view of the LocalIdentifier table for sendit.deid's LocalProvider."""
+    """A dict-like view of the LocalIdentifier table for sendit.deid's LocalProvider.
+
+    The provider's keys hold the raw MRN and accession number; the table holds only their
+    keyed hash (row_key). Iterating gives those hashes: they cannot be turned back.
+    """
+
+    def __init__(self, secret: bytes):
+        self.secret = secret
 
     def __getitem__(self, key):
         try:
-            return LocalIdentifier.objects.get(key=key).value
+            return LocalIdentifier.objects.get(key=row_key(self.secret, key)).value
         except LocalIdentifier.DoesNotExist:
             raise KeyError(key) from None
 
     def __setitem__(self, key, value):
-        LocalIdentifier.objects.update_or_create(key=key, defaults={"value": value})
+        LocalIdentifier.objects.update_or_create(key=row_key(self.secret, key), defaults={"value": value})
 
     def __delitem__(self, key):
-        deleted, _ = LocalIdentifier.objects.filter(key=key).delete()
+        deleted, _ = LocalIdentifier.objects.filter(key=row_key(self.secret, key)).delete()
         if not deleted:
             raise KeyError(key)
 
@@ -36,7 +55,7 @@ def get_provider():
     if settings.DEIDENTIFY_RESTFUL:
         return DasherClient(settings.DASHER_URL, study=settings.SOM_STUDY, timeout=settings.DASHER_TIMEOUT,
                             retries=settings.DASHER_RETRIES, backoff=settings.DASHER_BACKOFF)
-    return LocalProvider(settings.DEID_SECRET.encode(), store=LocalIdentifierStore(),
+    return LocalProvider(settings.DEID_SECRET.encode(), store=LocalIdentifierStore(settings.DEID_SECRET.encode()),
                          jitter_min=settings.LOCAL_JITTER_MIN, jitter_max=settings.LOCAL_JITTER_MAX)
 
 

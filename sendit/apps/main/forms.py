@@ -3,6 +3,9 @@ import hmac
 
 from django import forms
 from django.conf import settings
+from django.utils.crypto import salted_hmac
+
+_MARKER_SALT = "sendit.lockdown.session"
 
 
 def _passwords():
@@ -10,6 +13,12 @@ def _passwords():
     if isinstance(passwords, str):
         passwords = (passwords,) if passwords else ()
     return tuple(p for p in passwords if p)
+
+
+def session_marker(password: str) -> str:
+    """What a session keeps for a password: a keyed hash (SECRET_KEY), never the password,
+    so a copy of the session table gives no one the password."""
+    return "marker:" + salted_hmac(_MARKER_SALT, password, algorithm="sha256").hexdigest()
 
 
 def _known(value):
@@ -26,8 +35,8 @@ class LockdownForm(forms.Form):
     """django-lockdown's password form without django.contrib.auth (which sendit does not use).
 
     lockdown.forms imports django.contrib.auth at module level, so its own form cannot be
-    loaded here. The session keeps the password as token, so changing LOCKDOWN_PASSWORDS
-    logs everyone out (as with lockdown's own form).
+    loaded here. The session keeps a marker of the password (session_marker), so changing
+    LOCKDOWN_PASSWORDS (or SECRET_KEY) logs everyone out, as with lockdown's own form.
     """
 
     password = forms.CharField(widget=forms.PasswordInput(attrs={"autofocus": True,
@@ -40,10 +49,16 @@ class LockdownForm(forms.Form):
         return value
 
     def generate_token(self):
-        return self.cleaned_data["password"]
+        return session_marker(self.cleaned_data["password"])
 
     def authenticate(self, token_value):
-        return _known(token_value)
+        """Whether a session's marker is that of a configured password (constant time)."""
+        if not isinstance(token_value, str) or not token_value.startswith("marker:"):
+            return False  # nothing, or a password kept by an older sendit: log in again
+        found = False
+        for password in _passwords():
+            found |= hmac.compare_digest(token_value.encode(), session_marker(password).encode())
+        return found
 
     def show_form(self):
         return bool(_passwords())

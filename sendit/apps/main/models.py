@@ -91,18 +91,34 @@ class Batch(models.Model):
         Batch.objects.filter(pk=self.pk).update(status=status, modify_date=timezone.now())
         self.status = status
 
-    def acquire(self, seconds):
+    def acquire(self, seconds, handed=None):
         """Take the batch's lease (a guarded UPDATE); False when a live worker holds it.
 
-        A lease held by a process of this machine that has died is free at once.
+        A lease held by a process of this machine that has died is free at once. `handed`
+        is the hand-over token recovery queued this step with: that lease is ours to take.
         """
         now = timezone.now()
         token = lease.owner_token()
         free = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
         if self.lease_owner and lease.holder_is_dead(self.lease_owner):
             free |= Q(lease_owner=self.lease_owner)
+        if handed:
+            free |= Q(lease_owner=handed)
         taken = Batch.objects.filter(pk=self.pk).filter(free).update(
             lease_owner=token, lease_until=now + timedelta(seconds=seconds))
+        if taken:
+            self.lease_owner = token
+        return bool(taken)
+
+    def hand_over(self, token, seconds):
+        """Give the lease, exactly as read into this object, to `token` (a queued step).
+
+        Guarded by the owner and expiry read: when two workers recover the batch at once,
+        one UPDATE matches and the other finds the row changed, so the step is queued once.
+        """
+        taken = Batch.objects.filter(pk=self.pk, lease_owner=self.lease_owner,
+                                     lease_until=self.lease_until).update(
+            lease_owner=token, lease_until=timezone.now() + timedelta(seconds=seconds))
         if taken:
             self.lease_owner = token
         return bool(taken)
@@ -165,7 +181,11 @@ class BatchIdentifiers(models.Model):
 
 
 class LocalIdentifier(models.Model):
-    """Pseudonyms of the local provider, kept so they stay stable if the key changes."""
+    """Pseudonyms of the local provider, so a patient keeps the same one.
+
+    `key` is a keyed hash (HMAC with DEID_SECRET) of the provider's key, never the MRN or
+    accession number itself (sendit.apps.main.deidconfig.row_key).
+    """
 
     key = models.CharField(max_length=255, unique=True)
     value = models.JSONField()
