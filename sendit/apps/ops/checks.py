@@ -1,9 +1,21 @@
-"""Health of the node's parts, each as ok / not ok and nothing more."""
+"""Health of the node's parts, each as ok / not ok and nothing more.
+
+/healthz needs no password, so anyone who reaches the page can call it as often as they
+like: each check is bounded (CHECK_SECONDS, in a thread of its own, so a destination that
+accepts and never answers costs that long, not its own timeout), only the parts asked for
+are checked, and the destinations' answer is kept in Django's cache for DESTINATIONS_TTL
+seconds, so a flood of requests costs one round of remote checks.
+"""
+import hashlib
 import hmac
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection
+from django.core.cache import cache
+from django.db import connection, connections
 from django.db.models import Count
 
 from sendit.apps.main.metrics import STEPS
@@ -45,22 +57,74 @@ def queue_depth():
         return None
 
 
-def health():
-    """{"database": "ok", ...}: the parts a docker health check needs to know about."""
+CHECK_SECONDS = 2.0
+DESTINATIONS_TTL = 5.0
+LOCAL_PARTS = ("database", "broker", "watcher")
+# One round of destination checks at a time in this process; the others wait for its answer.
+_destinations_lock = threading.Lock()
+
+
+def bounded(checks: dict[str, Callable[[], bool]], seconds: float = CHECK_SECONDS) -> dict[str, bool]:
+    """Run the checks side by side, each in a daemon thread; one that raises, or has not
+    answered after `seconds`, is not ok (its thread is left to end on its own timeout)."""
+    answers: dict[str, bool] = {}
+
+    def run(name, check):
+        try:
+            answers[name] = bool(check())
+        except Exception:
+            answers[name] = False
+        finally:
+            connections.close_all()  # this thread's own database connection, if it opened one
+
+    threads = [threading.Thread(target=run, args=item, daemon=True, name=f"healthz-{item[0]}")
+               for item in checks.items()]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + seconds
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return {name: answers.get(name, False) for name in checks}
+
+
+def destinations_health() -> dict[str, bool]:
+    """{destination name: ok}, from the cache when a check of this configuration is recent."""
     from sendit.apps.main.tasks.common import storage_config
-    from sendit.apps.watcher.daemon import status as watcher_status
     from sendit.storage import get_destinations
 
-    parts = {
-        "database": database_ok(),
-        "broker": broker_ok(),
-        "watcher": watcher_status()["running"],
-    }
-    try:
-        for destination in get_destinations(storage_config()):
-            parts[destination.name] = bool(destination.check()[0])
-    except Exception:
-        parts["destinations"] = False
+    config = storage_config()
+    key = "sendit:healthz:destinations:" + hashlib.sha256(repr(sorted(config.items())).encode()).hexdigest()
+    with _destinations_lock:
+        answer = cache.get(key)
+        if answer is None:
+            try:
+                destinations = get_destinations(config)
+            except Exception:
+                answer = {"destinations": False}
+            else:
+                answer = bounded({d.name: (lambda d=d: d.check()[0]) for d in destinations})
+            cache.set(key, answer, DESTINATIONS_TTL)
+    return answer
+
+
+def health(wanted: list[str] | None = None) -> dict[str, str]:
+    """{"database": "ok", ...}: the parts asked for (all when `wanted` is empty), each bounded.
+
+    The container health check asks for `database,broker` alone: no destination is called.
+    """
+    from sendit.apps.watcher.daemon import status as watcher_status
+
+    def want(name):
+        return not wanted or name in wanted
+
+    local = {"database": database_ok, "broker": broker_ok}
+    parts = bounded({name: check for name, check in local.items() if want(name)})
+    if want("watcher"):
+        parts["watcher"] = bool(watcher_status()["running"])
+    if not wanted or set(wanted) - set(LOCAL_PARTS):
+        parts.update(destinations_health())
+    if wanted:
+        parts = {name: parts.get(name, False) for name in wanted}
     return {name: "ok" if good else "not ok" for name, good in parts.items()}
 
 
