@@ -19,3 +19,25 @@ def redact_worker_logs(logger, **kwargs):
     for handler in logger.handlers:
         if not any(isinstance(f, RedactFilter) for f in handler.filters):
             handler.addFilter(RedactFilter())
+
+
+_recovery = None
+
+
+@signals.worker_ready.connect
+def start_recovery(**kwargs):
+    """A started worker resumes at once what dead workers left, then keeps watching for
+    leases that lapse (sendit.apps.main.recovery)."""
+    global _recovery
+    from sendit.apps.main.recovery import RecoveryLoop
+
+    if _recovery is None:
+        _recovery = RecoveryLoop().start()
+
+
+@signals.worker_shutdown.connect
+def stop_recovery(**kwargs):
+    global _recovery
+    if _recovery is not None:
+        _recovery.stop()
+        _recovery = None

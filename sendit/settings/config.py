@@ -108,10 +108,13 @@ WATCHER_LOG_BACKUPS = 3
 SWEEP_INTERVAL = 60.0
 SWEEP_AFTER_SECONDS = 900
 
-# How long a worker may hold a batch before another may take it over (seconds). A worker
-# renews it after every chunk; the lease of a dead process on the same machine is taken
-# over at once.
-BATCH_LEASE_SECONDS = 600
+# How long a batch's lease lasts without renewal (seconds): a worker on another host takes
+# over a dead worker's batches about this long after its death. While a step works, a
+# heartbeat renews the lease every LEASE_HEARTBEAT_SECONDS (at most a third of the lease);
+# the lease of a dead process on the same machine is taken over at once. Workers also look
+# for lapsed leases every LEASE_HEARTBEAT_SECONDS, and when they start.
+BATCH_LEASE_SECONDS = 60
+LEASE_HEARTBEAT_SECONDS = 15.0
 
 # Redis broker: seconds before a task a worker took but never acknowledged (the worker was
 # killed) is delivered again. Keep it longer than the longest step; the sweeper above

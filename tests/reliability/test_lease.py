@@ -10,6 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from sendit.apps.main.models import Batch, Image
 from sendit.apps.main.tasks import cleanup, get_identifiers, import_dicomdir, replace_identifiers, upload_storage
 from sendit.apps.main.tasks.common import BatchBusy, LeaseLost, batch_lease, keep_lease
+from tests.node import ROOT
 from tests.services import make_ct_series
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -110,3 +111,228 @@ def test_queries_do_not_grow_with_the_number_of_images(node, data_folder):
     large = _queries(node, data_folder, "Q240", 240)
     # 12x the images: a few more chunks (200 per chunk), not 12x the queries.
     assert large <= small + 20, (small, large)
+
+
+# --- The lease rules of recovery (sendit.apps.main.lease, sendit.apps.main.recovery) ---
+
+def _dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_holder_on_this_machine_is_dead_only_when_its_pid_is_gone():
+    from sendit.apps.main.lease import holder_is_dead, machine_id, owner_token
+
+    here = machine_id()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert not holder_is_dead(f"{here}:{alive.pid}:0123456789abcdef")
+        alive.kill()
+        alive.wait()
+        assert holder_is_dead(f"{here}:{alive.pid}:0123456789abcdef")
+    finally:
+        alive.kill()
+    assert not holder_is_dead(owner_token())  # this process
+    # Another machine's pid tells nothing here, dead or not: only its lease's expiry counts.
+    assert not holder_is_dead(f"0ther0machine:{_dead_pid()}:0123456789abcdef")
+    assert not holder_is_dead("not-a-token")
+
+
+def test_abandoned_leases():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from sendit.apps.main.lease import abandoned, machine_id, owner_token
+
+    now = timezone.now()
+    later, earlier = now + timedelta(seconds=50), now - timedelta(seconds=1)
+    dead_here = f"{machine_id()}:{_dead_pid()}:0123456789abcdef"
+    alive_here = owner_token()
+    other_host = f"0ther0machine:{_dead_pid()}:0123456789abcdef"
+    other_handover = f"0ther0machine:{_dead_pid()}:q123456789abcdef"
+    for at_start in (True, False):
+        assert abandoned(dead_here, later, now, at_start)            # same host, pid gone: at once
+        assert not abandoned(alive_here, later, now, at_start)       # a live holder keeps it
+        assert not abandoned(other_host, later, now, at_start)       # other host: until it expires
+        assert abandoned(other_host, earlier, now, at_start)         # ... and then at once
+        assert not abandoned(other_handover, later, now, at_start)
+    # A free batch has its next step queued; only a (re)starting worker queues it again.
+    assert abandoned("", None, now, at_start=True)
+    assert not abandoned("", None, now, at_start=False)
+    # An expired hand-over is a step waiting in a long queue: not piled up every period.
+    assert abandoned(other_handover, earlier, now, at_start=True)
+    assert not abandoned(other_handover, earlier, now, at_start=False)
+
+
+def test_the_heartbeat_keeps_a_working_lease_alive(db, settings):
+    import time
+
+    from django.utils import timezone
+
+    settings.BATCH_LEASE_SECONDS = 2
+    settings.LEASE_HEARTBEAT_SECONDS = 0.5
+    batch = Batch.objects.create(uid="BEAT")
+    with batch_lease(batch.id) as held:
+        first = Batch.objects.get(pk=batch.pk).lease_until
+        time.sleep(3.5)  # longer than the lease, with no keep_lease: only the heartbeat renews
+        now = Batch.objects.get(pk=batch.pk)
+        assert now.lease_owner == held.lease_owner and now.lease_until > timezone.now()
+        assert now.lease_until > first
+        assert not Batch.objects.get(pk=batch.pk).acquire(2)  # still held
+    assert Batch.objects.get(pk=batch.pk).lease_owner == ""  # released at the end
+
+
+def _database_url():
+    from django.conf import settings as django_settings
+
+    db = django_settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db.get('USER') or 'postgres'}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+def test_a_killed_holders_lease_lapses_within_the_lease_period(db, tmp_path):
+    """A real process holds a lease with its heartbeat, is SIGKILLed: the lease stops being
+    renewed and lapses about BATCH_LEASE_SECONDS later (how another host sees a death)."""
+    import os
+    import signal
+    import time
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    batch = Batch.objects.create(uid="KILLED")
+    ready = tmp_path / "ready"
+    code = (
+        "import django, pathlib, time; django.setup()\n"
+        "from sendit.apps.main.tasks.common import batch_lease\n"
+        f"with batch_lease({batch.id}):\n"
+        f"    pathlib.Path({str(ready)!r}).touch()\n"
+        "    time.sleep(120)\n")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "sendit.settings", "DATABASE_URL": _database_url(),
+           "BATCH_LEASE_SECONDS": "3", "LEASE_HEARTBEAT_SECONDS": "0.5", "LOCKDOWN_ENABLED": "false"}
+    holder = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=str(ROOT))
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert holder.poll() is None and time.monotonic() < deadline, "the holder did not start"
+            time.sleep(0.1)
+        time.sleep(4)  # past one lease period: still held, thanks to the heartbeat
+        held = Batch.objects.get(pk=batch.pk)
+        assert held.lease_until > timezone.now()
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+        killed = timezone.now()
+        last = Batch.objects.get(pk=batch.pk).lease_until
+        assert last <= killed + timedelta(seconds=3)
+        time.sleep(max(0.0, (last - timezone.now()).total_seconds()) + 0.2)
+        after = Batch.objects.get(pk=batch.pk)
+        assert after.lease_until == last and after.lease_until < timezone.now()  # lapsed, not renewed
+    finally:
+        holder.kill()
+
+
+def _stuck(uid, owner="", until=None):
+    """A batch with images waiting for identifiers, and the given lease."""
+    batch = Batch.objects.create(uid=uid, lease_owner=owner, lease_until=until)
+    Image.objects.create(batch=batch, uid=f"1.2.3.{batch.pk}", image=f"batches/{batch.pk}/raw/x.dcm")
+    return batch
+
+
+def _recorder(monkeypatch):
+    """get_identifiers.delay recording (batch id, lease token) instead of queueing."""
+    calls, lock = [], threading.Lock()
+
+    def delay(batch_id, lease=None):
+        with lock:
+            calls.append((batch_id, lease))
+    monkeypatch.setattr(get_identifiers, "delay", delay)
+    return calls
+
+
+def test_two_workers_starting_together_requeue_each_abandoned_batch_once(db, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from sendit.apps.main.lease import machine_id, owner_token
+    from sendit.apps.main.recovery import requeue_abandoned
+
+    now = timezone.now()
+    soon, gone = now + timedelta(minutes=5), now - timedelta(seconds=1)
+    abandoned = [
+        _stuck("FREE"),
+        _stuck("DEAD-HERE", f"{machine_id()}:{_dead_pid()}:0123456789abcdef", soon),
+        _stuck("EXPIRED-ELSEWHERE", "0ther0machine:4242:0123456789abcdef", gone),
+    ]
+    kept = [
+        _stuck("ALIVE-HERE", owner_token(), soon),
+        _stuck("ALIVE-ELSEWHERE", "0ther0machine:4242:0123456789abcdef", soon),
+    ]
+    done = _stuck("DONE")
+    Batch.objects.filter(pk=done.pk).update(status="DONE")
+    failed = _stuck("FAILED")
+    Batch.objects.filter(pk=failed.pk).update(has_error=True)
+    calls = _recorder(monkeypatch)
+    results, barrier = [], threading.Barrier(4)
+
+    def start_a_worker():
+        from django.db import connection as conn
+        barrier.wait()
+        results.append(requeue_abandoned(at_start=True))
+        conn.close()
+
+    threads = [threading.Thread(target=start_a_worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(b for b, _ in calls) == sorted(b.pk for b in abandoned)  # each exactly once
+    assert sum(len(r) for r in results) == len(abandoned)
+    for batch_id, token in calls:
+        # The queued step holds the lease by its hand-over token: a worker starting now,
+        # or a later pass, leaves the batch alone.
+        assert Batch.objects.get(pk=batch_id).lease_owner == token
+    assert requeue_abandoned(at_start=True) == {} and len(calls) == len(abandoned)
+    untouched = {b.pk: (b.lease_owner, b.lease_until) for b in kept}
+    assert {b.pk: (b.lease_owner, b.lease_until) for b in Batch.objects.filter(pk__in=untouched)} == untouched
+
+
+def test_a_running_worker_requeues_lapsed_leases_not_free_batches(db, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from sendit.apps.main.recovery import requeue_abandoned
+
+    gone = timezone.now() - timedelta(seconds=1)
+    _stuck("FREE-QUEUED")
+    lapsed = _stuck("LAPSED", "0ther0machine:4242:0123456789abcdef", gone)
+    _stuck("HANDOVER-WAITING", "0ther0machine:4242:q123456789abcdef", gone)
+    calls = _recorder(monkeypatch)
+    assert requeue_abandoned(at_start=False) == {lapsed.pk: "identifiers"}
+    assert [b for b, _ in calls] == [lapsed.pk]
+
+
+def test_the_queued_step_takes_its_handed_lease_and_a_duplicate_waits(db):
+    from django.utils import timezone
+
+    from sendit.apps.main.lease import owner_token
+
+    batch = _stuck("HANDED")
+    token = owner_token(handover=True)
+    assert batch.hand_over(token, 60)
+    stale = Batch.objects.get(pk=batch.pk)
+    stale.lease_owner, stale.lease_until = "", None
+    assert not stale.hand_over(owner_token(handover=True), 60)  # read before: loses
+    with pytest.raises(BatchBusy):
+        with batch_lease(batch.id):  # a plain duplicate of the step (a redelivery)
+            pass
+    with batch_lease(batch.id, handed=token) as held:
+        assert held.lease_owner != token and Batch.objects.get(pk=batch.pk).lease_until > timezone.now()
+        with pytest.raises(BatchBusy):
+            with batch_lease(batch.id, handed=token):  # the same message delivered twice
+                pass
+    assert Batch.objects.get(pk=batch.pk).lease_until is None

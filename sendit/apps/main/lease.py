@@ -1,32 +1,48 @@
-"""Who holds a batch's lease: a token naming the holder's process and machine.
+"""Who holds a batch's lease, and when a lease counts as abandoned. Plain functions, no Django.
 
-A token is "<machine>:<pid>:<random>", where the machine fingerprint covers the boot and
-the pid namespace, so a worker on the same machine can tell that a holder is a dead
-process (SIGKILL, OOM) and take its lease over at once instead of waiting for it to
-expire. Plain functions, no Django.
+A token is "<machine>:<pid>:<random>", where the machine fingerprint covers the host name,
+the boot and the pid namespace, so a worker on the same machine can tell that a holder is a
+dead process (SIGKILL, OOM) and take its lease over at once instead of waiting for it to
+expire. A holder on another machine (or in another container) cannot be checked: its lease
+is abandoned once it has expired, which a heartbeat prevents while the holder lives.
+
+A hand-over token ("<machine>:<pid>:q<random>") holds a batch for a step that recovery has
+just queued: the queued step takes the lease over by naming that token, and no other worker
+queues the batch again meanwhile (exactly one re-queue, however many workers look).
 """
 import hashlib
 import os
 import socket
 import uuid
+from datetime import datetime
 from pathlib import Path
 
+HANDOVER = "q"
 
-def machine_id():
+
+def machine_id(pid: int | str = "self") -> str | None:
     """Processes with the same fingerprint share one pid space (same boot, same namespace)."""
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        ns = str(os.stat("/proc/self/ns/pid").st_ino)
+        ns = str(os.stat(f"/proc/{pid}/ns/pid").st_ino)
     except OSError:
         return None
     return hashlib.sha1(f"{socket.gethostname()}|{boot}|{ns}".encode()).hexdigest()[:12]
 
 
-def owner_token():
-    return f"{machine_id() or 'nomachine000'}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
+def owner_token(handover: bool = False) -> str:
+    """A new token naming this process; a hand-over token when the lease is held for a queued step."""
+    tag = HANDOVER if handover else ""
+    return f"{machine_id() or 'nomachine000'}:{os.getpid()}:{tag}{uuid.uuid4().hex[:16]}"
 
 
-def holder_is_dead(owner):
+def is_handover(owner: str) -> bool:
+    """Is this lease held for a queued step (not by a process at work)?"""
+    parts = owner.split(":")
+    return len(parts) == 3 and parts[2].startswith(HANDOVER)
+
+
+def holder_is_dead(owner: str) -> bool:
     """True only when the lease's holder is provably a dead process of this machine."""
     try:
         machine, pid, _ = owner.split(":")
@@ -46,3 +62,21 @@ def holder_is_dead(owner):
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
     except (OSError, IndexError):
         return False
+
+
+def abandoned(owner: str, until: datetime | None, now: datetime, at_start: bool) -> bool:
+    """Should recovery queue this batch's next step again?
+
+    - held by a dead process of this machine: yes, at once;
+    - expired (its holder stopped renewing it: dead, or on a host that is gone): yes, unless
+      it is a hand-over whose step is still waiting in a long queue (re-queueing it every
+      lease period would only pile up duplicates; a starting worker or the sweeper takes it);
+    - free (nobody at work: the next step is queued, or was lost with a dead worker's
+      prefetched or unacknowledged messages): only when a worker starts, since a restarted
+      worker is what loses them; the sweeper covers the rest after SWEEP_AFTER_SECONDS.
+    """
+    if not owner or until is None:
+        return at_start
+    if until < now:
+        return at_start or not is_handover(owner)
+    return holder_is_dead(owner)

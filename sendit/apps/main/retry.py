@@ -75,22 +75,36 @@ def retry_batch(batch):
     return resume(batch)
 
 
-def resume(batch):
-    """Queue the first step that still has work in this batch; its name, or None."""
-    from sendit.apps.main.tasks import cleanup, get_identifiers, upload_storage
+def next_step(batch):
+    """The first step that still has work in this batch: (name, task, args), or None.
 
+    An import that has not finished while the batch's folder is still in the data folder
+    comes first (the files not yet moved are there); then what the images' statuses say.
+    """
+    from sendit.apps.main.tasks import cleanup, get_identifiers, import_dicomdir, upload_storage
+
+    folder = Path(settings.DATA_FOLDER) / batch.uid
+    if not batch.log.get("imported") and folder.is_dir():
+        return "import", import_dicomdir, (str(folder),)
     images = Image.objects.filter(batch=batch)
     if images.filter(status__in=["NEW", "PROCESSING"]).exclude(flagged__startswith=HOLD).exists():
-        get_identifiers.delay(batch.id)
-        return "identifiers"
+        return "identifiers", get_identifiers, (batch.id,)
     sending = settings.SEND_TO_ORTHANC or settings.SEND_TO_GOOGLE
     if sending and images.filter(status="DONEPROCESSING", flagged="").exists():
-        upload_storage.delay(batch.id)
-        return "send"
+        return "send", upload_storage, (batch.id,)
     if images.exists() and not images.exclude(status__in=["SENT", "DONE"]).exists():
-        cleanup.delay(batch.id)
-        return "cleanup"
+        return "cleanup", cleanup, (batch.id,)
     return None
+
+
+def resume(batch):
+    """Queue the first step that still has work in this batch; its name, or None."""
+    step = next_step(batch)
+    if step is None:
+        return None
+    name, task, args = step
+    task.delay(*args)
+    return name
 
 
 def stuck_batches(older_than_seconds):

@@ -11,9 +11,9 @@ from sendit.apps.main.tasks.common import crash_point, media_dir, relative_media
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
-def cleanup(self, batch_id):
+def cleanup(self, batch_id, lease=None):
     """Delete files and rows of a fully delivered batch, keeping the batch and its audit log."""
-    run_step(self, batch_id, _cleanup)
+    run_step(self, batch_id, _cleanup, handed=lease)
 
 
 def _cleanup(batch):

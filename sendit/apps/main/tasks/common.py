@@ -4,16 +4,21 @@ The lease (Batch.acquire / renew / release, a guarded UPDATE on the batch row): 
 runs only while it holds it, renews it after every chunk, and stops (LeaseLost) the moment
 another worker has taken it over, so two workers never process one batch at once. A lease
 names its holder (sendit.apps.main.lease), so the lease of a process that died on this
-machine is taken over at once instead of after BATCH_LEASE_SECONDS.
+machine is taken over at once instead of after BATCH_LEASE_SECONDS. While a step works, a
+heartbeat thread renews its lease every LEASE_HEARTBEAT_SECONDS, so the lease stays short
+(it lapses about BATCH_LEASE_SECONDS after its holder dies, wherever that was) however long
+one chunk takes.
 """
 import contextlib
 import logging
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
 from django.conf import settings
+from django.db import connection
 
 from sendit.apps.main.models import Batch
 
@@ -42,25 +47,68 @@ def keep_lease(batch):
         raise LeaseLost(batch.pk)
 
 
+def heartbeat_seconds() -> float:
+    """How often a held lease is renewed: at least three times per lease period."""
+    return max(0.5, min(float(settings.LEASE_HEARTBEAT_SECONDS), settings.BATCH_LEASE_SECONDS / 3))
+
+
+class Heartbeat:
+    """Renews a step's lease from a thread while the step works.
+
+    A step renews its lease itself only between chunks; a slow chunk (a large file, a slow
+    destination, the identifier provider) must not let a short lease lapse under a live
+    worker. The thread dies with its process, so a dead holder's lease lapses on time.
+    """
+
+    def __init__(self, batch: Batch):
+        self.batch = batch
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"lease-{batch.pk}", daemon=True)
+
+    def __enter__(self) -> "Heartbeat":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def _run(self) -> None:
+        try:
+            while not self.stopped.wait(heartbeat_seconds()):
+                if not self.batch.renew(settings.BATCH_LEASE_SECONDS):
+                    # Taken over: the step finds out at its next keep_lease and stops.
+                    logger.warning("batch=%s heartbeat: the lease is no longer ours", self.batch.pk)
+                    return
+        except Exception as exc:  # the database is away: the step's own renewals decide
+            logger.warning("batch=%s heartbeat failed (%s)", self.batch.pk, type(exc).__name__)
+        finally:
+            connection.close()  # this thread's own connection
+
+
 @contextlib.contextmanager
-def batch_lease(batch_id):
-    """Hold a batch for one step, so two workers never process it at once."""
+def batch_lease(batch_id, handed=None):
+    """Hold a batch for one step, so two workers never process it at once.
+
+    `handed`: the hand-over token recovery queued the step with (sendit.apps.main.recovery).
+    """
     batch = Batch.objects.get(pk=batch_id)
-    if not batch.acquire(settings.BATCH_LEASE_SECONDS):
+    if not batch.acquire(settings.BATCH_LEASE_SECONDS, handed=handed):
         raise BatchBusy(batch_id)
     try:
-        yield batch
+        with Heartbeat(batch):
+            yield batch
     finally:
         batch.release()
 
 
-def run_step(task, batch_id, step, name=None):
+def run_step(task, batch_id, step, name=None, handed=None):
     """Run step(batch) under the batch's lease; retry later when another worker has it.
 
     Returns step's value, or None when the lease was lost midway (the new holder carries on).
     """
     try:
-        with batch_lease(batch_id) as batch:
+        with batch_lease(batch_id, handed) as batch:
             return step(batch)
     except Batch.DoesNotExist:
         logger.info("batch=%s no longer exists, nothing to do", batch_id)

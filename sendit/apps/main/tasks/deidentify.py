@@ -56,9 +56,9 @@ def hold_reason(exc):
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
-def replace_identifiers(self, batch_id):
+def replace_identifiers(self, batch_id, lease=None):
     """De-identify every image not yet done; the original stays until the new file is recorded."""
-    done = run_step(self, batch_id, _replace)
+    done = run_step(self, batch_id, _replace, handed=lease)
     if done:
         from sendit.apps.main.tasks.send import upload_storage
         upload_storage.delay(batch_id)

@@ -9,13 +9,13 @@ from sendit.deid.identifiers import IdentifierError, extract_identifiers
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
-def get_identifiers(self, batch_id):
+def get_identifiers(self, batch_id, lease=None):
     """Ask the provider once per batch; skip when the ids are already there.
 
     A late duplicate of this task (a redelivery, a sweep) finds nothing left to
     de-identify and changes nothing: a batch never goes back to PROCESSING.
     """
-    go_on = run_step(self, batch_id, _get_identifiers)
+    go_on = run_step(self, batch_id, _get_identifiers, handed=lease)
     if go_on == "deidentify":
         from sendit.apps.main.tasks.deidentify import replace_identifiers
         replace_identifiers.delay(batch_id)

@@ -65,11 +65,12 @@ def _batch_name(folder):
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
-def import_dicomdir(self, folder):
+def import_dicomdir(self, folder, lease=None):
     """Import every DICOM file of a finished folder; leave the rest for a person.
 
     Safe to run twice: files already moved are adopted from media, and a folder
-    that is gone has nothing left to import.
+    that is gone has nothing left to import. `lease`: the hand-over token when recovery
+    queued this step (sendit.apps.main.recovery).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -91,7 +92,7 @@ def import_dicomdir(self, folder):
         folder.rename(target)
         batch.add_error("import", f"a folder with this batch's name arrived again; it was set aside as {target.name} and not imported")
         return batch.id
-    count = run_step(self, batch.id, lambda batch: _import_folder(batch, folder))
+    count = run_step(self, batch.id, lambda batch: _import_folder(batch, folder), handed=lease)
     if count:
         from sendit.apps.main.tasks.identifiers import get_identifiers
         get_identifiers.delay(batch.id)

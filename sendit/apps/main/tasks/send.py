@@ -19,9 +19,9 @@ METADATA_FIELDS = ("Modality", "BodyPartExamined", "SeriesDescription", "StudyDe
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
-def upload_storage(self, batch_id):
+def upload_storage(self, batch_id, lease=None):
     """Send what each destination lacks; an image is SENT once every destination has it."""
-    complete = run_step(self, batch_id, _send)
+    complete = run_step(self, batch_id, _send, handed=lease)
     if complete:
         from sendit.apps.main.tasks.cleanup import cleanup
         cleanup.delay(batch_id)

@@ -1,0 +1,86 @@
+"""Resuming the batches of a worker that died: at once when a worker starts, and within
+about a lease period on the surviving workers of other hosts.
+
+A SIGKILLed worker leaves its batches with a lease it will never release and, on the
+filesystem broker, loses the tasks it had taken (Redis gives them back only after
+BROKER_VISIBILITY_TIMEOUT). Every worker therefore runs a small loop in its main process:
+
+- when it starts, it queues the next step of every batch that nobody is working on (lease
+  free, expired, or held by a dead process of this machine);
+- then, every LEASE_HEARTBEAT_SECONDS, the next step of every batch whose lease its holder
+  stopped renewing (expired: a host that is gone) or whose holder is a dead local process.
+
+Each batch is queued once however many workers look at the same time: the lease is handed
+to the queued step by a guarded UPDATE (Batch.hand_over), which only one worker wins. The
+watcher's sweeper stays for what this cannot see (a broker that lost its queue).
+"""
+import logging
+import threading
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from sendit.apps.main import lease
+from sendit.apps.main.models import Batch
+from sendit.apps.main.retry import next_step
+
+logger = logging.getLogger("sendit.recovery")
+
+
+def candidates(at_start: bool):
+    """Batches recovery may have to resume: not DONE, no error (a person decides), and, except
+    at a worker's start, held by someone (free batches have their next step queued)."""
+    found = Batch.objects.filter(has_error=False).exclude(status="DONE")
+    if not at_start:
+        found = found.exclude(lease_owner="")
+    return found.order_by("id")
+
+
+def requeue_abandoned(at_start: bool) -> dict[int, str]:
+    """Queue the next step of every abandoned batch, once; returns {batch id: step name}."""
+    queued = {}
+    now = timezone.now()
+    for batch in candidates(at_start):
+        if not lease.abandoned(batch.lease_owner, batch.lease_until, now, at_start):
+            continue
+        step = next_step(batch)
+        if step is None:
+            continue
+        name, task, args = step
+        token = lease.owner_token(handover=True)
+        if batch.hand_over(token, settings.BATCH_LEASE_SECONDS):
+            task.delay(*args, lease=token)
+            queued[batch.id] = name
+            logger.info("RECOVER batch=%s requeued %s", batch.id, name)
+    return queued
+
+
+class RecoveryLoop:
+    """The worker's recovery thread: a pass at start, then one every heartbeat period."""
+
+    def __init__(self):
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="sendit-recovery", daemon=True)
+
+    def start(self) -> "RecoveryLoop":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=10)
+
+    def _run(self) -> None:
+        from sendit.apps.main.tasks.common import heartbeat_seconds
+
+        at_start = True
+        while not self.stopped.is_set():
+            try:
+                requeue_abandoned(at_start)
+                at_start = False
+            except Exception as exc:  # the database or broker is away: try again next period
+                logger.warning("recovery pass failed (%s)", type(exc).__name__)
+            finally:
+                connection.close()  # no connection kept across forks of the pool
+            self.stopped.wait(heartbeat_seconds())
