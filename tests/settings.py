@@ -27,6 +27,8 @@ os.environ.setdefault("SEND_BACKOFF", "0.1")
 if "DATABASE_URL" not in os.environ and _answers("127.0.0.1", 5432):
     os.environ["DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/sendit"
 os.environ.setdefault("SENDIT_TEST_SQLITE", os.path.join(_tmp, "test.sqlite3"))
+# A cache of this run's own (the default is under the checkout's var/, which runs share).
+os.environ.setdefault("CACHE_URL", "file://" + os.path.join(_tmp, "cache"))
 os.makedirs(os.environ["DATA_FOLDER"], exist_ok=True)
 
 from sendit.settings import *  # noqa: E402,F401,F403

@@ -18,6 +18,10 @@ MEDIA_ROOT = str(BASE_DIR / "var" / "media")
 DATABASE_URL = "sqlite:///" + str(BASE_DIR / "var" / "sendit.sqlite3")
 # kombu's filesystem transport needs no server; use redis://host:6379/0 in production.
 CELERY_BROKER_URL = "filesystem://"
+# Django's cache, shared by every process of the node (the password and token throttle,
+# /healthz's destination answers): redis://..., file:///path or locmem:// (one process
+# only). Empty: the Redis broker when CELERY_BROKER_URL is one, else a folder in VAR_DIR.
+CACHE_URL = ""
 
 # De-identification. DEIDENTIFY=false sends data as it arrived and the status page says so.
 DEIDENTIFY = True

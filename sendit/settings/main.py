@@ -123,6 +123,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "sendit.apps.main.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # After WhiteNoise, which answers static files itself: those stay cacheable.
+    "sendit.apps.main.security.NoStoreMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -184,6 +186,28 @@ SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 
+
+
+def cache_from_url(url: str) -> dict:
+    """Django's CACHES entry for CACHE_URL (redis://, rediss://, file:///path, locmem://)."""
+    if url.startswith(("redis://", "rediss://")):
+        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url,
+                "KEY_PREFIX": "sendit"}
+    if url.startswith("file://"):
+        return {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": url[len("file://"):]}
+    if url.startswith("locmem://"):
+        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    raise ImproperlyConfigured("CACHE_URL must start with redis://, rediss://, file:// or locmem://")
+
+
+# Shared by every process (uwsgi's, the worker's), so that a count of wrong passwords is one
+# count: the Redis broker's server when there is one, else files under VAR_DIR (one machine).
+_broker_first = _config.CELERY_BROKER_URL.split(";")[0].strip()
+CACHES = {"default": cache_from_url(
+    _config.CACHE_URL
+    or (_broker_first if _broker_first.startswith(("redis://", "rediss://")) else "")
+    or "file://" + str(Path(_config.VAR_DIR) / "cache"))}
+
 # Celery: tasks take ids, acknowledge late, and are safe to run twice.
 CELERY_BROKER_URL = _config.CELERY_BROKER_URL
 if CELERY_BROKER_URL.startswith("filesystem://"):
@@ -237,13 +261,17 @@ LOGGING = {
     },
 }
 
-# Wrong passwords: at most LOCKDOWN_MAX_FAILURES per client address in LOCKDOWN_LOCKOUT_SECONDS,
-# counted in Django's cache (per process with the default local-memory cache).
+# Wrong passwords (and, apart, wrong API tokens): after LOCKDOWN_MAX_FAILURES from one client
+# address, that address is refused (429) until LOCKDOWN_LOCKOUT_SECONDS have passed since its
+# last wrong one; counted in the shared cache (CACHES), so every process sees one count.
 LOCKDOWN_MAX_FAILURES = int(os.environ.get("LOCKDOWN_MAX_FAILURES", "10"))
 LOCKDOWN_LOCKOUT_SECONDS = int(os.environ.get("LOCKDOWN_LOCKOUT_SECONDS", "300"))
 
 # /healthz answers without the lockdown (ok / not ok only); /metrics checks its own token.
 LOCKDOWN_URL_EXCEPTIONS = (r"^/healthz$", r"^/metrics$")
+# No logging out by GET (lockdown's ?preview-logout=1, which any link or image could trigger):
+# the Log out button POSTs to /logout/ with the CSRF token.
+LOCKDOWN_LOGOUT_KEY = None
 METRICS_TOKEN = _secret("METRICS_TOKEN", "") or ""
 
 # Server errors by mail: ADMINS="Name <a@b.org>,Other <c@d.org>", EMAIL_HOST, EMAIL_PORT...

@@ -205,7 +205,7 @@ def test_nginx_conf_matches_compose():
     assert f"server unix:{UWSGI_SOCKET};" in conf
     assert "uwsgi_pass sendit_uwsgi;" in conf
     assert "alias /var/www/static/;" in conf
-    assert re.search(r"client_max_body_size \d+[mg];", conf)
+    assert re.search(r"client_max_body_size \d+[km];", conf)
     assert "server_tokens off;" in conf
     for header in ("X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy", "Content-Security-Policy"):
         assert header in conf

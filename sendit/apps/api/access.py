@@ -5,6 +5,8 @@
 - with LOCKDOWN_ENABLED false (read at request time) everything is open, as with lockdown;
 - under /api/, a request with `Authorization: Token <t>` where t is one of API_TOKENS
   passes; a wrong or malformed token is refused with 401 (it never falls back to the form);
+- wrong passwords and wrong tokens are counted per client address in the shared cache:
+  after LOCKDOWN_MAX_FAILURES the address gets 429 until LOCKDOWN_LOCKOUT_SECONDS pass;
 - under /api/, a request without token or session gets 401 JSON, unless it asks for
   HTML (a browser opening /api/docs), which gets the password form;
 - the password form's POST is checked for CSRF (lockdown answers before Django's CSRF
@@ -27,7 +29,8 @@ API_PREFIX = "/api/"
 def _valid_token(value):
     found = False
     for token in getattr(settings, "API_TOKENS", ()):
-        found |= hmac.compare_digest(value.encode(), token.encode())
+        if len(token) >= settings.SECRET_MINIMUM["API_TOKENS"]:  # refused at start; never let in
+            found |= hmac.compare_digest(value.encode(), token.encode())
     return found
 
 
@@ -48,28 +51,37 @@ def _unauthorized(message):
     return response
 
 
-def _attempts_key(request):
-    return "sendit:lockdown-failures:" + request.META.get("REMOTE_ADDR", "unknown")
+def _failures_key(request, kind: str) -> str:
+    """One count per kind ("password", "token") and client address (nginx's $remote_addr)."""
+    return f"sendit:auth-failures:{kind}:{request.META.get('REMOTE_ADDR', 'unknown')}"
 
 
-def throttled(request):
-    """Whether this address has had LOCKDOWN_MAX_FAILURES wrong passwords in the window."""
+def throttled(request, kind: str = "password") -> bool:
+    """Whether this address has had LOCKDOWN_MAX_FAILURES wrong ones, the last of them less
+    than LOCKDOWN_LOCKOUT_SECONDS ago. Refused attempts are not counted, so the lock-out
+    ends that long after the last wrong one and then the right password goes through."""
     limit = getattr(settings, "LOCKDOWN_MAX_FAILURES", 10)
-    return bool(limit) and cache.get(_attempts_key(request), 0) >= limit
+    return bool(limit) and (cache.get(_failures_key(request, kind)) or 0) >= limit
 
 
-def record_attempt(request, failed):
-    """Count a wrong password for LOCKDOWN_LOCKOUT_SECONDS; a right one clears the count."""
-    key = _attempts_key(request)
+def record_attempt(request, failed: bool, kind: str = "password") -> None:
+    """Count a wrong one in the shared cache; a right one clears the address's count."""
+    key = _failures_key(request, kind)
     if not failed:
         cache.delete(key)
         return
     window = getattr(settings, "LOCKDOWN_LOCKOUT_SECONDS", 300)
     if not cache.add(key, 1, window):
         try:
-            cache.incr(key)
+            cache.incr(key)  # atomic on Redis; good enough for a throttle on files
         except ValueError:  # expired between add and incr
             cache.add(key, 1, window)
+    cache.touch(key, window)  # the window runs from the last wrong one, on every backend
+
+
+def _too_many(what: str) -> HttpResponse:
+    return HttpResponse(f"Too many wrong {what} from this address: wait a few minutes.\n",
+                        status=429, content_type="text/plain")
 
 
 def _wants_html(request):
@@ -86,9 +98,13 @@ class LockdownMiddleware(_LockdownMiddleware):
             if token is None:
                 return _unauthorized("Malformed Authorization header: use 'Token <token>'.")
             if token:
+                if throttled(request, "token"):
+                    return _too_many("tokens")
                 if _valid_token(token):
+                    record_attempt(request, failed=False, kind="token")
                     request.sendit_api_token = True
                     return None
+                record_attempt(request, failed=True, kind="token")
                 return _unauthorized("Invalid token.")
         attempt = request.method == "POST" and "password" in request.POST
         if request.method == "POST":
@@ -96,8 +112,7 @@ class LockdownMiddleware(_LockdownMiddleware):
             if refused is not None:
                 return refused
         if attempt and throttled(request):
-            return HttpResponse("Too many wrong passwords from this address: wait a few minutes.\n",
-                                status=429, content_type="text/plain")
+            return _too_many("passwords")
         response = super().process_request(request)
         if attempt:
             # The form shown again (200) means a wrong password; a redirect means it was right.

@@ -33,14 +33,22 @@ def _boolean(request, name):
     raise ValidationError({name: "true or false"})
 
 
+# The database's ids are 64-bit: a larger number would overflow in the query (a 500).
+MAX_ID = 2 ** 63 - 1
+ID_PATTERN = r"\d{1,18}"  # detail URLs: a longer id cannot exist, so it is 404, not a 500
+
+
 def _integer(request, name):
     value = request.query_params.get(name)
     if value in (None, ""):
         return None
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise ValidationError({name: "an integer"}) from None
+    if not -MAX_ID <= number <= MAX_ID:
+        raise ValidationError({name: "an integer of at most 19 digits"})
+    return number
 
 
 STATUS = OpenApiParameter("status", OpenApiTypes.STR, enum=[c for c, _ in BATCH_STATUS])
@@ -52,7 +60,7 @@ class BatchViewSet(viewsets.ReadOnlyModelViewSet):
     """Batches (one study folder each), newest first."""
 
     serializer_class = BatchSerializer
-    lookup_value_regex = r"\d+"
+    lookup_value_regex = ID_PATTERN
     queryset = Batch.objects.annotate(n_images=Count("images")).order_by("-id")
 
     def get_queryset(self):
@@ -77,7 +85,7 @@ class ImageViewSet(viewsets.ReadOnlyModelViewSet):
     """Images the node holds now (cleanup removes the rows of a delivered batch)."""
 
     serializer_class = ImageSerializer
-    lookup_value_regex = r"\d+"
+    lookup_value_regex = ID_PATTERN
     queryset = Image.objects.select_related("batch").order_by("id")
 
     def get_queryset(self):

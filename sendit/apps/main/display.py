@@ -56,22 +56,38 @@ def scrub_errors(errors):
     return shown
 
 
-def mask_url(value):
-    """Hide the password inside a URL such as redis://:pw@host or postgres://user:pw@host."""
+# Query parameters that carry a credential: ?token=, ?password=, ?api_key=, ?sig=, ...
+SECRET_QUERY = re.compile(r"pass|pwd|secret|token|key|sig|auth|credential|session", re.IGNORECASE)
+
+
+def mask_url(value: str) -> str:
+    """Hide every credential in a URL, or in several joined by ';' (kombu's failover brokers):
+    the password (or a lone token) before @, and the value of any query parameter whose
+    name says it is a secret."""
+    return ";".join(_mask_one_url(part) for part in value.split(";"))
+
+
+def _mask_one_url(value: str) -> str:
     try:
         parts = urlsplit(value)
     except ValueError:
+        return MASK if "@" in value else value
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        # user:password keeps the user; a lone name before @ may be a token (redis://token@,
+        # https://key@sentry): masked too.
+        userinfo = f"{userinfo.split(':', 1)[0]}:{MASK}" if ":" in userinfo else MASK
+        netloc = f"{userinfo}@{host}"
+    query = "&".join(_mask_parameter(p) for p in parts.query.split("&")) if parts.query else ""
+    if (netloc, query) == (parts.netloc, parts.query):
         return value
-    if not parts.netloc or "@" not in parts.netloc:
-        return value
-    userinfo, host = parts.netloc.rsplit("@", 1)
-    if ":" in userinfo:
-        user = userinfo.split(":", 1)[0]
-        userinfo = f"{user}:{MASK}"
-    else:
-        # A token alone before @ (redis://token@host) is a password too.
-        userinfo = MASK if parts.scheme.startswith("redis") else userinfo
-    return urlunsplit((parts.scheme, f"{userinfo}@{host}", parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _mask_parameter(parameter: str) -> str:
+    name, equals, _ = parameter.partition("=")
+    return f"{name}={MASK}" if equals and SECRET_QUERY.search(name) else parameter
 
 
 def mask_setting(name, value):

@@ -19,3 +19,19 @@ class ContentSecurityPolicyMiddleware:
         if policy and "Content-Security-Policy" not in response:
             response["Content-Security-Policy"] = policy
         return response
+
+
+class NoStoreMiddleware:
+    """`Cache-Control: no-store` on every answer the application makes (the API's JSON, the
+    pages, image previews): they show batch names and images, which no browser or proxy
+    cache should keep. Static files are answered before this (WhiteNoise) and stay cacheable.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if "Cache-Control" not in response:
+            response["Cache-Control"] = "no-store"
+        return response

@@ -12,4 +12,5 @@ urlpatterns = [
     path("images/<int:image_id>/", views.image_detail, name="image"),
     path("images/<int:image_id>/preview.png", views.image_preview, name="image-preview"),
     path("settings/", views.settings_page, name="settings"),
+    path("logout/", views.logout, name="logout"),
 ]

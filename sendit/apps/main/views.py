@@ -334,3 +334,11 @@ def image_preview(request, image_id):
 def settings_page(request):
     return render(request, "main/settings.html", {"groups": effective_settings(settings),
                                                   "lockdown": getattr(settings, "LOCKDOWN_ENABLED", True)})
+
+
+@require_POST
+def logout(request):
+    """End the session: a POST with the CSRF token, so no link or image on another site can
+    log anyone out (lockdown's own logout was any GET with ?preview-logout=1)."""
+    request.session.flush()
+    return redirect("dashboard")
