@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
+import logging
 import io
 import os
 import re
@@ -69,14 +71,13 @@ def input_path(name: str) -> str:
 
 # ----------------------------------------------------------------------------- functions and variables
 # One set of variables and functions for every case: deid gets them in its ``ids`` lookup (which is
-# where deid resolves both var: and func:), Sendit gets ``variables=`` and ``functions=``.
+# where deid resolves both var: and func:), Sendit gets ``variables=`` and ``functions=``. The
+# variables are the ones Sendit's pipeline gives a recipe (the study's identifiers).
 
 VARIABLES: dict[str, Any] = {
-    "new_name": "SIMPSON^BART",
-    "new_uid": "1.2.826.0.1.3680043.10.999.1",
-    "new_id": "PSUID01",
+    "patient_suid": "PSUID01",
+    "study_suid": "1.2.826.0.1.3680043.10.999.1",
     "jitter": -12,
-    "days_text": "7",
 }
 
 
@@ -183,13 +184,14 @@ def value_text(elem) -> str:
 
 
 def _scalar_text(value: Any) -> str:
+    """Trailing spaces and NULs go: DICOM pads text with them, and they are not significant."""
     if value is None:
         return ""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, (bytes, bytearray)):
-        return value.decode("latin-1")
-    return str(value)
+        value = value.decode("latin-1")
+    return str(value).rstrip(" \x00")
 
 
 def flatten(ds: Dataset, prefix: str = "") -> dict[str, str]:
@@ -242,12 +244,16 @@ def quiet():
     sink = io.StringIO()
     saved = bot.outputStream, bot.errorStream
     bot.outputStream = bot.errorStream = sink
+    pydicom_logger = logging.getLogger("pydicom")
+    level = pydicom_logger.level
+    pydicom_logger.setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
         bot.outputStream, bot.errorStream = saved
+        pydicom_logger.setLevel(level)
 
 
 def _error(exc: BaseException) -> Outcome:
@@ -285,6 +291,15 @@ def _sendit_recipe_class():
     return Recipe
 
 
+def _functions_kwarg(method: Callable) -> dict:
+    """``functions=`` for a parser that checks func: names up front, when it takes them."""
+    try:
+        accepts = "functions" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        accepts = False
+    return {"functions": dict(FUNCTIONS)} if accepts else {}
+
+
 def sendit_header(case: HeaderCase) -> Outcome:
     """Sendit's ``Recipe.from_text(text).apply(ds, variables, functions)`` on the same file."""
     recipe_class = _sendit_recipe_class()
@@ -292,9 +307,8 @@ def sendit_header(case: HeaderCase) -> Outcome:
         raise InterfaceMissing("Recipe.apply is not there yet")
     ds = pydicom.dcmread(input_path(case.input), force=True)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            recipe = recipe_class.from_text(case.recipe)
+        with quiet():
+            recipe = recipe_class.from_text(case.recipe, **_functions_kwarg(recipe_class.from_text))
             recipe.apply(ds, variables=dict(VARIABLES), functions=dict(FUNCTIONS))
         return Outcome("ok", header_snapshot(ds))
     except InterfaceMissing:
@@ -378,9 +392,11 @@ def sendit_detect(case: FilterCase) -> Outcome:
         raise InterfaceMissing("Recipe.load is not there yet")
     ds = pydicom.dcmread(input_path(case.input), force=True)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            recipe = recipe_class.load(case.shipped) if case.shipped else recipe_class.from_text(case.recipe)
+        with quiet():
+            if case.shipped:
+                recipe = recipe_class.load(case.shipped, **_functions_kwarg(recipe_class.load))
+            else:
+                recipe = recipe_class.from_text(case.recipe, **_functions_kwarg(recipe_class.from_text))
             matches = recipe.detect(ds)
         data = [(str(m.group), _label(str(m.label)), coordinates_text(m.coordinates)) for m in matches]
         return Outcome("ok", data)
