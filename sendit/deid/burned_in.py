@@ -1,22 +1,25 @@
-"""Decide whether an image may carry burned-in text and must be held back.
+"""Decide what happens to an image that may show text in its pixels.
 
-Pixel data is never changed by sendit (ANONYMIZE_PIXELS is reserved), so an
-image that may show a name or date in its pixels is not sent: the pipeline
-keeps it for a person to look at. The decision is made by deid-format filters:
-``data/burned_in.dicom`` by default, or the filters of the site's recipe when it
-has any.
+The decision is made by deid-format ``%filter`` rules: ``data/burned_in.dicom`` by
+default, or the filters of the site's recipe when it has any (deid's shipped
+``deid.dicom`` and ``deid.dicom.ultrasound`` among them).
 
-Order: a ``blacklist`` rule that matches holds the file back; otherwise a
-``whitelist`` match lets it through; otherwise a ``graylist`` match (or a rule
-of any other filter name) holds it back.
+Order: a ``blacklist`` rule that matches always counts; otherwise a ``whitelist`` match
+lets the image through as it is; otherwise a ``graylist`` match (or a rule of any
+other filter name) counts. When every rule that counts carries pixel regions
+(``coordinates``, ``keepcoordinates``...), the image is cleaned: the regions of every
+matching rule are applied in recipe order, as deid's DicomCleaner does. When any rule
+that counts has no regions, nobody knows where the text is, and the image is held
+for a person to look at.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from sendit.deid.recipe import Recipe
+from sendit.deid.recipe import Match, Recipe
 
 DEFAULT_FILTERS = Path(__file__).parent / "data" / "burned_in.dicom"
 
@@ -27,19 +30,45 @@ def default_recipe() -> Recipe:
     return Recipe.from_file(DEFAULT_FILTERS)
 
 
+@dataclass
+class PixelDecision:
+    """``hold``: why the image is held (None: not held). ``clean``: the matching rules whose
+    regions clean it (empty: sent as it is)."""
+
+    hold: str | None = None
+    clean: list[Match] = field(default_factory=list)
+
+    @property
+    def coordinates(self) -> list:
+        return [region for match in self.clean for region in match.coordinates]
+
+    @property
+    def rules(self) -> str:
+        """The cleaning rules as a person reads them, e.g. ``graylist: Blank Image``."""
+        return "; ".join(f"{m.group}: {m.title}" for m in self.clean)
+
+
+def filters_of(recipe: Recipe | None) -> Recipe:
+    return recipe if recipe is not None and recipe.filters else default_recipe()
+
+
+def pixel_decision(ds, recipe: Recipe | None = None) -> PixelDecision:
+    """Hold, clean or send ``ds`` as it is (see the module docstring); never reads a value
+    into the reason, only rule names."""
+    matches = filters_of(recipe).detect(ds)
+    if not matches:
+        return PixelDecision()
+    black = [m for m in matches if m.group == "blacklist"]
+    if not black and any(m.group == "whitelist" for m in matches):
+        return PixelDecision()
+    counting = [m for m in matches if m.group != "whitelist"]
+    for match in counting:
+        if not match.coordinates:
+            return PixelDecision(hold=f"matched filter rule '{match.group}: {match.title}'")
+    return PixelDecision(clean=[m for m in matches if m.coordinates])
+
+
 def burned_in_reason(ds, recipe: Recipe | None = None) -> str | None:
-    """None when ``ds`` is safe to send, else a short reason naming the rule (no values)."""
-    filters = recipe.filters if recipe is not None and recipe.filters else default_recipe().filters
-    for rule in filters.get("blacklist", ()):
-        if rule.matches(ds):
-            return f"matched filter rule 'blacklist: {rule.label}'"
-    for rule in filters.get("whitelist", ()):
-        if rule.matches(ds):
-            return None
-    for name, rules in filters.items():
-        if name in ("blacklist", "whitelist"):
-            continue
-        for rule in rules:
-            if rule.matches(ds):
-                return f"matched filter rule '{name}: {rule.label}'"
-    return None
+    """None when ``ds`` may be sent (as it is, or once cleaned), else a short reason naming
+    the rule (no values)."""
+    return pixel_decision(ds, recipe).hold

@@ -446,8 +446,11 @@ def _recipe_jitters(recipe) -> tuple:
         return ()
     days = []
     for action in recipe.header:
-        if action.action == "JITTER" and action.value and not action.value.startswith("var:"):
-            days.append(int(action.value))
+        if action.action == "JITTER" and action.value:
+            try:
+                days.append(int(float(action.value)))
+            except ValueError:
+                continue  # var:, func:, deid_func: (var:jitter is the study's own jitter)
     return tuple(days)
 
 
@@ -674,8 +677,8 @@ def identifying_values(ds, ids, options: DeidOptions) -> InputFacts:
     name parts that name nobody (:data:`NOT_NAMES`).
     """
     recipe = options.recipe
-    keep_tags = recipe.keep_tags() if recipe is not None else frozenset()
-    collect = _Collect(ds, options, keep_tags)
+    keep_tags = recipe.keep_tags() | recipe.kept_tags(ds) if recipe is not None else frozenset()
+    collect = _Collect(ds, options, frozenset(keep_tags))
     collect.dataset(ds, True)
     written = _written_text(str(ids.patient_suid), str(ids.study_suid), recipe)
     jitter = int(ids.jitter)

@@ -1,297 +1,1053 @@
-"""Recipes in the pydicom/deid format: header actions and filters.
+"""Recipes in the pydicom/deid format, applied with deid's own semantics.
 
-A recipe is a text file::
+A recipe is a text file in deid's format (https://pydicom.github.io/deid/)::
 
     FORMAT dicom
 
     %filter graylist
-    LABEL ultrasound
-    equals Modality US
-      + notequals BurnedInAnnotation NO
+    LABEL Clean Ultrasound Regions
+      equals Modality US + present SequenceOfUltrasoundRegions
+      keepcoordinates from:SequenceOfUltrasoundRegions
+
+    %values cookie_names
+    SPLIT PatientName by="^";minlength=4
 
     %header
     ADD PatientIdentityRemoved YES
+    REPLACE PatientID var:patient_suid
+    REMOVE endswith:Date
+    REMOVE values:cookie_names
+    JITTER StudyDate 10
     KEEP SeriesDescription
-    JITTER StudyDate
 
-Header actions (``%header``), applied to the top-level dataset after the
-profile: ``ADD field value`` (set, creating it if absent), ``REPLACE field
-value`` (set only if present), ``REMOVE field``, ``BLANK field`` (empty if
-present), ``KEEP field`` (the profile leaves the original value alone, at every
-depth) and ``JITTER field [days]`` (the profile leaves it, then the original
-date is shifted by ``days``, default the patient's jitter). Values may be
-``var:patient_suid``, ``var:study_suid`` or ``var:jitter``. Fields are keywords
-or tags (``(0010,0010)``, ``0010,0010``, ``00100010``).
+The header actions (``ADD``, ``REPLACE``, ``JITTER``, ``REMOVE``, ``BLANK``,
+``KEEP``) run in the order written, each on every element its field expression
+matches at any depth, with deid's rules of interaction: an element a ``KEEP``
+names is out of reach of every other action, and ``REMOVE`` spares an element that a
+``REPLACE`` or ``JITTER`` names. Field expressions are keywords, tags
+(``(0010,0010)``, ``00100010``), private-creator tags
+(``(0033,"CREATOR",1E)``), nested paths (``(0008,1115)__0__(0008,1155)``),
+``ALL``, the expanders ``contains:``, ``startswith:``, ``endswith:``, ``except:``
+(regular expressions on the name, keyword and tag), ``select:VR:PN`` /
+``select:group:0010``, and ``fields:NAME`` / ``values:NAME`` for the lists of
+``%fields`` / ``%values`` sections. Values are text, ``var:NAME`` (sendit gives
+``patient_suid``, ``study_suid`` and ``jitter``), ``func:NAME`` (a function the
+site registers with :func:`register_function`, or one of sendit's:
+``hashuid``, ``is_true``, ``is_false``) or ``deid_func:NAME [key=value ...]``
+(deid's built-in ``jitter``, ``pydicom_uuid``, ``dicom_uuid``, ``basic_uuid``,
+``suffix_uuid``).
 
-Filters (``%filter <name>``): ``LABEL text`` starts a rule; its criteria are
-``contains F regex``, ``notcontains F regex``, ``equals F value``,
-``notequals F value``, ``missing F``, ``present F``, ``empty F``, joined by
-``+`` (and) or ``||`` (or), at the start of a line or inside it, evaluated left
-to right. ``contains`` is a case-insensitive regular-expression search,
-``equals`` a case-insensitive comparison with the whole value or any one of its
-values. Filter names are ``blacklist``, ``whitelist`` and ``graylist``.
+``%filter`` rules (``LABEL`` blocks) are deid's: criteria ``contains``,
+``notcontains``, ``equals``, ``notequals``, ``missing``, ``present``, ``empty``
+on top-level fields, joined by ``+`` / ``||`` inside a line; the lines of a rule
+must all hold; ``coordinates``, ``keepcoordinates``, ``ctpcoordinates`` and
+``ctpkeepcoordinates`` give the pixel regions a match cleans or keeps.
+
+Where sendit refuses what deid would ignore (a misspelt action or criterion, an
+action in lower case, an unknown variable or function, a value the named
+attribute cannot hold) the recipe does not load, and the error names the line.
+Where deid would leave a value as it was because an action cannot be carried out
+(``JITTER`` on a value that is not a date, ``REPLACE`` with a value the element
+cannot hold), sendit removes the element and records a note: a recipe never makes an
+identifying value survive by accident. docs/deidentify.md lists each difference.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from pydicom.datadict import dictionary_VR, dictionary_has_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, dictionary_has_tag, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.tag import Tag
+from pydicom.uid import generate_uid
 
-from sendit.deid.dates import InvalidDate, shift_value
-from sendit.deid.scrub import TEXT_VRS, as_text, empty_value
-
-HEADER_ACTIONS = ("ADD", "REPLACE", "REMOVE", "BLANK", "KEEP", "JITTER")
+SECTIONS = ("header", "labels", "filter", "values", "fields")
+NAMED_SECTIONS = ("filter", "values", "fields")
+HEADER_ACTIONS = ("ADD", "BLANK", "JITTER", "KEEP", "REPLACE", "REMOVE")
+VALUED_ACTIONS = ("ADD", "REPLACE", "JITTER")
 CRITERIA = ("contains", "notcontains", "equals", "notequals", "missing", "present", "empty")
 VALUELESS = ("missing", "present", "empty")
-FILTER_NAMES = ("blacklist", "whitelist", "graylist")
-_TAG_RE = re.compile(r"^\(?(?:0x)?([0-9A-Fa-f]{4}),?\s*([0-9A-Fa-f]{4})\)?$")
-_INT_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV"})
+COORDINATE_WORDS = ("ctpcoordinates", "ctpkeepcoordinates", "coordinates", "keepcoordinates")
+EXPANDERS = ("contains", "startswith", "endswith", "except", "select")
+#: variables sendit gives every image (from its identifiers): the pseudonyms and jitter, and
+#: the names deid's shipped recipes use for them (entity = patient, item = study; the
+#: timestamps are the birth date and study date shifted by the jitter)
+VARIABLES = ("patient_suid", "study_suid", "jitter", "entity_id", "item_id", "entity_timestamp", "item_timestamp")
+#: elements deid never offers to a header action (pixel and look-up data, the transfer syntax)
+SKIPPED_KEYWORDS = frozenset({
+    "PixelData", "RedPaletteColorLookupTableData", "GreenPaletteColorLookupTableData",
+    "BluePaletteColorLookupTableData", "VOILUTSequence", "FileMetaInformationGroupLength",
+    "FileMetaInformationVersion", "TransferSyntaxUID", "ImplementationClassUID",
+})
+_WORDS_RE = re.compile(r"""(?:[^\s"']+|"(?:\\.|[^"])*"|'(?:\\.|[^'])*')+""")
+_EXPANDER_RE = re.compile(r'^([^:"]*(?:"[^"]*"[^:"]*)*):(.*)$')
+_PAREN_TAG_RE = re.compile(r"^\(([0-9A-Fa-f]{4}),\s*([0-9A-Fa-f]{4})\)$")
+_BARE_TAG_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
+_INT_VRS = frozenset({"SL", "SS", "SV", "UL", "US", "UV"})
 _FLOAT_VRS = frozenset({"FL", "FD"})
+_BYTE_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 
 
 class RecipeError(ValueError):
-    """A recipe that cannot be parsed; the message names the line number."""
+    """A recipe that cannot be loaded or applied; the message names the line."""
 
 
-def parse_field(name: str) -> int:
-    """Tag of a field written as a keyword or as a tag."""
-    match = _TAG_RE.match(name.strip())
-    if match:
-        return int(match.group(1) + match.group(2), 16)
-    tag = tag_for_keyword(name.strip())
-    if tag is None:
-        raise RecipeError(f"unknown field {name!r}")
-    return tag
+# -- the parsed recipe -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Action:
+    """One header line, e.g. ``REPLACE PatientID var:patient_suid`` (line ``line``)."""
 
-
-def _text(ds, tag: int) -> str | None:
-    """A field's value as text, or None when absent.
-
-    A text element still as read, in ASCII, is its bytes: the burned-in filters test a
-    handful of fields of every imported file, and converting each through pydicom (which
-    reads the character set for text that needs none) cost more than the test itself.
-    """
-    elem = ds.get_item(tag)
-    if elem is None:
-        return None
-    if elem.is_raw and elem.VR in TEXT_VRS and elem.value is not None and elem.value.isascii():
-        return as_text(elem.value)
-    return as_text(ds[tag].value)
+    action: str
+    field: str
+    value: str | None = None
+    line: int = 0
 
 
 @dataclass
-class Criterion:
-    """One test of a filter rule, e.g. ``equals Modality US``."""
+class FilterLine:
+    """One line of a rule: criteria joined by ``and`` / ``or`` (deid's inner operators)."""
 
-    kind: str
-    tag: int
-    field_name: str
-    value: str = ""
-
-    def __call__(self, ds) -> bool:
-        text = _text(ds, self.tag)
-        kind = self.kind
-        if kind == "missing":
-            return text is None
-        if kind == "present":
-            return text is not None
-        if kind == "empty":
-            return text is not None and not text.strip()
-        if kind in ("contains", "notcontains"):
-            found = text is not None and re.search(self.value, text, re.IGNORECASE) is not None
-            return found if kind == "contains" else not found
-        wanted = self.value.strip().lower()
-        values = [] if text is None else [text.strip().lower()] + [v.strip().lower() for v in text.split("\\")]
-        found = wanted in values
-        return found if kind == "equals" else not found
+    operator: str | None  # the + or || that started the line (deid ignores it)
+    criteria: list  # [(kind, field, value)]
+    inner: list  # operators between the criteria
 
 
 @dataclass
 class Rule:
-    """A LABELled rule: criteria joined by ``+`` / ``||`` left to right."""
+    """A ``LABEL`` block: its lines and the pixel regions a match names."""
 
     label: str
-    terms: list = field(default_factory=list)  # [(operator, Criterion)]
+    lines: list = field(default_factory=list)
+    coordinates: list = field(default_factory=list)  # [[0 blank | 1 keep, "x0,y0,x1,y1" | "all" | "from:..."]]
+
+    @property
+    def title(self) -> str:
+        """The label as a person reads it."""
+        return re.sub(r"^LABEL\s*", "", self.label, flags=re.I)
 
     def matches(self, ds) -> bool:
-        result = None
-        for operator, criterion in self.terms:
-            value = criterion(ds)
-            if result is None:
-                result = value
-            elif operator == "+":
-                result = result and value
-            else:
-                result = result or value
-        return bool(result)
+        if not self.lines:
+            return bool(self.coordinates)
+        return all(_line_holds(line, ds) for line in self.lines)
 
 
 @dataclass
-class HeaderAction:
-    action: str
-    tag: int
-    field_name: str
-    value: str = ""
+class Match:
+    """A rule that matched an image: filter name, label and pixel regions."""
+
+    group: str
+    label: str
+    coordinates: list
+
+    @property
+    def title(self) -> str:
+        return re.sub(r"^LABEL\s*", "", self.label, flags=re.I)
 
 
-class Recipe:
-    """A parsed recipe: ``header`` actions and ``filters`` (name -> rules)."""
+@dataclass
+class Applied:
+    """What :meth:`Recipe.apply` did to one dataset.
 
-    def __init__(self, header=None, filters=None):
-        self.header: list[HeaderAction] = header or []
-        self.filters: dict[str, list[Rule]] = filters or {}
+    ``named`` holds the elements the recipe decided (kept, replaced, jittered, blanked,
+    added), by identity: the profile leaves them as the recipe left them. ``notes``
+    say where sendit went beyond deid to keep a value from surviving.
+    """
 
-    @classmethod
-    def from_file(cls, path) -> "Recipe":
-        return cls.from_text(Path(path).read_text())
+    named: dict = field(default_factory=dict)
+    kept_tags: set = field(default_factory=set)
+    notes: list = field(default_factory=list)
 
-    @classmethod
-    def from_text(cls, text: str) -> "Recipe":
-        recipe = cls()
-        section, rules = None, None
-        for number, line in enumerate(text.splitlines(), 1):
-            line = line.split(" #", 1)[0].strip() if not line.lstrip().startswith("#") else ""
-            if not line:
-                continue
+
+# -- functions -------------------------------------------------------------------------
+Function = Callable[..., object]
+_SITE_FUNCTIONS: dict[str, Function] = {}
+
+
+def register_function(name: str, function: Function) -> None:
+    """Make ``func:NAME`` available to recipes. ``function(dicom=, value=, field=, item=)``
+    returns the new value (``ADD``/``REPLACE``/``JITTER``) or whether to act (``REMOVE``)."""
+    _SITE_FUNCTIONS[name] = function
+
+
+def _keyvalues(extras: str) -> dict:
+    """``key=value`` pairs after a deid_func name, as deid reads them."""
+    values = {}
+    for pair in extras.split(" "):
+        if "=" in pair:
+            key, value = pair.split("=", 1)
+            value = value.strip()
+            values[key.strip()] = {"true": True, "false": False, "none": None, "null": None}.get(value, value)
+    return values
+
+
+def _deid_jitter(field, extras: str, **_):
+    opts = _keyvalues(extras)
+    days = int(opts.get("days", 1)) + 365 * int(opts.get("years", 0))
+    return jitter_value(field.element, days)
+
+
+def _pydicom_uuid(field, extras: str, **_):
+    opts = _keyvalues(extras)
+    prefix = opts.get("prefix", "2.25.")
+    entropy = [str(field.element.value)] if opts.get("stable_remapping", True) is True and prefix else []
+    return generate_uid(prefix=prefix, entropy_srcs=entropy or None)
+
+
+def _dicom_uuid(field, extras: str, **_):
+    root = _keyvalues(extras).get("org_root", "anonymous-organization")
+    return (f"{root}.{uuid.uuid4().int}")[:64]
+
+
+def _suffix_uuid(field, **_):
+    return f"{field.element.name.lower()}-{uuid.uuid4()}"
+
+
+DEID_FUNCTIONS: dict[str, Function] = {
+    "jitter": _deid_jitter,
+    "pydicom_uuid": _pydicom_uuid,
+    "dicom_uuid": _dicom_uuid,
+    "basic_uuid": lambda **_: str(uuid.uuid4()),
+    "suffix_uuid": _suffix_uuid,
+}
+
+
+def builtin_functions(uid_secret: bytes | None = None, uid_root: str = "2.25.") -> dict[str, Function]:
+    """The ``func:`` functions sendit gives every recipe: ``hashuid`` maps a UID the way the
+    profile does (so references stay consistent), ``is_true`` / ``is_false`` for conditions."""
+    def hashuid(field=None, **_):
+        if not uid_secret:
+            raise RecipeError("func:hashuid needs the node's DEID_SECRET")
+        from sendit.deid.uids import map_uids
+
+        value = "" if field is None else _as_text(field.element.value)
+        return map_uids(value, uid_secret, uid_root) if value else value
+
+    return {"is_true": lambda **_: True, "is_false": lambda **_: False, "hashuid": hashuid}
+
+
+# -- dates -----------------------------------------------------------------------------
+_DA_RE = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
+_DT_RE = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,6})?([+-]\d{4})?$")
+
+
+class CannotJitter(ValueError):
+    """A value JITTER cannot shift (not a DA/DT date)."""
+
+
+def jitter_value(element, days: int) -> str | None:
+    """The element's date(s) shifted by ``days``, written as deid writes them
+    (``YYYYMMDD``; DT as ``YYYYMMDDHHMMSS.ffffff`` with its offset); None when empty."""
+    value = element.value
+    if not value:
+        return None
+    many = isinstance(value, (list, tuple, MultiValue))
+    out = []
+    for text in (list(value) if many else [value]):
+        text = _as_text(text).strip()
+        if element.VR == "DA":
+            match = _DA_RE.match(text)
+            if not match:
+                raise CannotJitter("not a date")
             try:
-                if line.upper().startswith("FORMAT"):
-                    if line.split()[-1].lower() != "dicom":
-                        raise RecipeError("only FORMAT dicom is supported")
-                elif line.startswith("%"):
-                    words = line[1:].split()
-                    if words[0] == "header":
-                        section = "header"
-                    elif words[0] == "filter" and len(words) == 2:
-                        section = "filter"
-                        rules = recipe.filters.setdefault(words[1].lower(), [])
-                    else:
-                        raise RecipeError(f"unsupported section {line!r}")
-                elif section == "header":
-                    recipe.header.append(_parse_header_line(line))
-                elif section == "filter":
-                    if line.startswith("LABEL"):
-                        rules.append(Rule(line[5:].strip()))
-                    elif not rules:
-                        raise RecipeError("criterion before any LABEL")
-                    else:
-                        rules[-1].terms.extend(_parse_criteria(line, first=not rules[-1].terms))
-                else:
-                    raise RecipeError("content outside a section")
-            except RecipeError as exc:
-                raise RecipeError(f"line {number}: {exc}") from None
+                moved = datetime(*map(int, match.groups())) + timedelta(days=days)
+            except ValueError:
+                raise CannotJitter("not a date") from None
+            out.append(moved.strftime("%Y%m%d"))
+        elif element.VR == "DT":
+            match = _DT_RE.match(text)
+            if not match:
+                raise CannotJitter("not a date-time")
+            y, mo, d, h, mi, s, frac, zone = match.groups()
+            try:
+                moved = datetime(int(y), int(mo or 1), int(d or 1), int(h or 0), int(mi or 0), int(s or 0),
+                                 int(((frac or ".0")[1:] + "000000")[:6])) + timedelta(days=days)
+            except ValueError:
+                raise CannotJitter("not a date-time") from None
+            out.append(moved.strftime("%Y%m%d%H%M%S.%f") + (zone or ""))
+        else:
+            raise CannotJitter(f"{element.VR} is not a date")
+    return "\\".join(out)
+
+
+# -- fields ----------------------------------------------------------------------------
+class Field:
+    """An element of the dataset as deid sees it: its nested name and its unique path."""
+
+    __slots__ = ("element", "parent", "name", "uid", "is_meta", "removed")
+
+    def __init__(self, element, parent, name: str, uid: str, is_meta: bool):
+        self.element, self.parent, self.name, self.uid, self.is_meta = element, parent, name, uid, is_meta
+        self.removed = False
+
+    @property
+    def stripped_tag(self) -> str:
+        return f"{self.element.tag:08X}"
+
+    def keys(self) -> list[str]:
+        """The lower-case names an exact field expression can give for this element."""
+        elem = self.element
+        tag = elem.tag
+        keys = [self.name.lower(), f"({tag.group:04x},{tag.element:04x})", self.stripped_tag.lower(),
+                elem.name.lower(), elem.keyword.lower(), self.uid.lower()]
+        creator = _creator(elem)
+        if creator is not None:
+            private = f'{tag.group:04X},"{creator}",{tag.element & 0xFF:02X}'.lower()
+            keys += [f"({private})", private]
+        return keys
+
+    def name_matches(self, pattern: re.Pattern) -> bool:
+        elem = self.element
+        tag = elem.tag
+        if (pattern.search(self.name.lower()) or pattern.search(f"({tag.group:04x},{tag.element:04x})")
+                or pattern.search(self.stripped_tag) or pattern.search(elem.name) or pattern.search(elem.keyword)):
+            return True
+        creator = _creator(elem)
+        if creator is not None:
+            private = f'{tag.group:04X},"{creator}",{tag.element & 0xFF:02X}'
+            return bool(pattern.search(private) or pattern.search(f"({private})"))
+        return False
+
+
+def _creator(elem) -> str | None:
+    return getattr(elem, "private_creator", None) if elem.tag.is_private else None
+
+
+class Fields:
+    """Every element of a dataset (file meta included) at every depth, with deid's names,
+    and an index from each exact name to the fields it gives."""
+
+    def __init__(self, ds: Dataset, skip_tags: frozenset = frozenset()):
+        self.by_uid: dict[str, Field] = {}
+        self.index: dict[str, list[Field]] = {}
+        pending = [(ds, None, None, False)]
+        meta = getattr(ds, "file_meta", None)
+        if meta:
+            pending.append((meta, None, None, True))
+        while pending:
+            dataset, prefix, parent_uid, is_meta = pending.pop(0)
+            for elem in dataset:
+                keyword = elem.keyword
+                if keyword in SKIPPED_KEYWORDS or elem.tag in skip_tags:
+                    continue
+                name = keyword if prefix is None else f"{prefix}__{keyword}"
+                uid = str(elem.tag) if parent_uid is None else f"{parent_uid}__{elem.tag}"
+                self.add(Field(elem, dataset, name, uid, is_meta))
+                if elem.VR == "SQ" and isinstance(elem.value, Sequence):
+                    for number, item in enumerate(elem.value):
+                        pending.append((item, name, f"{uid}__{number}", is_meta))
+
+    def add(self, f: Field) -> None:
+        old = self.by_uid.get(f.uid)
+        if old is not None:
+            self.drop(old)
+        self.by_uid[f.uid] = f
+        for key in f.keys():
+            self.index.setdefault(key, []).append(f)
+
+    def drop(self, f: Field) -> None:
+        """Forget ``f`` and, when it is a sequence, everything inside it."""
+        prefix = f.uid + "__"
+        for other in [f, *[o for uid, o in self.by_uid.items() if uid.startswith(prefix)]]:
+            other.removed = True
+            self.by_uid.pop(other.uid, None)
+            for key in other.keys():
+                listed = self.index.get(key)
+                if listed and other in listed:
+                    listed.remove(other)
+
+    def drop_children(self, f: Field) -> None:
+        prefix = f.uid + "__"
+        for other in [o for uid, o in self.by_uid.items() if uid.startswith(prefix)]:
+            self.drop(other)
+
+    def live(self) -> list[Field]:
+        return list(self.by_uid.values())
+
+
+def expand(expression: str, fields: Fields) -> list[Field]:
+    """The fields a field expression names, in dataset order (deid's expand_field_expression)."""
+    if expression.lower() == "all":
+        return fields.live()
+    split = _EXPANDER_RE.match(expression)
+    if split is None:
+        seen, found = set(), []
+        for f in fields.index.get(expression.lower(), ()):
+            if f.uid not in seen:
+                seen.add(f.uid)
+                found.append(f)
+        return found
+    expander, pattern = split.group(1).lower(), split.group(2).lower()
+    if expander == "select":
+        attribute, _, wanted = pattern.partition(":")
+        if attribute == "vr":
+            return [f for f in fields.live() if f.element.VR == wanted[:2].upper()]
+        if attribute == "group":
+            group = int(wanted, 16)
+            return [f for f in fields.live() if f.element.tag.group == group]
+        return []
+    if expander == "endswith":
+        pattern = f"({pattern})$"
+    elif expander == "startswith":
+        pattern = f"^({pattern})"
+    if expander not in EXPANDERS:
+        return []
+    compiled = re.compile(pattern, re.IGNORECASE)
+    if expander == "except":
+        return [f for f in fields.live() if not f.name_matches(compiled)]
+    return [f for f in fields.live() if f.name_matches(compiled)]
+
+
+# -- the recipe ------------------------------------------------------------------------
+class Recipe:
+    """A parsed recipe: header actions, filters, and the %values / %fields lists."""
+
+    def __init__(self, source: str = "<recipe>"):
+        self.source = source
+        self.header: list[Action] = []
+        self.filters: dict[str, list[Rule]] = {}
+        self.values_lists: dict[str, list[tuple[str, str, str | None]]] = {}
+        self.fields_lists: dict[str, list[tuple[str, str, str | None]]] = {}
+        self.warnings: list[str] = []
+        self.functions: dict[str, Function] = {}
+
+    # loading --------------------------------------------------------------------------
+    @classmethod
+    def load(cls, name_or_path: str, functions: dict | None = None) -> "Recipe":
+        """A recipe file, or one of deid's shipped recipes by name (``deid.dicom``,
+        ``deid.dicom.ultrasound``, ``deid.dicom.xray.chest``)."""
+        path = Path(name_or_path)
+        if not path.exists():
+            path = shipped_recipe(str(name_or_path))
+        return cls.from_file(path, functions=functions)
+
+    @classmethod
+    def from_file(cls, path, functions: dict | None = None) -> "Recipe":
+        try:
+            text = Path(path).read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RecipeError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        except OSError as exc:
+            raise RecipeError(f"{path}: {exc.strerror}") from None
+        return cls.from_text(text, source=str(path), functions=functions)
+
+    @classmethod
+    def from_text(cls, text: str, source: str = "<recipe>", functions: dict | None = None) -> "Recipe":
+        recipe = cls(source)
+        recipe.functions = {**builtin_functions(), **_SITE_FUNCTIONS, **(functions or {})}
+        _Parser(recipe).parse(text)
+        if not (recipe.header or recipe.filters):
+            raise RecipeError(f"{source}: the recipe has no %header actions and no %filter rules")
         return recipe
 
-    # -- header ----------------------------------------------------------
+    # header ---------------------------------------------------------------------------
     def keep_tags(self) -> frozenset:
-        """Tags the profile must leave untouched (KEEP, and JITTER which shifts the original)."""
-        return frozenset(a.tag for a in self.header if a.action in ("KEEP", "JITTER"))
+        """Top-level tags a plain ``KEEP keyword`` / ``KEEP tag`` names (for code that must
+        know before a dataset is seen, such as the profile's overlay rule)."""
+        tags = set()
+        for action in self.header:
+            if action.action == "KEEP":
+                tag = plain_tag(action.field)
+                if tag is not None:
+                    tags.add(tag)
+        return frozenset(tags)
 
-    def apply_header(self, ds, ids, options=None) -> None:
-        """Apply the header actions to the top level of ``ds`` (after the profile)."""
-        for item in self.header:
-            tag, action = item.tag, item.action
-            if action == "KEEP":
-                continue
-            if action == "REMOVE":
-                if tag in ds:
-                    del ds[tag]
-            elif action == "BLANK":
-                if tag in ds:
-                    vr = ds[tag].VR
-                    ds[tag] = DataElement(tag, vr, empty_value(vr))
-            elif action in ("ADD", "REPLACE"):
-                if action == "REPLACE" and tag not in ds:
-                    continue
-                vr = ds[tag].VR if tag in ds else (dictionary_VR(tag) if dictionary_has_tag(tag) else "LO")
-                ds[tag] = DataElement(tag, vr, _typed(vr, _resolve(item.value, ids)))
-            elif action == "JITTER":
-                if tag not in ds:
-                    continue
-                vr = ds[tag].VR
-                if vr not in ("DA", "DT"):
-                    continue
-                days = int(_resolve(item.value, ids)) if item.value else int(ids.jitter)
-                try:
-                    new = shift_value(vr, _text(ds, tag) or "", days)
-                except InvalidDate:
-                    new = ""
-                ds[tag] = DataElement(tag, vr, new)
+    def kept_tags(self, ds: Dataset) -> set[int]:
+        """Tags of the elements of ``ds`` that the recipe's KEEP lines name (at any depth)."""
+        keeps = [a for a in self.header if a.action == "KEEP"]
+        if not keeps:
+            return set()
+        fields = Fields(ds)
+        return {f.element.tag for a in keeps for f in expand(a.field, fields)}
+
+    def apply(self, ds: Dataset, variables: dict | None = None, functions: dict | None = None,
+              spare: Callable[[int], str | None] | None = None) -> Applied:
+        """Apply the header actions to ``ds`` in place, as deid's DicomParser would.
+
+        ``spare(tag)`` lets the caller keep an element a ``REMOVE`` names present:
+        ``"empty"`` empties it (and the recipe names it), ``"profile"`` leaves it to the
+        caller's profile; None removes it as deid does.
+        """
+        return _Apply(self, ds, variables or {}, {**self.functions, **(functions or {})}, spare).run()
+
+    # filters --------------------------------------------------------------------------
+    def detect(self, ds: Dataset) -> list[Match]:
+        """Every rule that matches ``ds``, in recipe order (deid's has_burned_pixels)."""
+        found = []
+        for group, rules in self.filters.items():
+            for rule in rules:
+                if rule.matches(ds):
+                    found.append(Match(group, rule.label, [list(c) for c in rule.coordinates]))
+        return found
 
     def __repr__(self):
-        return f"Recipe(header={len(self.header)} actions, filters={ {k: len(v) for k, v in self.filters.items()} })"
+        return f"Recipe({self.source!r}: {len(self.header)} actions, filters {list(self.filters)})"
 
 
-def _resolve(value: str, ids) -> str:
-    if value.startswith("var:"):
-        name = value[4:]
-        if name not in ("patient_suid", "study_suid", "jitter"):
-            raise RecipeError(f"unknown variable {name!r}")
-        return str(getattr(ids, name))
-    return value
+def shipped_recipe(name: str) -> Path:
+    """The file of one of the recipes deid ships (``deid.dicom`` or ``dicom``, ...), read from
+    the installed deid package (a dependency for these files alone: it is never imported)."""
+    from importlib.util import find_spec
+
+    spec = find_spec("deid")
+    if spec is None or not spec.submodule_search_locations:
+        raise RecipeError(f"{name}: no such recipe file, and the deid package is not installed")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "data"
+    path = folder / (name if name.startswith("deid.") else f"deid.{name}")
+    if "/" in name or not path.is_file():
+        shipped = sorted(p.name for p in folder.glob("deid.*"))
+        raise RecipeError(f"{name}: no such recipe file nor shipped recipe ({', '.join(shipped)})")
+    return path
 
 
-def _typed(vr: str, value: str):
-    if vr in _INT_VRS:
-        return int(value)
+def plain_tag(expression: str) -> int | None:
+    """The tag of a keyword or ``(gggg,eeee)`` / ``ggggeeee`` expression; None for others."""
+    match = _PAREN_TAG_RE.match(expression)
+    if match:
+        return int(match.group(1) + match.group(2), 16)
+    if _BARE_TAG_RE.match(expression):
+        return int(expression, 16)
+    return tag_for_keyword(expression)
+
+
+def _line_holds(line: FilterLine, ds) -> bool:
+    flags = [_criterion(kind, name, value, ds) for kind, name, value in line.criteria]
+    result = flags[0]
+    for operator, flag in zip(line.inner, flags[1:]):
+        result = (flag and result) if operator == "and" else (flag or result)
+    return result
+
+
+def _criterion(kind: str, name: str, value: str | None, ds) -> bool:
+    """One criterion, on the top-level value as pydicom's ``Dataset.get`` gives it."""
+    key = int(name, 0) if "0x" in name else name
+    try:
+        content = ds.get(key)
+    except Exception:  # a value pydicom cannot convert counts as absent
+        content = None
+    if kind == "missing":
+        return content is None
+    if kind == "present":
+        return content is not None
+    if kind == "empty":
+        if key not in ds:
+            return False
+        if isinstance(content, DataElement):
+            content = content.value
+        return not content or content == ""
+    if content is None:
+        found = False
+    else:
+        text, term = str(content).lower().strip(), str(value).lower().strip()
+        found = text == term if kind in ("equals", "notequals") else re.search(term, text) is not None
+    return not found if kind.startswith("not") else found
+
+
+# -- parsing -----------------------------------------------------------------------------
+class _Parser:
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+        self.section: str | None = None
+        self.name: str | None = None
+
+    def error(self, number: int, message: str) -> RecipeError:
+        return RecipeError(f"{self.recipe.source}, line {number}: {message}")
+
+    def parse(self, text: str) -> None:
+        lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        i = 0
+        while i < len(lines):
+            number, line = lines[i]
+            i += 1
+            if line.startswith("#"):
+                continue
+            if re.match("^format", line, re.I):
+                fmt = re.sub(r"FORMAT|\s+", "", line.split("#")[0]).lower()
+                if fmt != "dicom":
+                    raise self.error(number, f"format {fmt!r}: only FORMAT dicom is supported")
+            elif line.startswith("%"):
+                self.start_section(number, line)
+            elif self.section in ("values", "fields") and line.upper().startswith(("FIELD", "SPLIT")):
+                self.group_line(number, line)
+            elif line.upper().startswith("LABEL") and self.section == "filter":
+                members = []
+                while i < len(lines) and not lines[i][1].upper().startswith(("LABEL", "%")):
+                    members.append(lines[i])
+                    i += 1
+                self.label(number, line, members)
+            elif line.upper().startswith(HEADER_ACTIONS):
+                self.header_line(number, line)
+            else:
+                raise self.error(number, f"not a recipe line: {line.split()[0]!r} "
+                                         "(expected an action, a section or a filter LABEL)")
+
+    def start_section(self, number: int, line: str) -> None:
+        line = line.split("#", 1)[0].strip()
+        parts = line.split(" ")
+        section = re.sub(r"[%]|\s+", "", parts[0]).lower()
+        name = " ".join(parts[1:]) or None
+        if section not in SECTIONS:
+            raise self.error(number, f"unknown section %{section} (sections: {', '.join(SECTIONS)})")
+        if section in NAMED_SECTIONS and name is None:
+            raise self.error(number, f"%{section} needs a name")
+        self.section, self.name = section, name
+        if section == "filter":
+            self.recipe.filters.setdefault(name, [])
+        elif section == "values":
+            self.recipe.values_lists.setdefault(name, [])
+        elif section == "fields":
+            self.recipe.fields_lists.setdefault(name, [])
+
+    def group_line(self, number: int, line: str) -> None:
+        words = _WORDS_RE.findall(line)
+        action = words[0]
+        if action not in ("FIELD", "SPLIT"):
+            raise self.error(number, f"write {action.upper()} in capitals")
+        if action == "SPLIT" and self.section == "fields":
+            raise self.error(number, "%fields takes FIELD lines only")
+        if len(words) < 2:
+            raise self.error(number, f"{action} needs a field")
+        value = " ".join(words[2:]).split("#")[0].strip() or None if len(words) > 2 else None
+        if action == "SPLIT" and value:
+            for param in value.split(";"):
+                key, sep, setting = param.partition("=")
+                if not sep or key.strip() not in ("by", "minlength"):
+                    raise self.error(number, f"SPLIT takes by=... and minlength=N, not {param!r}")
+                if key.strip() == "minlength" and not setting.strip().isdigit():
+                    raise self.error(number, "minlength takes a whole number")
+        self.check_field(number, words[1])
+        target = self.recipe.values_lists if self.section == "values" else self.recipe.fields_lists
+        target[self.name].append((action, words[1], value))
+
+    def header_line(self, number: int, line: str) -> None:
+        if self.section != "header":
+            raise self.error(number, "a header action outside %header")
+        words = _WORDS_RE.findall(line)
+        action = words[0]
+        if action not in HEADER_ACTIONS:
+            raise self.error(number, f"{action!r}: actions are written in capitals "
+                                     f"({', '.join(HEADER_ACTIONS)}); deid would skip this line")
+        if len(words) < 2:
+            raise self.error(number, f"{action} needs a field")
+        value = " ".join(words[2:]).split("#")[0].strip() if len(words) > 2 else None
+        if action in VALUED_ACTIONS and not value:
+            raise self.error(number, f"{action} needs a value")
+        if action in ("BLANK", "KEEP"):
+            value = None
+        field_name = words[1]
+        self.check_field(number, field_name, action)
+        if value:
+            self.check_value(number, action, field_name, value)
+        self.recipe.header.append(Action(action, field_name, value or None, number))
+
+    def check_field(self, number: int, expression: str, action: str | None = None) -> None:
+        if expression.lower() == "all" or expression.startswith(("values:", "fields:")):
+            if expression.startswith("values:") and expression[7:] not in self.recipe.values_lists:
+                raise self.error(number, f"no %values section named {expression[7:]!r} before this line")
+            if expression.startswith("fields:") and expression[7:] not in self.recipe.fields_lists:
+                raise self.error(number, f"no %fields section named {expression[7:]!r} before this line")
+            if action == "ADD":
+                raise self.error(number, "ADD takes one attribute, not a list")
+            return
+        split = _EXPANDER_RE.match(expression)
+        if split is not None:
+            expander, pattern = split.group(1).lower(), split.group(2)
+            if expander not in EXPANDERS:
+                raise self.error(number, f"unknown field expander {split.group(1)!r}: ({', '.join(EXPANDERS)})")
+            if action == "ADD":
+                raise self.error(number, "ADD takes one attribute, not an expander")
+            if expander == "select":
+                attribute, _, wanted = pattern.lower().partition(":")
+                if attribute not in ("vr", "group") or not wanted:
+                    raise self.error(number, "select takes VR:xx or group:gggg")
+                if attribute == "group" and not re.fullmatch("[0-9a-f]{1,4}", wanted):
+                    raise self.error(number, "select:group takes a hexadecimal group")
+                return
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise self.error(number, f"invalid regular expression: {exc}") from None
+            return
+        if action == "ADD" and plain_tag(expression) is None:
+            raise self.error(number, f"ADD takes a keyword or a tag, not {expression!r}")
+        if "__" in expression or expression.startswith("(") or _BARE_TAG_RE.match(expression):
+            return
+        if tag_for_keyword(expression) is None:
+            self.recipe.warnings.append(
+                f"{self.recipe.source}, line {number}: {expression!r} is no DICOM keyword; it matches only "
+                "an element whose name is written that way")
+
+    def check_value(self, number: int, action: str, field_name: str, value: str) -> None:
+        kind, _, option = value.partition(":")
+        if kind.lower() == "var":
+            if option not in VARIABLES:
+                raise self.error(number, f"unknown variable {option!r} (sendit gives {', '.join(VARIABLES)})")
+            return
+        if kind.lower() == "func":
+            if option not in self.recipe.functions:
+                raise self.error(number, f"unknown function {option!r}: register it with "
+                                         "sendit.deid.recipe.register_function or DEID_FUNCTIONS")
+            return
+        if kind.lower() == "deid_func":
+            name = option.split(" ", 1)[0]
+            if name not in DEID_FUNCTIONS:
+                raise self.error(number, f"unknown deid function {name!r} ({', '.join(DEID_FUNCTIONS)})")
+            return
+        if action == "JITTER":
+            try:
+                int(float(value))
+            except ValueError:
+                raise self.error(number, "JITTER takes a number of days, var:, func: or deid_func:") from None
+            return
+        if action in ("ADD", "REPLACE"):
+            tag = plain_tag(field_name)
+            if tag is not None and dictionary_has_tag(tag):
+                try:
+                    _typed(dictionary_VR(tag), value)
+                except ValueError:
+                    raise self.error(number, f"{value!r} is not a valid {dictionary_VR(tag)} value "
+                                             f"for {keyword_for_tag(tag) or field_name}") from None
+
+    def label(self, number: int, line: str, members: list) -> None:
+        rule = Rule(line.replace("label", "", 1).split("#")[0].strip())
+        for member_number, member in members:
+            low = member.lower()
+            word = next((w for w in COORDINATE_WORDS if low.startswith(w)), None)
+            if word is not None:
+                raw = member[len(word):].strip()
+                try:
+                    coordinate = _coordinate(raw, ctp=word.startswith("ctp"))
+                except ValueError as exc:
+                    raise self.error(member_number, str(exc)) from None
+                rule.coordinates.append([1 if "keep" in word else 0, coordinate])
+                continue
+            operator = None
+            if member.startswith("+"):
+                operator, member = "and", member[1:].strip()
+            elif member.startswith("||"):
+                operator, member = "or", member[2:].strip()
+            if member.startswith("#"):
+                continue
+            if not member.lower().startswith(CRITERIA):
+                raise self.error(member_number, f"unknown filter criterion {member.split()[0]!r} "
+                                                f"({', '.join(CRITERIA)}, or coordinates)")
+            try:
+                rule.lines.append(_filter_line(member, operator))
+            except ValueError as exc:
+                raise self.error(member_number, str(exc)) from None
+        self.recipe.filters[self.name].append(rule)
+
+
+def _coordinate(raw: str, ctp: bool) -> str:
+    """A region as deid keeps it: ``x0,y0,x1,y1``, ``all`` or ``from:Keyword``."""
+    if raw == "all" or raw.startswith("from:"):
+        if raw.startswith("from:") and tag_for_keyword(raw[5:]) is None:
+            raise ValueError(f"from: takes a keyword, not {raw[5:]!r}")
+        return raw
+    try:
+        numbers = [int(x) for x in raw.split(",") if x]
+    except ValueError:
+        raise ValueError(f"coordinates are four whole numbers, all or from:Keyword, not {raw!r}") from None
+    if len(numbers) != 4:
+        raise ValueError(f"coordinates are four numbers, not {raw!r}")
+    if ctp:
+        x, y, width, height = numbers
+        return f"{x},{y},{x + width},{y + height}"
+    return raw
+
+
+def _filter_line(member: str, operator: str | None) -> FilterLine:
+    """Split a criteria line at the first ``+`` or ``||`` followed by another criterion."""
+    criteria, inner, pending = [], [], [member]
+    while pending:
+        part = pending.pop(0).strip()
+        found = [(part.find(op), op) for op in ("||", "+") if op in part]
+        if found:
+            _, op = min(found)
+            head, rest = part.split(op, 1)
+            if any(word in rest for word in CRITERIA):
+                pending.append(rest.strip())
+                inner.append("or" if op == "||" else "and")
+                part = head.strip()
+        kind, _, rest = part.partition(" ")
+        kind = kind.lower().strip()
+        if kind not in CRITERIA:
+            raise ValueError(f"unknown filter criterion {kind!r}")
+        if kind in VALUELESS:
+            name, value = rest.strip(), None
+        else:
+            name, _, value = rest.partition(" ")
+            if not name or not value.strip():
+                raise ValueError(f"{kind} needs a field and a value")
+            value = value.strip()
+            if kind in ("contains", "notcontains"):
+                try:
+                    re.compile(value.lower())
+                except re.error as exc:
+                    raise ValueError(f"invalid regular expression: {exc}") from None
+        if not name:
+            raise ValueError(f"{kind} needs a field")
+        criteria.append((kind, name.strip(), value))
+    return FilterLine(operator, criteria, inner)
+
+
+# -- applying the header --------------------------------------------------------------------
+def _as_text(value) -> str:
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    if isinstance(value, (list, tuple, MultiValue)):
+        return "\\".join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def _typed(vr: str, value):
+    """``value`` as pydicom wants it for ``vr`` (deid's conversion); ValueError if it cannot."""
+    if not isinstance(value, str):
+        return value
     if vr in _FLOAT_VRS:
         return float(value)
+    if vr in _INT_VRS:
+        return int(value)
+    if vr in _BYTE_VRS:
+        return value.encode("utf-8")
+    if vr in ("DS", "IS"):
+        for part in value.split("\\"):
+            float(part) if vr == "DS" else int(part)
     return value
 
 
-def _parse_header_line(line: str) -> HeaderAction:
-    words = line.split(None, 2)
-    action = words[0].upper()
-    if action not in HEADER_ACTIONS:
-        raise RecipeError(f"unknown header action {words[0]!r}")
-    if len(words) < 2:
-        raise RecipeError(f"{action} needs a field")
-    value = words[2].strip() if len(words) > 2 else ""
-    if action in ("ADD", "REPLACE") and not value:
-        raise RecipeError(f"{action} needs a value")
-    if action == "JITTER" and value and not value.startswith("var:"):
+class _Apply:
+    """One dataset under one recipe."""
+
+    def __init__(self, recipe: Recipe, ds: Dataset, variables: dict, functions: dict, spare=None):
+        self.recipe, self.ds, self.variables, self.functions = recipe, ds, variables, functions
+        self.spare = spare
+        self.result = Applied()
+        keep_fields = Fields(ds)
+        kept = {f.uid for a in recipe.header if a.action == "KEEP" for f in expand(a.field, keep_fields)}
+        # deid keeps by tag text: a kept top-level tag is out of reach at every depth
+        self.skip = frozenset(f.element.tag for uid in kept if "__" not in uid
+                              for f in [keep_fields.by_uid[uid]])
+        for uid in kept:
+            f = keep_fields.by_uid[uid]
+            self.result.kept_tags.add(f.element.tag)
+            if "__" not in uid:
+                self.name(f.element)
+        self.fields = Fields(ds, self.skip)
+        self.lists: dict[str, object] = {}
+        self.excluded_cache: dict[str, set[str]] = {}
+
+    def name(self, element) -> None:
+        self.result.named[id(element)] = element
+
+    def error(self, action: Action, message: str) -> RecipeError:
+        return RecipeError(f"{self.recipe.source}, line {action.line}: {message}")
+
+    def run(self) -> Applied:
+        for list_name, lines in self.recipe.values_lists.items():
+            self.lists["values:" + list_name] = self.values_list(lines)
+        for list_name, lines in self.recipe.fields_lists.items():
+            self.lists["fields:" + list_name] = self.fields_list(lines)
+        for action in self.recipe.header:
+            self.perform(action)
+        return self.result
+
+    # lists ------------------------------------------------------------------------------
+    def values_list(self, lines) -> list:
+        values: list = []
+        for action, expression, setting in lines:
+            for f in expand(expression, self.fields):
+                value = f.element.value
+                if action == "FIELD":
+                    if value in ("", None):
+                        continue
+                    for item in (value if isinstance(value, MultiValue) else [value]):
+                        if item not in values:
+                            values.append(item)
+                else:
+                    by, minimum = " ", 1
+                    for param in (setting or "").split(";"):
+                        key, _, val = param.partition("=")
+                        if key.strip() == "minlength":
+                            minimum = int(val)
+                        elif key.strip() == "by":
+                            by = val.strip().strip("'").strip('"')
+                    for part in (str(value) or "").split(by):
+                        if len(part) >= minimum and part not in values:
+                            values.append(part)
+        return values
+
+    def fields_list(self, lines) -> list[Field]:
+        found: dict[str, Field] = {}
+        for _, expression, _ in lines:
+            for f in expand(expression, self.fields):
+                found[f.uid] = f
+        return list(found.values())
+
+    def targets(self, expression: str) -> list[Field]:
+        if expression.startswith("values:"):
+            values = [str(v) for v in self.lists.get(expression, [])]
+            if not values:
+                return []
+            pattern = re.compile("(%s)" % "|".join(values), re.IGNORECASE)
+            return [f for f in self.fields.live() if _value_matches(f.element.value, pattern)]
+        if expression.startswith("fields:"):
+            found: dict[str, Field] = {}
+            for listed in self.lists.get(expression, []):
+                for f in expand(listed.stripped_tag, self.fields):
+                    found[f.uid] = f
+            return list(found.values())
+        return expand(expression, self.fields)
+
+    # actions ----------------------------------------------------------------------------
+    def perform(self, action: Action) -> None:
+        if action.action == "ADD":
+            self.add(action)
+            return
+        if action.action == "KEEP":
+            return
+        for f in self.targets(action.field):
+            if f.removed:
+                continue
+            if action.action == "REPLACE":
+                self.replace(action, f)
+            elif action.action == "JITTER":
+                self.jitter(action, f)
+            elif action.action == "REMOVE":
+                self.remove(action, f)
+            elif action.action == "BLANK":
+                self.blank(f)
+
+    def resolve(self, action: Action, f: Field | None):
+        """The value of ``action`` for field ``f`` (deid's parse_value); None for none."""
+        value = action.value
+        kind, _, option = value.partition(":")
+        kind = kind.lower()
+        if kind == "var":
+            return self.variables.get(option)
+        if kind == "func":
+            function = self.functions.get(option)
+            if function is None:
+                raise self.error(action, f"unknown function {option!r}")
+            return function(dicom=self.ds, value=value, field=f, item=self.variables)
+        if kind == "deid_func":
+            name, _, extras = option.partition(" ")
+            return DEID_FUNCTIONS[name](dicom=self.ds, value=value, field=f, item=self.variables, extras=extras)
+        return value
+
+    def add(self, action: Action) -> None:
+        tag = plain_tag(action.field)
+        existing = self.ds.get(tag) if tag is not None else None
+        value = self.resolve(action, None)
+        if value is None:
+            self.result.notes.append(f"line {action.line}: ADD {action.value} gave no value: nothing added")
+            return
+        uid = str(Tag(tag))
+        if uid in self.fields.by_uid:
+            f = self.fields.by_uid[uid]
+            self.set_value(action, f, value)
+            return
+        vr = dictionary_VR(tag) if dictionary_has_tag(tag) else (existing.VR if existing is not None else "ST")
         try:
-            int(value)
+            element = DataElement(tag, vr, _typed(vr, value) if isinstance(value, str) else value)
         except ValueError:
-            raise RecipeError("JITTER takes a whole number of days") from None
-    return HeaderAction(action, parse_field(words[1]), words[1], value)
+            raise self.error(action, f"the value is not a valid {vr} value") from None
+        target = self.ds.file_meta if tag >> 16 == 2 and hasattr(self.ds, "file_meta") else self.ds
+        target[tag] = element
+        element = target[tag]
+        self.name(element)
+        self.fields.add(Field(element, target, element.keyword or f"{tag:08X}", str(element.tag), target is not self.ds))
 
-
-def _parse_criteria(line: str, first: bool) -> list:
-    """Split a criteria line at ``+`` / ``||`` that precede a criterion keyword."""
-    tokens = line.split()
-    terms, operator, current = [], None, []
-    if tokens[0] in ("+", "||"):
-        operator, tokens = tokens[0], tokens[1:]
-    elif not first:
-        operator = "||"  # a bare new line inside a rule starts an alternative
-    for i, token in enumerate(tokens):
-        if token in ("+", "||") and i + 1 < len(tokens) and tokens[i + 1].lower() in CRITERIA:
-            terms.append((operator, _criterion(current)))
-            operator, current = token, []
-        else:
-            current.append(token)
-    terms.append((operator, _criterion(current)))
-    return terms
-
-
-def _criterion(tokens: list) -> Criterion:
-    if not tokens:
-        raise RecipeError("empty criterion")
-    kind = tokens[0].lower()
-    if kind not in CRITERIA:
-        raise RecipeError(f"unknown criterion {tokens[0]!r}")
-    if len(tokens) < 2:
-        raise RecipeError(f"{kind} needs a field")
-    value = " ".join(tokens[2:])
-    if kind not in VALUELESS and not value:
-        raise RecipeError(f"{kind} needs a value")
-    if kind in ("contains", "notcontains"):
+    def set_value(self, action: Action, f: Field, value) -> None:
+        element = f.element
         try:
-            re.compile(value)
-        except re.error:
-            raise RecipeError("invalid regular expression") from None
-    return Criterion(kind, parse_field(tokens[1]), tokens[1], value)
+            element.value = _typed(element.VR, value) if isinstance(value, str) else value
+        except (ValueError, TypeError):
+            self.drop(f, f"line {action.line}: {action.action} gave a value {element.VR} cannot hold: removed")
+            return
+        self.name(element)
+
+    def replace(self, action: Action, f: Field) -> None:
+        value = self.resolve(action, f)
+        if value is None:
+            self.drop(f, f"line {action.line}: REPLACE {action.value} gave no value: removed")
+            return
+        self.set_value(action, f, value)
+
+    def jitter(self, action: Action, f: Field) -> None:
+        if not f.element.value:
+            return
+        value = self.resolve(action, f)
+        kind = action.value.partition(":")[0].lower()
+        if kind == "deid_func":
+            new = value  # deid's jitter function shifts the field itself
+        else:
+            try:
+                new = jitter_value(f.element, int(float(value)))
+            except (CannotJitter, TypeError, ValueError):
+                new = None
+        if new in (None, ""):
+            self.drop(f, f"line {action.line}: JITTER cannot shift {f.element.keyword or f.stripped_tag} "
+                         f"({f.element.VR}): removed")
+            return
+        self.set_value(action, f, new)
+
+    def remove(self, action: Action, f: Field) -> None:
+        if action.value is not None:
+            condition = self.resolve(action, f)
+            if isinstance(condition, str) and action.value.partition(":")[0].lower() not in ("func", "deid_func"):
+                try:
+                    condition = _typed(f.element.VR, condition)
+                except ValueError:
+                    condition = None
+            if not condition:
+                return
+        for other in self.recipe.header:
+            if other.action in ("JITTER", "REPLACE"):
+                if f.uid in self.excluded(other.field):
+                    return
+        how = self.spare(f.element.tag) if self.spare is not None and not f.is_meta else None
+        if how == "empty":
+            self.blank(f)
+        elif how is None:
+            self.delete(f)
+
+    def excluded(self, expression: str) -> set[str]:
+        return {x.uid for x in expand(expression, self.fields)}
+
+    def blank(self, f: Field) -> None:
+        element = f.element
+        element.value = None if element.VR != "SQ" else Sequence()
+        self.fields.drop_children(f)
+        self.name(element)
+
+    def delete(self, f: Field) -> None:
+        if f.element.tag in f.parent:
+            del f.parent[f.element.tag]
+        self.fields.drop(f)
+
+    def drop(self, f: Field, note: str) -> None:
+        """Where deid would leave the original value: remove it (or, for an element the
+        caller spares, empty it or leave it to the caller's profile), and say so."""
+        how = self.spare(f.element.tag) if self.spare is not None and not f.is_meta else None
+        if how == "empty":
+            self.blank(f)
+            note = note.replace(": removed", ": emptied")
+        elif how == "profile":
+            self.result.named.pop(id(f.element), None)
+            note = note.replace(": removed", ": left to the profile")
+        else:
+            self.delete(f)
+        self.result.notes.append(note)
+
+
+def _value_matches(value, pattern: re.Pattern) -> bool:
+    values = value if isinstance(value, (list, MultiValue)) else [value]
+    return any(pattern.search(str(v)) for v in values)

@@ -261,9 +261,10 @@ class _Run:
     """State of one dataset's scrub: options, jitter and what was done."""
 
     __slots__ = ("profile", "fallback", "options", "jitter", "shift", "keep_uids",
-                 "safe_private", "identifying", "shifted", "keep_tags")
+                 "safe_private", "identifying", "shifted", "keep_tags", "named")
 
-    def __init__(self, ds: Dataset, jitter: int, options: DeidOptions, keep_tags: frozenset):
+    def __init__(self, ds: Dataset, jitter: int, options: DeidOptions, keep_tags: frozenset,
+                 named: dict | None = None):
         self.options = options
         self.profile = profile_for(options.enabled(), keep_tags, is_animal(ds))
         self.fallback = _fallbacks()
@@ -272,6 +273,8 @@ class _Run:
         self.keep_uids = options.retain_uids
         self.safe_private = options.retain_safe_private
         self.keep_tags = keep_tags
+        #: elements the recipe decided, by identity: the profile leaves them as they are
+        self.named = named or {}
         self.shifted = False
         needs_clean = (
             options.clean_descriptors or options.retain_device_identity or options.retain_patient_characteristics
@@ -318,7 +321,10 @@ def _public_elements(ds: Dataset, run: _Run):
     no walk keeps are gone: private ones (but those Retain Safe Private or the recipe keeps),
     group lengths, and command elements, which a stored file cannot hold."""
     keep_private = safe_private_tags(ds) if run.safe_private else ()
+    named = run.named
     for tag in list(ds.keys()):
+        if named and id(ds.get_item(tag)) in named:
+            continue  # the recipe named it: it stays as the recipe left it
         group = tag >> 16
         if group & 1:
             if tag not in keep_private and tag not in run.keep_tags:
@@ -678,11 +684,59 @@ def deidentify_dataset(ds: Dataset, ids, options: DeidOptions) -> Dataset:
         # 128 free bytes before "DICM": dual-format (DICOM/TIFF) files and some vendors put data there.
         ds.preamble = b"\x00" * 128
     recipe = options.recipe
-    keep_tags = recipe.keep_tags() if recipe is not None else frozenset()
-    run = _Run(ds, ids.jitter, options, keep_tags)
+    keep_tags, named = frozenset(), {}
+    if recipe is not None:
+        # The recipe first, on the values as they came, exactly as deid would; then the
+        # profile, for every element the recipe did not name.
+        profile = profile_for(options.enabled(), recipe.keep_tags(), is_animal(ds))
+        applied = recipe.apply(ds, recipe_variables(ds, ids), recipe_functions(options),
+                               spare=functools.partial(_spared, profile))
+        named = applied.named
+        keep_tags = recipe.keep_tags() | {tag for tag in ds.keys() if id(ds.get_item(tag)) in named}
+    run = _Run(ds, ids.jitter, options, keep_tags, named)
     _scrub(ds, run)
     _stamp(ds, ids, options, run)
-    if recipe is not None:
-        recipe.apply_header(ds, ids, options)
     sync_file_meta(ds, options)
     return ds
+
+
+def _spared(profile, tag: int) -> str | None:
+    """How a recipe's ``REMOVE`` treats an attribute the profile keeps present (the
+    standard requires it, or a reference needs it): dates and attributes the profile
+    empties are emptied (``"empty"``), UIDs and attributes it gives a dummy are left to the
+    profile (``"profile"``: mapped, dummy); every other attribute is removed (None)."""
+    if tag >> 16 & 1:
+        return None
+    action = profile.action(tag)
+    vr = dictionary_VR(tag) if dictionary_has_tag(tag) else None
+    if action is None:
+        action = {"UI": "U", "PN": "D", "DA": "C", "DT": "C", "TM": "C"}.get(vr)
+    if action in ("Z", "C") and vr != "SQ":
+        return "empty"
+    if action in ("D", "U") or (action == "Z" and vr == "SQ"):
+        return "profile"
+    return None
+
+
+def recipe_variables(ds: Dataset, ids) -> dict:
+    """What ``var:`` gives a recipe: the study's pseudonyms and jitter, also under the names
+    deid's recipes use (``entity_*`` the patient, ``item_*`` the study; the timestamps are
+    the birth and study dates shifted, absent when the input has no valid date)."""
+    jitter = int(ids.jitter)
+    variables = {"patient_suid": ids.patient_suid, "study_suid": ids.study_suid, "jitter": jitter,
+                 "entity_id": ids.patient_suid, "item_id": ids.study_suid}
+    for name, tag in (("entity_timestamp", 0x00100030), ("item_timestamp", 0x00080020)):
+        elem = ds.get_item(tag)
+        if elem is not None and elem.value:
+            try:
+                variables[name] = shift_value("DA", as_text(elem.value).strip(), jitter)
+            except InvalidDate:
+                pass
+    return variables
+
+
+def recipe_functions(options: DeidOptions) -> dict:
+    """``func:`` functions bound to this node's keys (``hashuid`` maps UIDs as the profile does)."""
+    from sendit.deid.recipe import builtin_functions
+
+    return builtin_functions(options.uid_secret, options.uid_root)

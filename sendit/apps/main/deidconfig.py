@@ -81,12 +81,33 @@ _RECIPES = {}
 
 
 def site_recipe():
-    """The site's recipe file (STUDY_DEID), parsed once per process; None for none."""
-    path = settings.STUDY_DEID
-    if not path:
+    """The site's recipe (STUDY_DEID: a file, or one of deid's shipped recipes by name such
+    as ``deid.dicom``), parsed once per process; None for none. Site functions named in
+    DEID_FUNCTIONS are registered first, so that ``func:NAME`` finds them."""
+    name = settings.STUDY_DEID
+    if not name:
         return None
-    if path not in _RECIPES:
+    if name not in _RECIPES:
         from sendit.deid.recipe import Recipe
 
-        _RECIPES[path] = Recipe.from_file(path)
-    return _RECIPES[path]
+        _RECIPES[name] = Recipe.load(name, functions=site_functions())
+    return _RECIPES[name]
+
+
+def site_functions() -> dict:
+    """``DEID_FUNCTIONS`` (``name=package.module:callable`` entries) as a dict of callables."""
+    from importlib import import_module
+
+    from sendit.deid.recipe import RecipeError
+
+    functions = {}
+    for entry in settings.DEID_FUNCTIONS:
+        name, sep, target = entry.partition("=")
+        module_name, colon, attribute = target.partition(":")
+        if not (sep and colon and name.strip()):
+            raise RecipeError(f"DEID_FUNCTIONS: {entry!r} is not name=package.module:callable")
+        try:
+            functions[name.strip()] = getattr(import_module(module_name.strip()), attribute.strip())
+        except (ImportError, AttributeError) as exc:
+            raise RecipeError(f"DEID_FUNCTIONS: {entry!r} cannot be loaded ({type(exc).__name__})") from None
+    return functions
