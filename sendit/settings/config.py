@@ -35,8 +35,12 @@ DASHER_BACKOFF = 0.5
 # Local provider: jitter range in days, never zero.
 LOCAL_JITTER_MIN = -30
 LOCAL_JITTER_MAX = -1
-# A recipe file (pydicom/deid format) layered over the PS3.15 profile; empty for none.
+# A recipe in deid's format applied with deid's semantics before the PS3.15 profile (which
+# takes every attribute the recipe does not name): a file, or one of deid's shipped recipes
+# by name (deid.dicom, deid.dicom.ultrasound, deid.dicom.xray.chest); empty for none.
 STUDY_DEID = ""
+# Site functions for a recipe's func:NAME values, as name=package.module:callable entries.
+DEID_FUNCTIONS = []
 DEID_UID_ROOT = "2.25."
 DEID_RETAIN_LONG_MODIFIED_DATES = True
 DEID_RETAIN_PATIENT_CHARACTERISTICS = False
