@@ -207,7 +207,7 @@ def _dicom_uuid(field, extras: str, **_):
 
 
 def _suffix_uuid(field, **_):
-    return f"{field.element.name.lower()}-{uuid.uuid4()}"
+    return f"{field.name.lower()}-{uuid.uuid4()}"
 
 
 DEID_FUNCTIONS: dict[str, Function] = {
@@ -484,11 +484,31 @@ class Recipe:
         for group, rules in self.filters.items():
             for rule in rules:
                 if rule.matches(ds):
-                    found.append(Match(group, rule.label, [list(c) for c in rule.coordinates]))
+                    found.append(Match(group, rule.label, [[mask, _regions_from(ds, coordinate)]
+                                                           for mask, coordinate in rule.coordinates]))
         return found
 
     def __repr__(self):
         return f"Recipe({self.source!r}: {len(self.header)} actions, filters {list(self.filters)})"
+
+
+_REGION_KEYWORDS = ("RegionLocationMinX0", "RegionLocationMinY0", "RegionLocationMaxX1", "RegionLocationMaxY1")
+
+
+def _regions_from(ds, coordinate: str):
+    """``from:Keyword`` read from ``ds`` as deid does: the boxes of the items (or the one
+    dataset) that carry all four Region Location values; other coordinates as written."""
+    if not coordinate.startswith("from:"):
+        return coordinate
+    keyword = coordinate[5:]
+    if keyword not in ds:
+        return []
+    value = ds.get(keyword)
+    boxes = []
+    for region in (list(value) if isinstance(value, Sequence) else [value]):
+        if all(k in region for k in _REGION_KEYWORDS):
+            boxes.append(",".join(str(region.get(k)) for k in _REGION_KEYWORDS))
+    return boxes
 
 
 def shipped_recipe(name: str) -> Path:
