@@ -29,17 +29,29 @@ def redact(text):
     return text
 
 
+def escape_controls(text: str) -> str:
+    """The text on one line: control characters (a newline in a folder name would start a
+    forged log line), and a name's bytes that are not UTF-8, written as escapes (\\n, \\udcff)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 class RedactFilter(logging.Filter):
-    """A logging filter that redacts the formatted message of libraries' records.
+    """A logging filter that redacts the formatted message of libraries' records, and writes
+    every record's message on one line (escape_controls).
 
     Sendit's own loggers ("sendit.*") are trusted and left readable, except for the
     exception text of a traceback, which may quote anything.
     """
 
     def filter(self, record):
-        if not record.name.startswith("sendit"):
-            record.msg = redact(record.getMessage())
-            record.args = ()
+        try:
+            message = record.getMessage()
+        except Exception:
+            message = str(record.msg)
+        record.msg = escape_controls(message if record.name.startswith("sendit") else redact(message))
+        record.args = ()
         if record.exc_info and record.exc_info[1] is not None:
             exc_type, exc, tb = record.exc_info
             try:

@@ -3,6 +3,7 @@
 Plain functions, no Django: the import task decides what to record. Problems are
 described without patient values (no file names, no header values).
 """
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ from pydicom.uid import UID
 
 from sendit.deid.scrub import as_text
 from sendit.deid.structure import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, BadStructure, check_structure
+from sendit.redact import escape_controls
 
 # A name ending like this is still arriving (NAME.tmpXXXX).
 def is_finished_name(name):
@@ -190,12 +192,43 @@ def remove_empty_tree(folder):
     return True
 
 
+# The longest file name Linux file systems take, in bytes; room kept for ".err99".
+NAME_MAX = 255
+_ERR_ROOM = len(".err99")
+
+
 def set_aside_name(folder):
-    """NAME.err, or NAME.err2... when an earlier NAME.err is still there."""
+    """NAME.err, or NAME.err2... when an earlier NAME.err is still there.
+
+    A name too long to take ".err" is shortened to fit (its start, "~" and 8 characters of
+    a hash of the whole name): the caller records the name it was set aside as.
+    """
     folder = Path(folder)
-    candidate = folder.with_name(folder.name + ".err")
+    base = folder.name
+    if len(os.fsencode(base)) + _ERR_ROOM > NAME_MAX:
+        digest = hashlib.sha256(os.fsencode(base)).hexdigest()[:8]
+        while len(os.fsencode(base)) + _ERR_ROOM + 9 > NAME_MAX:
+            base = base[:-1]
+        base = f"{base}~{digest}"
+    candidate = folder.with_name(base + ".err")
     n = 2
-    while candidate.exists():
-        candidate = folder.with_name(f"{folder.name}.err{n}")
+    while candidate.exists() or candidate.is_symlink():
+        candidate = folder.with_name(f"{base}.err{n}")
         n += 1
     return candidate
+
+
+def is_utf8(name: str) -> bool:
+    """Whether a folder name (as Python decoded it from the file system) is valid UTF-8:
+    a name with other bytes cannot be stored in the database or sent as it is."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown_name(name: str) -> str:
+    """A folder name as shown on pages, in errors and logs: bytes that are not UTF-8 as \\xNN,
+    control characters (a newline that would forge a log line) escaped."""
+    return escape_controls(os.fsencode(name).decode("utf-8", "backslashreplace"))

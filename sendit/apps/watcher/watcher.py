@@ -15,8 +15,12 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from sendit.apps.main.importer import is_finished_name
+from sendit.redact import RedactFilter
 
 logger = logging.getLogger("sendit.watcher")
+# Folder names are the sender's: each line is written on one line, control characters and
+# bytes that are not UTF-8 escaped, whichever handlers the watcher's process gives it.
+logger.addFilter(RedactFilter())
 
 
 class FolderWatcher(FileSystemEventHandler):
@@ -62,7 +66,11 @@ class FolderWatcher(FileSystemEventHandler):
             return
         src_top, src_is_top = self._where(event.src_path)
         dest_top, dest_is_top = self._where(getattr(event, "dest_path", "") or "") if kind == "moved" else (None, False)
-        top_dir_event = event.is_directory and (src_is_top or dest_is_top) and kind != "modified"
+        # A study folder that is a symbolic link arrives as a file event: it is queued too, so
+        # that the import records it (and sets it aside) instead of skipping it unseen.
+        link = os.path.islink(event.dest_path if dest_is_top else event.src_path)
+        top_dir_event = ((event.is_directory or link or kind == "deleted") and (src_is_top or dest_is_top)
+                         and kind != "modified")
         if not top_dir_event:
             return  # a file, or a folder's own change: settling is judged at the tick
         logger.info("EVENT %s %s", kind, dest_top if dest_is_top else src_top)
@@ -91,7 +99,7 @@ class FolderWatcher(FileSystemEventHandler):
         """Queue folders that finished while the watcher was not running."""
         with self.lock:
             for path in sorted(self.root.iterdir()):
-                if path.is_dir() and not path.is_symlink() and path.name not in self.queued:
+                if path.is_dir() and path.name not in self.queued:  # a link to a folder too: recorded
                     self._consider(path.name, immediate=True)
         self.tick()
 

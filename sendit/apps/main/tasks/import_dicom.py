@@ -73,30 +73,60 @@ def import_dicomdir(self, folder, lease=None):
     queued this step (sendit.apps.main.recovery).
     """
     folder = Path(folder)
+    data_root = Path(settings.DATA_FOLDER).resolve()
+    if folder.is_symlink() and folder.parent.resolve() == data_root:
+        # Never followed (it may point anywhere), and recorded so a person sees it.
+        return _set_aside_unread(folder, importer.shown_name(folder.name),
+                                 "the study folder is a symbolic link, which is not followed "
+                                 "(it could point outside the data folder): copy the study in instead")
     if not folder.is_dir():
         logger.info("import: folder no longer there, nothing to do")
         return None
-    data_root = Path(settings.DATA_FOLDER).resolve()
     if folder.is_symlink() or data_root not in folder.resolve().parents:
         logger.warning("import: refused a folder outside the data folder")
         return None
+    if not importer.is_utf8(folder.name):
+        # Such a name cannot be stored or shown as it is: the batch is named by its escaped form.
+        return _set_aside_unread(folder, importer.shown_name(folder.name),
+                                 "the folder name is not UTF-8 (shown here with its other bytes as \\xNN): "
+                                 "rename it to a UTF-8 name to import it")
     uid = _batch_name(folder)
-    try:
-        batch, created = Batch.objects.get_or_create(uid=uid)
-    except IntegrityError:
-        batch, created = Batch.objects.get(uid=uid), False
+    batch, created = _batch_named(uid)
     resuming = folder.name != uid
     if not created and batch.log.get("imported") and not resuming:
         # The same name arrived again after its batch was imported: keep it for a person.
-        target = importer.set_aside_name(folder)
-        folder.rename(target)
-        batch.add_error("import", f"a folder with this batch's name arrived again; it was set aside as {target.name} and not imported")
-        return batch.id
+        return _set_aside_unread(folder, uid, "a folder with this batch's name arrived again")
     count = run_step(self, batch.id, lambda batch: _import_folder(batch, folder), handed=lease)
     if count:
         from sendit.apps.main.tasks.identifiers import get_identifiers
         get_identifiers.delay(batch.id)
     return batch.id
+
+
+def _batch_named(uid: str) -> tuple[Batch, bool]:
+    try:
+        return Batch.objects.get_or_create(uid=uid)
+    except IntegrityError:
+        return Batch.objects.get(uid=uid), False
+
+
+def _set_aside_unread(folder: Path, uid: str, why: str) -> int:
+    """Rename `folder` to NAME.err without reading it, and say why on the batch `uid`."""
+    target = importer.set_aside_name(folder)
+    folder.rename(target)
+    batch, _ = _batch_named(uid)
+    batch.add_error("import", f"{why}; it was set aside as {_set_aside_text(folder, target)} and not imported")
+    logger.warning("import: batch=%s folder set aside unread", batch.id)
+    return batch.id
+
+
+def _set_aside_text(folder: Path, target: Path) -> str:
+    """The set-aside name as recorded, saying so when it had to be shortened."""
+    shown = importer.shown_name(target.name)
+    if not target.name.startswith(folder.name):
+        shown += (" (the name was shortened to fit the file system, so retry_batch does not find it: "
+                  "import it with manage.py import_folder)")
+    return shown
 
 
 def _import_folder(batch, folder):
@@ -153,7 +183,8 @@ def _import_folder(batch, folder):
                 target = folder if _SET_ASIDE.search(folder.name) else importer.set_aside_name(folder)
                 if target != folder:
                     folder.rename(target)
-                batch.add_error("import", f"files that could not be imported were left in {target.name}")
+                batch.add_error("import", f"files that could not be imported were left in "
+                                          f"{_set_aside_text(folder, target)}")
         batch.update_log(imported=True, images=total)
         if total > before and batch.status == "DONE":
             # Set-aside files of a finished batch were imported on retry: it has work again.
