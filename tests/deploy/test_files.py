@@ -334,7 +334,16 @@ def test_configuration_doc_lists_every_setting():
     assert not missing, f"docs/configuration.md lacks {missing}"
 
 
-@pytest.mark.parametrize("doc", ["setup", "configuration", "start", "watcher", "errors", "scaling"])
+@pytest.mark.parametrize("doc", ["setup", "configuration", "start", "watcher", "errors", "scaling", "security"])
 def test_docs_exist(doc):
     text = (ROOT / f"docs/{doc}.md").read_text()
     assert text.startswith("# ") and len(text) > 800
+
+
+def test_the_readme_links_the_threat_model_and_generates_secrets():
+    readme = (ROOT / "README.md").read_text()
+    assert "(docs/security.md)" in readme
+    assert "scripts/make_secrets.py" in readme and "cp sendit/settings/bogus_secrets.py" not in readme
+    security = (ROOT / "docs/security.md").read_text()
+    for name in SECRETS + ["API_TOKENS", "METRICS_TOKEN", "POSTGRES_PASSWORD", "REDIS_PASSWORD"]:
+        assert f"`{name}`" in security, name
