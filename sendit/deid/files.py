@@ -26,6 +26,8 @@ from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID, UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
 )
 
+from sendit.deid.burned_in import pixel_decision
+from sendit.deid.pixels import clean_pixels, resolve_regions
 from sendit.deid.options import DeidOptions
 from sendit.deid.proof import (
     PIXEL_TAGS, OutputNotProven, declares_pixels, describe, identifying_values, prove_streamed, prove_whole,
@@ -389,6 +391,14 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None, 
         deflated = syntax == DeflatedExplicitVRLittleEndian  # the reader inflated it whole
         pixel_at = None if deflated or start >= size else pixel_element_at(fp, start, implicit, little)
         stream = not deflated and start < size and _pixels_end_the_file(fp, start, size, implicit, little)
+        # A filter rule with pixel regions matched: the pixels are decoded and cleaned, so
+        # the file is read whole (an image a rule without regions matches never gets here:
+        # the import holds it).
+        cleaning = pixel_decision(ds, options.recipe) if pixel_at is not None else None
+        if cleaning is not None and cleaning.clean:
+            stream = False
+        else:
+            cleaning = None
         if deflated or (start < size and not stream):
             header_tags = list(ds.keys())
             fp.seek(0)
@@ -406,7 +416,13 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None, 
             if require_pixels and not input_pixels and pixel_at is None and declares_pixels(ds):
                 raise OutputNotProven("the input is an image (by its SOP class, or rows and columns) without "
                                       "pixel data: the file is cut short or damaged")
-        deidentify_dataset(ds, ids, options)
+        regions = resolve_regions(ds, cleaning.coordinates) if cleaning is not None else None
+        notes: list[str] = []
+        deidentify_dataset(ds, ids, options, notes)
+        if regions is not None:
+            clean_pixels(ds, regions)
+            ds.BurnedInAnnotation = "NO"  # the matched rules say where the text is: it is gone
+            input_pixels = {}  # changed on purpose: the proof checks the output has pixel data
         part = Path(f"{dst}.part")  # a half-written file never takes the final name
         try:
             with _output(part, reuse) as out:
@@ -432,6 +448,10 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None, 
         "series_uid": _value(ds, 0x0020000E),
         # Values of the de-identified dataset the caller asked for, as text.
         "fields": {name: _value(ds, tag_for_keyword(name)) for name in fields},
+        # The filter rules whose regions cleaned the pixels ("" when none did).
+        "cleaned": cleaning.rules if cleaning is not None else "",
+        # What the recipe could not do as written, and did instead (no values).
+        "notes": notes,
     }
 
 

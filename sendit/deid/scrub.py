@@ -674,11 +674,13 @@ def sync_file_meta(ds: Dataset, options: DeidOptions | None = None) -> None:
                 meta[target] = DataElement(target, "UI", map_uids(value, options.uid_secret, options.uid_root))
 
 
-def deidentify_dataset(ds: Dataset, ids, options: DeidOptions) -> Dataset:
+def deidentify_dataset(ds: Dataset, ids, options: DeidOptions, notes: list | None = None) -> Dataset:
     """De-identify ``ds`` in place with the profile, options and recipe; return it.
 
     ``ids`` is a :class:`~sendit.deid.identifiers.StudyIdentifiers`: its suids
-    become PatientID/PatientName/AccessionNumber, its jitter shifts dates.
+    become PatientID/PatientName/AccessionNumber, its jitter shifts dates. ``notes``
+    receives what the recipe could not do as written (line numbers and keywords, never
+    a value).
     """
     if getattr(ds, "preamble", None):
         # 128 free bytes before "DICM": dual-format (DICOM/TIFF) files and some vendors put data there.
@@ -692,6 +694,8 @@ def deidentify_dataset(ds: Dataset, ids, options: DeidOptions) -> Dataset:
         applied = recipe.apply(ds, recipe_variables(ds, ids), recipe_functions(options),
                                spare=functools.partial(_spared, profile))
         named = applied.named
+        if notes is not None:
+            notes.extend(applied.notes)
         keep_tags = recipe.keep_tags() | {tag for tag in ds.keys() if id(ds.get_item(tag)) in named}
     run = _Run(ds, ids.jitter, options, keep_tags, named)
     _scrub(ds, run)

@@ -233,3 +233,35 @@ def test_a_burned_in_image_held_by_de_identification_stays_held_back_after_a_ret
     (image,) = held(batch)
     assert image.flagged.startswith("matched filter rule") and image.status == "DONEPROCESSING"
     assert len(node.instances()) == 1  # the CT image only
+
+
+def test_deid_ultrasound_recipe_delivers_cleaned_ultrasounds_instead_of_holding_them(node, data_folder, settings):
+    """deid's own ultrasound recipe on deid-data's ultrasounds: without it they are held for
+    burned-in text; with it their pixels are cleaned as deid's DicomCleaner cleans them, they
+    are delivered, and the batch says which rules cleaned each one."""
+    deid_data = pytest.importorskip("deid_data")
+    from tests.deid.test_pixel_pipeline import deid_cleaned
+
+    sources = [Path(deid_data.__file__).parent / "data" / "ultrasounds" / name
+               for name in ("GREYSCALE_IMAGE.dcm", "RGB_IMAGE.dcm")]
+    settings.STUDY_DEID = "deid.dicom.ultrasound"
+    folder = data_folder / "US"
+    folder.mkdir()
+    for source in sources:
+        shutil.copy(source, folder / source.name)
+
+    import_dicomdir(str(folder))
+
+    batch = Batch.objects.get(uid="US")
+    assert batch.status == "DONE" and not batch.has_error, batch.errors
+    assert batch.log["deid_record"]["pixels_cleaned"] == {
+        "graylist: Blank Image; graylist: Clean Ultrasound Regions": 2}
+    assert batch.log["deid_record"]["recipe"] == "deid.dicom.ultrasound"
+    delivered = []
+    for instance in node.instances():
+        ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(node.get_bytes(f"/instances/{instance}/file")))
+        assert ds.BurnedInAnnotation == "NO"
+        delivered.append(ds.pixel_array)
+    for source in sources:
+        expected = deid_cleaned(source, "deid.dicom.ultrasound")
+        assert any(expected.shape == got.shape and (expected == got).all() for got in delivered)

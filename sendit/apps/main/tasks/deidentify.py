@@ -78,7 +78,7 @@ def _replace(batch):
     options = deid_options()
     out_dir = media_dir(batch.id) / "deid"
     out_dir.mkdir(parents=True, exist_ok=True)
-    checked, proven, held = 0, 0, Counter()
+    checked, proven, held, notes = 0, 0, Counter(), Counter()
     with timed_step(batch, "deidentify") as figures:
         todo = Image.objects.filter(batch=batch, status__in=["NEW", "PROCESSING"])
         todo.filter(status="NEW").update(status="PROCESSING")
@@ -105,7 +105,7 @@ def _replace(batch):
                         batch.add_error("deidentify", "the media disk is full; free space and retry the batch")
                         figures["stopped"] = "disk full"
                         _discard(spares + [spare] + _record(done, holds, held))
-                        _note_record(batch, options, checked, proven)
+                        _note_record(batch, options, checked, proven, notes)
                         return False
                     raise
                 except Exception as exc:
@@ -117,6 +117,9 @@ def _replace(batch):
                     continue
                 proven += 1
                 image.header = result["fields"]
+                if result["cleaned"]:
+                    image.header["cleaned"] = result["cleaned"][:255]  # the rules, never a value
+                notes.update(result["notes"])
                 image.uid = result["sop_uid"]
                 image.image = relative_media(target)
                 image.status = "DONEPROCESSING"
@@ -128,7 +131,7 @@ def _replace(batch):
             keep_lease(batch)
         _discard(spares)
         figures.update(images=processed, held=sum(held.values()))
-    _note_record(batch, options, checked, proven)
+    _note_record(batch, options, checked, proven, notes)
     if held:
         for reason, count in held.items():
             batch.add_error("deidentify", f"{count} image(s) held back, originals kept: {reason}")
@@ -188,11 +191,16 @@ def _save(images):
     return saved, failed
 
 
-def _note_record(batch, options, checked, proven):
-    """The batch's de-identification record: what was applied and checked, and the holds."""
+def _note_record(batch, options, checked, proven, notes):
+    """The batch's de-identification record: what was applied and checked, the holds, the
+    images whose pixels a recipe's rules cleaned, and what the recipe could not do as written."""
     previous = batch.log.get("deid_record") or {}
     holds = dict(Image.objects.filter(batch=batch, flagged__startswith=HOLD).order_by()
                  .values("flagged").annotate(n=Count("id")).values_list("flagged", "n"))
+    cleaned = Counter(header["cleaned"] for header in Image.objects.filter(batch=batch)
+                      .values_list("header", flat=True) if header and header.get("cleaned"))
+    recipe_notes = Counter(previous.get("recipe_notes") or {})
+    recipe_notes.update(notes)
     recipe = settings.STUDY_DEID
     batch.update_log(deid_record={
         "profile": BASIC_PROFILE_CODE[1],
@@ -203,6 +211,8 @@ def _note_record(batch, options, checked, proven):
         "images_checked": int(previous.get("images_checked", 0)) + checked,
         "proofs_passed": int(previous.get("proofs_passed", 0)) + proven,
         "holds": {reason[len(HOLD) + 2:] or reason: n for reason, n in holds.items()},
+        "pixels_cleaned": dict(cleaned),
+        "recipe_notes": dict(recipe_notes),
         "runs": int(previous.get("runs", 0)) + 1,
     })
 
