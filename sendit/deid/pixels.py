@@ -165,7 +165,7 @@ def clean_pixels(ds: Dataset, regions: Iterable[Region]) -> None:
     writable copy of its bytes, compressed data by the installed plugins), cleaned
     in place, and stored as Explicit VR Little Endian: the transfer syntax,
     Photometric Interpretation (YBR becomes RGB, as pydicom decodes it), Planar
-    Configuration (0) and Bits Allocated are set to what the new bytes are, and the
+    Configuration and Bits Allocated are set to what the new bytes are, and the
     elements that only describe encapsulated data are removed. Palette color images
     are cleaned in their indices; 0 is written as it is, whatever it displays as
     (white under MONOCHROME1). UIDs are left to the caller.
@@ -191,7 +191,7 @@ def clean_pixels(ds: Dataset, regions: Iterable[Region]) -> None:
         arr = arr[np.newaxis]  # one frame: add the frame axis (a view, whatever the strides)
     if samples == 1:
         arr = arr[..., np.newaxis]
-    blanked = _apply_mask(arr, keep_mask(rows, columns, regions))
+    blanked = _apply_regions(arr, list(regions))
 
     bits_allocated = 1 if ds.BitsAllocated == 1 else arr.dtype.itemsize * 8
     planar = 0  # what tobytes() gives: samples interleaved
@@ -256,26 +256,34 @@ def _other_words_to_little_endian(ds: Dataset) -> None:
     ds.set_original_encoding(False, True)
 
 
-def _apply_mask(frames: np.ndarray, keep: np.ndarray) -> bool:
-    """Set to 0 every sample of every frame whose pixel ``keep`` does not keep.
+def _apply_regions(frames: np.ndarray, regions: Sequence[Region]) -> bool:
+    """Set to 0, in every frame and sample, each pixel deid's mask would blank.
 
-    ``frames`` is (frames, rows, columns, samples), a view of the pixel array. Only
-    the rectangle that holds the blanked pixels is touched; a plain box is a slice
-    assignment. Returns whether any pixel was blanked.
+    ``frames`` is (frames, rows, columns, samples), a view of the pixel array. The
+    mask is built only over the rectangle that holds the blank boxes (outside it no
+    entry blanks anything), as booleans, and inverted in place, so it costs one byte
+    per pixel of that rectangle; a rectangle blanked whole is a slice assignment.
+    Returns whether any pixel was blanked.
     """
-    blank = ~keep
-    blank_rows = np.flatnonzero(blank.any(axis=1))
-    if blank_rows.size == 0:
+    rows, columns = frames.shape[1:3]
+    blanks = [(x0, y0, min(x1, columns), min(y1, rows)) for value, (x0, y0, x1, y1) in regions if value == BLANK]
+    blanks = [(x0, y0, x1, y1) for x0, y0, x1, y1 in blanks if x0 < x1 and y0 < y1]
+    if not blanks:
         return False
-    blank_columns = np.flatnonzero(blank.any(axis=0))
-    y0, y1 = blank_rows[0], blank_rows[-1] + 1
-    x0, x1 = blank_columns[0], blank_columns[-1] + 1
-    target = frames[:, y0:y1, x0:x1, :]
-    where = blank[y0:y1, x0:x1]
-    if where.all():
+    top, left = min(box[1] for box in blanks), min(box[0] for box in blanks)
+    bottom, right = max(box[3] for box in blanks), max(box[2] for box in blanks)
+    mask = np.ones((bottom - top, right - left), dtype=bool)  # True keeps, as in deid
+    for value, (x0, y0, x1, y1) in regions:
+        # shifted into the rectangle; a start above or left of it is clamped (numpy would wrap it)
+        mask[max(y0 - top, 0):max(y1 - top, 0), max(x0 - left, 0):max(x1 - left, 0)] = bool(value)
+    blank = np.logical_not(mask, out=mask)
+    if not blank.any():
+        return False
+    target = frames[:, top:bottom, left:right, :]
+    if blank.all():
         target[...] = 0
     else:
-        np.copyto(target, 0, where=where[:, :, np.newaxis])
+        np.copyto(target, 0, where=blank[:, :, np.newaxis])
     return True
 
 

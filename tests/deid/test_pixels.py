@@ -324,6 +324,43 @@ def test_box_partly_outside_is_clipped_like_numpy(tmp_path):
     np.testing.assert_array_equal(ours[:, :100], original[:, :100])
 
 
+STRADDLING_RECIPE = """FORMAT dicom
+
+%filter graylist
+
+LABEL Keeps that start before the blanks
+  present Rows
+  coordinates 30,20,60,50
+  keepcoordinates 25,15,40,30
+  coordinates 50,10,55,25
+  keepcoordinates 0,45,100000,48
+"""
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "SC_rgb.dcm", "emri_small.dcm", "OBXXXX1A_rle.dcm"])
+def test_keep_boxes_that_start_before_the_blank_ones(name, tmp_path):
+    """Boxes are applied in order on deid's mask, whichever side of each other they start."""
+    recipe = tmp_path / "deid.straddling"
+    recipe.write_text(STRADDLING_RECIPE)
+    assert_matches_deid(_testdata(name), str(recipe), tmp_path)
+
+
+def test_native_pixels_are_copied_once(edge_recipe):
+    """Native little-endian data: one writable copy, cleaned in place, is the new value."""
+    import tracemalloc
+
+    ds = _quiet(dcmread, _testdata("RG1_UNCR.dcm"))
+    size = len(ds.PixelData)
+    regions = resolve_regions(ds, [[BLANK, "0,0,1000,300"], [KEEP, "10,10,20,20"]])
+    tracemalloc.start()
+    try:
+        clean_pixels(ds, regions)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert size <= peak < 1.2 * size
+
+
 # --- resolve_regions and the predicates ---------------------------------------------
 
 
