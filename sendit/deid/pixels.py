@@ -328,5 +328,6 @@ def clean_file(src: str | Path, dst: str | Path, coordinates: Iterable[Sequence[
     ds = dcmread(src)
     regions = resolve_regions(ds, coordinates)
     clean_pixels(ds, regions)
-    ds.save_as(dst, enforce_file_format=True)
+    ds.save_as(dst)  # the file meta as read, only its transfer syntax changed (pydicom would
+    # otherwise copy SOPInstanceUID into it, however malformed)
     return regions

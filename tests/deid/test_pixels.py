@@ -450,6 +450,7 @@ DCIODVFY_FILES = [
     ("pydicom", "liver.dcm"),
     ("pydicom", "color-pl.dcm"),
     ("pydicom", "SC_ybr_full_422_uncompressed.dcm"),
+    ("pydicom", "bad_sequence.dcm"),  # its SOP Instance UID is not a UID: the file meta keeps its own
     ("deid-data", "ultrasounds/ultrasound-multiframe.dcm"),
     ("deid-data", "dicom-cookies/image1.dcm"),
 ]
