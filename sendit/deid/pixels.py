@@ -8,8 +8,8 @@ deid's ``DicomCleaner`` applies them with a mask that starts as all ones; each
 entry, in order, sets its box to its value (0 blank, 1 keep), and every pixel
 whose mask is 0 becomes 0 in every frame and every sample. This module does the
 same, in place on a pydicom dataset, for every encoding pydicom can decode, and
-writes the result as native Explicit VR Little Endian pixel data, so that the
-file stays valid whatever it came in.
+stores the result as native Explicit VR Little Endian pixel data with a header
+that describes it, so that the file stays valid whatever encoding it came in.
 
 Boxes are half-open like numpy slices: x0 <= x < x1, y0 <= y < y1, and a box
 that runs past the image is cut at its edge.
