@@ -1,6 +1,7 @@
 """Status pages: thin views over the models; the work is in tasks, retry and display."""
 import base64
 import datetime
+import re
 import shutil
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from sendit.apps.main.display import effective_settings, scrub, scrub_errors
 from sendit.apps.main.models import BATCH_STATUS, Batch, Image
-from sendit.apps.main.preview import PreviewError, header_rows, render_png
+from sendit.apps.main.preview import Cleaning, PreviewError, header_rows, pixel_cleaning, render_png
 from sendit.apps.watcher import daemon
 
 DEIDENTIFIED_STATUSES = ("DONEPROCESSING", "SENT", "DONE")
@@ -142,6 +143,47 @@ def _destination_names(batch, images):
     return names
 
 
+def _rule_names() -> list[str]:
+    """The site recipe's filter rule names ("graylist: Blank Image"), longest first: text of
+    the site's recipe, never a patient value, so a page may show them as written (scrub
+    would take "CR/DR" for a path)."""
+    from sendit.apps.main.deidconfig import site_recipe
+    from sendit.deid.burned_in import filters_of
+
+    try:
+        recipe = filters_of(site_recipe())
+    except Exception:  # a recipe that does not load: the names are scrubbed like the rest
+        return []
+    names = {f"{group}: {rule.title}" for group, rules in recipe.filters.items() for rule in rules}
+    return sorted((name for name in names if name.strip()), key=len, reverse=True)
+
+
+def _plain(text: str, names: list[str]) -> str:
+    """``text`` scrubbed, except the recipe's rule names in it, which stay as written."""
+    text = str(text or "")
+    found = [name for name in names if name in text]
+    if not found:
+        return scrub(text)
+    parts = re.split("(" + "|".join(re.escape(name) for name in found) + ")", text)
+    return "".join(part if i % 2 else scrub(part) for i, part in enumerate(parts))
+
+
+def _deid_counts(log: dict, names: list[str]) -> dict:
+    """The batch's deid_record counts as (count, what) pairs: the images whose pixels each
+    set of rules cleaned, and what the recipe could not do as written."""
+    record = log.get("deid_record") if isinstance(log.get("deid_record"), dict) else {}
+
+    def pairs(counts):
+        counts = counts if isinstance(counts, dict) else {}
+        return [(n, _plain(what, names)) for what, n in sorted(counts.items(), key=lambda kv: (-_int(kv[1]), kv[0]))]
+
+    return {"cleaned": pairs(record.get("pixels_cleaned")), "notes": pairs(record.get("recipe_notes"))}
+
+
+def _int(value) -> int:
+    return value if isinstance(value, int) else 0
+
+
 @never_cache
 @require_GET
 def batch_detail(request, batch_id):
@@ -149,6 +191,7 @@ def batch_detail(request, batch_id):
     images = batch.images.order_by("id")
     page = Paginator(images, IMAGES_PER_PAGE).get_page(request.GET.get("page"))
     names = _destination_names(batch, page.object_list)
+    rules = _rule_names()
     rows = []
     for image in page.object_list:
         marks = []
@@ -156,7 +199,9 @@ def batch_detail(request, batch_id):
             mark = (image.destinations or {}).get(name)
             marks.append({"name": name, "sent": bool(mark),
                           "time": _when(mark.get("time")) if isinstance(mark, dict) else None})
-        rows.append({"image": image, "marks": marks, "flagged": scrub(image.flagged)})
+        header = image.header if isinstance(image.header, dict) else {}
+        rows.append({"image": image, "marks": marks, "flagged": _plain(image.flagged, rules),
+                     "cleaned": _plain(header.get("cleaned", ""), rules)})
     log = batch.log if isinstance(batch.log, dict) else {}
     context = {
         "batch": batch,
@@ -166,6 +211,7 @@ def batch_detail(request, batch_id):
         "errors": scrub_errors(batch.errors),
         "previous_errors": scrub_errors(log.get("previous_errors")),
         "steps": _steps(batch),
+        "deid_counts": _deid_counts(log, rules),
         "total_seconds": _total_seconds(batch),
         "status_counts": list(images.values_list("status").annotate(n=Count("id")).order_by("status")),
         "n_images": images.count(),
@@ -270,7 +316,8 @@ def _viewable(image):
         return True, ""
     if not settings.DEIDENTIFY:
         return True, warning
-    return False, "Not yet de-identified: the header and pixels are shown only after de-identification."
+    return False, ("Not yet de-identified: the header is shown only after de-identification, and the pixels "
+                   "before it only when the site recipe's filter rules clean them (the preview is then the cleaned one).")
 
 
 def _image_path(image):
@@ -281,47 +328,94 @@ def _image_path(image):
     return path
 
 
+def _cleaning(image, path) -> tuple[Cleaning | None, str]:
+    """(what the site recipe's filter rules do to the stored file's pixels, or None; why
+    it is not known). Read from the file's header (pixel_decision), and from the rule
+    names the pipeline recorded when it cleaned the file."""
+    from sendit.apps.main.deidconfig import site_recipe
+
+    recorded = (image.header or {}).get("cleaned", "") if isinstance(image.header, dict) else ""
+    try:
+        return pixel_cleaning(path, recorded=str(recorded or ""), recipe=site_recipe()), ""
+    except PreviewError as exc:
+        return None, f"No preview: {exc}."
+    except Exception as exc:  # a recipe that does not load: say its kind, never its text
+        return None, f"No preview: the site recipe's filter rules could not be checked ({type(exc).__name__})."
+
+
+def _preview_plan(image, show: bool, path) -> tuple[Cleaning | None, str]:
+    """(the cleaning to draw, or None for no preview; why there is none).
+
+    A preview is the cleaned one whenever the site recipe's rules clean the image, so it
+    may be shown before de-identification or while the image is held. Otherwise pixels are
+    shown only when the header is (show) and the image is not held back.
+    """
+    if path is None:
+        return None, "The file is no longer in media."
+    cleaning, why = _cleaning(image, path)
+    if cleaning is None:
+        return None, why
+    if cleaning.hold:
+        return None, (f"No preview: the image is held back ({_plain(cleaning.hold, _rule_names())}): "
+                      "the rule names no region, so nobody knows where its text is.")
+    if cleaning.cleans:
+        return cleaning, ""
+    if image.flagged:
+        return None, "No preview: the image is held back because its pixels may carry burned-in text."
+    if not show:
+        return None, ""
+    return cleaning, ""
+
+
+def _render(path, cleaning: Cleaning) -> bytes:
+    return render_png(path, clean=cleaning.apply, outline=cleaning.outline)
+
+
 @never_cache
 @require_GET
 def image_detail(request, image_id):
     image = get_object_or_404(Image.objects.select_related("batch"), pk=image_id)
     show, warning = _viewable(image)
     context = {"image": image, "batch": image.batch, "show": show, "warning": warning,
-               "flagged": scrub(image.flagged), "rows": None, "preview": None, "no_preview": "",
+               "flagged": _plain(image.flagged, _rule_names()), "rows": None, "preview": None, "no_preview": "",
+               "cleaning": None,
                "uid": image.uid if show and not warning else None,
                "destinations": [(name, _when(mark.get("time")) if isinstance(mark, dict) else None)
                                 for name, mark in (image.destinations or {}).items()]}
-    if show:
-        path = _image_path(image)
-        if path is None:
-            context["no_preview"] = "The file is no longer in media."
-        else:
-            try:
-                context["rows"] = header_rows(path)
-            except Exception as exc:
-                context["no_preview"] = f"The header could not be read ({type(exc).__name__})."
-            if image.flagged:
-                context["no_preview"] = ("No preview: the image is held back because its pixels may carry "
-                                         "burned-in text.")
-            elif not context["no_preview"]:
-                try:
-                    context["preview"] = base64.b64encode(render_png(path)).decode()
-                except PreviewError as exc:
-                    context["no_preview"] = f"No preview: the pixels could not be decoded ({exc})."
+    path = _image_path(image)
+    if show and path is not None:
+        try:
+            context["rows"] = header_rows(path)
+        except Exception as exc:
+            context["no_preview"] = f"The header could not be read ({type(exc).__name__})."
+    cleaning, why = _preview_plan(image, show, path)
+    context["no_preview"] = context["no_preview"] or why
+    if cleaning is not None:
+        try:
+            context["preview"] = base64.b64encode(_render(path, cleaning)).decode()
+        except PreviewError as exc:
+            context["no_preview"] = f"No preview: the pixels could not be decoded ({exc})."
+        if cleaning.cleans:
+            names = _rule_names()
+            context["cleaning"] = {"rules": _plain(cleaning.rules, names), "done": cleaning.done,
+                                   "boxes": cleaning.boxes(),
+                                   "unknown": [_plain(name, names) for name in cleaning.unknown]}
     return render(request, "main/image.html", context)
 
 
 @never_cache
 @require_GET
 def image_preview(request, image_id):
-    """The preview as a PNG file; 404 when it may not be shown or cannot be drawn."""
+    """The preview as a PNG file (the cleaned one when the recipe cleans the image); 404
+    when it may not be shown or cannot be drawn."""
     image = get_object_or_404(Image.objects.select_related("batch"), pk=image_id)
     show, _ = _viewable(image)
-    path = _image_path(image) if show and not image.flagged else None
-    if path is None:
+    path = _image_path(image)
+    cleaning, _ = _preview_plan(image, show, path)
+    if cleaning is None:
         raise Http404("no preview")
     try:
-        data = render_png(path)
+        data = _render(path, cleaning)
     except PreviewError:
         raise Http404("no preview") from None
     response = HttpResponse(data, content_type="image/png")
