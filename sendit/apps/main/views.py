@@ -334,7 +334,7 @@ def _cleaning(image, path) -> tuple[Cleaning | None, str]:
     names the pipeline recorded when it cleaned the file."""
     from sendit.apps.main.deidconfig import site_recipe
 
-    recorded = (image.header or {}).get("cleaned", "") if isinstance(image.header, dict) else ""
+    recorded = image.header.get("cleaned", "") if isinstance(image.header, dict) else ""
     try:
         return pixel_cleaning(path, recorded=str(recorded or ""), recipe=site_recipe()), ""
     except PreviewError as exc:
@@ -397,7 +397,10 @@ def image_detail(request, image_id):
             context["no_preview"] = f"No preview: the pixels could not be decoded ({exc})."
         if cleaning.cleans:
             names = _rule_names()
-            context["cleaning"] = {"rules": _plain(cleaning.rules, names), "done": cleaning.done,
+            log = image.batch.log if isinstance(image.batch.log, dict) else {}
+            # Sent, or to be sent, as it arrived: the rules would clean it, nobody does.
+            raw = not cleaning.done and (log.get("deidentified") is False or not settings.DEIDENTIFY)
+            context["cleaning"] = {"rules": _plain(cleaning.rules, names), "done": cleaning.done, "raw": raw,
                                    "boxes": cleaning.boxes(),
                                    "unknown": [_plain(name, names) for name in cleaning.unknown]}
     return render(request, "main/image.html", context)

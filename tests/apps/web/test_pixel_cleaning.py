@@ -98,6 +98,25 @@ def test_before_deidentification_the_preview_is_the_cleaned_one(client, make_bat
 
 
 @pytest.mark.django_db
+def test_sent_without_deidentification_the_page_says_the_pixels_are_not_cleaned(client, make_batch, us_recipe,
+                                                                              tmp_path):
+    """DEIDENTIFY=false sends the pixels as they arrived: the page says so, and still shows
+    the preview cleaned."""
+    us_recipe.DEIDENTIFY = False
+    source = ULTRASOUNDS / "RGB_IMAGE.dcm"
+    batch = make_batch("RAW", status="DONEPROCESSING", log={"deidentified": False},
+                       images=[("DONEPROCESSING", str(source))])
+    image = Image.objects.get(batch=batch)
+    html = client.get(f"/images/{image.id}/").content.decode()
+    assert 'id="warning"' in html and "Pixels not cleaned" in html and "sent as they arrived" in html
+    assert "Pixels to be cleaned" not in html and f'id="cleaning-rules">{RULES}<' in html
+    ds, regions = regions_of(source)
+    keep = keep_mask(int(ds.Rows), int(ds.Columns), regions)
+    preview = png(client.get(f"/images/{image.id}/preview.png").content)
+    assert_cleaned_and_outlined(preview, cleaned_render(source, tmp_path), keep)
+
+
+@pytest.mark.django_db
 def test_without_regions_the_rule_holds_the_image_and_no_pixels_are_shown(client, make_batch, settings):
     """sendit's own filters hold an ultrasound (no regions): the page names the rule, shows no pixels."""
     settings.STUDY_DEID = ""
