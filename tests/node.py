@@ -20,7 +20,7 @@ POSTGRES = "postgres://postgres@127.0.0.1:5432"
 
 
 class Node:
-    def __init__(self, tmp, database="sqlite", broker="filesystem", workers=1, **settings):
+    def __init__(self, tmp, database="sqlite", broker="filesystem", workers=1, start_worker=True, **settings):
         self.tmp = Path(tmp)
         self.data = self.tmp / "data"
         self.data.mkdir(parents=True, exist_ok=True)
@@ -48,6 +48,7 @@ class Node:
             **{k: str(v) for k, v in settings.items()},
         }
         self.workers = workers
+        self.with_worker = start_worker
         self.procs = []
         self.worker = None
 
@@ -62,15 +63,22 @@ class Node:
             with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
                 conn.execute(f'CREATE DATABASE "{self.pg_name}"')
         self.manage("migrate", "--noinput")
-        self.start_worker()
+        if self.with_worker:
+            self.start_worker()
         self.start_watcher()
         return self
 
-    def start_worker(self, loglevel="INFO"):
-        """A Celery worker (prefork, `workers` processes) in its own process group."""
+    def start_worker(self, loglevel="INFO", other_host=False):
+        """A Celery worker (prefork, `workers` processes) in its own process group.
+
+        other_host: in a pid namespace of its own (unshare, root only), so that its leases
+        look like those of another machine sharing the database, broker and folders: other
+        workers cannot see its processes and must wait for its leases to lapse.
+        """
         log = open(self.tmp / "worker.log", "ab")
+        wrap = ["unshare", "--pid", "--mount-proc", "--kill-child"] if other_host else []
         self.worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "sendit", "worker", "--loglevel", loglevel,
+            [*wrap, sys.executable, "-m", "celery", "-A", "sendit", "worker", "--loglevel", loglevel,
              "--concurrency", str(self.workers), "--without-mingle", "--without-gossip",
              "-n", f"e2e-{uuid.uuid4().hex[:6]}@%h"],
             cwd=ROOT, env=self.env, stdout=log, stderr=log, start_new_session=True)
@@ -78,12 +86,34 @@ class Node:
         self.procs.append(self.worker)
         return self.worker
 
-    def kill_worker(self):
-        """SIGKILL the worker and its pool processes (its own process group): no clean-up."""
-        if self.worker and self.worker.poll() is None:
-            os.killpg(self.worker.pid, signal.SIGKILL)
-            self.worker.wait(timeout=30)
-        self.worker = None
+    @staticmethod
+    def celery_pid(worker):
+        """The pid of a worker's celery main process (under unshare: unshare's child)."""
+        pid = worker.pid
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "unshare":
+                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                return int(children[0]) if children else None
+        except OSError:
+            return None
+        return pid
+
+    def worker_machine(self, worker):
+        """The lease fingerprint (sendit.apps.main.lease.machine_id) of a worker's processes."""
+        from sendit.apps.main.lease import machine_id
+
+        pid = self.celery_pid(worker)
+        return machine_id(pid) if pid else None
+
+    def kill_worker(self, worker=None):
+        """SIGKILL a worker (the last started by default) and its pool processes (its own
+        process group): no clean-up."""
+        worker = worker or self.worker
+        if worker and worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=30)
+        if worker is self.worker:
+            self.worker = None
 
     def start_watcher(self):
         self.manage("watcher_start")
@@ -132,7 +162,7 @@ class Node:
                        capture_output=True, timeout=60)
         for proc in self.procs:
             if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
+                os.kill(self.celery_pid(proc) or proc.pid, signal.SIGTERM)
                 try:
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:

@@ -25,6 +25,10 @@ FAST_RECOVERY = {
     "BATCH_LEASE_SECONDS": 20, "SWEEP_INTERVAL": 1, "SWEEP_AFTER_SECONDS": 5,
     "BROKER_VISIBILITY_TIMEOUT": 30, "WATCHER_SETTLE_SECONDS": 0.5,
 }
+# The production recovery settings (sendit/settings/config.py: lease 60 s, heartbeat 15 s,
+# sweep after 900 s, Redis visibility 3600 s): what a killed worker's batches wait for when
+# the workers themselves resume them. Only the watcher's settling is shortened.
+PRODUCTION_RECOVERY = {"WATCHER_SETTLE_SECONDS": 0.5}
 
 
 @dataclass
@@ -36,6 +40,8 @@ class Row:
     resent: int = 0
     result: str = "FAIL"
     seconds: float = 0.0
+    # Seconds from the worker's restart (or, several workers, from the kill) to every batch DONE.
+    recovery: float = 0.0
     notes: list = field(default_factory=list)
 
 
@@ -104,20 +110,30 @@ def finish(row, node, orthanc, names, expected, started, timeout):
         row.result = "PASS"
     else:
         row.notes.append(f"batches={batches}")
+        log = node.tmp / "worker.log"
+        if log.exists():  # what the workers said about it: recovery, errors
+            lines = [line for line in log.read_text(errors="replace").splitlines()
+                     if any(w in line for w in ("RECOVER", "ERROR", "Error", "CRITICAL", "lease", "ready."))]
+            row.notes.append("worker.log: " + " | ".join(lines[-12:]))
     return row
 
 
-def kill_worker_at(tmp, orthanc, step, n, database="postgres", broker="redis", timeout=240):
-    """SIGKILL the whole worker (all its processes) at a chosen point of one step, restart it."""
+def kill_worker_at(tmp, orthanc, step, n, database="postgres", broker="redis", timeout=240,
+                   recovery=PRODUCTION_RECOVERY):
+    """SIGKILL the whole worker (all its processes) at a chosen point of one step, restart it.
+
+    row.recovery: seconds from the restart to the batch DONE (the restarted worker resumes
+    it; nothing waits for the sweeper or Redis's visibility timeout with the production
+    settings)."""
     orthanc.clear()
     marker = Path(tmp) / "crash.marker"
     redis = Redis(Path(tmp) / "redis").start() if broker == "redis" else None
     extra = {"CELERY_BROKER_URL": redis.url} if redis else {}
-    row = Row(f"worker SIGKILL during {step}", n)
+    row = Row(f"worker SIGKILL during {step} ({broker})", n)
     try:
         with Node(tmp, database, "filesystem" if broker == "filesystem" else "redis", workers=2,
                   ORTHANC_URL=orthanc.url, SENDIT_CRASH_AT=step, SENDIT_CRASH_MARKER=marker,
-                  **FAST_RECOVERY, **extra) as node:
+                  **recovery, **extra) as node:
             started = time.monotonic()
             drop(node, "K", n)
             if not node.wait(marker.exists, timeout=timeout):
@@ -126,10 +142,56 @@ def kill_worker_at(tmp, orthanc, step, n, database="postgres", broker="redis", t
             node.kill_worker()
             time.sleep(1)
             node.start_worker()
-            return finish(row, node, orthanc, ["K"], n, started, timeout)
+            restarted = time.monotonic() - started
+            finish(row, node, orthanc, ["K"], n, started, timeout)
+            row.recovery = round(row.seconds - restarted, 1)
+            return row
     finally:
         if redis:
             redis.stop()
+
+
+def kill_one_of_three_workers(tmp, orthanc, studies=6, n=40, timeout=300, recovery=PRODUCTION_RECOVERY):
+    """Three workers as on three hosts (each in its own pid namespace, sharing PostgreSQL,
+    Redis and the folders), one SIGKILLed while it holds a batch in the middle of six
+    studies; the two others finish its batches. row.recovery: seconds from the kill to
+    every batch DONE."""
+    orthanc.clear()
+    redis = Redis(Path(tmp) / "redis").start()
+    row = Row(f"1 of 3 workers (hosts) SIGKILL, {studies} studies", studies * n)
+    names = [f"H{i}" for i in range(studies)]
+    try:
+        with Node(tmp, "postgres", "redis", workers=1, ORTHANC_URL=orthanc.url,
+                  CELERY_BROKER_URL=redis.url, start_worker=False, **recovery) as node:
+            workers = [node.start_worker(other_host=True) for _ in range(3)]
+            victim = workers[1]
+            if not node.wait(lambda: node.worker_machine(victim), timeout=30, interval=0.1):
+                row.notes.append("the victim never started")
+                return row
+            machine = node.worker_machine(victim)
+            node.wait(lambda: all(node.worker_machine(w) for w in workers), timeout=30, interval=0.1)
+            started = time.monotonic()
+            for i, name in enumerate(names):
+                drop(node, name, n, seed=i)
+
+            def victim_at_work():
+                # The victim holds a batch and has done part of it: mid-study.
+                held = node.query("SELECT id FROM main_batch WHERE lease_owner LIKE %s AND status <> %s",
+                                  f"{machine}:%", "DONE")
+                return held and node.query("SELECT count(*) FROM main_image WHERE status <> %s", "NEW")[0][0] > 0
+
+            if not node.wait(victim_at_work, timeout=timeout, interval=0.05):
+                row.notes.append("the victim never held a batch")
+                return row
+            held = node.query("SELECT uid, status FROM main_batch WHERE lease_owner LIKE %s", f"{machine}:%")
+            node.kill_worker(victim)
+            killed = time.monotonic() - started
+            row.notes.append(f"killed holding {held}")
+            finish(row, node, orthanc, names, studies * n, started, timeout)
+            row.recovery = round(row.seconds - killed, 1)
+            return row
+    finally:
+        redis.stop()
 
 
 def kill_watcher(tmp, orthanc, n, database="postgres", broker="redis", timeout=240):
@@ -210,9 +272,11 @@ def duplicate_tasks(tmp, orthanc, n, database="postgres", timeout=240):
 def print_table(rows, out=None):
     import sys
     out = out or sys.stdout
-    head = f"{'scenario':44} {'in':>6} {'delivered':>9} {'duplicates':>10} {'resent':>6} {'seconds':>7}  result"
+    head = (f"{'scenario':44} {'in':>6} {'delivered':>9} {'duplicates':>10} {'resent':>6} {'seconds':>7} "
+            f"{'recovery':>8}  result")
     print(head, file=out)
     print("-" * len(head), file=out)
     for r in rows:
         print(f"{r.scenario:44} {r.images_in:6d} {r.delivered:9d} {r.duplicates:10d} {r.resent:6d} "
-              f"{r.seconds:7.1f}  {r.result}{'  ' + '; '.join(r.notes) if r.notes else ''}", file=out)
+              f"{r.seconds:7.1f} {r.recovery:8.1f}  {r.result}{'  ' + '; '.join(r.notes) if r.notes else ''}",
+              file=out)
