@@ -175,7 +175,8 @@ def _deid_counts(log: dict, names: list[str]) -> dict:
 
     def pairs(counts):
         counts = counts if isinstance(counts, dict) else {}
-        return [(n, _plain(what, names)) for what, n in sorted(counts.items(), key=lambda kv: (-_int(kv[1]), kv[0]))]
+        ordered = sorted(counts.items(), key=lambda kv: (-_int(kv[1]), kv[0]))  # most images first
+        return [(n, _plain(what, names)) for what, n in ordered]
 
     return {"cleaned": pairs(record.get("pixels_cleaned")), "notes": pairs(record.get("recipe_notes"))}
 
@@ -317,7 +318,8 @@ def _viewable(image):
     if not settings.DEIDENTIFY:
         return True, warning
     return False, ("Not yet de-identified: the header is shown only after de-identification, and the pixels "
-                   "before it only when the site recipe's filter rules clean them (the preview is then the cleaned one).")
+                   "before it only when the site recipe's filter rules clean them (the preview is then the "
+                   "cleaned one).")
 
 
 def _image_path(image):
