@@ -62,7 +62,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from pydicom.datadict import dictionary_VR, dictionary_has_tag, keyword_for_tag, tag_for_keyword
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -471,9 +471,10 @@ class Recipe:
               spare: Callable[[int], str | None] | None = None) -> Applied:
         """Apply the header actions to ``ds`` in place, as deid's DicomParser would.
 
-        ``spare(tag)`` lets the caller keep an element a ``REMOVE`` names present:
-        ``"empty"`` empties it (and the recipe names it), ``"profile"`` leaves it to the
-        caller's profile; None removes it as deid does.
+        ``spare(tag, expression)`` lets the caller keep an element a ``REMOVE`` names
+        present (``expression`` is the field expression that matched it): ``"empty"``
+        empties it (and the recipe names it), ``"profile"`` leaves it to the caller's
+        profile; None removes it as deid does.
         """
         return _Apply(self, ds, variables or {}, {**self.functions, **(functions or {})}, spare).run()
 
@@ -545,11 +546,29 @@ def _line_holds(line: FilterLine, ds) -> bool:
     return result
 
 
+def _peek(ds, key):
+    """What ``ds.get(key)`` gives (a keyword: the value; a tag: the element) without
+    converting a raw element in ``ds``: a filter only reads, and the file is written from
+    the same dataset."""
+    if isinstance(key, str):
+        tag = tag_for_keyword(key)
+        if tag is None:
+            return ds.get(key)
+    else:
+        tag = key
+    elem = ds.get_item(tag)
+    if elem is None:
+        return None
+    if isinstance(elem, RawDataElement):
+        elem = convert_raw_data_element(elem, encoding=getattr(ds, "_character_set", None), ds=ds)
+    return elem.value if isinstance(key, str) else elem
+
+
 def _criterion(kind: str, name: str, value: str | None, ds) -> bool:
     """One criterion, on the top-level value as pydicom's ``Dataset.get`` gives it."""
     key = int(name, 0) if "0x" in name else name
     try:
-        content = ds.get(key)
+        content = _peek(ds, key)
     except Exception:  # a value pydicom cannot convert counts as absent
         content = None
     if kind == "missing":
@@ -1033,7 +1052,7 @@ class _Apply:
             if other.action in ("JITTER", "REPLACE"):
                 if f.uid in self.excluded(other.field):
                     return
-        how = self.spare(f.element.tag) if self.spare is not None and not f.is_meta else None
+        how = self.spare(f.element.tag, action.field) if self.spare is not None and not f.is_meta else None
         if how == "empty":
             self.blank(f)
         elif how is None:
@@ -1056,7 +1075,7 @@ class _Apply:
     def drop(self, f: Field, note: str) -> None:
         """Where deid would leave the original value: remove it (or, for an element the
         caller spares, empty it or leave it to the caller's profile), and say so."""
-        how = self.spare(f.element.tag) if self.spare is not None and not f.is_meta else None
+        how = self.spare(f.element.tag, "") if self.spare is not None and not f.is_meta else None
         if how == "empty":
             self.blank(f)
             note = note.replace(": removed", ": emptied")

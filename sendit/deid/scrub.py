@@ -704,22 +704,29 @@ def deidentify_dataset(ds: Dataset, ids, options: DeidOptions, notes: list | Non
     return ds
 
 
-def _spared(profile, tag: int) -> str | None:
-    """How a recipe's ``REMOVE`` treats an attribute the profile keeps present (the
-    standard requires it, or a reference needs it): dates and attributes the profile
-    empties are emptied (``"empty"``), UIDs and attributes it gives a dummy are left to the
-    profile (``"profile"``: mapped, dummy); every other attribute is removed (None)."""
+def _spared(profile, tag: int, expression: str) -> str | None:
+    """How a recipe's ``REMOVE`` treats a public attribute, so that the output stays as
+    valid as its input (an IOD may require the attribute, empty or not) and holds nothing
+    identifying. Attributes the profile removes are removed (None). Attributes it keeps or
+    empties are emptied (``"empty"``), except that one a pattern (``endswith:Time``,
+    ``ALL``...) happens to match and the profile keeps is left as it is (``"profile"``):
+    the standard deems it safe, and an IOD may require its value (Frame Time, Echo
+    Time). UIDs, dummies and shifted dates are left to the profile (mapped, dummy,
+    shifted). Private attributes are removed."""
     if tag >> 16 & 1:
         return None
     action = profile.action(tag)
-    vr = dictionary_VR(tag) if dictionary_has_tag(tag) else None
     if action is None:
-        action = {"UI": "U", "PN": "D", "DA": "C", "DT": "C", "TM": "C"}.get(vr)
-    if action in ("Z", "C") and vr != "SQ":
-        return "empty"
-    if action in ("D", "U") or (action == "Z" and vr == "SQ"):
+        vr = dictionary_VR(tag) if dictionary_has_tag(tag) else None
+        action = {"UI": "U", "PN": "D", "DA": "C", "DT": "C", "TM": "C"}.get(vr, "K")
+    if action == "X":
+        return None
+    pattern = expression.lower() == "all" or (":" in expression and not expression.startswith(("values:", "fields:")))
+    if action == "K" and pattern:
         return "profile"
-    return None
+    if action in ("Z", "K"):
+        return "empty"
+    return "profile"
 
 
 def recipe_variables(ds: Dataset, ids) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sendit.deid import DeidOptions
+from sendit.deid import DeidOptions, Recipe
 from sendit.deid.identifiers import StudyIdentifiers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,3 +63,22 @@ def test_the_comparison_sees_a_new_error(tmp_path):
              "Error - Missing attribute Type 2 Required Element=<Manufacturer> Module=<GeneralEquipment>"]
     assert list(check.new_errors(before, after)) == [
         "Error - Missing attribute Type 1 Required Element=<OverlayData> Module=<OverlayPlane>"]
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("recipe", ["deid.dicom", "deid.dicom.ultrasound", "deid.dicom.xray.chest"])
+@pytest.mark.parametrize("package,name", FILES, ids=[name for _, name in FILES])
+def test_no_new_dciodvfy_error_with_a_shipped_recipe_layered_on(package, name, recipe, tmp_path):
+    """deid's own recipes on top of the profile: the output is proven (no identifying value
+    of the input in it) and no less valid than the input, pixels cleaned or not."""
+    if package not in ROOTS:
+        pytest.skip(f"{package} is not installed")
+    src = ROOTS[package] / name
+    if not src.exists():
+        pytest.skip(f"{package} does not ship {name}")
+    ids = StudyIdentifiers(patient_suid="PSUIDVALID", study_suid="SSUIDVALID", jitter=-12)
+    options = DeidOptions(uid_secret=b"validity-secret", recipe=Recipe.load(recipe))
+    result = check.compare(DCIODVFY, src, tmp_path / "out.dcm", ids, options)
+    assert result is not None, "dciodvfy aborted"
+    before, after, new = result
+    assert not new, "\n".join(sorted(new))

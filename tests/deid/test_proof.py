@@ -254,8 +254,8 @@ def test_a_file_read_whole_must_keep_its_pixels_byte_for_byte(tmp_path, monkeypa
     """A deflated file is read whole and written back whole: its pixels are compared whole."""
     real = deid_files.deidentify_dataset
 
-    def scrub_and_break(ds, ids, options):
-        real(ds, ids, options)
+    def scrub_and_break(ds, ids, options, notes=None):
+        real(ds, ids, options, notes)
         change(ds)
         return ds
     monkeypatch.setattr(deid_files, "deidentify_dataset", scrub_and_break)
