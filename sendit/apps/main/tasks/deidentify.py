@@ -68,8 +68,8 @@ def _replace(batch):
     if batch.status == "DONE":
         return False  # a late duplicate: the batch was delivered and cleaned up
     if settings.ANONYMIZE_PIXELS and not batch.log.get("pixels_note"):
-        batch.update_log(pixels_note="ANONYMIZE_PIXELS is set but pixel scrubbing is not implemented: "
-                                     "images flagged for burned-in text are held, not scrubbed")
+        batch.update_log(pixels_note="ANONYMIZE_PIXELS is set, but pixels are cleaned only where a recipe's "
+                                     "filter rules give regions: other images flagged for burned-in text are held")
     record = BatchIdentifiers.objects.filter(batch=batch).first()
     if record is None or not record.ids:
         # Nothing asked of the identifier provider yet: that step comes first.
