@@ -420,7 +420,12 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None, 
         notes: list[str] = []
         deidentify_dataset(ds, ids, options, notes)
         if regions is not None:
-            clean_pixels(ds, regions)
+            try:
+                clean_pixels(ds, regions)
+            except (NotImplementedError, RuntimeError, ValueError) as exc:
+                syntax_name = getattr(syntax, "name", "") or "its transfer syntax"
+                raise OutputNotProven(f"a filter rule says where to clean the pixels, but they cannot be "
+                                      f"decoded ({syntax_name}: {type(exc).__name__})") from None
             ds.BurnedInAnnotation = "NO"  # the matched rules say where the text is: it is gone
             input_pixels = {}  # changed on purpose: the proof checks the output has pixel data
         part = Path(f"{dst}.part")  # a half-written file never takes the final name

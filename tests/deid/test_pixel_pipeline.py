@@ -68,3 +68,16 @@ def test_no_matching_rule_leaves_pixels_byte_identical(tmp_path):
     result = deidentify_file(src, out, IDS, DeidOptions(uid_secret=SECRET, recipe=recipe), require_pixels=True)
     assert result["cleaned"] == ""
     assert dcmread(out).PixelData == dcmread(src).PixelData
+
+
+def test_pixels_no_installed_decoder_reads_are_held_with_a_clear_reason(tmp_path):
+    """12-bit JPEG Extended: no BSD-licensed decoder reads it (GDCM refuses it), so an image a
+    rule wants cleaned is not proven: held, the reason naming the syntax, nothing written."""
+    src = Path(get_testdata_file("JPGExtended.dcm"))
+    recipe = Recipe.from_text("%filter graylist\nLABEL corner\n  present Rows\n  coordinates 0,0,20,10\n")
+    out = tmp_path / "out.dcm"
+    from sendit.deid import OutputNotProven
+
+    with pytest.raises(OutputNotProven, match="cannot be decoded \\(JPEG Extended"):
+        deidentify_file(src, out, IDS, DeidOptions(uid_secret=SECRET, recipe=recipe), require_pixels=True)
+    assert not out.exists() and not list(tmp_path.iterdir())
