@@ -336,3 +336,15 @@ def test_the_queued_step_takes_its_handed_lease_and_a_duplicate_waits(db):
             with batch_lease(batch.id, handed=token):  # the same message delivered twice
                 pass
     assert Batch.objects.get(pk=batch.pk).lease_until is None
+
+
+def test_an_unfinished_import_is_resumed_before_anything_else(db, data_folder):
+    from sendit.apps.main.retry import next_step
+
+    batch = _stuck("HALF")  # some images recorded, the rest of the files still in the folder
+    (data_folder / "HALF").mkdir()
+    name, task, args = next_step(batch)
+    assert (name, task, args) == ("import", import_dicomdir, (str(data_folder / "HALF"),))
+    Batch.objects.filter(pk=batch.pk).update(log={"imported": True})
+    batch.refresh_from_db()
+    assert next_step(batch)[0] == "identifiers"
