@@ -176,6 +176,19 @@ def tool_sendit():
     return run
 
 
+def tool_sendit_recipe():
+    """sendit with deid's own default recipe layered on the profile (STUDY_DEID=deid.dicom)."""
+    from sendit.deid import Recipe
+
+    options = DeidOptions(uid_secret=b"compare-secret", recipe=Recipe.load("deid.dicom"))
+    ids = StudyIdentifiers("PSUID", "SSUID", -17)
+
+    def run(src, dst):
+        deidentify_file(src, dst, ids, options)
+
+    return run
+
+
 def tool_deid():
     from deid.config import DeidRecipe
     from deid.dicom import get_identifiers, replace_identifiers
@@ -221,6 +234,7 @@ def output_folder(work: Path, tool: str) -> Path:
 TOOLS = {
     "bare pydicom read+write": tool_bare,
     "sendit": tool_sendit,
+    "sendit + deid.dicom recipe": tool_sendit_recipe,
     "deid": tool_deid,
     "dicognito": tool_dicognito,
     "dicom-anonymizer": tool_dicom_anonymizer,

@@ -281,11 +281,12 @@ def jitter_value(element, days: int) -> str | None:
 class Field:
     """An element of the dataset as deid sees it: its nested name and its unique path."""
 
-    __slots__ = ("element", "parent", "name", "uid", "is_meta", "removed")
+    __slots__ = ("element", "parent", "name", "uid", "is_meta", "removed", "_keys")
 
     def __init__(self, element, parent, name: str, uid: str, is_meta: bool):
         self.element, self.parent, self.name, self.uid, self.is_meta = element, parent, name, uid, is_meta
         self.removed = False
+        self._keys: list[str] | None = None
 
     @property
     def stripped_tag(self) -> str:
@@ -293,27 +294,53 @@ class Field:
 
     def keys(self) -> list[str]:
         """The lower-case names an exact field expression can give for this element."""
-        elem = self.element
-        tag = elem.tag
-        keys = [self.name.lower(), f"({tag.group:04x},{tag.element:04x})", self.stripped_tag.lower(),
-                elem.name.lower(), elem.keyword.lower(), self.uid.lower()]
-        creator = _creator(elem)
-        if creator is not None:
-            private = f'{tag.group:04X},"{creator}",{tag.element & 0xFF:02X}'.lower()
-            keys += [f"({private})", private]
-        return keys
+        if self._keys is None:
+            elem = self.element
+            tag = elem.tag
+            name, keyword = _names(elem)
+            keys = [self.name.lower(), f"({tag.group:04x},{tag.element:04x})", self.stripped_tag.lower(),
+                    name.lower(), keyword.lower(), self.uid.lower()]
+            creator = _creator(elem)
+            if creator is not None:
+                private = f'{tag.group:04X},"{creator}",{tag.element & 0xFF:02X}'.lower()
+                keys += [f"({private})", private]
+            self._keys = keys
+        return self._keys
 
     def name_matches(self, pattern: re.Pattern) -> bool:
+        """Whether ``pattern`` finds the nested name, tag, name or keyword (deid's
+        name_contains). It depends on nothing but those, so the answer is kept across images."""
         elem = self.element
-        tag = elem.tag
-        if (pattern.search(self.name.lower()) or pattern.search(f"({tag.group:04x},{tag.element:04x})")
-                or pattern.search(self.stripped_tag) or pattern.search(elem.name) or pattern.search(elem.keyword)):
-            return True
         creator = _creator(elem)
-        if creator is not None:
-            private = f'{tag.group:04X},"{creator}",{tag.element & 0xFF:02X}'
-            return bool(pattern.search(private) or pattern.search(f"({private})"))
-        return False
+        key = (pattern.pattern, self.name, elem.tag, creator)
+        found = _MATCHES.get(key)
+        if found is None:
+            tag = elem.tag
+            name, keyword = _names(elem)
+            found = bool(pattern.search(self.name.lower()) or pattern.search(f"({tag.group:04x},{tag.element:04x})")
+                         or pattern.search(self.stripped_tag) or pattern.search(name) or pattern.search(keyword))
+            if not found and creator is not None:
+                private = f'{tag.group:04X},"{creator}",{tag.element & 0xFF:02X}'
+                found = bool(pattern.search(private) or pattern.search(f"({private})"))
+            if len(_MATCHES) > 500_000:
+                _MATCHES.clear()
+            _MATCHES[key] = found
+        return found
+
+
+_MATCHES: dict[tuple, bool] = {}
+_NAMES: dict[int, tuple[str, str]] = {}
+
+
+def _names(elem) -> tuple[str, str]:
+    """(name, keyword) of an element; a public tag's are looked up in the dictionary once."""
+    tag = elem.tag
+    if tag.is_private:
+        return elem.name, elem.keyword
+    names = _NAMES.get(tag)
+    if names is None:
+        names = _NAMES[tag] = (elem.name, elem.keyword)
+    return names
 
 
 def _creator(elem) -> str | None:
@@ -869,17 +896,19 @@ class _Apply:
         self.recipe, self.ds, self.variables, self.functions = recipe, ds, variables, functions
         self.spare = spare
         self.result = Applied()
-        keep_fields = Fields(ds)
-        kept = {f.uid for a in recipe.header if a.action == "KEEP" for f in expand(a.field, keep_fields)}
+        fields = Fields(ds)
+        kept = {f.uid: f for a in recipe.header if a.action == "KEEP" for f in expand(a.field, fields)}
         # deid keeps by tag text: a kept top-level tag is out of reach at every depth
-        self.skip = frozenset(f.element.tag for uid in kept if "__" not in uid
-                              for f in [keep_fields.by_uid[uid]])
-        for uid in kept:
-            f = keep_fields.by_uid[uid]
+        self.skip = frozenset(f.element.tag for uid, f in kept.items() if "__" not in uid)
+        for uid, f in kept.items():
             self.result.kept_tags.add(f.element.tag)
             if "__" not in uid:
                 self.name(f.element)
-        self.fields = Fields(ds, self.skip)
+        if self.skip:
+            for f in fields.live():
+                if not f.removed and f.element.tag in self.skip:
+                    fields.drop(f)
+        self.fields = fields
         self.lists: dict[str, object] = {}
         self.excluded_cache: dict[str, set[str]] = {}
 
