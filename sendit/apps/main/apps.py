@@ -30,7 +30,8 @@ def check_recipe(app_configs=None, **kwargs) -> list:
 
 
 def _recipe_at_worker_start(**kwargs) -> None:
-    """A worker does not start on a recipe that does not load."""
-    from sendit.apps.main.deidconfig import site_recipe
-
-    site_recipe()
+    """A worker does not start on a recipe that does not load (SystemExit: Celery logs and
+    swallows the exceptions of signal handlers, not this)."""
+    for problem in check_recipe():
+        if problem.is_serious():
+            raise SystemExit(f"sendit worker not started: {problem.msg}")
