@@ -219,3 +219,36 @@ def test_every_table_row_is_covered():
     tags = {r["tag"] for r in table}
     assert {"private", "50xxxxxx", "60xx3000", "60xx4000"} <= tags
     assert len(CASES) == 620 + 3  # 617 single tags + two tags per wildcard row
+
+
+def _values(ds) -> list[str]:
+    """Every value of ``ds`` (file meta included) at every depth, as text."""
+    found = []
+    for dataset in (ds, getattr(ds, "file_meta", None) or Dataset()):
+        for elem in dataset.iterall():
+            if elem.VR != "SQ" and elem.value not in (None, "", b""):
+                found.append(elem.value.decode("latin-1") if isinstance(elem.value, bytes) else str(elem.value))
+    return found
+
+
+@pytest.mark.parametrize("recipe", ["deid.dicom", "deid.dicom.ultrasound", "deid.dicom.xray.chest"])
+def test_no_value_the_profile_replaces_survives_a_shipped_recipe(recipe, ids):
+    """Every table attribute whose Basic Profile action takes its value away (X, Z, D, U),
+    with one of deid's own recipes layered on: the value is in no element of the output."""
+    from sendit.deid import Recipe
+
+    options = DeidOptions(uid_secret=SECRET, recipe=Recipe.load(recipe), retain_long_modified_dates=False)
+    checked = 0
+    for row, tag in CASES:
+        vr = vr_of(tag)
+        if tag >> 16 in (0, 2) or vr == "SQ":
+            continue
+        action = expected_action(row, vr, {"retain_long_modified_dates": False})
+        original = marker(vr, tag)
+        if action not in ("X", "Z", "D", "U") or not isinstance(original, str) or len(original) < 6:
+            continue
+        ds = build(tag, vr)
+        deidentify_dataset(ds, ids, options)
+        assert not any(original in value for value in _values(ds)), f"{tag:08X} {row['name']} survived"
+        checked += 1
+    assert checked > 300
