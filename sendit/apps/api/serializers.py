@@ -36,7 +36,7 @@ class BatchSerializer(serializers.ModelSerializer):
         n = getattr(batch, "n_images", None)
         return n if n is not None else batch.images.count()
 
-    @extend_schema_field(OpenApiTypes.INT)
+    @extend_schema_field(serializers.IntegerField(allow_null=True))  # null: not imported yet
     def get_images_imported(self, batch):
         value = batch.log.get("images") if isinstance(batch.log, dict) else None
         return value if isinstance(value, int) else None
@@ -76,7 +76,7 @@ class ImageSerializer(serializers.ModelSerializer):
     def get_deidentified(self, image):
         return self._deidentified(image)
 
-    @extend_schema_field(OpenApiTypes.STR)
+    @extend_schema_field(serializers.CharField(allow_null=True))
     def get_uid(self, image):
         return image.uid if self._deidentified(image) else None
 

@@ -1,4 +1,5 @@
-"""/api/: batches, images (with or without a trailing slash), the schema and its Swagger page."""
+"""/api/: batches, images (with or without a trailing slash), the schema and its Swagger page;
+anything else under /api/ is a JSON 404."""
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
@@ -18,4 +19,5 @@ urlpatterns = [
     # under the site's Content-Security-Policy.
     re_path(r"^docs/?$", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
     path("", include(router.urls)),
+    re_path(r"", views.not_found),  # last: any other /api/ URL is a JSON 404
 ]

@@ -106,3 +106,38 @@ def test_schema_and_swagger_page_use_local_assets(client):
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
     assert "cdn.jsdelivr" not in html and "unpkg" not in html
     assert client.get("/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js").status_code == 200
+
+
+@pytest.mark.parametrize("query", [
+    "/api/batches?page_size=", "/api/batches?page_size=0", "/api/batches?page_size=501", "/api/batches?page_size=x",
+    "/api/batches?status=", "/api/batches?status=BOGUS", "/api/batches?status=Done", "/api/batches?has_error=",
+    "/api/batches?page=", "/api/batches?page=0", "/api/batches?page=last", "/api/batches?has_errors=true",
+    "/api/images?batch=", "/api/images?batch=0", "/api/images?batch=%D9%A3", "/api/images?status=",
+    "/api/batches/x", "/api/batches/%C2%84/", "/api/images/0", "/api/images/9223372036854775808",
+    "/api/batches/1?page=1",
+])
+def test_invalid_values_are_400_saying_what_each_must_be(client, batches, query):
+    """Each used to be ignored (an empty value listed everything, a misspelt filter too) or a
+    404 page in HTML; the schema says what is allowed, and the answer now says it too."""
+    response = client.get(query)
+    assert response.status_code == 400 and response["Content-Type"] == "application/json"
+    (name, message), = response.json().items()
+    assert name in query.replace("/1?", "?").replace("/api/", "").replace("/", "id") and message
+
+
+def test_not_found_is_json(client, batches):
+    assert client.get("/api/batches/9223372036854775807").json() == {"detail": "No Batch matches the given query."}
+    assert client.get("/api/batches?page=2").json() == {"detail": "Invalid page."}
+    response = client.get("/api/nothing/here")
+    assert response.status_code == 404 and response.json() == {"detail": "Not found."}
+
+
+def test_the_schema_documents_every_answer(client):
+    paths = client.get("/api/schema", HTTP_ACCEPT="application/json").json()["paths"]
+    assert set(paths) == {"/api/batches/", "/api/batches/{id}/", "/api/images/", "/api/images/{id}/"}
+    for path in paths.values():
+        operation = path["get"]
+        assert set(operation["responses"]) == {"200", "400", "401", "404", "429"}
+        assert operation["security"] == [{"Token": []}]  # never {} (no authentication needed)
+    size = next(p for p in paths["/api/batches/"]["get"]["parameters"] if p["name"] == "page_size")
+    assert size["schema"] == {"type": "integer", "minimum": 1, "maximum": 500}
