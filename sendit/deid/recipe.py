@@ -252,7 +252,12 @@ def jitter_value(element, days: int) -> str | None:
     out = []
     for text in (list(value) if many else [value]):
         text = _as_text(text).strip()
-        if element.VR == "DA":
+        vr = element.VR
+        if vr not in ("DA", "DT"):
+            # deid shifts any value that reads as a date (a private date kept as LO or UN);
+            # sendit only the strict DICOM forms, never a guess from a free text
+            vr = "DA" if _DA_RE.match(text) else "DT" if re.match(r"\d{14}", text) and _DT_RE.match(text) else vr
+        if vr == "DA":
             match = _DA_RE.match(text)
             if not match:
                 raise CannotJitter("not a date")
@@ -261,7 +266,7 @@ def jitter_value(element, days: int) -> str | None:
             except ValueError:
                 raise CannotJitter("not a date") from None
             out.append(moved.strftime("%Y%m%d"))
-        elif element.VR == "DT":
+        elif vr == "DT":
             match = _DT_RE.match(text)
             if not match:
                 raise CannotJitter("not a date-time")
@@ -274,6 +279,8 @@ def jitter_value(element, days: int) -> str | None:
             out.append(moved.strftime("%Y%m%d%H%M%S.%f") + (zone or ""))
         else:
             raise CannotJitter(f"{element.VR} is not a date")
+    if isinstance(value, bytes):
+        return "\\".join(out).encode("ascii")
     return "\\".join(out)
 
 
@@ -351,8 +358,9 @@ class Fields:
     """Every element of a dataset (file meta included) at every depth, with deid's names,
     and an index from each exact name to the fields it gives."""
 
-    def __init__(self, ds: Dataset, skip_tags: frozenset = frozenset()):
+    def __init__(self, ds: Dataset, skip_tags: frozenset = frozenset(), protect: bool = True):
         self.by_uid: dict[str, Field] = {}
+        skipped = SKIPPED_KEYWORDS if protect else frozenset()
         self.index: dict[str, list[Field]] = {}
         pending = [(ds, None, None, False)]
         meta = getattr(ds, "file_meta", None)
@@ -362,7 +370,7 @@ class Fields:
             dataset, prefix, parent_uid, is_meta = pending.pop(0)
             for elem in dataset:
                 keyword = elem.keyword
-                if keyword in SKIPPED_KEYWORDS or elem.tag in skip_tags:
+                if keyword in skipped or elem.tag in skip_tags:
                     continue
                 name = keyword if prefix is None else f"{prefix}__{keyword}"
                 uid = str(elem.tag) if parent_uid is None else f"{parent_uid}__{elem.tag}"
@@ -444,31 +452,36 @@ class Recipe:
         self.fields_lists: dict[str, list[tuple[str, str, str | None]]] = {}
         self.warnings: list[str] = []
         self.functions: dict[str, Function] = {}
+        self.variables: tuple[str, ...] = VARIABLES
 
     # loading --------------------------------------------------------------------------
     @classmethod
-    def load(cls, name_or_path: str, functions: dict | None = None) -> "Recipe":
+    def load(cls, name_or_path: str, functions: dict | None = None, variables=VARIABLES) -> "Recipe":
         """A recipe file, or one of deid's shipped recipes by name (``deid.dicom``,
         ``deid.dicom.ultrasound``, ``deid.dicom.xray.chest``)."""
         path = Path(name_or_path)
         if not path.exists():
             path = shipped_recipe(str(name_or_path))
-        return cls.from_file(path, functions=functions)
+        return cls.from_file(path, functions=functions, variables=variables)
 
     @classmethod
-    def from_file(cls, path, functions: dict | None = None) -> "Recipe":
+    def from_file(cls, path, functions: dict | None = None, variables=VARIABLES) -> "Recipe":
         try:
             text = Path(path).read_bytes().decode("utf-8")
         except UnicodeDecodeError as exc:
             raise RecipeError(f"{path}: not UTF-8 text (byte {exc.start})") from None
         except OSError as exc:
             raise RecipeError(f"{path}: {exc.strerror}") from None
-        return cls.from_text(text, source=str(path), functions=functions)
+        return cls.from_text(text, source=str(path), functions=functions, variables=variables)
 
     @classmethod
-    def from_text(cls, text: str, source: str = "<recipe>", functions: dict | None = None) -> "Recipe":
+    def from_text(cls, text: str, source: str = "<recipe>", functions: dict | None = None,
+                  variables=VARIABLES) -> "Recipe":
+        """Parse ``text``; ``functions`` and ``variables`` name what ``func:`` and ``var:``
+        may use (a name the recipe uses that is not among them is an error)."""
         recipe = cls(source)
         recipe.functions = {**builtin_functions(), **_SITE_FUNCTIONS, **(functions or {})}
+        recipe.variables = tuple(variables)
         _Parser(recipe).parse(text)
         if not (recipe.header or recipe.filters):
             raise RecipeError(f"{source}: the recipe has no %header actions and no %filter rules")
@@ -495,15 +508,17 @@ class Recipe:
         return {f.element.tag for a in keeps for f in expand(a.field, fields)}
 
     def apply(self, ds: Dataset, variables: dict | None = None, functions: dict | None = None,
-              spare: Callable[[int], str | None] | None = None) -> Applied:
+              spare: Callable[[int, str], str | None] | None = None, protect: bool = True) -> Applied:
         """Apply the header actions to ``ds`` in place, as deid's DicomParser would.
 
         ``spare(tag, expression)`` lets the caller keep an element a ``REMOVE`` names
         present (``expression`` is the field expression that matched it): ``"empty"``
         empties it (and the recipe names it), ``"profile"`` leaves it to the caller's
-        profile; None removes it as deid does.
+        profile; None removes it as deid does. ``protect=False`` offers pixel data, look-up
+        tables and the transfer syntax to the actions too (deid's ``disable_skip``).
         """
-        return _Apply(self, ds, variables or {}, {**self.functions, **(functions or {})}, spare).run()
+        functions = {**self.functions, **(functions or {})}
+        return _Apply(self, ds, variables or {}, functions, spare, protect).run()
 
     # filters --------------------------------------------------------------------------
     def detect(self, ds: Dataset) -> list[Match]:
@@ -753,8 +768,9 @@ class _Parser:
     def check_value(self, number: int, action: str, field_name: str, value: str) -> None:
         kind, _, option = value.partition(":")
         if kind.lower() == "var":
-            if option not in VARIABLES:
-                raise self.error(number, f"unknown variable {option!r} (sendit gives {', '.join(VARIABLES)})")
+            if option not in self.recipe.variables:
+                raise self.error(number, f"unknown variable {option!r} (sendit gives "
+                                         f"{', '.join(self.recipe.variables)})")
             return
         if kind.lower() == "func":
             if option not in self.recipe.functions:
@@ -892,11 +908,12 @@ def _typed(vr: str, value):
 class _Apply:
     """One dataset under one recipe."""
 
-    def __init__(self, recipe: Recipe, ds: Dataset, variables: dict, functions: dict, spare=None):
+    def __init__(self, recipe: Recipe, ds: Dataset, variables: dict, functions: dict, spare=None,
+                 protect: bool = True):
         self.recipe, self.ds, self.variables, self.functions = recipe, ds, variables, functions
         self.spare = spare
         self.result = Applied()
-        fields = Fields(ds)
+        fields = Fields(ds, protect=protect)
         kept = {f.uid: f for a in recipe.header if a.action == "KEEP" for f in expand(a.field, fields)}
         # deid keeps by tag text: a kept top-level tag is out of reach at every depth
         self.skip = frozenset(f.element.tag for uid, f in kept.items() if "__" not in uid)
