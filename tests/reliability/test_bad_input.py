@@ -143,10 +143,12 @@ def test_a_symlink_pointing_outside_is_refused(node, data_folder, tmp_path):
     assert "symbolic link was refused" in " ".join(e["message"] for e in batch.errors)
     assert len(node.instances()) == 1  # only the file inside
     assert Path(secret).exists()  # the target was neither read into media nor moved
-    # A symlinked study folder itself is refused outright.
     (data_folder / "EVIL").symlink_to(outside, target_is_directory=True)
-    assert import_dicomdir(str(data_folder / "EVIL")) is None
-    assert not Batch.objects.filter(uid="EVIL").exists() and Path(secret).exists()
+    # A symlinked study folder itself is never followed: set aside, recorded for a person.
+    import_dicomdir(str(data_folder / "EVIL"))
+    evil = Batch.objects.get(uid="EVIL")
+    assert evil.has_error and "symbolic link, which is not followed" in " ".join(e["message"] for e in evil.errors)
+    assert not evil.images.exists() and Path(secret).exists() and len(node.instances()) == 1
 
 
 def test_a_folder_still_being_written_is_not_taken(tmp_path):
