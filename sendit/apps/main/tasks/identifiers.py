@@ -25,8 +25,9 @@ def get_identifiers(self, batch_id, lease=None):
 
 
 def _get_identifiers(batch):
-    todo = Image.objects.filter(batch=batch, status__in=["NEW", "PROCESSING"]).exclude(
-        flagged__startswith="de-identification failed")
+    from sendit.apps.main.tasks.deidentify import HOLD  # that module imports this one's task
+
+    todo = Image.objects.filter(batch=batch, status__in=["NEW", "PROCESSING"]).exclude(flagged__startswith=HOLD)
     if not todo.exists():
         logger.info("batch=%s step=identifiers nothing to do", batch.id)
         return None
