@@ -111,6 +111,17 @@ WATCHER_LOG_DIR = str(BASE_DIR / "var")
 WATCHER_LOG_MAX_BYTES = 5 * 1024 * 1024
 WATCHER_LOG_BACKUPS = 3
 
+# DICOM receiver (python manage.py dicom_receiver; docs/receiver.md): a C-STORE SCP that
+# writes each study into DATA_FOLDER as NAME.tmp... and renames it to NAME once no image of
+# it has arrived for RECEIVER_STUDY_SETTLE_SECONDS. RECEIVER_ALLOWED_AETS: calling AE titles
+# accepted (empty: any). RECEIVER_MAX_ASSOCIATIONS: simultaneous associations.
+RECEIVER_AET = "SENDIT"
+RECEIVER_PORT = 11112
+RECEIVER_BIND = "127.0.0.1"
+RECEIVER_ALLOWED_AETS = []
+RECEIVER_STUDY_SETTLE_SECONDS = 10.0
+RECEIVER_MAX_ASSOCIATIONS = 10
+
 # The watcher re-queues folders and batches left waiting longer than SWEEP_AFTER_SECONDS
 # (a broker restart, a killed worker), checking every SWEEP_INTERVAL seconds.
 SWEEP_INTERVAL = 60.0
