@@ -1,8 +1,8 @@
 """Decide what happens to an image that may show text in its pixels.
 
-The decision is made by deid-format ``%filter`` rules: ``data/burned_in.dicom`` by
-default, or the filters of the site's recipe when it has any (deid's shipped
-``deid.dicom`` and ``deid.dicom.ultrasound`` among them).
+The decision is made by deid-format ``%filter`` rules: the filters of the site's recipe
+when it has any (deid's shipped ``deid.dicom`` and ``deid.dicom.ultrasound`` among them),
+and ``data/burned_in.dicom`` for an image none of them matches (or when the site has none).
 
 Order: a ``blacklist`` rule that matches always counts; otherwise a ``whitelist`` match
 lets the image through as it is; otherwise a ``graylist`` match (or a rule of any
@@ -56,6 +56,10 @@ def pixel_decision(ds, recipe: Recipe | None = None) -> PixelDecision:
     """Hold, clean or send ``ds`` as it is (see the module docstring); never reads a value
     into the reason, only rule names."""
     matches = filters_of(recipe).detect(ds)
+    if not matches and recipe is not None and recipe.filters:
+        # No rule of the site's speaks of this image: sendit's own defaults still hold what
+        # the header says may carry text (BurnedInAnnotation YES, ultrasound, secondary capture).
+        matches = default_recipe().detect(ds)
     if not matches:
         return PixelDecision()
     black = [m for m in matches if m.group == "blacklist"]

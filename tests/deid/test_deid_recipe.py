@@ -274,3 +274,13 @@ def test_deid_ultrasound_recipe_cleans_instead_of_holding(name):
 def test_burned_in_on_pydicom_files(name, flagged):
     ds = dcmread(get_testdata_file(name), stop_before_pixels=True)
     assert (burned_in_reason(ds) is not None) is flagged
+
+
+@pytest.mark.skipif(not DEID_DATA.exists(), reason="deid-data is not installed")
+def test_an_image_no_site_rule_matches_meets_the_default_rules():
+    """deid.dicom has no rule for this ultrasound, whose header says it carries burned-in
+    text: sendit's defaults hold it rather than send it as it is."""
+    ds = dcmread(DEID_DATA / "ultrasounds/ultrasound-multiframe.dcm", stop_before_pixels=True)
+    recipe = Recipe.load("deid.dicom")
+    assert recipe.detect(ds) == []
+    assert pixel_decision(ds, recipe).hold == "matched filter rule 'blacklist: BurnedInAnnotation is YES'"
