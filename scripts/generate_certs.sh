@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Put a TLS certificate where https/docker-compose.yml mounts it from the host:
+# Put a TLS certificate where docker-compose.yml mounts it into nginx from the host:
 # OUT/fullchain.pem and OUT/privkey.pem (OUT defaults to https/certs in the checkout).
+# The first `docker compose up` leaves a self-signed one there: replace it with --force.
 #
 #   scripts/generate_certs.sh --self-signed [--domain NAME] [--days N]
 #       a self-signed certificate (browsers warn; fine for a test or an internal node)
@@ -11,7 +12,10 @@
 #       listens on port 80 itself (stop nginx first: docker compose stop nginx). With
 #       --webroot, the running https nginx answers the challenge from https/acme.
 #       A renewal hook copies renewed files into OUT and reloads nginx.
-# Options: --out DIR, --force (replace an existing certificate).
+# Options: --out DIR, --force (replace an existing certificate), --if-missing (leave an
+# existing certificate as it is and succeed: docker-compose.yml's `certs` service runs
+# `--self-signed --if-missing` at every start, so a node has a certificate from the first
+# start and one you put there later is never replaced).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,10 +26,11 @@ days=825
 email=""
 webroot=false
 force=false
+if_missing=false
 cert_in=""
 key_in=""
 
-usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die() { echo "generate_certs: $*" >&2; exit 1; }
 say() { echo "generate_certs: $*"; }
 
@@ -40,6 +45,7 @@ while [ "$#" -gt 0 ]; do
         --webroot) webroot=true ;;
         --out) out="$2"; shift ;;
         --force) force=true ;;
+        --if-missing) if_missing=true ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown option $1" ;;
     esac
@@ -49,6 +55,10 @@ done
 
 mkdir -p "$out"
 chmod 0700 "$out"
+if [ -e "$out/fullchain.pem" ] && "$if_missing" && ! "$force"; then
+    say "keeping the certificate in $out: $(openssl x509 -in "$out/fullchain.pem" -noout -subject -enddate | tr '\n' ' ')"
+    exit 0
+fi
 if [ -e "$out/fullchain.pem" ] && ! "$force"; then
     die "$out/fullchain.pem exists; use --force to replace it"
 fi
@@ -120,4 +130,4 @@ EOF
         say "Let's Encrypt certificate for $domain in $out; certbot's timer renews it"
         ;;
 esac
-say "start (or reload) nginx with TLS: docker compose -f docker-compose.yml -f https/docker-compose.yml up -d"
+say "start (or reload) nginx: docker compose up -d (a running one: docker compose exec nginx nginx -s reload)"

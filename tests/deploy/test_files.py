@@ -57,7 +57,7 @@ def env_keys(path):
 def test_compose_services_and_volumes():
     compose = load("docker-compose.yml")
     services = compose["services"]
-    assert set(services) == {"uwsgi", "worker", "watcher", "nginx", "redis", "postgres", "orthanc"}
+    assert set(services) == {"uwsgi", "worker", "watcher", "nginx", "certs", "redis", "postgres", "orthanc"}
     # One image for the app; the entry point picks the service.
     images = {services[s]["image"] for s in APP_SERVICES}
     assert len(images) == 1
@@ -68,6 +68,9 @@ def test_compose_services_and_volumes():
         assert services[name]["environment"]["DATA_FOLDER"] == "/data"
     assert "${WORKER_CONCURRENCY" in services["worker"]["environment"]["WORKER_CONCURRENCY"]
     for name, service in services.items():
+        if name == "certs":  # runs once per start, before nginx
+            assert service["restart"] == "no"
+            continue
         assert service.get("restart") in ("always", "unless-stopped"), name
         if "profiles" not in service:
             assert "healthcheck" in service or name in APP_SERVICES, name
@@ -78,11 +81,11 @@ def test_compose_services_and_volumes():
     assert "--appendonly yes" in " ".join(services["redis"]["command"])
     assert "postgres:/var/lib/postgresql/data" in services["postgres"]["volumes"]
     assert {"postgres", "redis", "static"} <= set(compose["volumes"])
-    # nginx is the only published web port; static files are shared read-only.
-    assert services["nginx"]["ports"] == ["${HTTP_PORT:-80}:80"]
+    # nginx publishes the only web ports (443, and 80 to redirect); static files are shared read-only.
+    assert services["nginx"]["ports"] == ["${HTTP_PORT:-80}:80", "${HTTPS_PORT:-443}:443"]
     assert "static:/var/www/static:ro" in services["nginx"]["volumes"]
     assert "static:/app/var/static" in services["uwsgi"]["volumes"]
-    for name in ("redis", "postgres", "uwsgi", "worker", "watcher"):
+    for name in ("redis", "postgres", "uwsgi", "worker", "watcher", "certs"):
         assert "ports" not in services[name], f"{name} must not be published by default"
         assert "expose" not in services[name], name
 
@@ -109,16 +112,19 @@ def test_compose_variables_come_from_the_generated_env(env_file):
         assert services[name]["env_file"] == ".env", "secrets reach the app from .env at run time"
 
 
-def test_https_override():
+def test_https_is_the_default():
+    """docker-compose.yml serves https/nginx.conf with the certificate the certs service makes;
+    https/docker-compose.yml, which used to turn TLS on, is kept empty for old COMPOSE_FILE lines."""
     base = load("docker-compose.yml")
-    tls = load("https/docker-compose.yml")
-    nginx = tls["services"]["nginx"]
-    assert set(tls["services"]) <= set(base["services"])
+    assert load("https/docker-compose.yml") == {"services": {}}
+    nginx = base["services"]["nginx"]
     assert any(p.endswith(":443") for p in nginx["ports"])
     assert any(p.endswith(":80") for p in nginx["ports"]), "port 80 stays open to redirect"
     mounts = dict(reversed(mount(v)) for v in nginx["volumes"])
     assert mounts["/etc/nginx/nginx.conf"] == "./https/nginx.conf"
     assert mounts["/etc/nginx/certs"].startswith("${CERTS_DIR")
+    environment = base["services"]["uwsgi"]["environment"]
+    assert environment["SECURE_SSL"] == "${SECURE_SSL:-true}" and environment["SECURE_HSTS_SECONDS"] == "0"
     conf = (ROOT / "https/nginx.conf").read_text()
     assert "return 301 https://$host$request_uri;" in conf
     assert "ssl_certificate /etc/nginx/certs/fullchain.pem;" in conf

@@ -191,7 +191,7 @@ def test_production_stack_end_to_end(tmp_path, orthanc_server, database, broker,
         base = f"http://127.0.0.1:{nginx_port}/"
     else:
         # https/nginx.conf with a certificate made by scripts/generate_certs.sh, and the
-        # settings https/docker-compose.yml gives uwsgi.
+        # SECURE_* settings docker-compose.yml gives uwsgi.
         certs = tmp_path / "certs"
         subprocess.run([str(ROOT / "scripts/generate_certs.sh"), "--self-signed", "--domain", "localhost",
                         "--out", str(certs)], check=True, capture_output=True)
@@ -202,8 +202,9 @@ def test_production_stack_end_to_end(tmp_path, orthanc_server, database, broker,
                                          f"listen 127.0.0.1:{tls_port} ssl http2 default_server;"),
                                         ("/etc/nginx/certs/", f"{certs}/"),
                                         ("root /var/www/acme;", f"root {tmp_path};")]))
-        tls_env = yaml.safe_load((ROOT / "https/docker-compose.yml").read_text())["services"]["uwsgi"]["environment"]
-        env.update({k: str(v) for k, v in tls_env.items()})
+        tls_env = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["uwsgi"]["environment"]
+        env.update({k: str(v).replace("${SECURE_SSL:-true}", "true") for k, v in tls_env.items()
+                    if k.startswith("SECURE_")})
         base = f"https://127.0.0.1:{tls_port}/"
         context = ssl.create_default_context(cafile=str(certs / "fullchain.pem"))
         handlers.append(urllib.request.HTTPSHandler(context=context))

@@ -203,7 +203,6 @@ def test_default_uwsgi_socket_is_a_unix_socket_only_nginx_shares():
         assert f"server unix:{UWSGI_SOCKET};" in text, conf
         assert "3031" not in text, conf
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    tls = yaml.safe_load((ROOT / "https/docker-compose.yml").read_text())
     assert "3031" not in (ROOT / "docker-compose.yml").read_text()
 
     def sharing(services):
@@ -212,7 +211,6 @@ def test_default_uwsgi_socket_is_a_unix_socket_only_nginx_shares():
 
     # Only uwsgi and nginx see the socket's folder; it is a named volume, nothing on the host.
     assert sharing(compose["services"]) == {"uwsgi", "nginx"}
-    assert sharing(tls["services"]) == {"nginx"}
     name = next(v.split(":")[0] for v in compose["services"]["uwsgi"]["volumes"] if v.split(":")[1] == folder)
     assert name in compose["volumes"], "the socket's folder is a named volume"
     options = dict(o.split("=") for o in compose["volumes"][name]["driver_opts"]["o"].split(","))
