@@ -8,7 +8,7 @@ mode="${1:-run}"
 
 apt_packages=(orthanc dcmtk)
 if [ "$mode" = test ]; then
-    apt_packages+=(dicom3tools redis-server postgresql chromium chromium-driver nginx shellcheck python3-dev)
+    apt_packages+=(orthanc-dicomweb dicom3tools redis-server postgresql chromium chromium-driver nginx shellcheck python3-dev)
 fi
 
 missing=()
