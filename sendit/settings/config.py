@@ -72,6 +72,17 @@ SENDIT_AET = "SENDIT"
 # GET /series/{id} per series lists every instance) or "md5" (also one MD5 GET per file).
 ORTHANC_VERIFY = "series"
 
+# Storage: a DICOMweb server (STOW-RS, verified by QIDO-RS): DICOMWEB_URL is the service
+# root, e.g. http://host:8042/dicom-web or a Cloud Healthcare API .../dicomWeb URL.
+# DICOMWEB_AUTH: none, basic (DICOMWEB_USERNAME + DICOMWEB_PASSWORD, a secret), bearer
+# (DICOMWEB_TOKEN, a secret) or google (Application Default Credentials).
+SEND_TO_DICOMWEB = False
+DICOMWEB_URL = ""
+DICOMWEB_AUTH = "none"
+DICOMWEB_USERNAME = ""
+# Instances per STOW-RS request (requests are also split so that SEND_WORKERS run at once).
+DICOMWEB_INSTANCES_PER_REQUEST = 50
+
 # Storage: Google Cloud Storage.
 SEND_TO_GOOGLE = False
 GOOGLE_CLOUD_STORAGE = "som-pacs"
