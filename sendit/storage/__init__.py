@@ -7,7 +7,7 @@ Plain Python (no Django). The caller passes a dict of settings::
         results = dest.send_batch([SendItem.from_file(p) for p in paths])
         # results[i].ok / .already_stored / .remote_id / .error, recorded under dest.name
 
-Kinds, one module each: orthanc_rest, orthanc_dicom, gcs (with nifti.py for the NIfTI
+Kinds, one module each: orthanc_rest, orthanc_dicom, dicomweb (STOW-RS), gcs (with nifti.py for the NIfTI
 format and datastore.py for the Cloud Datastore entities it writes when GOOGLE_DATASTORE
 is on). See docs/storage.md.
 """
@@ -18,7 +18,7 @@ import logging
 
 from .base import (REGISTRY, Destination, DestinationError, SendItem, SendResult,
                    orthanc_id, register, setting_bool, setting_str)
-from . import orthanc_rest, orthanc_dicom, gcs  # noqa: F401  (register the kinds)
+from . import orthanc_rest, orthanc_dicom, gcs, dicomweb  # noqa: F401  (register the kinds)
 
 __all__ = ["get_destinations", "Destination", "DestinationError", "SendItem", "SendResult",
            "REGISTRY", "register", "orthanc_id"]
@@ -27,7 +27,8 @@ logger = logging.getLogger("sendit.storage")
 
 
 def get_destinations(config: dict) -> list[Destination]:
-    """The destinations switched on in `config` (SEND_TO_ORTHANC, SEND_TO_GOOGLE [+ GOOGLE_DATASTORE]).
+    """The destinations switched on in `config` (SEND_TO_ORTHANC, SEND_TO_DICOMWEB,
+    SEND_TO_GOOGLE [+ GOOGLE_DATASTORE]).
 
     Raises DestinationError when a destination is switched on but misconfigured.
     """
@@ -39,6 +40,8 @@ def get_destinations(config: dict) -> list[Destination]:
         if kind is None:
             raise DestinationError(f"orthanc: ORTHANC_TRANSPORT must be 'rest' or 'dicom', not {transport!r}")
         destinations.append(REGISTRY[kind](config))
+    if setting_bool(config, "SEND_TO_DICOMWEB"):
+        destinations.append(REGISTRY["dicomweb"](config))
     if setting_bool(config, "SEND_TO_GOOGLE"):
         destinations.append(REGISTRY["gcs"](config))   # + Datastore entities if GOOGLE_DATASTORE
     elif setting_bool(config, "GOOGLE_DATASTORE"):

@@ -1,0 +1,493 @@
+"""A DICOMweb server: STOW-RS in multipart requests, verified by QIDO-RS.
+
+For any DICOMweb service root (DICOMWEB_URL): Orthanc's DICOMweb plugin, a Google Cloud
+Healthcare API DICOM store (`.../dicomStores/STORE/dicomWeb`, DICOMWEB_AUTH=google), dcm4chee.
+
+Per round:
+  1. Pre-check, one QIDO-RS per series (GET {root}/studies/{uid}/series/{uid}/instances): a
+     DICOMweb server answers the STOW-RS of an instance it already keeps with success (Orthanc)
+     or a failure (0x0111, 0xA900...), neither of which says whether the stored instance is
+     this one. Each instance found is fetched (WADO-RS, in the stored transfer syntax) and
+     compared with the local file, data set against data set: the same instance is ok,
+     already_stored, and not sent; a different one fails ("a different instance with this UID
+     is already stored"), without retry. When the pre-check cannot be made, nothing is sent.
+  2. STOW-RS: the other files in multipart/related requests (the files' own bytes, sent from
+     disk), SEND_WORKERS requests at a time, at most DICOMWEB_INSTANCES_PER_REQUEST
+     instances each. The answer (DICOM JSON) names each instance: in ReferencedSOPSequence
+     (stored; a WarningReason becomes a note) or in FailedSOPSequence (its FailureReason
+     fails that image alone, in plain words; 0xA7xx, out of resources, is retried). An
+     instance the answer does not name, in an answer that refuses something (HTTP 400/409),
+     could not be read: it fails alone. An answer that names no instance (a 4xx without a
+     DICOM JSON body) is sent again one instance per request, so it fails alone too.
+  3. Verification, one QIDO-RS per series: every stored instance must be listed with its
+     study, series and SOP Instance UIDs (the de-identified ones). One stored but not listed
+     is sent once more, and fails the second time. Two items of one round with the same UIDs
+     are each compared with the one kept (step 1's comparison).
+
+HTTP 401/403 and a root that answers 404/405 stop the batch (no retry storm); connection
+failures, 408/425/429/5xx are retried in the rounds of base.Destination.
+
+STOW-RS goes over sendit's http.client client (http.py), not dicomweb-client's
+store_instances: that one takes pydicom datasets and writes them again (the bytes sent would
+not be the file that was checked, and every pixel would pass through Python), through
+requests (about 1 ms more CPU per request here). QIDO-RS, WADO-RS and the authenticated
+session are dicomweb-client's, with its own retries switched off.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import uuid
+
+from .base import (Destination, DestinationError, Outcome, SendItem, describe_oserror, register,
+                   setting_int, setting_str)
+from .http import Client, RequestFailed, Response
+from .orthanc_rest import DIFFERENT_INSTANCE, TRANSIENT_HTTP, _without_group_lengths, uid_problems
+
+AUTH_KINDS = ("none", "basic", "bearer", "google")
+GOOGLE_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+
+# DICOM JSON keys (PS3.18 F.2) of the STOW-RS response (PS3.18 Table 10.5.3-1).
+FAILED_SOP_SEQUENCE = "00081198"
+REFERENCED_SOP_SEQUENCE = "00081199"
+REFERENCED_SOP_INSTANCE_UID = "00081155"
+FAILURE_REASON = "00081197"
+WARNING_REASON = "00081196"
+STUDY_UID, SERIES_UID, SOP_UID = "0020000D", "0020000E", "00080018"
+
+# FailureReason values (PS3.18 Table I.2-1 and PS3.4 C-STORE statuses), in plain words.
+FAILURE_REASONS = {
+    0x0110: "processing failure",
+    0x0111: "duplicate SOP instance",
+    0x0112: "no such SOP instance",
+    0x0117: "invalid SOP instance",
+    0x0122: "SOP class not supported",
+    0x0124: "not authorized",
+    0x0131: "duplicate transaction UID",
+    0xA700: "out of resources",
+    0xA900: "data set does not match SOP class",
+    0xC000: "cannot understand",
+    0xC122: "referenced transfer syntax not supported",
+    0xC409: "study instance UID mismatch",
+}
+WARNING_REASONS = {
+    0xB000: "coercion of data elements",
+    0xB006: "elements discarded",
+    0xB007: "data set does not match SOP class",
+}
+NOT_KEPT = "the DICOMweb server did not keep this instance"
+
+
+def dicomweb_settings(config: dict) -> tuple[str, str]:
+    """(service root without a trailing slash, auth kind); DestinationError when wrong."""
+    url = setting_str(config, "DICOMWEB_URL")
+    if not url:
+        raise DestinationError("dicomweb: SEND_TO_DICOMWEB needs DICOMWEB_URL (the service root, "
+                               "e.g. http://host:8042/dicom-web)")
+    if not url.startswith(("http://", "https://")):
+        raise DestinationError("dicomweb: DICOMWEB_URL must start with http:// or https://")
+    auth = (setting_str(config, "DICOMWEB_AUTH", "none") or "none").lower()
+    if auth not in AUTH_KINDS:
+        raise DestinationError(f"dicomweb: DICOMWEB_AUTH must be one of {', '.join(AUTH_KINDS)}")
+    if auth == "basic" and not setting_str(config, "DICOMWEB_USERNAME"):
+        raise DestinationError("dicomweb: DICOMWEB_AUTH=basic needs DICOMWEB_USERNAME")
+    if auth == "bearer" and not setting_str(config, "DICOMWEB_TOKEN"):
+        raise DestinationError("dicomweb: DICOMWEB_AUTH=bearer needs DICOMWEB_TOKEN")
+    return url.rstrip("/"), auth
+
+
+class Credentials:
+    """The Authorization header of every request, for both HTTP stacks; Google's access
+    token is refreshed when it expires (Application Default Credentials)."""
+
+    def __init__(self, config: dict, kind: str):
+        self.kind = kind
+        self.header: str | None = None
+        self._google = None
+        self._lock = threading.Lock()
+        if kind == "basic":
+            import base64
+            token = f"{setting_str(config, 'DICOMWEB_USERNAME')}:{config.get('DICOMWEB_PASSWORD') or ''}"
+            self.header = "Basic " + base64.b64encode(token.encode("utf-8")).decode("ascii")
+        elif kind == "bearer":
+            self.header = "Bearer " + str(config.get("DICOMWEB_TOKEN")).strip()
+
+    def headers(self) -> dict:
+        if self.kind == "google":
+            return {"Authorization": "Bearer " + self._google_token()}
+        return {"Authorization": self.header} if self.header else {}
+
+    def _google_token(self) -> str:
+        import google.auth
+        import google.auth.exceptions
+        from google.auth.transport.requests import Request
+        with self._lock:
+            try:
+                if self._google is None:
+                    self._google, _ = google.auth.default(scopes=[GOOGLE_SCOPE])
+                if not self._google.valid:
+                    self._google.refresh(Request())
+            except google.auth.exceptions.DefaultCredentialsError:
+                raise DestinationError("dicomweb: DICOMWEB_AUTH=google but no Application Default "
+                                       "Credentials were found (GOOGLE_APPLICATION_CREDENTIALS)") from None
+            except google.auth.exceptions.GoogleAuthError as exc:
+                raise RequestFailed(f"Google credentials could not be refreshed ({type(exc).__name__})")
+            return self._google.token
+
+
+def _values(element: dict | None) -> list:
+    if not isinstance(element, dict):
+        return []
+    value = element.get("Value")
+    return value if isinstance(value, list) else []
+
+
+def _first(dataset: dict, tag: str):
+    values = _values(dataset.get(tag))
+    return values[0] if values else None
+
+
+def stow_answer(response: Response) -> dict | None:
+    """The STOW-RS answer as DICOM JSON (a data set, or a list of one), None when it is not
+    one (an error page, XML, nothing): the answer then names no instance."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if isinstance(body, list) and len(body) == 1:
+        body = body[0]
+    if not isinstance(body, dict):
+        return None
+    if FAILED_SOP_SEQUENCE not in body and REFERENCED_SOP_SEQUENCE not in body:
+        return None
+    return body
+
+
+def reason_text(code) -> str:
+    try:
+        code = int(code)
+    except (TypeError, ValueError):
+        return "no reason given"
+    return f"0x{code:04X}, {FAILURE_REASONS.get(code) or WARNING_REASONS.get(code) or 'unknown reason'}"
+
+
+def http_failure(what: str, code: int) -> Outcome:
+    """An answer that concerns the destination as a whole, or one request to it."""
+    message = f"dicomweb: HTTP {code} on {what}"
+    if code in (401, 403):
+        return Outcome.failed(f"dicomweb: authentication failed (HTTP {code} on {what}): check "
+                              "DICOMWEB_AUTH and its credentials", abort_batch=True)
+    if code in TRANSIENT_HTTP:
+        return Outcome.retry(message)
+    if code in (404, 405):
+        return Outcome.failed(message + " (is DICOMWEB_URL the DICOMweb service root?)",
+                              abort_batch=True)
+    return Outcome.failed(message)
+
+
+def library_failure(what: str, exc: Exception) -> Outcome:
+    """dicomweb-client's (requests') exception as an Outcome, in words without data."""
+    import requests
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return http_failure(what, exc.response.status_code)
+    if isinstance(exc, requests.Timeout):
+        return Outcome.retry(f"dicomweb: timed out on {what}", unreachable=True)
+    if isinstance(exc, requests.ConnectionError):
+        return Outcome.retry(f"dicomweb: connection failed on {what}", unreachable=True)
+    if isinstance(exc, RequestFailed):
+        return Outcome.retry(f"dicomweb: {exc.reason} on {what}", unreachable=True)
+    if isinstance(exc, ValueError):
+        return Outcome.retry(f"dicomweb: {what} did not answer DICOM JSON")
+    return Outcome.retry(f"dicomweb: {type(exc).__name__} on {what}")
+
+
+@register("dicomweb")
+class DicomWeb(Destination):
+    name = "dicomweb"
+
+    def __init__(self, config: dict):
+        super().__init__(config)
+        self.url, self.auth_kind = dicomweb_settings(config)
+        self.per_request = max(1, setting_int(config, "DICOMWEB_INSTANCES_PER_REQUEST", 50))
+        self.credentials = Credentials(config, self.auth_kind)
+        self.http: Client | None = None
+        self.web = None                      # dicomweb_client.DICOMwebClient
+        self._not_listed: dict[int, int] = {}   # index -> times stored but not listed
+
+    # -- sessions ----------------------------------------------------------------------------
+    def _web_client(self):
+        import requests
+        from dicomweb_client.api import DICOMwebClient
+
+        if self.auth_kind == "google":
+            from dicomweb_client.ext.gcp.session_utils import create_session_from_gcp_credentials
+            try:
+                session = create_session_from_gcp_credentials()
+            except Exception as exc:  # google.auth's DefaultCredentialsError
+                raise DestinationError("dicomweb: DICOMWEB_AUTH=google but no Application Default "
+                                       f"Credentials were found ({type(exc).__name__})") from None
+        else:
+            session = requests.Session()
+            session.headers.update(self.credentials.headers())
+        client = DICOMwebClient(self.url, session=session, timeout=self.timeout)
+        client.set_http_retry_params(retry=False)   # the rounds are the retry policy
+        return client
+
+    def open(self) -> None:
+        if self.http is None:
+            self.http = Client()
+        if self.web is None:
+            self.web = self._web_client()
+
+    def close(self) -> None:
+        if self.http is not None:
+            self.http.close()
+            self.http = None
+        if self.web is not None:
+            try:
+                self.web._session.close()
+            except Exception:
+                pass
+            self.web = None
+
+    def send_batch(self, items, heartbeat=None):
+        self._not_listed = {}
+        return super().send_batch(items, heartbeat)
+
+    # -- one round ---------------------------------------------------------------------------
+    def send_round(self, batch):
+        outcomes: dict[int, Outcome] = {}
+        series = self._by_series(batch)
+        stored, failure = self._listed(series)
+        if failure is not None:
+            return {i: failure for i, _ in batch}
+        to_send, to_compare = [], []
+        for i, item in batch:
+            (to_compare if item.sop_instance_uid in stored.get(_series_key(item), ()) else
+             to_send).append((i, item))
+        if to_compare:
+            outcomes.update(self.parallel(to_compare, self._compare))
+        if any(out.abort_batch or out.unreachable for out in outcomes.values()):
+            return outcomes
+        outcomes.update(self._stow_all(to_send))
+        self._verify(batch, outcomes)
+        return outcomes
+
+    @staticmethod
+    def _by_series(batch) -> dict[tuple[str, str], list[int]]:
+        series: dict[tuple[str, str], list[int]] = {}
+        for i, item in batch:
+            series.setdefault(_series_key(item), []).append(i)
+        return series
+
+    def _listed(self, series) -> tuple[dict[tuple[str, str], set[str]], Outcome | None]:
+        """The SOP Instance UIDs each series lists (QIDO-RS), with its study and series UIDs
+        checked, or the failure that kept them from being read."""
+        listed: dict[tuple[str, str], set[str]] = {}
+        what = "QIDO-RS GET /studies/{uid}/series/{uid}/instances"
+        for study, serie in series:
+            try:
+                found = self.web.search_for_instances(
+                    study_instance_uid=study, series_instance_uid=serie,
+                    fields=[STUDY_UID, SERIES_UID, SOP_UID], get_remaining=True)
+            except Exception as exc:
+                return listed, library_failure(what, exc)
+            listed[(study, serie)] = {
+                _first(d, SOP_UID) for d in found if isinstance(d, dict)
+                and _first(d, STUDY_UID) in (None, study) and _first(d, SERIES_UID) in (None, serie)}
+        return listed, None
+
+    def _compare(self, index: int, item: SendItem) -> Outcome:
+        """Is the instance the server keeps under these UIDs the one in this local file?
+        (WADO-RS in the stored transfer syntax; data sets compared, file meta aside.)"""
+        import pydicom
+        what = "WADO-RS GET /studies/{uid}/series/{uid}/instances/{uid}"
+        try:
+            stored = self.web.retrieve_instance(item.study_instance_uid, item.series_instance_uid,
+                                                item.sop_instance_uid,
+                                                media_types=(("application/dicom", "*"),))
+        except Exception as exc:
+            return library_failure(what, exc)
+        try:
+            local = pydicom.dcmread(item.path)
+        except OSError as exc:
+            return Outcome.failed(f"dicomweb: cannot read the local file ({describe_oserror(exc)})")
+        try:
+            same = _without_group_lengths(local) == _without_group_lengths(stored)
+        except Exception:
+            return Outcome.failed("dicomweb: an instance with this UID is already stored and cannot "
+                                  "be compared with this one")
+        if same:
+            return Outcome.success(item.sop_instance_uid, already_stored=True)
+        return Outcome.failed(f"dicomweb: {DIFFERENT_INSTANCE}")
+
+    def _stow_all(self, batch) -> dict[int, Outcome]:
+        """STOW-RS requests over SEND_WORKERS threads: enough requests to keep every worker
+        busy, none with more than DICOMWEB_INSTANCES_PER_REQUEST instances, and no two items
+        with one SOP Instance UID in one request (the answer names instances by that UID)."""
+        if not batch:
+            return {}
+        n = max(-(-len(batch) // self.per_request), min(self.workers, len(batch)))
+        requests_: list[list[tuple[int, SendItem]]] = [[] for _ in range(n)]
+        uids: list[set[str]] = [set() for _ in range(n)]
+        for k, (i, item) in enumerate(batch):
+            slot = k * n // len(batch)
+            while item.sop_instance_uid in uids[slot]:
+                slot = (slot + 1) % n
+                if slot == k * n // len(batch):     # every request holds this UID: a new one
+                    requests_.append([])
+                    uids.append(set())
+                    slot = len(requests_) - 1
+            requests_[slot].append((i, item))
+            uids[slot].add(item.sop_instance_uid)
+        pieces = [members for members in requests_ if members]
+        stop, cause = threading.Event(), []
+
+        def one(members) -> dict[int, Outcome]:
+            # As Destination.parallel: once a request meets a dead or refusing destination,
+            # the requests not started yet are not attempted.
+            if stop.is_set():
+                first = cause[0]
+                out = first if first.abort_batch else Outcome.retry(
+                    f"{first.error} (not attempted)", unreachable=True)
+                return {i: out for i, _ in members}
+            got = self._stow(members)
+            for out in got.values():
+                if out.unreachable or out.abort_batch:
+                    cause.append(out)
+                    stop.set()
+                    break
+            return got
+
+        outcomes: dict[int, Outcome] = {}
+        if len(pieces) == 1:
+            return one(pieces[0])
+        with concurrent.futures.ThreadPoolExecutor(min(self.workers, len(pieces)),
+                                                   thread_name_prefix="send-dicomweb") as pool:
+            for got in pool.map(one, pieces):
+                outcomes.update(got)
+        return outcomes
+
+    def _stow(self, members: list[tuple[int, SendItem]]) -> dict[int, Outcome]:
+        """One STOW-RS request; an Outcome per member from the server's answer."""
+        what = "STOW-RS POST /studies"
+        boundary = uuid.uuid4().hex
+        part = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        files, body = [], []
+        try:
+            for _, item in members:
+                f = open(item.path, "rb")
+                files.append(f)
+                body += [part, f, b"\r\n"]
+            body.append(f"--{boundary}--\r\n".encode())
+            headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+                       "Accept": "application/dicom+json", **self.credentials.headers()}
+            r = self.http.post(self.url + "/studies", data=body, headers=headers, timeout=self.timeout)
+        except OSError as exc:
+            if len(members) > 1:   # which file? each alone says
+                return {i: out for m in members for i, out in self._stow([m]).items()}
+            return {members[0][0]: Outcome.failed(
+                f"dicomweb: cannot read the local file ({describe_oserror(exc)})")}
+        except RequestFailed as exc:
+            out = Outcome.retry(f"dicomweb: {exc.reason} on {what}", unreachable=True)
+            return {i: out for i, _ in members}
+        finally:
+            for f in files:
+                f.close()
+        answer = stow_answer(r) if r.status_code in (200, 202, 400, 409) else None
+        if answer is None:
+            if r.status_code in (200, 202):   # stored, without a DICOM JSON answer: verified after
+                return {i: Outcome.success(item.sop_instance_uid) for i, item in members}
+            if r.status_code in (400, 409, 413, 415, 422) and len(members) > 1:
+                # The answer names no instance: each one alone, so one refusal fails one image.
+                return {i: o for m in members for i, o in self._stow([m]).items()}
+            out = http_failure(what, r.status_code)
+            if not out.transient and not out.abort_batch:
+                why = uid_problems(members[0][1].path)
+                out = Outcome.failed(f"dicomweb: the DICOMweb server refused this instance: "
+                                     f"{why + ' ' if why else ''}(HTTP {r.status_code})")
+            return {i: out for i, _ in members}
+        return self._read_answer(members, answer, r.status_code)
+
+    def _read_answer(self, members, answer: dict, code: int) -> dict[int, Outcome]:
+        referenced, failed = {}, {}
+        for entry in _values(answer.get(REFERENCED_SOP_SEQUENCE)):
+            if isinstance(entry, dict):
+                referenced[_first(entry, REFERENCED_SOP_INSTANCE_UID)] = _first(entry, WARNING_REASON)
+        for entry in _values(answer.get(FAILED_SOP_SEQUENCE)):
+            if isinstance(entry, dict):
+                failed[_first(entry, REFERENCED_SOP_INSTANCE_UID)] = _first(entry, FAILURE_REASON)
+        outcomes = {}
+        for i, item in members:
+            uid = item.sop_instance_uid
+            if uid in failed:
+                reason = failed[uid]
+                if isinstance(reason, int) and (reason & 0xFF00) == 0xA700:
+                    outcomes[i] = Outcome.retry(f"dicomweb: STOW-RS failed ({reason_text(reason)})")
+                    continue
+                why = uid_problems(item.path)
+                outcomes[i] = Outcome.failed(
+                    "dicomweb: the DICOMweb server refused this instance: "
+                    + (f"{why} " if why else "") + f"(FailureReason {reason_text(reason)})")
+            elif uid in referenced:
+                warning = referenced[uid]
+                outcomes[i] = Outcome.success(
+                    uid, note=f"DICOMweb warning {reason_text(warning)}" if warning else None)
+            elif code in (400, 409):
+                why = uid_problems(item.path) or "not a DICOM instance the server could read"
+                outcomes[i] = Outcome.failed("dicomweb: the DICOMweb server refused this instance: "
+                                             f"{why} (HTTP {code}, not named in its answer)")
+            else:
+                outcomes[i] = Outcome.success(uid)   # not named, not refused: verified below
+        return outcomes
+
+    def _verify(self, batch, outcomes: dict[int, Outcome]) -> None:
+        """Every instance this round stored must be listed by its series (QIDO-RS), with its
+        study, series and SOP Instance UIDs; items sharing UIDs are compared with the one kept."""
+        fresh = [(i, item) for i, item in batch if outcomes.get(i) is not None
+                 and outcomes[i].ok and not outcomes[i].already_stored]
+        if not fresh:
+            return
+        listed, failure = self._listed(self._by_series(fresh))
+        counts: dict[str, int] = {}
+        for _, item in batch:
+            counts[item.sop_instance_uid] = counts.get(item.sop_instance_uid, 0) + 1
+        for i, item in fresh:
+            out = outcomes[i]
+            if failure is not None:
+                bad = Outcome(ok=False, transient=failure.transient, error=failure.error,
+                              unreachable=failure.unreachable, abort_batch=failure.abort_batch)
+            elif item.sop_instance_uid not in listed.get(_series_key(item), ()):
+                self._not_listed[i] = self._not_listed.get(i, 0) + 1
+                bad = (Outcome.failed(f"dicomweb: {NOT_KEPT} (stored, then not listed by QIDO-RS)")
+                       if self._not_listed[i] > 1 else
+                       Outcome.retry("dicomweb: instance accepted but not listed in its series"))
+            elif counts[item.sop_instance_uid] > 1:
+                bad = self._compare(i, item)
+                if bad.ok:
+                    bad.already_stored, bad.note = False, out.note
+            else:
+                out.stored_fresh = True
+                continue
+            bad.stored_fresh = True     # this call stored it: found again later, it is ours
+            outcomes[i] = bad
+
+    def check(self) -> tuple[bool, str]:
+        """A QIDO-RS search for one study: the root answers DICOMweb (no patient data)."""
+        what = "QIDO-RS GET /studies"
+        try:
+            web = self._web_client()
+        except DestinationError as exc:
+            return False, str(exc)
+        try:
+            web.search_for_studies(limit=1, fields=[STUDY_UID])
+        except Exception as exc:
+            return False, library_failure(what, exc).error
+        finally:
+            web._session.close()
+        return True, f"DICOMweb server reachable at {self.url}"
+
+
+def _series_key(item: SendItem) -> tuple[str, str]:
+    return (item.study_instance_uid, item.series_instance_uid)
