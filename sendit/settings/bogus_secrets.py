@@ -19,3 +19,7 @@ DEID_SECRET = "change-me"
 
 # Orthanc basic auth, when Orthanc has AuthenticationEnabled.
 ORTHANC_PASSWORD = ""
+
+# DICOMweb destination credentials: DICOMWEB_AUTH=basic (with DICOMWEB_USERNAME) or bearer.
+DICOMWEB_PASSWORD = ""
+DICOMWEB_TOKEN = ""

@@ -46,6 +46,8 @@ def _local_key(name):
 SECRET_KEY = _secret("SECRET_KEY") or _local_key("secret_key")
 DEID_SECRET = _secret("DEID_SECRET") or _local_key("deid_secret")
 ORTHANC_PASSWORD = _secret("ORTHANC_PASSWORD", "") or ""
+DICOMWEB_PASSWORD = _secret("DICOMWEB_PASSWORD", "") or ""
+DICOMWEB_TOKEN = _secret("DICOMWEB_TOKEN", "") or ""
 DEBUG = str(_secret("DEBUG", False)).strip().lower() in ("1", "true", "yes", "on")
 
 _passwords = _secret("LOCKDOWN_PASSWORDS", ())

@@ -115,6 +115,6 @@ def effective_settings(settings):
     pipeline = [(n, mask_setting(n, getattr(settings, n, getattr(_config, n)))) for n in config_names()]
     access_names = ["LOCKDOWN_ENABLED", "LOCKDOWN_PASSWORDS", "API_TOKENS", "SECURE_SSL", "DEBUG",
                     "ALLOWED_HOSTS", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_HSTS_SECONDS",
-                    "SECRET_KEY", "DEID_SECRET", "ORTHANC_PASSWORD"]
+                    "SECRET_KEY", "DEID_SECRET", "ORTHANC_PASSWORD", "DICOMWEB_PASSWORD", "DICOMWEB_TOKEN"]
     access = [(n, mask_setting(n, getattr(settings, n, None))) for n in access_names]
     return [("Pipeline (sendit/settings/config.py)", pipeline), ("Access and security", access)]
