@@ -37,6 +37,7 @@ session are dicomweb-client's, with its own retries switched off.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import threading
 import uuid
 
@@ -44,6 +45,10 @@ from .base import (Destination, DestinationError, Outcome, SendItem, describe_os
                    setting_int, setting_str)
 from .http import Client, RequestFailed, Response
 from .orthanc_rest import DIFFERENT_INSTANCE, TRANSIENT_HTTP, _without_group_lengths, uid_problems
+
+# dicomweb-client logs every search and retrieval with its UIDs at INFO: the original ones
+# when DEIDENTIFY is off. sendit logs images by batch index; only its warnings are kept.
+logging.getLogger("dicomweb_client").setLevel(logging.WARNING)
 
 AUTH_KINDS = ("none", "basic", "bearer", "google")
 GOOGLE_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
