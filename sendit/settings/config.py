@@ -81,7 +81,7 @@ DICOMWEB_URL = ""
 DICOMWEB_AUTH = "none"
 DICOMWEB_USERNAME = ""
 # Instances per STOW-RS request (requests are also split so that SEND_WORKERS run at once).
-DICOMWEB_INSTANCES_PER_REQUEST = 50
+DICOMWEB_INSTANCES_PER_REQUEST = 25
 
 # Storage: Google Cloud Storage.
 SEND_TO_GOOGLE = False
