@@ -19,8 +19,10 @@ Per round:
      instance the answer does not name, in an answer that refuses something (HTTP 400/409),
      could not be read: it fails alone. An answer that names no instance (a 4xx without a
      DICOM JSON body) is sent again one instance per request, so it fails alone too.
-  3. Verification, one QIDO-RS per series: every stored instance must be listed with its
-     study, series and SOP Instance UIDs (the de-identified ones). One stored but not listed
+  3. Verification, by the worker that sent each request as soon as it is answered: one
+     QIDO-RS per series of the request, for its SOP Instance UIDs (a UID list); every stored
+     instance must be listed with its study, series and SOP Instance UIDs (the de-identified
+     ones). One stored but not listed
      is sent once more, and fails the second time. Two items of one round with the same UIDs
      are each compared with the one kept (step 1's comparison).
 
@@ -214,7 +216,7 @@ class DicomWeb(Destination):
     def __init__(self, config: dict):
         super().__init__(config)
         self.url, self.auth_kind = dicomweb_settings(config)
-        self.per_request = max(1, setting_int(config, "DICOMWEB_INSTANCES_PER_REQUEST", 50))
+        self.per_request = max(1, setting_int(config, "DICOMWEB_INSTANCES_PER_REQUEST", 25))
         self.credentials = Credentials(config, self.auth_kind)
         self.http: Client | None = None
         self.web = None                      # dicomweb_client.DICOMwebClient
@@ -275,32 +277,52 @@ class DicomWeb(Destination):
             outcomes.update(self.parallel(to_compare, self._compare))
         if any(out.abort_batch or out.unreachable for out in outcomes.values()):
             return outcomes
-        outcomes.update(self._stow_all(to_send))
-        self._verify(batch, outcomes)
+        counts: dict[str, int] = {}
+        for _, item in batch:
+            counts[item.sop_instance_uid] = counts.get(item.sop_instance_uid, 0) + 1
+        outcomes.update(self._stow_all(to_send, counts))
         return outcomes
 
     @staticmethod
-    def _by_series(batch) -> dict[tuple[str, str], list[int]]:
-        series: dict[tuple[str, str], list[int]] = {}
-        for i, item in batch:
-            series.setdefault(_series_key(item), []).append(i)
+    def _by_series(batch) -> dict[tuple[str, str], set[str]]:
+        """The SOP Instance UIDs of the batch, by (study, series)."""
+        series: dict[tuple[str, str], set[str]] = {}
+        for _, item in batch:
+            series.setdefault(_series_key(item), set()).add(item.sop_instance_uid)
         return series
 
-    def _listed(self, series) -> tuple[dict[tuple[str, str], set[str]], Outcome | None]:
-        """The SOP Instance UIDs each series lists (QIDO-RS), with its study and series UIDs
-        checked, or the failure that kept them from being read."""
+    def _listed(self, series, by_uid: bool = False) -> tuple[dict[tuple[str, str], set[str]], Outcome | None]:
+        """Which of the round's SOP Instance UIDs each series lists (QIDO-RS), with its study
+        and series UIDs checked, or the failure that kept them from being read.
+
+        A server may answer a search in pages (Google's DICOM store, or Orthanc with
+        LimitFindInstances): the next page (offset) is asked for only while some of the
+        wanted UIDs have not been seen, so a verified series usually costs one request.
+        by_uid: ask for the wanted UIDs only (a SOPInstanceUID list, PS3.18 8.3.4.1): the
+        server's work grows with the instances it answers, not with the series.
+        """
         listed: dict[tuple[str, str], set[str]] = {}
         what = "QIDO-RS GET /studies/{uid}/series/{uid}/instances"
-        for study, serie in series:
-            try:
-                found = self.web.search_for_instances(
-                    study_instance_uid=study, series_instance_uid=serie,
-                    fields=[STUDY_UID, SERIES_UID, SOP_UID], get_remaining=True)
-            except Exception as exc:
-                return listed, library_failure(what, exc)
-            listed[(study, serie)] = {
-                _first(d, SOP_UID) for d in found if isinstance(d, dict)
-                and _first(d, STUDY_UID) in (None, study) and _first(d, SERIES_UID) in (None, serie)}
+        for (study, serie), wanted in series.items():
+            seen: set[str] = set()
+            offset = 0
+            while True:
+                filters = {"SOPInstanceUID": ",".join(sorted(wanted))} if by_uid else None
+                try:
+                    page = self.web.search_for_instances(
+                        study_instance_uid=study, series_instance_uid=serie,
+                        fields=[STUDY_UID, SERIES_UID, SOP_UID], offset=offset or None,
+                        search_filters=filters)
+                except Exception as exc:
+                    return listed, library_failure(what, exc)
+                for d in page:
+                    if isinstance(d, dict) and _first(d, STUDY_UID) in (None, study) \
+                            and _first(d, SERIES_UID) in (None, serie):
+                        seen.add(_first(d, SOP_UID))
+                offset += len(page)
+                if not page or wanted <= seen:
+                    break
+            listed[(study, serie)] = seen & wanted
         return listed, None
 
     def _compare(self, index: int, item: SendItem) -> Outcome:
@@ -327,10 +349,12 @@ class DicomWeb(Destination):
             return Outcome.success(item.sop_instance_uid, already_stored=True)
         return Outcome.failed(f"dicomweb: {DIFFERENT_INSTANCE}")
 
-    def _stow_all(self, batch) -> dict[int, Outcome]:
+    def _stow_all(self, batch, counts: dict[str, int]) -> dict[int, Outcome]:
         """STOW-RS requests over SEND_WORKERS threads: enough requests to keep every worker
         busy, none with more than DICOMWEB_INSTANCES_PER_REQUEST instances, and no two items
-        with one SOP Instance UID in one request (the answer names instances by that UID)."""
+        with one SOP Instance UID in one request (the answer names instances by that UID).
+        Each request's instances are verified by its worker as soon as it is answered, so
+        the server lists some while it stores others."""
         if not batch:
             return {}
         n = max(-(-len(batch) // self.per_request), min(self.workers, len(batch)))
@@ -358,6 +382,7 @@ class DicomWeb(Destination):
                     f"{first.error} (not attempted)", unreachable=True)
                 return {i: out for i, _ in members}
             got = self._stow(members)
+            self._verify(members, got, counts)
             for out in got.values():
                 if out.unreachable or out.abort_batch:
                     cause.append(out)
@@ -447,17 +472,14 @@ class DicomWeb(Destination):
                 outcomes[i] = Outcome.success(uid)   # not named, not refused: verified below
         return outcomes
 
-    def _verify(self, batch, outcomes: dict[int, Outcome]) -> None:
-        """Every instance this round stored must be listed by its series (QIDO-RS), with its
+    def _verify(self, members, outcomes: dict[int, Outcome], counts: dict[str, int]) -> None:
+        """Every instance a request stored must be listed by its series (QIDO-RS), with its
         study, series and SOP Instance UIDs; items sharing UIDs are compared with the one kept."""
-        fresh = [(i, item) for i, item in batch if outcomes.get(i) is not None
+        fresh = [(i, item) for i, item in members if outcomes.get(i) is not None
                  and outcomes[i].ok and not outcomes[i].already_stored]
         if not fresh:
             return
-        listed, failure = self._listed(self._by_series(fresh))
-        counts: dict[str, int] = {}
-        for _, item in batch:
-            counts[item.sop_instance_uid] = counts.get(item.sop_instance_uid, 0) + 1
+        listed, failure = self._listed(self._by_series(fresh), by_uid=True)
         for i, item in fresh:
             out = outcomes[i]
             if failure is not None:
