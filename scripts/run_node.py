@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Run a whole sendit node in the foreground: web page, worker, watcher (and a local Orthanc).
+"""Run a whole sendit node in the foreground: web page, worker, watcher, DICOM receiver (and a
+local Orthanc).
 
 `make run` calls this after setting up .venv. Ctrl-C stops everything it started.
 On embedded defaults it needs no server: SQLite under var/ and kombu's filesystem
@@ -121,9 +122,13 @@ def main():
     processes["worker"] = subprocess.Popen([PY, "-m", "celery", "-A", "sendit", "worker", "--loglevel", "INFO",
                                             "--concurrency", os.environ.get("WORKER_CONCURRENCY", "2")])
     processes["watcher"] = subprocess.Popen(manage + ["watcher_start", "--foreground"])
+    # The DICOM receiver (C-STORE SCP) drops arriving studies into data/ for the watcher.
+    processes["receiver"] = subprocess.Popen(manage + ["dicom_receiver"])
     say(f"status page: http://{address}/"
         + (f" (password in {password_file.relative_to(ROOT)})" if password_file else ""))
-    say("drop a study folder into data/ as NAME.tmp1, then rename it to NAME. Ctrl-C stops the node.")
+    say("drop a study folder into data/ as NAME.tmp1, then rename it to NAME, or send it over DICOM to "
+        f"{os.environ.get('RECEIVER_AET', 'SENDIT')} at {os.environ.get('RECEIVER_BIND', '127.0.0.1')}:"
+        f"{os.environ.get('RECEIVER_PORT', '11112')}. Ctrl-C stops the node.")
 
     stopping = False
 
