@@ -33,6 +33,10 @@ DEID_SECRET = {deid_secret!r}
 
 # Orthanc basic auth, when Orthanc has AuthenticationEnabled.
 ORTHANC_PASSWORD = ""
+
+# A DICOMweb destination's password (DICOMWEB_AUTH=basic) or token (bearer).
+DICOMWEB_PASSWORD = ""
+DICOMWEB_TOKEN = ""
 '''
 
 
