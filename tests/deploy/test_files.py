@@ -57,7 +57,8 @@ def env_keys(path):
 def test_compose_services_and_volumes():
     compose = load("docker-compose.yml")
     services = compose["services"]
-    assert set(services) == {"uwsgi", "worker", "watcher", "nginx", "certs", "redis", "postgres", "orthanc"}
+    assert set(services) == {"uwsgi", "worker", "watcher", "receiver", "nginx", "certs", "redis", "postgres",
+                             "orthanc"}
     # One image for the app; the entry point picks the service.
     images = {services[s]["image"] for s in APP_SERVICES}
     assert len(images) == 1
@@ -85,6 +86,11 @@ def test_compose_services_and_volumes():
     assert services["nginx"]["ports"] == ["${HTTP_PORT:-80}:80", "${HTTPS_PORT:-443}:443"]
     assert "static:/var/www/static:ro" in services["nginx"]["volumes"]
     assert "static:/app/var/static" in services["uwsgi"]["volumes"]
+    # The DICOM receiver publishes its port alone, listening on every interface of its container.
+    assert services["receiver"]["command"] == ["manage", "dicom_receiver"]
+    assert services["receiver"]["ports"] == ["${RECEIVER_PUBLISH:-11112}:${RECEIVER_PORT:-11112}"]
+    assert services["receiver"]["environment"]["RECEIVER_BIND"] == "0.0.0.0"
+    assert "./data:/data" in services["receiver"]["volumes"]
     for name in ("redis", "postgres", "uwsgi", "worker", "watcher", "certs"):
         assert "ports" not in services[name], f"{name} must not be published by default"
         assert "expose" not in services[name], name
