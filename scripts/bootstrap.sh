@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-run}"
 
-apt_packages=(orthanc dcmtk)
+apt_packages=(orthanc dcmtk tesseract-ocr tesseract-ocr-eng)  # tesseract: DEID_OCR (sendit/deid/ocr.py)
 if [ "$mode" = test ]; then
-    apt_packages+=(orthanc-dicomweb dicom3tools redis-server postgresql chromium chromium-driver nginx shellcheck python3-dev)
+    apt_packages+=(orthanc-dicomweb dicom3tools redis-server postgresql chromium chromium-driver nginx shellcheck python3-dev fonts-dejavu-core)
 fi
 
 missing=()
