@@ -260,11 +260,13 @@ class Destination:
     def delay(self, failed_rounds: int) -> float:
         return min(self.backoff * (2 ** failed_rounds), self.backoff_max)
 
-    def send_batch(self, items: list[SendItem], heartbeat=None) -> list[SendResult]:
+    def send_batch(self, items: list[SendItem], heartbeat=None, on_wait=None) -> list[SendResult]:
         """Send and verify every item; one SendResult per item, in the same order.
 
         ``heartbeat``, when given, is called before every round: a caller holding a lease
         renews it there, and may raise to stop (a long outage outlasting the lease).
+        ``on_wait(error, seconds)``, when given, is called before each wait between rounds,
+        so a status page can say "next try in 2 min" (the error carries no patient value).
         """
         items = list(items)
         if not items:
@@ -323,6 +325,8 @@ class Destination:
                 self.log.warning("%s: %d of %d images not delivered yet (%s); retry %d/%d in %.1fs",
                                  self.name, len(pending), len(items), last_error[pending[0]],
                                  failed_rounds, self.retries, wait)
+                if on_wait is not None:
+                    on_wait(last_error[pending[0]], wait)
                 time.sleep(wait)
                 self.reopen()
         finally:

@@ -258,9 +258,9 @@ class DicomWeb(Destination):
                 pass
             self.web = None
 
-    def send_batch(self, items, heartbeat=None):
+    def send_batch(self, items, heartbeat=None, on_wait=None):
         self._not_listed = {}
-        return super().send_batch(items, heartbeat)
+        return super().send_batch(items, heartbeat, on_wait)
 
     # -- one round ---------------------------------------------------------------------------
     def send_round(self, batch):

@@ -321,10 +321,10 @@ class OrthancDicom(Destination):
         return Outcome.failed(f"orthanc: C-STORE failed with status 0x{code:04X}"
                               f"{_status_meaning(code)}"), None
 
-    def send_batch(self, items, heartbeat=None):
+    def send_batch(self, items, heartbeat=None, on_wait=None):
         self._headers, self._cstored, self._absent, self._paths = {}, {}, set(), {}
         try:
-            return super().send_batch(items, heartbeat)
+            return super().send_batch(items, heartbeat, on_wait)
         finally:
             self._headers, self._cstored, self._absent, self._paths = {}, {}, set(), {}
 

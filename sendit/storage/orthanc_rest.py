@@ -279,12 +279,12 @@ class OrthancRest(Destination):
             self.session.close()
             self.session = None
 
-    def send_batch(self, items, heartbeat=None):
+    def send_batch(self, items, heartbeat=None, on_wait=None):
         # Indexes whose POST was answered Success during this call: answered AlreadyStored on a
         # later attempt, they are this call's own copy and need no comparison.
         self._stored_here = set()
         try:
-            return super().send_batch(items, heartbeat)
+            return super().send_batch(items, heartbeat, on_wait)
         finally:
             self._stored_here = set()
 
