@@ -51,6 +51,11 @@ DICOMWEB_TOKEN = _secret("DICOMWEB_TOKEN", "") or ""
 DEBUG = str(_secret("DEBUG", False)).strip().lower() in ("1", "true", "yes", "on")
 
 _passwords = _secret("LOCKDOWN_PASSWORDS", ())
+_made_password = Path(_config.VAR_DIR) / "lockdown_password"
+if not _passwords and _made_password.is_file():
+    # The password `make run` (scripts/run_node.py) made and keeps in var/: every command of
+    # that checkout (retry_batch, batch_logs...) starts with no extra environment.
+    _passwords = _made_password.read_text().strip()
 if isinstance(_passwords, str):
     _passwords = tuple(p for p in _passwords.split(",") if p)
 LOCKDOWN_PASSWORDS = tuple(_passwords)
