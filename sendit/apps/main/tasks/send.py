@@ -1,5 +1,6 @@
 """Step 4: deliver each image to every enabled destination, verified, exactly once."""
 from collections import Counter, defaultdict
+from datetime import timedelta
 
 import pydicom
 from celery import shared_task
@@ -7,6 +8,7 @@ from django.utils import timezone
 
 from sendit.apps.main.bulk import update_rows
 from sendit.apps.main.models import Image
+from sendit.apps.main.plain import retry_hint, send_failure
 from sendit.apps.main.tasks.common import (
     crash_point, keep_lease, media_path, run_step, storage_config, timed_step,
 )
@@ -66,6 +68,15 @@ def series_chunks(images, items):
         yield chunk
 
 
+def _waiting(batch, name):
+    """on_wait for a destination: the batch's log says who is awaited and when the next try is,
+    for the status page's "Waiting: Orthanc is not answering, next try in 2 min"."""
+    def wait(error, seconds):
+        next_try = timezone.now() + timedelta(seconds=seconds)
+        batch.update_log(waiting={"destination": name, "next_try": next_try.isoformat()})
+    return wait
+
+
 def _send(batch):
     if batch.status == "DONE":
         return False  # a late duplicate: delivered and cleaned up already
@@ -93,7 +104,8 @@ def _send(batch):
                 # The lease is renewed before every retry round, so a long outage does not
                 # let the sweeper start a second sender on this batch.
                 results = destination.send_batch([items[image.id] for image in missing],
-                                                 heartbeat=lambda: keep_lease(batch))
+                                                 heartbeat=lambda: keep_lease(batch),
+                                                 on_wait=_waiting(batch, destination.name))
                 for image, result in zip(missing, results):
                     if result.ok and result.note:
                         notes[(destination.name, result.note)] += 1
@@ -117,6 +129,8 @@ def _send(batch):
             keep_lease(batch)
         figures.update(images=sent, failed=sum(failures.values()),
                        already_stored=sum(n for (_, kind), n in delivered.items() if kind == "already_stored"))
+    if batch.log.get("waiting"):
+        batch.update_log(waiting=None)  # no longer waiting: delivered, or given up (an error says so)
     if delivered:
         # Totals over every run of this step: a re-send after a crash shows as already_stored.
         totals = {name: dict(counts) for name, counts in batch.log.get("deliveries", {}).items()}
@@ -128,9 +142,11 @@ def _send(batch):
         batch.update_log(notes=list(batch.log.get("notes", [])) + [
             f"{name}: {count} image(s): {note}" for (name, note), count in notes.items()])
     for (name, why), count in failures.items():
-        batch.add_error("send", f"{name}: {count} image(s) not delivered: {why}")
+        batch.add_error("send", send_failure(name, count, why, batch.id))
     held = Image.objects.filter(batch=batch).exclude(flagged="").count()
     if held:
-        batch.add_error("send", f"{held} image(s) held back and not sent (burned-in text, or a de-identified "
-                                "copy not proven or holding an identifying value); originals kept for review")
+        batch.add_error("send", f"{held} image(s) held back and not sent (burned-in text suspected, or a "
+                                "de-identified copy not proven or holding an identifying value); their originals "
+                                "are kept. Look at each on the batch page (its flag says why), "
+                                f"then {retry_hint(batch.id)} to check them again.")
     return not failures and not Image.objects.filter(batch=batch, status="DONEPROCESSING").exists()
