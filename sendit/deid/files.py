@@ -11,6 +11,7 @@ import os
 import shutil
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydicom import __version_info__ as pydicom_version_info
 from pydicom import dcmread
@@ -33,6 +34,9 @@ from sendit.deid.proof import (
     PIXEL_TAGS, OutputNotProven, declares_pixels, describe, identifying_values, prove_streamed, prove_whole,
 )
 from sendit.deid.scrub import TEXT_VRS, as_text, ascii_value, deidentify_dataset
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sendit.deid.ocr import OcrOptions
 
 IDENTITY_TAGS = {
     "patient_id": 0x00100020,
@@ -356,7 +360,8 @@ def _output(part: Path, reuse):
     return _create(part)
 
 
-def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None, require_pixels=False) -> dict:
+def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None, require_pixels=False,
+                    ocr: "OcrOptions | None" = None) -> dict:
     """Read ``src``, de-identify it, write ``dst``, prove it; return the new instance/series/study UIDs.
 
     Only the header is parsed: when the pixel data element ends the file (nearly
@@ -376,6 +381,10 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None, 
     choice) an input that says it is an image (an image storage SOP class, or Rows and
     Columns) must hold pixel data too: a file cut right after an element reads as a whole,
     smaller dataset. It is off by default for header-only datasets built by tests and tools.
+    With ``ocr`` (``DEID_OCR=true``), an image of one of its modalities, or one a filter
+    rule flags, is read whole and its text read by OCR (:mod:`sendit.deid.ocr`): the
+    words that match the input's identifying values are blanked with the recipe's
+    regions, and text that cannot be decided raises :class:`~sendit.deid.ocr.TextUndecided`.
     Otherwise
     :class:`~sendit.deid.proof.OutputNotProven` or
     :class:`~sendit.deid.proof.IdentifyingValueFound` is raised, nothing is left at
@@ -395,10 +404,13 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None, 
         # the file is read whole (an image a rule without regions matches never gets here:
         # the import holds it).
         cleaning = pixel_decision(ds, options.recipe) if pixel_at is not None else None
+        read_text = ocr is not None and cleaning is not None and (cleaning.hold is not None or _wants_ocr(ds, ocr))
         if cleaning is not None and cleaning.clean:
             stream = False
         else:
             cleaning = None
+        if read_text:
+            stream = False
         if deflated or (start < size and not stream):
             header_tags = list(ds.keys())
             fp.seek(0)
@@ -417,6 +429,9 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None, 
                 raise OutputNotProven("the input is an image (by its SOP class, or rows and columns) without "
                                       "pixel data: the file is cut short or damaged")
         regions = resolve_regions(ds, cleaning.coordinates) if cleaning is not None else None
+        text = _read_text(ds, facts, ocr, syntax) if read_text else None
+        if text is not None and text.blank:
+            regions = (regions or []) + text.regions(int(ds.Rows), int(ds.Columns))
         notes: list[str] = []
         deidentify_dataset(ds, ids, options, notes)
         if regions is not None:
@@ -426,8 +441,9 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None, 
                 syntax_name = getattr(syntax, "name", "") or "its transfer syntax"
                 raise OutputNotProven(f"a filter rule says where to clean the pixels, but they cannot be "
                                       f"decoded ({syntax_name}: {type(exc).__name__})") from None
-            ds.BurnedInAnnotation = "NO"  # the matched rules say where the text is: it is gone
             input_pixels = {}  # changed on purpose: the proof checks the output has pixel data
+        if regions is not None or text is not None:
+            ds.BurnedInAnnotation = "NO"  # the matched rules or the OCR say where the text is: it is gone
         part = Path(f"{dst}.part")  # a half-written file never takes the final name
         try:
             with _output(part, reuse) as out:
@@ -455,9 +471,33 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None, 
         "fields": {name: _value(ds, tag_for_keyword(name)) for name in fields},
         # The filter rules whose regions cleaned the pixels ("" when none did).
         "cleaned": cleaning.rules if cleaning is not None else "",
+        # What the OCR found and blanked (counts and boxes, never text); None: not run.
+        "ocr": text.record() if text is not None else None,
         # What the recipe could not do as written, and did instead (no values).
         "notes": notes,
     }
+
+
+def _wants_ocr(ds, ocr) -> bool:
+    from sendit.deid.ocr import wants_ocr  # only with DEID_OCR on: nothing of OCR is loaded otherwise
+
+    return wants_ocr(ds, ocr.modalities)
+
+
+def _read_text(ds, facts, ocr, syntax):
+    """The OCR's decision on ``ds`` (read whole, before the scrub); raises TextUndecided
+    when it holds the image, OutputNotProven when the pixels cannot be decoded."""
+    from sendit.deid.ocr import TextUndecided, ocr_image
+
+    try:
+        decision = ocr_image(ds, facts.needles, ocr.scrub)
+    except (NotImplementedError, RuntimeError, ValueError, AttributeError) as exc:
+        syntax_name = getattr(syntax, "name", "") or "its transfer syntax"
+        raise OutputNotProven(f"OCR was to read the pixels, but they cannot be decoded "
+                              f"({syntax_name}: {type(exc).__name__})") from None
+    if decision.hold is not None:
+        raise TextUndecided(decision.hold, decision.record())
+    return decision
 
 
 def _pixel_bytes(elem) -> bytes:
