@@ -310,7 +310,7 @@ class Receiver:
 
     def status(self) -> dict:
         return {"listening": self.server is not None, "ae_title": self.config.ae_title,
-                "port": self.config.port, "associations": len(self.server.active_associations) if self.server else 0,
+                "port": self.config.port, "bind": self.config.bind, "associations": len(self.server.active_associations) if self.server else 0,
                 "images_today": self.stats.images_today}
 
 
@@ -327,16 +327,32 @@ def make_ae(config: ReceiverConfig) -> AE:
     return ae
 
 
-def serve(config: ReceiverConfig, stop: threading.Event) -> Receiver:
-    """Run a receiver until ``stop`` is set; hand studies over as they settle."""
+def serve(config: ReceiverConfig, stop: threading.Event, report=None, report_every: float = 5.0) -> Receiver:
+    """Run a receiver until ``stop`` is set; hand studies over as they settle.
+
+    ``report(status)``, when given, is called with :meth:`Receiver.status` every
+    ``report_every`` seconds and once stopped, so a status page in another process can show it."""
     receiver = Receiver(config)
     receiver.start()
     interval = min(1.0, max(0.1, config.settle / 4))
+    reported = 0.0
+
+    def publish() -> None:
+        try:
+            report(receiver.status())
+        except Exception as exc:  # a status page that cannot be told must not stop the receiver
+            logger.warning("receiver: status not published (%s)", type(exc).__name__)
+
     try:
         while not stop.wait(interval):
             receiver.tick()
+            if report is not None and time.monotonic() - reported >= report_every:
+                reported = time.monotonic()
+                publish()
     finally:
         receiver.stop()
+        if report is not None:
+            publish()
         logger.info("receiver: stopped (%s images stored, %s refused, %s studies handed over)",
                     receiver.stats.images, receiver.stats.refused, receiver.stats.handed_over)
     return receiver

@@ -6,6 +6,7 @@ from rest_framework.reverse import reverse
 
 from sendit.apps.main.display import scrub, scrub_errors
 from sendit.apps.main.models import Batch, Image
+from sendit.apps.main.plain import image_state, plain_error, plain_state
 
 # An Image's uid is the input SOPInstanceUID until de-identification replaces it.
 DEIDENTIFIED_STATUSES = ("DONEPROCESSING", "SENT", "DONE")
@@ -21,6 +22,9 @@ class BatchSerializer(serializers.ModelSerializer):
     name = serializers.CharField(source="uid", help_text="The study folder's name.")
     images = serializers.SerializerMethodField(help_text="Images the node holds now (0 after cleanup).")
     images_imported = serializers.SerializerMethodField(help_text="Images imported (kept in the audit log).")
+    state = serializers.SerializerMethodField(
+        help_text="The batch's state in plain words, beside its status (e.g. \"Delivered and cleaned up\", "
+                  "\"Stopped: Orthanc is not answering; 3 images wait on this node\"). Read-only.")
     errors = serializers.SerializerMethodField()
     log = serializers.SerializerMethodField(help_text="The audit log: step timings, destinations, counts.")
     url = serializers.SerializerMethodField()
@@ -28,7 +32,7 @@ class BatchSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Batch
-        fields = ["id", "name", "status", "has_error", "errors", "images", "images_imported", "log",
+        fields = ["id", "name", "status", "state", "has_error", "errors", "images", "images_imported", "log",
                   "add_date", "modify_date", "url", "images_url"]
 
     @extend_schema_field(OpenApiTypes.INT)
@@ -41,9 +45,14 @@ class BatchSerializer(serializers.ModelSerializer):
         value = batch.log.get("images") if isinstance(batch.log, dict) else None
         return value if isinstance(value, int) else None
 
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_state(self, batch):
+        return scrub(plain_state(batch))
+
     @extend_schema_field(ErrorSerializer(many=True))
     def get_errors(self, batch):
-        return scrub_errors(batch.errors)
+        return scrub_errors([{**e, "message": plain_error(e, batch.id)} if isinstance(e, dict) else e
+                             for e in batch.errors or []])
 
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_log(self, batch):
@@ -62,15 +71,20 @@ class ImageSerializer(serializers.ModelSerializer):
     uid = serializers.SerializerMethodField(
         help_text="The de-identified SOPInstanceUID; null before de-identification (the input UID is never shown).")
     deidentified = serializers.SerializerMethodField()
+    state = serializers.SerializerMethodField(help_text="The image's state in plain words, beside its status.")
     url = serializers.SerializerMethodField()
 
     class Meta:
         model = Image
-        fields = ["id", "batch", "status", "uid", "deidentified", "destinations", "flagged",
+        fields = ["id", "batch", "status", "state", "uid", "deidentified", "destinations", "flagged",
                   "add_date", "modify_date", "url"]
 
     def _deidentified(self, image):
         return image.status in DEIDENTIFIED_STATUSES and image.batch.log.get("deidentified") is not False
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_state(self, image):
+        return scrub(image_state(image))
 
     @extend_schema_field(OpenApiTypes.BOOL)
     def get_deidentified(self, image):

@@ -297,3 +297,18 @@ def facts_of_many(batch_ids: list[int]) -> dict[int, tuple[Counter, Counter]]:
     for pk, status, n in rows.values_list("batch_id", "status").annotate(n=Count("id")).order_by():
         facts[pk][1][status] += n
     return facts
+
+
+def image_state(image) -> str:
+    """An image's state in a few words, beside its seed status."""
+    if image.flagged:
+        why = "de-identification failed" if str(image.flagged).startswith(HOLD_DEID) else "burned-in text suspected"
+        return f"Held for review: {why}"
+    if image.status in ("NEW", "PROCESSING"):
+        return "Waiting to be de-identified"
+    if image.status == "DONEPROCESSING":
+        return "De-identified; waiting to be sent"
+    names = ", ".join(destination_name(n) for n in (image.destinations or {}))
+    if image.status == "SENT":
+        return f"Delivered to {names}" if names else "Delivered"
+    return "Delivered and cleaned up"

@@ -18,6 +18,10 @@ def set_aside_folders(batch):
                   if p.is_dir() and pattern.fullmatch(p.name))
 
 
+def _holds_files(folder: Path) -> bool:
+    return any(path.is_file() or path.is_symlink() for path in folder.rglob("*"))
+
+
 class BatchInUse(Exception):
     """A worker holds the batch's lease: retry when it has finished."""
 
@@ -59,6 +63,8 @@ def retry_batch(batch):
         log = dict(locked.log)
         log["previous_errors"] = list(log.get("previous_errors", [])) + list(locked.errors)
         log["retries"] = int(log.get("retries", 0)) + 1
+        if str(log.get("cleanup", "")).startswith("skipped"):
+            log.pop("cleanup")  # said of the batch before this retry; cleanup says it again if still true
         locked.log, locked.errors, locked.has_error = log, [], False
         locked.save()
         # Images held by de-identification (not proven, an identifying value in the output,
@@ -67,7 +73,16 @@ def retry_batch(batch):
         held = list(Image.objects.filter(batch=locked, flagged__startswith=HOLD).values_list("id", "image"))
         Image.objects.filter(pk__in=[pk for pk, _ in held]).update(flagged="", status="PROCESSING")
     _burned_in_again(held)
-    folders = set_aside_folders(batch)
+    folders = []
+    for folder in set_aside_folders(batch):
+        # A person removed the bad files: an emptied NAME.err has nothing to import, and an
+        # import of nothing would queue no next step (the batch would stay DONEPROCESSING).
+        if _holds_files(folder):
+            folders.append(folder)
+        else:
+            from sendit.apps.main.importer import remove_empty_tree
+
+            remove_empty_tree(folder)
     if folders:
         for folder in folders:
             import_dicomdir.delay(str(folder))

@@ -2,13 +2,11 @@
 import base64
 import datetime
 import re
-import shutil
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.db.models import Count
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -17,6 +15,7 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from sendit.apps.main import actions, destinations, plain
 from sendit.apps.main.display import effective_settings, scrub, scrub_errors
 from sendit.apps.main.models import BATCH_STATUS, Batch, Image
 from sendit.apps.main.preview import Cleaning, PreviewError, header_rows, pixel_cleaning, render_png
@@ -101,12 +100,13 @@ def _watcher():
 def _dashboard_context():
     counts = dict(Batch.objects.values_list("status").annotate(n=Count("id")))
     recent = list(Batch.objects.annotate(n_images=Count("images")).order_by("-id")[:RECENT])
+    facts = plain.facts_of_many([batch.id for batch in recent])
     rows = []
     for batch in recent:
         imported = batch.log.get("images") if isinstance(batch.log, dict) else None
         rows.append({"batch": batch, "images": imported if isinstance(imported, int) else batch.n_images,
                      "held": batch.n_images, "errors": len(batch.errors or []),
-                     "seconds": _total_seconds(batch)})
+                     "seconds": _total_seconds(batch), "state": scrub(plain.plain_state(batch, *facts[batch.id]))})
     return {
         "counts": [(status, counts.get(status, 0)) for status, _ in BATCH_STATUS],
         "total": sum(counts.values()),
@@ -115,6 +115,8 @@ def _dashboard_context():
         "watcher": _watcher(),
         "deidentify": settings.DEIDENTIFY,
         "chart": throughput(),
+        "destinations": destinations.destinations_card(),
+        "receiver": destinations.receiver_card(),
         "now": timezone.now(),
     }
 
@@ -209,7 +211,16 @@ def batch_detail(request, batch_id):
         "page": page,
         "rows": rows,
         "destinations": names,
-        "errors": scrub_errors(batch.errors),
+        "state": scrub(plain.plain_state(batch)),
+        "errors": scrub_errors([{**e, "message": plain.plain_error(e, batch.id)} if isinstance(e, dict) else e
+                                for e in batch.errors or []]),
+        # The origin is the node's own words and a client address (which scrub would take for a UID).
+        "audit": [{**{k: scrub(str(entry.get(k, ""))) for k in ("time", "action", "result")},
+                   "origin": str(entry.get("origin", ""))}
+                  for entry in log.get("audit", []) if isinstance(entry, dict)],
+        "error_destinations": sorted({f.destination for f in (plain.parse_send_error(e.get("message", ""))
+                                                              for e in batch.errors or [] if isinstance(e, dict))
+                                      if f is not None}),
         "previous_errors": scrub_errors(log.get("previous_errors")),
         "steps": _steps(batch),
         "deid_counts": _deid_counts(log, rules),
@@ -232,15 +243,13 @@ def batch_retry(request, batch_id):
     batch = get_object_or_404(Batch, pk=batch_id)
     if not (batch.has_error or batch.status != "DONE"):
         messages.info(request, "Nothing to retry: the batch is done without errors.")
+        return redirect("batch", batch_id=batch.id)
+    try:
+        what = actions.retry(batch, actions.page_origin(request))
+    except actions.BatchInUse:
+        messages.error(request, "A worker is working on this batch: retry when it has finished.")
     else:
-        from sendit.apps.main.retry import BatchInUse, retry_batch
-
-        try:
-            what = retry_batch(batch)
-        except BatchInUse:
-            messages.error(request, "A worker is working on this batch: retry when it has finished.")
-        else:
-            messages.success(request, f"Retry queued: {what or 'nothing left to do'}.")
+        messages.success(request, f"Retry queued: {what or 'nothing left to do'}.")
     return redirect("batch", batch_id=batch.id)
 
 
@@ -248,58 +257,33 @@ def batch_retry(request, batch_id):
 def batch_resend(request, batch_id):
     """Forget where the images went and send them again (e.g. after a destination lost data)."""
     batch = get_object_or_404(Batch, pk=batch_id)
-    if not batch.acquire(60):
+    try:
+        count = actions.resend(batch, actions.page_origin(request))
+    except actions.BatchInUse:
         messages.error(request, "The batch is being processed right now; try again in a moment.")
         return redirect("batch", batch_id=batch.id)
-    try:
-        with transaction.atomic():
-            count = Image.objects.filter(batch=batch, status__in=["SENT", "DONEPROCESSING"]).update(
-                destinations={}, status="DONEPROCESSING", modify_date=timezone.now())
-    finally:
-        batch.release()
     if not count:
         messages.info(request, "No image of this batch is ready to send.")
-        return redirect("batch", batch_id=batch.id)
-    from sendit.apps.main.tasks import upload_storage
-
-    upload_storage.delay(batch.id)
-    messages.success(request, f"Re-send queued for {count} image(s).")
+    else:
+        messages.success(request, f"Re-send queued for {count} image(s).")
     return redirect("batch", batch_id=batch.id)
-
-
-def _batch_media(batch):
-    """The batch's media folder, or None when it would not be a safe thing to remove."""
-    media_root = Path(settings.MEDIA_ROOT).resolve()
-    folder = (media_root / "batches" / str(batch.id)).resolve()
-    data = Path(settings.DATA_FOLDER).resolve()
-    if media_root not in folder.parents:
-        return None
-    if folder == data or data in folder.parents or folder in data.parents:
-        return None
-    return folder
 
 
 @require_http_methods(["GET", "POST"])
 def batch_delete(request, batch_id):
     """GET: a confirmation page. POST: remove the batch's media files and rows (never input data)."""
     batch = get_object_or_404(Batch, pk=batch_id)
-    folder = _batch_media(batch)
     if request.method == "GET":
+        folder = actions.batch_media(batch)
         return render(request, "main/batch_delete.html", {
             "batch": batch, "n_images": batch.images.count(),
             "undelivered": batch.images.exclude(status__in=["SENT", "DONE"]).count(),
             "media": folder is not None and folder.exists()})
-    if not batch.acquire(60):
+    try:
+        name = actions.delete(batch, actions.page_origin(request))
+    except actions.BatchInUse:
         messages.error(request, "The batch is being processed right now; try again in a moment.")
         return redirect("batch", batch_id=batch.id)
-    name = batch.uid
-    try:
-        if folder is not None and folder.exists():
-            shutil.rmtree(folder)
-        batch.delete()
-    except Exception:
-        batch.release()
-        raise
     messages.success(request, f"Batch {name} deleted (media files and records).")
     return redirect("dashboard")
 
@@ -379,6 +363,7 @@ def image_detail(request, image_id):
     image = get_object_or_404(Image.objects.select_related("batch"), pk=image_id)
     show, warning = _viewable(image)
     context = {"image": image, "batch": image.batch, "show": show, "warning": warning,
+               "state": scrub(plain.image_state(image)), "batch_state": scrub(plain.plain_state(image.batch)),
                "flagged": _plain(image.flagged, _rule_names()), "rows": None, "preview": None, "no_preview": "",
                "cleaning": None,
                "uid": image.uid if show and not warning else None,

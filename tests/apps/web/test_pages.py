@@ -71,7 +71,10 @@ def test_batch_page_shows_images_per_destination_errors_and_steps(client, make_b
     assert response.status_code == 200
     html = response.content.decode()
     assert html.count('<span class="pill ok"') == 1 and "<th>orthanc</th>" in html
-    assert "[send]" not in html and "orthanc: 1 image(s) not delivered" in html
+    # The old wording, rewritten for people: the destination once, the cause, what to do.
+    assert "[send]" not in html and "orthanc: 1 image(s) not delivered" not in html
+    assert "Orthanc did not take 1 image: refused." in html and f"manage.py retry_batch {batch.id}" in html
+    assert html.count("Orthanc did not take") == 1 and "[path]" not in html
     assert "2024-01-01T10:00:01" in html
     for step in ("import", "identifiers", "deidentify", "send"):
         assert f'data-step="{step}"' in html
@@ -128,6 +131,12 @@ def test_retry_calls_retry_batch(client, make_batch, monkeypatch):
     response = client.post(f"/batches/{batch.id}/retry/", follow=True)
     assert calls == [batch.id]
     assert "Retry queued: the pipeline." in response.content.decode()
+    batch.refresh_from_db()
+    [entry] = batch.log["audit"]  # who did what, from where: on the batch page too
+    assert entry["action"] == "retry" and entry["origin"] == "page, client 127.0.0.1"
+    assert entry["result"] == "queued the pipeline" and entry["time"]
+    html = response.content.decode()
+    assert 'id="audit"' in html and "page, client 127.0.0.1" in html
 
 
 def test_retry_of_a_clean_done_batch_does_nothing(client, make_batch, monkeypatch):
@@ -150,6 +159,9 @@ def test_resend_clears_marks_and_queues_upload(client, make_batch, monkeypatch):
     assert "Re-send queued for 2 image(s)." in response.content.decode()
     statuses = sorted(Image.objects.filter(batch=batch).values_list("status", "destinations"))
     assert statuses == [("DONEPROCESSING", {}), ("DONEPROCESSING", {}), ("PROCESSING", {})]
+    batch.refresh_from_db()
+    assert [(a["action"], a["origin"], a["result"]) for a in batch.log["audit"]] == [
+        ("re-send", "page, client 127.0.0.1", "2 image(s) queued")]
 
 
 def test_resend_refused_while_a_worker_holds_the_batch(client, make_batch, monkeypatch):
@@ -162,7 +174,7 @@ def test_resend_refused_while_a_worker_holds_the_batch(client, make_batch, monke
     assert Image.objects.get(batch=batch).destinations == {"orthanc": {}}
 
 
-def test_delete_confirms_then_removes_media_and_rows_not_data(client, make_batch, settings):
+def test_delete_confirms_then_removes_media_and_rows_not_data(client, make_batch, settings, caplog):
     batch = make_batch("DEL", status="DONEPROCESSING", images=[("DONEPROCESSING", "CT_small.dcm")],
                        errors=[{"time": "t", "step": "import", "message": "x"}])
     media = Path(settings.MEDIA_ROOT) / "batches" / str(batch.id)
@@ -179,6 +191,8 @@ def test_delete_confirms_then_removes_media_and_rows_not_data(client, make_batch
     assert not Batch.objects.filter(pk=batch.pk).exists() and not Image.objects.filter(batch_id=batch.pk).exists()
     assert not media.exists()
     assert (kept / "broken.dcm").exists()
+    # The batch's log went with it: the audit line is in sendit.audit (var/logs).
+    assert f"AUDIT batch={batch.pk} delete from page, client 127.0.0.1: 1 image(s)" in caplog.text
 
 
 def test_delete_never_touches_a_media_root_inside_the_data_folder(client, make_batch, settings):

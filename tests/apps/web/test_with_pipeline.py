@@ -42,7 +42,8 @@ def test_retry_button_finishes_a_batch_once_the_destination_is_back(client, node
     import_dicomdir(str(data_folder / "DOWN"))
     batch = Batch.objects.get(uid="DOWN")
     html = client.get(f"/batches/{batch.id}/").content.decode()
-    assert batch.has_error and 'id="retry"' in html and "orthanc: 2 image(s) not delivered" in html
+    assert batch.has_error and 'id="retry"' in html and "Orthanc did not take 2 images: it is not answering" in html
+    assert "Stopped: Orthanc is not answering; 2 images wait on this node" in html and "[path]" not in html
     assert re.search(r'<th>orthanc</th>', html) and html.count('<span class="pill">–</span>') == 2
 
     settings.ORTHANC_URL = node.url

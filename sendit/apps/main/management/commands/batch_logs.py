@@ -4,6 +4,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from sendit.apps.main.models import Batch
+from sendit.apps.main.plain import plain_error, plain_state
 
 
 class Command(BaseCommand):
@@ -17,14 +18,16 @@ class Command(BaseCommand):
         try:
             batch = Batch.objects.get(pk=options["batch_id"])
         except Batch.DoesNotExist:
-            raise CommandError("no such batch") from None
+            raise CommandError(f"no batch {options['batch_id']}: the dashboard lists them") from None
         if options["json"]:
             self.stdout.write(json.dumps({"id": batch.id, "uid": batch.uid, "status": batch.status,
+                                          "state": plain_state(batch),
                                           "has_error": batch.has_error, "errors": batch.errors,
                                           "log": batch.log}, indent=2))
             return
         self.stdout.write(f"batch {batch.id} {batch.uid}: {batch.status}"
                           + (" (has errors)" if batch.has_error else ""))
+        self.stdout.write(f"state: {plain_state(batch)}")
         self.stdout.write(f"images: {batch.log.get('images', 0)}; destinations: "
                           f"{', '.join(batch.log.get('destinations', [])) or 'none'}")
         for name, step in batch.log.get("steps", {}).items():
@@ -32,6 +35,9 @@ class Command(BaseCommand):
             self.stdout.write(f"  {step.get('time', '')}  {name:<12} {step.get('seconds', '?')} s  {extras}")
         self.stdout.write(f"errors: {len(batch.errors)}")
         for error in batch.errors:
-            self.stdout.write(f"  {error['time']}  [{error['step']}] {error['message']}")
+            self.stdout.write(f"  {error['time']}  [{error['step']}] {plain_error(error, batch.id)}")
         for error in batch.log.get("previous_errors", []):
             self.stdout.write(f"  (before a retry) {error['time']}  [{error['step']}] {error['message']}")
+        for entry in batch.log.get("audit", []):
+            self.stdout.write(f"  (audit) {entry.get('time', '')}  {entry.get('action', '')} from "
+                              f"{entry.get('origin', '')}: {entry.get('result', '')}")

@@ -28,4 +28,6 @@ class Command(BaseCommand):
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-        serve(config, stop)
+        from sendit.apps.main.destinations import RECEIVER_PUBLISH_SECONDS, publish_receiver
+
+        serve(config, stop, report=publish_receiver, report_every=RECEIVER_PUBLISH_SECONDS)
