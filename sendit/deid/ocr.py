@@ -222,14 +222,19 @@ def read_frame(grey: np.ndarray, frame: int = 0, invert: bool = True) -> list[Te
 
     api = _api()
     found: list[TextBox] = []
-    passes = (grey, 255 - grey) if invert else (grey,)
+    passes = _passes(grey) if invert else [grey]
     for number, image in enumerate(passes):
         api.SetImage(Image.fromarray(np.ascontiguousarray(image)))
         api.Recognize()
         iterator = api.GetIterator()
+        if iterator is None:
+            continue
         block = paragraph = line = 0
         for word in iterate_level(iterator, RIL.WORD):
-            text = word.GetUTF8Text(RIL.WORD)
+            try:
+                text = word.GetUTF8Text(RIL.WORD)
+            except RuntimeError:  # tesserocr's way of saying the page has no text
+                break
             if not text or not text.strip():
                 continue
             if word.IsAtBeginningOf(RIL.BLOCK):
@@ -245,6 +250,31 @@ def read_frame(grey: np.ndarray, frame: int = 0, invert: bool = True) -> list[Te
                                  float(word.Confidence(RIL.WORD)), (frame, number, block, paragraph, line)))
     api.Clear()
     return _merge(found)
+
+
+#: a pixel this close to the frame's brightest (darkest) value may be text drawn at it
+_EXTREME = 24
+#: more of the frame than this at the extreme is background, not text
+_MOST = 0.15
+
+
+def _passes(grey: np.ndarray) -> list[np.ndarray]:
+    """The images one frame is read as: itself, inverted, and its extreme pixels alone.
+
+    Burned-in text is drawn at one value, nearly always the brightest or the darkest the
+    frame has, while speckle, anatomy and plots vary: keeping only the pixels near the
+    extreme (drawn black on white, as Tesseract reads best) takes text out of a noisy
+    background that hides it from the plain readings.
+    """
+    images = [grey, 255 - grey]
+    high, low = int(grey.max()), int(grey.min())
+    bright = grey >= high - _EXTREME
+    if high - low > 2 * _EXTREME and bright.mean() < _MOST:
+        images.append(np.where(bright, 0, 255).astype(np.uint8))
+    dark = grey <= low + _EXTREME
+    if high - low > 2 * _EXTREME and dark.mean() < _MOST:
+        images.append(np.where(dark, 0, 255).astype(np.uint8))
+    return images
 
 
 def _merge(words: list[TextBox]) -> list[TextBox]:

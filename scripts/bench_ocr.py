@@ -1,0 +1,123 @@
+"""Measure burned-in text found by OCR on the generated corpus (tests/ocr/corpus.py).
+
+Every image goes through sendit's own de-identification (``deidentify_file`` with OCR on,
+as a node with ``DEID_OCR=true`` runs it); the output's pixels are compared with the
+true boxes of the text burned into the input. Prints:
+
+- recall of identifying boxes: the share whose text pixels were blanked (a box counts as
+  blanked when at most 10% of its text pixels survive), and the worst boxes;
+- images sent with an identifying box above 16 px the OCR missed (must be none);
+- clean images (no text) changed, and held;
+- images with text delivered (scrubbed) vs held;
+- ms per 512x512 8-bit frame for the OCR decision (frame preparation, reading, deciding).
+
+Usage: .venv/bin/python scripts/bench_ocr.py [--per-kind 12] [--scrub identifying|all]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from pydicom import dcmread
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sendit.deid import DeidOptions, deidentify_file  # noqa: E402
+from sendit.deid.identifiers.request import StudyIdentifiers  # noqa: E402
+from sendit.deid.ocr import OcrOptions, TextUndecided, ocr_image  # noqa: E402
+from sendit.deid.proof import identifying_values  # noqa: E402
+from tests.ocr.corpus import corpus  # noqa: E402
+
+IDS = StudyIdentifiers(patient_suid="BENCHPATIENT", study_suid="BENCHSTUDY", jitter=-7)
+OPTIONS = DeidOptions(uid_secret=b"bench-ocr", retain_long_modified_dates=False)
+
+
+def surviving(output: np.ndarray, burned) -> float:
+    """The share of a box's text pixels not blanked (blanked pixels are 0 in every sample)."""
+    x0, y0, x1, y1 = burned.box
+    region = output[y0:y1, x0:x1]
+    if region.ndim == 3:
+        region = region.max(axis=2)
+    text = burned.mask
+    return float((region[text] != 0).sum()) / max(1, int(text.sum()))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--per-kind", type=int, default=12, help="synthetic images with text per kind (US, SC, CR)")
+    parser.add_argument("--clean-per-kind", type=int, default=4)
+    parser.add_argument("--real-seeds", type=int, default=3)
+    parser.add_argument("--scrub", default="identifying")
+    args = parser.parse_args()
+    samples = corpus(args.per_kind, args.clean_per_kind, args.real_seeds)
+    ocr = OcrOptions(scrub=args.scrub)
+    boxes = blanked = 0
+    missed_big = 0
+    worst = []
+    text_images = delivered = held_text = 0
+    clean_images = clean_changed = clean_held = 0
+    frame_ms = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for sample in samples:
+            src, dst = Path(tmp) / f"{sample.name}.dcm", Path(tmp) / f"{sample.name}.out.dcm"
+            sample.ds.save_as(src, enforce_file_format=True)
+            ds = dcmread(src)
+            if ds.Rows == 512 and ds.Columns == 512 and ds.BitsAllocated == 8:
+                facts = identifying_values(ds, IDS, OPTIONS)
+                start = time.perf_counter()
+                ocr_image(ds, facts.needles, args.scrub)
+                frame_ms.append((time.perf_counter() - start) * 1000)
+            try:
+                deidentify_file(src, dst, IDS, OPTIONS, require_pixels=True, ocr=ocr)
+            except TextUndecided:
+                if sample.has_text:
+                    held_text += 1
+                    text_images += 1
+                else:
+                    clean_images += 1
+                    clean_held += 1
+                continue
+            before, after = dcmread(src).pixel_array, dcmread(dst).pixel_array
+            if not sample.has_text:
+                clean_images += 1
+                clean_changed += int(not np.array_equal(before, after))
+                continue
+            text_images += 1
+            delivered += 1
+            for burned in sample.burned:
+                if not burned.identifying:
+                    continue
+                boxes += 1
+                left = surviving(after, burned)
+                if left <= 0.10:
+                    blanked += 1
+                else:
+                    worst.append((left, burned.size, sample.name))
+                    if burned.size > 16:
+                        missed_big += 1
+    print(f"corpus: {len(samples)} images ({text_images} with text, {clean_images} without); scrub={args.scrub}")
+    print(f"identifying boxes blanked (<=10% of text pixels left): {blanked}/{boxes} = {100 * blanked / max(1, boxes):.1f}%"
+          " (boxes in delivered images)")
+    print(f"images sent with a missed identifying box above 16 px: {missed_big}")
+    print(f"images with text delivered: {delivered}/{text_images} = {100 * delivered / max(1, text_images):.1f}%;"
+          f" held: {held_text}")
+    print(f"clean images changed: {clean_changed}/{clean_images} = {100 * clean_changed / max(1, clean_images):.1f}%;"
+          f" held: {clean_held}")
+    if frame_ms:
+        frame_ms.sort()
+        print(f"OCR decision per 512x512 8-bit frame: mean {statistics.mean(frame_ms):.0f} ms, "
+              f"median {statistics.median(frame_ms):.0f} ms, p95 {frame_ms[int(0.95 * (len(frame_ms) - 1))]:.0f} ms, "
+              f"max {frame_ms[-1]:.0f} ms ({len(frame_ms)} frames, one thread)")
+    for left, size, name in sorted(worst, reverse=True)[:10]:
+        print(f"  missed: {name} box {size} px high, {100 * left:.0f}% of its text pixels left")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
