@@ -51,6 +51,15 @@ DEID_RETAIN_UIDS = False
 DEID_RETAIN_SAFE_PRIVATE = False
 # Reserved for pixel scrubbing; not implemented, so true behaves like false and says so.
 ANONYMIZE_PIXELS = False
+# Burned-in text found by OCR (docs/deidentify.md): Tesseract reads the pixels of images of
+# these modalities ("DOC": secondary captures and documents, whatever their modality) and of
+# any image a filter rule flags; text matching the image's identifying values is blanked
+# ("all": every word), undecided text holds the image. OCR_QUEUE: the Celery queue of the
+# de-identification of batches with such images ("": the default queue).
+DEID_OCR = False
+DEID_OCR_MODALITIES = ["US", "SC", "OT", "XA", "DX", "CR", "DOC"]
+DEID_OCR_SCRUB = "identifying"
+OCR_QUEUE = ""
 
 # Import limits, checked before a file's values are trusted (docs/errors.md): the largest
 # file accepted (checked before it is read), and how deep sequences may nest (Orthanc 1.10's
