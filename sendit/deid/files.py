@@ -403,9 +403,11 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None, 
         # A filter rule with pixel regions matched: the pixels are decoded and cleaned, so
         # the file is read whole (an image a rule without regions matches never gets here:
         # the import holds it).
-        cleaning = pixel_decision(ds, options.recipe) if pixel_at is not None else None
-        read_text = ocr is not None and cleaning is not None and (cleaning.hold is not None or _wants_ocr(ds, ocr))
-        if cleaning is not None and cleaning.clean:
+        # With OCR on, the import holds no image for suspected text: each one a rule flags
+        # is read here, wherever its pixel data lies in the file.
+        cleaning = pixel_decision(ds, options.recipe) if pixel_at is not None or ocr is not None else None
+        read_text = ocr is not None and (cleaning.hold is not None or _wants_ocr(ds, ocr))
+        if pixel_at is not None and cleaning is not None and cleaning.clean:
             stream = False
         else:
             cleaning = None
@@ -429,7 +431,7 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None, 
                 raise OutputNotProven("the input is an image (by its SOP class, or rows and columns) without "
                                       "pixel data: the file is cut short or damaged")
         regions = resolve_regions(ds, cleaning.coordinates) if cleaning is not None else None
-        text = _read_text(ds, facts, ocr, syntax) if read_text else None
+        text = _read_text(ds, facts, ocr, syntax) if read_text and "PixelData" in ds else None
         if text is not None and text.blank:
             regions = (regions or []) + text.regions(int(ds.Rows), int(ds.Columns))
         notes: list[str] = []
