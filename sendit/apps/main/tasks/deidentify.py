@@ -44,7 +44,9 @@ CHECKS = ("reads back as DICOM", "a new SOP Instance UID", "the input's pixel da
 
 def hold_reason(exc):
     """The flag of an image whose de-identification failed: never a value, only its kind."""
-    if isinstance(exc, OutputNotProven):
+    if type(exc).__name__ == "TextUndecided":  # sendit.deid.ocr, loaded only with DEID_OCR on
+        reason = f"{HOLD}: held for review: {exc.reason}"
+    elif isinstance(exc, OutputNotProven):
         reason = f"{HOLD}: output not proven: {exc.reason}"
     elif isinstance(exc, IdentifyingValueFound):
         reason = f"{HOLD}: identifying value in the output: {exc}"
@@ -76,6 +78,7 @@ def _replace(batch):
         return False
     ids = {int(k): StudyIdentifiers(**v) for k, v in record.ids.items()}
     options = deid_options()
+    ocr = _ocr_options()
     out_dir = media_dir(batch.id) / "deid"
     out_dir.mkdir(parents=True, exist_ok=True)
     checked, proven, held, notes = 0, 0, Counter(), Counter()
@@ -99,7 +102,7 @@ def _replace(batch):
                 checked += 1
                 try:
                     result = deidentify_file(source, target, ids[image.identity], options,
-                                             fields=SEND_FIELDS, reuse=spare, require_pixels=True)
+                                             fields=SEND_FIELDS, reuse=spare, require_pixels=True, ocr=ocr)
                 except OSError as exc:
                     if exc.errno == errno.ENOSPC:
                         batch.add_error("deidentify", "the media disk is full; free space and retry the batch")
@@ -114,11 +117,15 @@ def _replace(batch):
                     if spare is not None and spare.exists():
                         spares.append(spare)  # not taken: still free for the next image
                     holds.append((image, hold_reason(exc), target))
+                    if getattr(exc, "record", None) is not None:  # OCR: counts and boxes, never text
+                        image.header = {**(image.header or {}), "ocr": exc.record}
                     continue
                 proven += 1
                 image.header = result["fields"]
                 if result["cleaned"]:
                     image.header["cleaned"] = result["cleaned"][:255]  # the rules, never a value
+                if result.get("ocr") is not None:
+                    image.header["ocr"] = result["ocr"]  # counts and boxes, never text
                 notes.update(result["notes"])
                 image.uid = result["sop_uid"]
                 image.image = relative_media(target)
@@ -164,6 +171,9 @@ def _record(done, holds, held):
         held[reason] += 1
         logger.warning("batch=%s image=%s held: %s", image.batch_id, image.id, reason)
     now = timezone.now()
+    for image, _, _ in holds:
+        if (image.header or {}).get("ocr"):
+            Image.objects.filter(pk=image.pk).update(header=image.header)  # the boxes a person reviews
     for flag, pks in by_flag.items():
         # Only the flag: a refused image's other fields were set for a record that failed.
         Image.objects.filter(pk__in=pks).update(flagged=flag, modify_date=now)
@@ -197,8 +207,11 @@ def _note_record(batch, options, checked, proven, notes):
     previous = batch.log.get("deid_record") or {}
     holds = dict(Image.objects.filter(batch=batch, flagged__startswith=HOLD).order_by()
                  .values("flagged").annotate(n=Count("id")).values_list("flagged", "n"))
-    cleaned = Counter(header["cleaned"] for header in Image.objects.filter(batch=batch)
-                      .values_list("header", flat=True) if header and header.get("cleaned"))
+    headers = list(Image.objects.filter(batch=batch).order_by("id").values_list("id", "header"))
+    cleaned = Counter(header["cleaned"] for _, header in headers if header and header.get("cleaned"))
+    # Per image the OCR read: found, blanked, held (counts only, never the text).
+    ocr_record = [{"image": pk, "ocr": True, **{k: header["ocr"][k] for k in ("found", "blanked", "held")}}
+                  for pk, header in headers if header and header.get("ocr")]
     recipe_notes = Counter(previous.get("recipe_notes") or {})
     recipe_notes.update(notes)
     recipe = settings.STUDY_DEID
@@ -212,9 +225,19 @@ def _note_record(batch, options, checked, proven, notes):
         "proofs_passed": int(previous.get("proofs_passed", 0)) + proven,
         "holds": {reason[len(HOLD) + 2:] or reason: n for reason, n in holds.items()},
         "pixels_cleaned": dict(cleaned),
+        "ocr": ocr_record if settings.DEID_OCR else None,
         "recipe_notes": dict(recipe_notes),
         "runs": int(previous.get("runs", 0)) + 1,
     })
+
+
+def _ocr_options():
+    """DEID_OCR's options; None when off, and then nothing of the OCR is imported."""
+    if not settings.DEID_OCR:
+        return None
+    from sendit.deid.ocr import OcrOptions
+
+    return OcrOptions(modalities=tuple(settings.DEID_OCR_MODALITIES), scrub=settings.DEID_OCR_SCRUB)
 
 
 def _discard(paths):
