@@ -226,7 +226,9 @@ def _register(batch, folder, path, identities, pending, problems, seen, known_na
     except IdentifierError:
         problems.append("a file has neither PatientID nor StudyInstanceUID")
         return
-    reason = burned_in_reason(header.dataset, site_recipe()) or ""
+    # With DEID_OCR on, suspected text is read and scrubbed by the de-identification step
+    # (sendit.deid.ocr), which holds what it cannot decide: nothing is held here for it.
+    reason = "" if settings.DEID_OCR else burned_in_reason(header.dataset, site_recipe()) or ""
     if not adopt:
         _move(path, target)  # MediaFull leaves the file where it was, nothing recorded
     seen.add(header.sop_uid)
