@@ -238,6 +238,9 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+if _config.DEID_OCR and _config.OCR_QUEUE:
+    # OCR costs CPU: the de-identification step goes to workers of its own (docs/configuration.md)
+    CELERY_TASK_ROUTES = {"sendit.apps.main.tasks.deidentify.replace_identifiers": {"queue": _config.OCR_QUEUE}}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = os.environ.get("CELERY_TASK_ALWAYS_EAGER", "false").lower() == "true"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
