@@ -1,0 +1,124 @@
+"""Burned-in text found by OCR (sendit/deid/ocr.py): a handful of images, so it stays quick.
+
+The measured corpus is scripts/bench_ocr.py's; these tests check behaviour end to end:
+a burned name is blanked in the delivered file, a clean image is unchanged, undecided
+text holds the image, and with OCR off nothing of it is imported.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+from pydicom import dcmread
+
+from sendit.deid import DeidOptions, deidentify_file
+from sendit.deid.identifiers.request import StudyIdentifiers
+from tests.ocr.corpus import FONT_FILES, _dataset, _store, synthetic
+
+tesserocr = pytest.importorskip("tesserocr")
+from sendit.deid import ocr  # noqa: E402
+
+IDS = StudyIdentifiers(patient_suid="OCRPATIENT", study_suid="OCRSTUDY", jitter=-7)
+OPTIONS = DeidOptions(uid_secret=b"ocr-test-secret", retain_long_modified_dates=False)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def needle(value, kind="the patient's id", date=False, name=False):
+    return (value, kind, False, False, date, name)
+
+
+def us_with_name(tmp_path, text="GARCIA^PIETRO", at=(40, 200)):
+    """A 256x256 ultrasound-like image with ``text`` burned in white, 24 px DejaVu (or Pillow's)."""
+    import random
+
+    ds = _dataset("1.2.840.10008.5.1.4.1.1.6.1", "US", 256, 256, random.Random(3))
+    ds.PatientName = "GARCIA^PIETRO"
+    canvas = Image.new("L", (256, 256), 0)
+    font = ImageFont.truetype(FONT_FILES[0], 24) if Path(FONT_FILES[0]).is_file() else ImageFont.load_default(24)
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle((20, 20, 236, 150), fill=70)  # something that is not text
+    draw.text(at, text, fill=235, font=font)
+    box = draw.textbbox(at, text, font=font)
+    _store(ds, np.asarray(canvas).copy(), "MONOCHROME2", 8)
+    src = tmp_path / "in.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    return src, box
+
+
+def test_a_burned_name_is_blanked_in_the_delivered_file(tmp_path):
+    src, (x0, y0, x1, y1) = us_with_name(tmp_path)
+    out = tmp_path / "out.dcm"
+    result = deidentify_file(src, out, IDS, OPTIONS, require_pixels=True, ocr=ocr.OcrOptions())
+    before, after = dcmread(src).pixel_array, dcmread(out).pixel_array
+    text = before[y0:y1, x0:x1] > 128
+    assert text.sum() > 100 and not after[y0:y1, x0:x1][text].any()  # every text pixel is 0
+    assert np.array_equal(after[20:150, 20:236], before[20:150, 20:236])  # the rest is as it was
+    assert result["ocr"]["blanked"] >= 1 and result["ocr"]["held"] is False
+    assert "GARCIA" not in str(result["ocr"])  # counts and boxes, never the text
+    assert dcmread(out).BurnedInAnnotation == "NO"
+
+
+def test_a_clean_image_is_byte_identical(tmp_path):
+    sample = synthetic("US", 7, with_text=False, size=256)
+    src, out = tmp_path / "in.dcm", tmp_path / "out.dcm"
+    sample.ds.save_as(src, enforce_file_format=True)
+    result = deidentify_file(src, out, IDS, OPTIONS, require_pixels=True, ocr=ocr.OcrOptions())
+    assert result["ocr"]["blanked"] == 0
+    assert dcmread(out).PixelData == dcmread(src).PixelData
+
+
+def test_text_that_is_not_identifying_stays_unless_scrub_all(tmp_path):
+    src, (x0, y0, x1, y1) = us_with_name(tmp_path, text="LIVER TRANS")
+    out = tmp_path / "out.dcm"
+    deidentify_file(src, out, IDS, OPTIONS, require_pixels=True, ocr=ocr.OcrOptions())
+    assert dcmread(out).PixelData == dcmread(src).PixelData
+    deidentify_file(src, out, IDS, OPTIONS, require_pixels=True, ocr=ocr.OcrOptions(scrub="all"))
+    assert not dcmread(out).pixel_array[y0:y1, x0:x1].any()
+
+
+def test_names_and_dates_match_in_the_forms_screens_use():
+    forms = ocr.patterns([needle(b"doe^john", "the patient's name", name=True),
+                          needle(b"19600102", "the patient's birth date", date=True),
+                          needle(b"1.2.3.4.5.6.7", "an original UID")])
+    for text in ("DOE^JOHN", "Doe, John", "01/02/1960", "1960-01-02", "02.01.1960", "02-Jan-1960"):
+        words = [ocr.TextBox(0, (0, 0, 10, 10), part, 95.0, (0, 0, 1, 1, 1)) for part in text.split()]
+        assert ocr.decide(words, forms).blank, text
+    words = [ocr.TextBox(0, (0, 0, 10, 10), "LIVER", 95.0, (0, 0, 1, 1, 1)),
+             ocr.TextBox(0, (0, 20, 10, 30), "1.2.3.4.5.6.7", 95.0, (0, 0, 1, 2, 2))]
+    assert not ocr.decide(words, forms).blank
+
+
+def test_a_doubtful_near_match_holds_the_image():
+    forms = ocr.patterns([needle(b"12345678")])
+    sure = ocr.decide([ocr.TextBox(0, (0, 0, 9, 9), "12345670", 90.0)], forms)
+    assert sure.blank and sure.hold is None  # one OCR error: still the id
+    doubtful = ocr.decide([ocr.TextBox(0, (0, 0, 9, 9), "12395699", 30.0)], forms)
+    assert not doubtful.blank and doubtful.hold is not None and doubtful.record()["held"]
+
+
+def test_every_encoding_is_prepared_as_8_bit_frames():
+    from pydicom.data import get_testdata_file
+
+    for name in ("US1_J2KR.dcm", "OBXXXX1A.dcm", "emri_small.dcm", "CT_small.dcm", "SC_rgb.dcm"):
+        ds = dcmread(get_testdata_file(name))
+        frames = list(ocr.frames(ds))
+        assert len(frames) == int(ds.get("NumberOfFrames", 1) or 1), name
+        assert all(f.dtype == np.uint8 and f.shape == (ds.Rows, ds.Columns) for f in frames), name
+        assert frames[0].max() > frames[0].min(), name
+
+
+def test_with_ocr_off_nothing_of_it_is_imported(tmp_path):
+    src, _ = us_with_name(tmp_path)
+    code = (
+        "import sys\n"
+        "from sendit.deid import DeidOptions, deidentify_file\n"
+        "from sendit.deid.identifiers.request import StudyIdentifiers\n"
+        f"deidentify_file({str(src)!r}, {str(tmp_path / 'out.dcm')!r}, StudyIdentifiers('P', 'S', -3),"
+        " DeidOptions(uid_secret=b'x'), require_pixels=True)\n"
+        "loaded = [m for m in sys.modules if m.split('.')[0] in ('tesserocr', 'pytesseract') or m == 'sendit.deid.ocr']\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
