@@ -258,6 +258,8 @@ def plain_state(batch, flags: Counter | None = None, image_statuses: Counter | N
     if batch.status == "DONE":
         return "Delivered and cleaned up"
     total = sum(image_statuses.values())
+    if log.get("imported") and not total and not log.get("images"):
+        return "Nothing to send: no file of the folder was an image to import"
     if batch.status == "NEW":
         return "Received; waiting for a worker to import it" if not total else "Imported; waiting for a worker"
     if batch.status == "PROCESSING" or image_statuses.get("NEW") or image_statuses.get("PROCESSING"):

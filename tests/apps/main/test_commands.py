@@ -37,7 +37,7 @@ def test_batch_logs(two_batches):
     assert "PHI-MRN" not in out
     out = run("batch_logs", str(bad.id))
     assert "(has errors)" in out and "[import] a file could not be imported: not a DICOM file" in out
-    with pytest.raises(CommandError, match="no such batch"):
+    with pytest.raises(CommandError, match="no batch 999999: the dashboard lists them"):
         run("batch_logs", "999999")
 
 
@@ -67,7 +67,8 @@ def test_cleanup_older_than(two_batches):
 def test_retry_batch_command(two_batches, data_folder):
     good, bad = two_batches
     (data_folder / "BAD.err" / "x.txt").unlink()  # a person removed the bad file
-    assert "queued import of the set-aside files" in run("retry_batch", str(bad.id))
+    # The emptied NAME.err is removed, not imported (an import of nothing would queue no next step).
+    assert "queued nothing: no step has work left" in run("retry_batch", str(bad.id))
     bad.refresh_from_db()
     assert not bad.has_error and bad.log["previous_errors"]
     assert not (data_folder / "BAD.err").exists()
