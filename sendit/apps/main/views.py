@@ -15,8 +15,8 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from sendit.apps.main import actions, destinations, plain
-from sendit.apps.main.display import effective_settings, scrub, scrub_errors
+from sendit.apps.main import actions, destinations, plain, settings_doc
+from sendit.apps.main.display import scrub, scrub_errors
 from sendit.apps.main.models import BATCH_STATUS, Batch, Image
 from sendit.apps.main.preview import Cleaning, PreviewError, header_rows, pixel_cleaning, render_png
 from sendit.apps.watcher import daemon
@@ -416,7 +416,7 @@ def image_preview(request, image_id):
 @never_cache
 @require_GET
 def settings_page(request):
-    return render(request, "main/settings.html", {"groups": effective_settings(settings),
+    return render(request, "main/settings.html", {"groups": settings_doc.grouped_settings(settings),
                                                   "lockdown": getattr(settings, "LOCKDOWN_ENABLED", True)})
 
 

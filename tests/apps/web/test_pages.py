@@ -238,3 +238,23 @@ def test_pages_set_safe_headers(client):
     response = client.get("/")
     assert response["X-Frame-Options"] == "DENY"
     assert response["X-Content-Type-Options"] == "nosniff"
+
+
+def test_settings_page_is_grouped_and_described_from_the_configuration_doc(client, settings):
+    """Pipeline, De-identification, Destinations, Web, Operations, in that order; each setting
+    with the first sentence of its meaning in docs/configuration.md (the one source)."""
+    from sendit.apps.main.display import config_names
+    from sendit.apps.main.settings_doc import described
+
+    settings.ORTHANC_PASSWORD = "orthanc-pw-grouped"
+    html = client.get("/settings/").content.decode()
+    headings = re.findall(r'<h2 id="heading-[\w-]+">([^<]+)</h2>', html)
+    assert headings == ["Pipeline", "De-identification", "Destinations", "Web", "Operations"]
+    docs = described()
+    missing = [name for name in config_names() if name not in docs]
+    assert not missing, f"settings of config.py not described in docs/configuration.md: {missing}"
+    row = re.search(r'data-setting="SEND_RETRIES">[^<]*</td><td class="describe">([^<]*)</td>', html)
+    assert row.group(1) == "Attempts per remote call before a send fails."
+    destinations = html[html.index('id="group-destinations"'):html.index('id="group-web"')]
+    assert 'data-setting="ORTHANC_PASSWORD">********<' in destinations and "orthanc-pw-grouped" not in html
+    assert 'data-setting="DEID_SECRET"' in html[html.index('id="group-de-identification"'):]
