@@ -37,6 +37,7 @@ class PixelDecision:
 
     hold: str | None = None
     clean: list[Match] = field(default_factory=list)
+    held_by: str = ""  # the filter name of the rule that holds (blacklist, graylist...)
 
     @property
     def coordinates(self) -> list:
@@ -68,7 +69,7 @@ def pixel_decision(ds, recipe: Recipe | None = None) -> PixelDecision:
     counting = [m for m in matches if m.group != "whitelist"]
     for match in counting:
         if not match.coordinates:
-            return PixelDecision(hold=f"matched filter rule '{match.group}: {match.title}'")
+            return PixelDecision(hold=f"matched filter rule '{match.group}: {match.title}'", held_by=match.group)
     return PixelDecision(clean=[m for m in matches if m.coordinates])
 
 

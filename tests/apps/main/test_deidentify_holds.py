@@ -265,3 +265,27 @@ def test_deid_ultrasound_recipe_delivers_cleaned_ultrasounds_instead_of_holding_
     for source in sources:
         expected = deid_cleaned(source, "deid.dicom.ultrasound")
         assert any(expected.shape == got.shape and (expected == got).all() for got in delivered)
+
+
+@pytest.mark.parametrize("release,held", [(False, True), (True, False)])
+def test_ocr_releases_held_images_only_when_the_site_says_so(node, data_folder, settings, release, held):
+    """DEID_OCR alone never lets an image a filter rule holds leave (the OCR's recall does not
+    replace review); DEID_OCR_RELEASE does, for rules other than blacklist ones."""
+    pytest.importorskip("tesserocr")
+    deid_data = pytest.importorskip("deid_data")
+    source = Path(deid_data.__file__).parent / "data" / "ultrasounds" / "RGB_IMAGE.dcm"  # graylist: ultrasound
+    settings.DEID_OCR, settings.DEID_OCR_RELEASE = True, release
+    folder = data_folder / "OCRUS"
+    folder.mkdir()
+    shutil.copy(source, folder / source.name)
+
+    import_dicomdir(str(folder))
+
+    batch = Batch.objects.get(uid="OCRUS")
+    [flag] = [i.flagged for i in Image.objects.filter(batch=batch)]
+    rule = "matched filter rule 'graylist: ultrasound without BurnedInAnnotation NO'"
+    # Held by the rule, or (released) read by the OCR, which holds this one for review: its
+    # text cannot be read with confidence. Never sent either way.
+    assert (rule in flag) is held
+    assert held or flag.startswith("de-identification failed: held for review: OCR")
+    assert node.instances() == []

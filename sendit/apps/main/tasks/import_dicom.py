@@ -17,7 +17,7 @@ from sendit.apps.main.models import Batch, BatchIdentifiers, Image
 from sendit.apps.main.tasks.common import (
     crash_point, keep_lease, logger, media_dir, relative_media, run_step, timed_step,
 )
-from sendit.deid import burned_in_reason
+from sendit.deid.burned_in import pixel_decision
 from sendit.deid.identifiers import IdentifierError, build_request
 from sendit.deid.identifiers.request import entity_key, item_key
 
@@ -226,9 +226,12 @@ def _register(batch, folder, path, identities, pending, problems, seen, known_na
     except IdentifierError:
         problems.append("a file has neither PatientID nor StudyInstanceUID")
         return
-    # With DEID_OCR on, suspected text is read and scrubbed by the de-identification step
-    # (sendit.deid.ocr), which holds what it cannot decide: nothing is held here for it.
-    reason = "" if settings.DEID_OCR else burned_in_reason(header.dataset, site_recipe()) or ""
+    decision = pixel_decision(header.dataset, site_recipe())
+    reason = decision.hold or ""
+    if reason and settings.DEID_OCR and settings.DEID_OCR_RELEASE and decision.held_by != "blacklist":
+        # The site chose to let the OCR (sendit.deid.ocr) read and scrub suspected text, and
+        # hold what it cannot decide; a blacklist rule holds whatever the OCR would say.
+        reason = ""
     if not adopt:
         _move(path, target)  # MediaFull leaves the file where it was, nothing recorded
     seen.add(header.sop_uid)
