@@ -336,6 +336,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # No deep links: each would be a link inside the operation's button (axe: nested-interactive).
+    "SWAGGER_UI_SETTINGS": {"deepLinking": False},
     "APPEND_COMPONENTS": {"securitySchemes": {"Token": {
         "type": "apiKey", "in": "header", "name": "Authorization",
         "description": "`Token <token>`, one of API_TOKENS"}}},
