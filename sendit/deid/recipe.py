@@ -927,7 +927,6 @@ class _Apply:
                     fields.drop(f)
         self.fields = fields
         self.lists: dict[str, object] = {}
-        self.excluded_cache: dict[str, set[str]] = {}
 
     def name(self, element) -> None:
         self.result.named[id(element)] = element
