@@ -149,8 +149,8 @@ def run(tests: Path, files: tuple, engine: str) -> dict[str, tuple[int, int]]:
     counts = {}
     for name in files:
         report = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "deid_suite", "-p", "no:cacheprovider", "-p", "no:django", "--rootdir",
-             str(tests), "-o", "addopts=", "-o", "DJANGO_SETTINGS_MODULE=", str(tests / name)],
+            [sys.executable, "-m", "pytest", "-q", "-p", "deid_suite", "-p", "no:cacheprovider", "-p", "no:django",
+             "--rootdir", str(tests), "-o", "addopts=", "-o", "DJANGO_SETTINGS_MODULE=", str(tests / name)],
             cwd=tests, env=env, capture_output=True, text=True, timeout=900)
         tail = report.stdout.strip().splitlines()[-1] if report.stdout.strip() else report.stderr[-300:]
         passed = int(m.group(1)) if (m := re.search(r"(\d+) passed", tail)) else 0

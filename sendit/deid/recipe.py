@@ -1047,7 +1047,8 @@ class _Apply:
         target[tag] = element
         element = target[tag]
         self.name(element)
-        self.fields.add(Field(element, target, element.keyword or f"{tag:08X}", str(element.tag), target is not self.ds))
+        name = element.keyword or f"{tag:08X}"
+        self.fields.add(Field(element, target, name, str(element.tag), target is not self.ds))
 
     def set_value(self, action: Action, f: Field, value) -> None:
         element = f.element
