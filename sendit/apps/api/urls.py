@@ -17,7 +17,10 @@ urlpatterns = [
     re_path(r"^schema/?$", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves its start-up script as a file, so the page needs no inline script
     # under the site's Content-Security-Policy.
-    re_path(r"^docs/?$", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
+    # Sendit's own page around Swagger UI: the page's language, the site's header and a way
+    # back, and colours with enough contrast (static/main/swagger.css).
+    re_path(r"^docs/?$", SpectacularSwaggerSplitView.as_view(url_name="api:schema",
+                                                              template_name="api/swagger_ui.html"), name="docs"),
     path("", include(router.urls)),
     re_path(r"", views.not_found),  # last: any other /api/ URL is a JSON 404
 ]
