@@ -38,12 +38,22 @@ def _when(value):
     return parsed
 
 
+# A step's figures as words ("CPU 0.8 s", "3 set aside"), not as the log's keys (cpu_seconds=0.8).
+FIGURES = {"cpu_seconds": "CPU {} s", "images": "{} images", "files": "{} files", "problems": "{} set aside",
+           "failed": "{} failed", "already_stored": "{} already stored", "destinations": "to {}",
+           "provider": "identifiers from the {} provider"}
+
+
+def _figure(key: str, value: str) -> str:
+    return FIGURES[key].format(value) if key in FIGURES else f"{key.replace('_', ' ')} {value}"
+
+
 def _steps(batch):
     steps = batch.log.get("steps", {}) if isinstance(batch.log, dict) else {}
     rows = []
     for name, figures in steps.items():
         figures = figures if isinstance(figures, dict) else {}
-        extra = {k: scrub(str(v)) for k, v in figures.items() if k not in ("seconds", "time")}
+        extra = [_figure(k, scrub(str(v))) for k, v in figures.items() if k not in ("seconds", "time")]
         rows.append({"name": name, "seconds": figures.get("seconds"), "time": _when(figures.get("time")),
                      "figures": extra})
     order = ["import", "identifiers", "deidentify", "send", "cleanup"]
