@@ -4,7 +4,8 @@
 #   2. a `sendit` group (gid 10001, the image's user) and the data and media folders,
 #      group-writable so a DICOM receiver in that group can drop studies into data/;
 #   3. .env next to docker-compose.yml, mode 0600, with a generated SECRET_KEY,
-#      DEID_SECRET, lockdown password and database and Redis passwords. An existing
+#      DEID_SECRET, lockdown password and database and Redis passwords (and the
+#      DATABASE_URL and CELERY_BROKER_URL that use them). An existing
 #      .env is kept; only missing keys are added (never a key changed: DEID_SECRET
 #      must stay stable, see docs/configuration.md).
 #
@@ -111,7 +112,7 @@ write_env() {
     local env_file="$dir/.env"
     local added=()
     if "$dry_run"; then
-        echo "+ write $env_file (mode 0600): SECRET_KEY DEID_SECRET LOCKDOWN_PASSWORDS POSTGRES_PASSWORD REDIS_PASSWORD ALLOWED_HOSTS WORKER_CONCURRENCY"
+        echo "+ write $env_file (mode 0600): SECRET_KEY DEID_SECRET LOCKDOWN_PASSWORDS POSTGRES_PASSWORD REDIS_PASSWORD DATABASE_URL CELERY_BROKER_URL ALLOWED_HOSTS WORKER_CONCURRENCY"
         return
     fi
     (umask 077 && touch "$env_file")
@@ -129,6 +130,7 @@ EOF
             added+=("$1")
         fi
     }
+    value_of() { sed -n "s/^$1=//p" "$env_file" | tail -n 1; }
     local host
     host="$(hostname -f 2>/dev/null || hostname)"
     add SECRET_KEY "$(random_hex 32)"
@@ -136,6 +138,10 @@ EOF
     add LOCKDOWN_PASSWORDS "$(random_hex 12)"
     add POSTGRES_PASSWORD "$(random_hex 24)"
     add REDIS_PASSWORD "$(random_hex 24)"
+    # docker-compose.yml's postgres and redis services, with the passwords above (a worker
+    # host points them at the main host instead: docs/scaling.md).
+    add DATABASE_URL "postgres://sendit:$(value_of POSTGRES_PASSWORD)@postgres:5432/sendit"
+    add CELERY_BROKER_URL "redis://:$(value_of REDIS_PASSWORD)@redis:6379/0"
     add ALLOWED_HOSTS "$host,localhost,127.0.0.1"
     add WORKER_CONCURRENCY "$(nproc 2>/dev/null || echo 4)"
     add ORTHANC_URL "http://orthanc:8042"
