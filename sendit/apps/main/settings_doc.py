@@ -25,7 +25,7 @@ GROUP_TEXT = {
     "Operations": "Workers, leases and recovery, logs, metrics and alerts.",
 }
 # The document's sections (start of a heading) -> the page's group.
-SECTIONS = (("Folders and services", "Pipeline"), ("Watcher", "Pipeline"), ("DICOM receiver", "Pipeline"),
+SECTIONS = (("Folders and services", "Pipeline"), ("`make run`", "Operations"), ("Watcher", "Pipeline"), ("DICOM receiver", "Pipeline"),
             ("De-identification", "De-identification"), ("Storage", "Destinations"),
             ("Workers", "Operations"), ("Web settings", "Web"), ("Deployment", "Operations"),
             ("Secrets", "Web"))
