@@ -148,3 +148,38 @@ def test_command_line_retry_and_the_button_end_the_same(client, node, data_folde
     origins = [[a["origin"] for a in Batch.objects.get(pk=b.pk).log["audit"]] for b in (by_page, by_command)]
     assert origins[0] == ["page, client 127.0.0.1"]
     assert len(origins[1]) == 1 and origins[1][0].startswith("command retry_batch (user ")
+
+
+def test_the_receiver_card_shows_a_running_receiver_then_its_stop(client, data_folder, settings):
+    """The receiver (a process of its own in make run and compose) publishes its status to the
+    shared cache; the dashboard's card shows it while it is fresh."""
+    import threading
+
+    from sendit.apps.main.destinations import publish_receiver
+    from sendit.receiver import ReceiverConfig, serve
+    from tests.services import free_port, wait_for
+
+    from django.core.cache import cache
+
+    from sendit.apps.main.destinations import RECEIVER_KEY
+
+    settings.SEND_TO_ORTHANC = False
+    cache.delete(RECEIVER_KEY)
+    assert 'id="receiver"' not in client.get("/").content.decode()  # none has run here
+    port = free_port()
+    stop = threading.Event()
+    config = ReceiverConfig(data_folder=data_folder, key=b"k" * 32, ae_title="SENDITTEST", port=port, settle=0.5)
+    thread = threading.Thread(target=serve, args=(config, stop), daemon=True,
+                              kwargs={"report": publish_receiver, "report_every": 0.1})
+    thread.start()
+    try:
+        assert wait_for(lambda: "listening</span>" in client.get("/").content.decode(), timeout=10)
+        card = client.get("/").content.decode()
+        assert f"<code>SENDITTEST</code> on 127.0.0.1:{port}" in card
+        assert 'data-associations="0"' in card and 'data-images-today="0"' in card
+    finally:
+        stop.set()
+        thread.join(10)
+    card = client.get("/").content.decode()  # its last word: stopped
+    assert 'id="receiver"' in card and "not listening" in card
+    assert "None switched on" in card  # no destination: the destinations card says so
