@@ -11,7 +11,7 @@ import schemathesis
 from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
-from hypothesis import HealthCheck, seed, settings
+from hypothesis import HealthCheck, assume, seed, settings
 
 from tests.apps.web.conftest import TOKEN
 
@@ -39,4 +39,8 @@ def node(locked, make_batch):
 @seed(18)
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 def test_the_api_answers_as_its_schema_says(case):
+    # A parameter whose value is an empty list is not sent at all (no "name=" in the URL): a
+    # "negative" case such as {"batch": 1, "": []} reaches the API as the valid ?batch=1, which
+    # it rightly answers 200. Such a case says nothing about the API; it is skipped.
+    assume(not any(value == [] for value in (case.query or {}).values()))
     case.call_and_validate(headers={"Authorization": f"Token {TOKEN}"})
