@@ -194,7 +194,9 @@ def test_destination_down_then_retry_finishes_the_job(node, data_folder, setting
     import_dicomdir(str(study(data_folder, n=2, name="DOWN")))
     batch = Batch.objects.get(uid="DOWN")
     assert batch.has_error and batch.status == "DONEPROCESSING"
-    assert "orthanc" in batch.errors[0]["message"] and "2 image(s)" in batch.errors[0]["message"]
+    message = batch.errors[0]["message"]  # for people: the destination once, the cause, what to do
+    assert message.startswith("Orthanc did not take 2 images: it is not answering") and "gave up at" in message
+    assert f"retry_batch {batch.id}" in message
     assert Image.objects.filter(batch=batch, status="DONEPROCESSING").count() == 2
 
     settings.ORTHANC_URL = node.url
