@@ -286,7 +286,7 @@ def batch_delete(request, batch_id):
     if request.method == "GET":
         folder = actions.batch_media(batch)
         return render(request, "main/batch_delete.html", {
-            "batch": batch, "n_images": batch.images.count(),
+            "batch": batch, "n_images": batch.images.count(), "state": scrub(plain.plain_state(batch)),
             "undelivered": batch.images.exclude(status__in=["SENT", "DONE"]).count(),
             "media": folder is not None and folder.exists()})
     try:
