@@ -22,6 +22,17 @@ role_file="${SENDIT_ROLE_FILE:-/tmp/sendit-role}"
 
 say() { echo "entrypoint: $*" >&2; }
 
+# docker-compose.yml's database and broker when .env names none (an .env older than the
+# DATABASE_URL and CELERY_BROKER_URL keys that scripts/setup_instance.sh writes): its postgres
+# and redis services, with the passwords of .env. Anywhere else (no POSTGRES_PASSWORD or
+# REDIS_PASSWORD in the environment) nothing changes.
+if [ -z "${DATABASE_URL:-}" ] && [ -n "${POSTGRES_PASSWORD:-}" ]; then
+    export DATABASE_URL="postgres://sendit:${POSTGRES_PASSWORD}@${POSTGRES_HOST:-postgres}:5432/sendit"
+fi
+if [ -z "${CELERY_BROKER_URL:-}" ] && [ -n "${REDIS_PASSWORD:-}" ]; then
+    export CELERY_BROKER_URL="redis://:${REDIS_PASSWORD}@${REDIS_HOST:-redis}:6379/0"
+fi
+
 wait_for_database() {
     # Wait up to DATABASE_WAIT seconds (default 60) for the database to answer.
     local timeout="${DATABASE_WAIT:-60}"

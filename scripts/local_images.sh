@@ -310,7 +310,7 @@ EOF
         cat >"$dir/Dockerfile" <<EOF
 FROM $base
 ARG DEBIAN_FRONTEND=noninteractive
-RUN apt-get update && apt-get install -y orthanc python3-minimal wget \\
+RUN apt-get update && apt-get install -y orthanc python3 wget \\
     && rm -rf /var/lib/apt/lists/* \\
     && mkdir -p /var/lib/orthanc/db /etc/orthanc-docker && chown -R orthanc:orthanc /var/lib/orthanc
 COPY entrypoint.sh /usr/local/bin/docker-entrypoint.sh
@@ -364,6 +364,7 @@ EOF
         ;;
     esac
     chmod 0755 "$dir/entrypoint.sh"
+    [ ! -e "$dir/env_to_json.py" ] || chmod 0755 "$dir/env_to_json.py"
 }
 
 build_standin() {
@@ -373,7 +374,7 @@ build_standin() {
     [ -n "$base_id" ] || die "$(image_name base) is missing: build it first (scripts/local_images.sh base)"
     dir="$(mktemp -d "${TMPDIR:-/tmp}/sendit-$service.XXXXXX")"
     write_context "$service" "$dir"
-    inputs="$( (echo "$base_id"; cat "$dir"/*) | hash_of)"
+    inputs="$( (echo "$base_id"; cd "$dir" && for f in *; do stat -c '%a %n' "$f"; cat "$f"; done) | hash_of)"
     if ! "$force" && [ "$(label_of "$name")" = "$inputs" ]; then
         say "$name is up to date"
         rm -rf "$dir"

@@ -84,6 +84,17 @@ def test_compose_services_and_volumes():
     assert {"postgres", "redis", "static"} <= set(compose["volumes"])
     # nginx publishes the only web ports (443, and 80 to redirect); static files are shared read-only.
     assert services["nginx"]["ports"] == ["${HTTP_PORT:-80}:80", "${HTTPS_PORT:-443}:443"]
+    # Every image is a variable whose default is the official image (scripts/local_images.sh
+    # builds stand-ins for a host without Docker Hub).
+    for name, variable, default in (("nginx", "NGINX_IMAGE", "nginx:"), ("redis", "REDIS_IMAGE", "redis:"),
+                                    ("postgres", "POSTGRES_IMAGE", "postgres:"),
+                                    ("orthanc", "ORTHANC_IMAGE", "orthancteam/orthanc:")):
+        assert services[name]["image"].startswith("${%s:-%s" % (variable, default)), services[name]["image"]
+    for name in APP_SERVICES + ["receiver", "certs"]:
+        args = services[name]["build"]["args"]
+        assert args["SENDIT_BASE_IMAGE"] == "${SENDIT_BASE_IMAGE:-python:3.11-slim-bookworm}"
+        assert args["SENDIT_UID"] == "${SENDIT_UID:-10001}"
+    assert services["orthanc"]["ports"] == ["${ORTHANC_PUBLISH:-127.0.0.1:8042}:8042"]
     assert "static:/var/www/static:ro" in services["nginx"]["volumes"]
     assert "static:/app/var/static" in services["uwsgi"]["volumes"]
     # The DICOM receiver publishes its port alone, listening on every interface of its container.
@@ -160,11 +171,18 @@ def dockerfile_instructions():
             if line.strip() and not line.strip().startswith("#")]
 
 
+def text_of_dockerfile():
+    return (ROOT / "Dockerfile").read_text()
+
+
 def test_dockerfile_structure():
     instructions = dockerfile_instructions()
     names = [i[0].upper() for i in instructions]
     froms = [i[1] for i in instructions if i[0].upper() == "FROM"]
-    assert all("slim" in f for f in froms), froms
+    # Every stage starts from SENDIT_BASE_IMAGE, whose default is the official slim Python image.
+    assert froms[0].startswith("${SENDIT_BASE_IMAGE} AS base"), froms
+    assert all(f.split()[0] in ("${SENDIT_BASE_IMAGE}", "base") for f in froms), froms
+    assert re.search(r"^ARG SENDIT_BASE_IMAGE=python:3\.\d+-slim-bookworm$", text_of_dockerfile(), re.M)
     users = [i[1] for i in instructions if i[0].upper() == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0"), "the image must run as a non-root user"
     assert names.index("USER") > max(i for i, n in enumerate(names) if n == "FROM"), "USER in the final stage"
