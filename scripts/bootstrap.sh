@@ -9,6 +9,16 @@ mode="${1:-run}"
 apt_packages=(orthanc dcmtk tesseract-ocr tesseract-ocr-eng)  # tesseract: DEID_OCR (sendit/deid/ocr.py)
 if [ "$mode" = test ]; then
     apt_packages+=(orthanc-dicomweb dicom3tools redis-server postgresql chromium chromium-driver nginx shellcheck python3-dev fonts-dejavu-core)
+    # tests/deploy/test_compose.py: Debian's Docker engine and docker-compose, and debootstrap
+    # for scripts/local_images.sh (the test starts dockerd as root). Not where an engine is
+    # installed already (Docker's own docker-ce packages conflict with docker.io).
+    if ! command -v dockerd >/dev/null; then
+        apt_packages+=(docker.io)
+    fi
+    if ! command -v docker-compose >/dev/null && ! docker compose version >/dev/null 2>&1; then
+        apt_packages+=(docker-compose)
+    fi
+    apt_packages+=(debootstrap)
 fi
 
 missing=()
