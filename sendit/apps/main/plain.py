@@ -137,6 +137,9 @@ def plain_error(error: dict, batch_id: int | None = None) -> str:
     """An error as shown: a send error of the old wording is rewritten for people; the others
     are the node's own sentences (docs/errors.md)."""
     message = str(error.get("message", "")) if isinstance(error, dict) else str(error)
+    if message.startswith("files that could not be imported were left in ") and "retry" not in message:
+        return (f"{message}: fix or remove them there (the Errors page of the documentation says why each "
+                f"kind is set aside), then {retry_hint(batch_id)}; what is left is imported again.")
     if isinstance(error, dict) and error.get("step") == "send" and " not delivered: " in message:
         failure = parse_send_error(message)
         if failure is not None:

@@ -239,7 +239,9 @@ def batch_detail(request, batch_id):
         "n_images": images.count(),
         "imported": log.get("images"),
         "raw": log.get("deidentified") is False,
-        "notes": [scrub(str(log[k])) for k in ("cleanup", "pixels_note") if log.get(k)]
+        "notes": ([f"Cleanup {scrub(str(log['cleanup']))}; the files stay on this node"]
+                  if str(log.get("cleanup", "")).startswith("skipped") else [])
+        + [scrub(str(log[k])) for k in ("pixels_note",) if log.get(k)]
         + [scrub(str(note)) for note in log.get("notes", [])],
         "retries": log.get("retries", 0),
         "can_retry": batch.has_error or batch.status != "DONE",

@@ -63,6 +63,9 @@ def test_files_set_aside_are_counted_by_kind(client, node, data_folder):
     batch = Batch.objects.get(uid="ST-000004")
     expected = "3 files set aside in ST-000004.err: not DICOM (2), empty (1)"
     assert states(client, batch) == (expected,) * 3
+    page = htmllib.unescape(client.get(f"/batches/{batch.id}/").content.decode())
+    assert ("files that could not be imported were left in ST-000004.err: fix or remove them there" in page
+            and f"python manage.py retry_batch {batch.id}" in page)
 
 
 def test_burned_in_text_holds_images_for_review(client, node, data_folder):
