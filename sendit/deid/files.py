@@ -33,7 +33,8 @@ from sendit.deid.options import DeidOptions
 from sendit.deid.proof import (
     PIXEL_TAGS, OutputNotProven, declares_pixels, describe, identifying_values, prove_streamed, prove_whole,
 )
-from sendit.deid.scrub import TEXT_VRS, as_text, ascii_value, deidentify_dataset
+from sendit.deid.scrub import deidentify_dataset
+from sendit.deid.values import TEXT_VRS, as_text, ascii_value
 
 if TYPE_CHECKING:  # pragma: no cover
     from sendit.deid.ocr import OcrOptions

@@ -69,6 +69,8 @@ from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.uid import generate_uid
 
+from sendit.deid.values import as_text
+
 SECTIONS = ("header", "labels", "filter", "values", "fields")
 NAMED_SECTIONS = ("filter", "values", "fields")
 HEADER_ACTIONS = ("ADD", "BLANK", "JITTER", "KEEP", "REPLACE", "REMOVE")
@@ -227,7 +229,7 @@ def builtin_functions(uid_secret: bytes | None = None, uid_root: str = "2.25.") 
             raise RecipeError("func:hashuid needs the node's DEID_SECRET")
         from sendit.deid.uids import map_uids
 
-        value = "" if field is None else _as_text(field.element.value)
+        value = "" if field is None else as_text(field.element.value)
         return map_uids(value, uid_secret, uid_root) if value else value
 
     return {"is_true": lambda **_: True, "is_false": lambda **_: False, "hashuid": hashuid}
@@ -251,7 +253,7 @@ def jitter_value(element, days: int) -> str | None:
     many = isinstance(value, (list, tuple, MultiValue))
     out = []
     for text in (list(value) if many else [value]):
-        text = _as_text(text).strip()
+        text = as_text(text).strip()
         vr = element.VR
         if vr not in ("DA", "DT"):
             # deid shifts any value that reads as a date (a private date kept as LO or UN);
@@ -881,14 +883,6 @@ def _filter_line(member: str, operator: str | None) -> FilterLine:
 
 
 # -- applying the header --------------------------------------------------------------------
-def _as_text(value) -> str:
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
-    if isinstance(value, (list, tuple, MultiValue)):
-        return "\\".join(str(v) for v in value)
-    return "" if value is None else str(value)
-
-
 def _typed(vr: str, value):
     """``value`` as pydicom wants it for ``vr`` (deid's conversion); ValueError if it cannot."""
     if not isinstance(value, str):

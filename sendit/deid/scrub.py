@@ -60,6 +60,7 @@ from sendit.deid.options import BASIC_PROFILE_CODE, OPTION_CODES, DeidOptions
 from sendit.deid.private import safe_private_tags
 from sendit.deid.profile import DATE_VRS, load_table, profile_for, resolve_basic
 from sendit.deid.uids import map_uids
+from sendit.deid.values import BINARY_VRS, NUMBER_VRS, TEXT_VRS, as_text, ascii_value, empty_value
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +89,6 @@ DUMMIES = {
     "OV": b"",
     "UN": b"",
 }
-BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
-NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT"})
 #: VRs kept inside a dummied sequence (structure, not content; see the module docstring)
 DUMMY_KEEP_VRS = NUMBER_VRS | {"CS"}
 #: one value per element whatever its backslashes (they are text there)
@@ -178,40 +177,6 @@ def _element_vr(tag: int, raw_vr: str | None) -> str:
         vr = dictionary_VR(tag)
         return vr.split(" or ")[0] if " or " in vr else vr
     return "UN"
-
-
-def as_text(value) -> str:
-    """An element value as one backslash-joined string, whatever form the reader left."""
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return value.decode("latin-1").strip("\0 ")
-    if isinstance(value, (list, MultiValue)):
-        return "\\".join(str(v) for v in value)
-    return str(value).strip("\0 ")
-
-
-def empty_value(vr: str):
-    """The zero-length value of a VR (action Z)."""
-    if vr == "SQ":
-        return Sequence()
-    if vr in BINARY_VRS:
-        return b""
-    if vr in NUMBER_VRS:
-        return None
-    return ""
-
-
-#: VRs whose values sendit writes are ASCII text (dummies, UIDs, dates, suids)
-TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI",
-                      "UR", "UT"})
-
-
-def ascii_value(vr: str, text: str) -> bytes:
-    """ASCII text encoded as pydicom writes it: padded to an even length, UIDs with a NUL,
-    other text with a space."""
-    data = text.encode("ascii")
-    return data + (b"\0" if vr == "UI" else b" ") if len(data) % 2 else data
 
 
 def put(ds: Dataset, tag: int, vr: str, value) -> None:

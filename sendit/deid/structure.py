@@ -33,6 +33,8 @@ from functools import lru_cache
 
 from pydicom.datadict import dictionary_VR, dictionary_has_tag, get_entry
 
+from sendit.deid.values import NUMBER_VRS
+
 #: Transfer syntaxes by how their data set is encoded.
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
@@ -136,7 +138,6 @@ def dictionary_vr(tag: int) -> str:
 
 
 #: binary VRs of numbers, whose value multiplicity the dictionary gives
-_NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "AT", "UV", "SV"})
 
 
 @lru_cache(maxsize=4096)
@@ -325,7 +326,7 @@ class _Walker:
             if length % size:
                 self.fail(f"element {tag_text(tag)} ({vr}) has a length of {length} bytes, "
                           f"not a whole number of {size}-byte values")
-            if length > size and vr in _NUMBER_VRS and _single_valued(tag):
+            if length > size and vr in NUMBER_VRS and _single_valued(tag):
                 # BitsAllocated of 122 bytes: the lengths still add up, and what follows
                 # (a physician's name...) would ride inside a number no scrub reads.
                 self.fail(f"element {tag_text(tag)} ({vr}) holds {length // size} values where "

@@ -12,7 +12,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from sendit.deid.scrub import as_text
+from sendit.deid.values import as_text
 from sendit.deid.structure import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, BadStructure, check_structure
 from sendit.redact import escape_controls
 

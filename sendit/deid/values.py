@@ -1,0 +1,43 @@
+"""DICOM value helpers shared by the de-identification modules: which VRs are text, numbers
+or bytes, a value as text, a VR's empty value. A leaf module (it imports no other sendit
+module), so that scrub, recipe, files, proof and the importer can all use it."""
+
+from __future__ import annotations
+
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+
+BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
+NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT"})
+#: VRs whose values sendit writes are ASCII text (dummies, UIDs, dates, suids)
+TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI",
+                      "UR", "UT"})
+
+
+def as_text(value) -> str:
+    """An element value as one backslash-joined string, whatever form the reader left."""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("latin-1").strip("\0 ")
+    if isinstance(value, (list, tuple, MultiValue)):
+        return "\\".join(str(v) for v in value)
+    return str(value).strip("\0 ")
+
+
+def empty_value(vr: str):
+    """The zero-length value of a VR (action Z)."""
+    if vr == "SQ":
+        return Sequence()
+    if vr in BINARY_VRS:
+        return b""
+    if vr in NUMBER_VRS:
+        return None
+    return ""
+
+
+def ascii_value(vr: str, text: str) -> bytes:
+    """ASCII text encoded as pydicom writes it: padded to an even length, UIDs with a NUL,
+    other text with a space."""
+    data = text.encode("ascii")
+    return data + (b"\0" if vr == "UI" else b" ") if len(data) % 2 else data
