@@ -73,6 +73,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VAR_DIR=/app/var \
     WATCHER_LOG_DIR=/app/var/log \
     WATCHER_PID_FILE=/app/var/watcher.pid
+# tesseract: burned-in text found by OCR when DEID_OCR=true (sendit/deid/ocr.py).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng \
+    && rm -rf /var/lib/apt/lists/*
 RUN set -eux; \
     if ! getent group "${SENDIT_GID}" >/dev/null; then groupadd --system --gid "${SENDIT_GID}" sendit; fi; \
     useradd --system --uid "${SENDIT_UID}" --gid "${SENDIT_GID}" --no-create-home --home-dir /app \
