@@ -135,11 +135,18 @@ def local_images(engine):
 
 # -- the scratch instance -----------------------------------------------------------------------
 
+SKIPPED_IN_COPY = shutil.ignore_patterns(".git", ".venv", "var", "data", "media", "test-artifacts", ".env",
+                                         "__pycache__", ".pytest_cache", "certs", "acme", "secrets.py")
+
+
 def scratch_copy(dest):
     """The checkout's files as git knows them (committed or not), without ignored ones."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
-    for name in filter(None, listed):
+                            cwd=ROOT, capture_output=True)
+    if listed.returncode != 0:  # not a git checkout (an unpacked release): all but local state
+        shutil.copytree(ROOT, dest, ignore=SKIPPED_IN_COPY)
+        return
+    for name in filter(None, listed.stdout.split(b"\0")):
         src = ROOT / name.decode()
         if not src.is_file():
             continue

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ["scripts/entrypoint.sh", "scripts/setup_instance.sh", "scripts/generate_certs.sh"]
+SCRIPTS = ["scripts/entrypoint.sh", "scripts/setup_instance.sh", "scripts/generate_certs.sh",
+           "scripts/local_images.sh"]
 SECRETS = ["SECRET_KEY", "DEID_SECRET", "LOCKDOWN_PASSWORDS", "ORTHANC_PASSWORD"]
 APP_SERVICES = ["uwsgi", "worker", "watcher"]
 
@@ -213,6 +214,24 @@ def test_dockerfile_and_context_hold_no_secret():
         assert entry in ignore, f".dockerignore must exclude {entry}"
 
 
+def test_entrypoint_builds_the_compose_urls_for_an_older_env():
+    """An .env without DATABASE_URL/CELERY_BROKER_URL (before setup_instance.sh wrote them)
+    still reaches the compose postgres and redis; a URL that is set is kept."""
+    script = str(ROOT / "scripts/entrypoint.sh")
+    show = ["sh", "-c", 'echo "$DATABASE_URL $CELERY_BROKER_URL"']
+    base = {"PATH": os.environ["PATH"], "SENDIT_ROLE_FILE": "/dev/null"}
+    out = subprocess.run([script, *show], env={**base, "POSTGRES_PASSWORD": "pw1", "REDIS_PASSWORD": "pw2"},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["postgres://sendit:pw1@postgres:5432/sendit", "redis://:pw2@redis:6379/0"]
+    out = subprocess.run([script, *show], env={**base, "POSTGRES_PASSWORD": "pw1", "REDIS_PASSWORD": "pw2",
+                                               "DATABASE_URL": "postgres://x@10.0.0.5/s",
+                                               "CELERY_BROKER_URL": "rediss://:p@10.0.0.5:6380/0"},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["postgres://x@10.0.0.5/s", "rediss://:p@10.0.0.5:6380/0"]
+    out = subprocess.run([script, *show], env=base, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == ""
+
+
 def test_entrypoint_roles():
     text = (ROOT / "scripts/entrypoint.sh").read_text()
     for role in ("uwsgi)", "worker)", "watcher)", "healthcheck)", "manage)"):
@@ -321,6 +340,10 @@ def test_setup_instance_env_file(env_file):
         assert re.fullmatch(r"[0-9a-f]{24,}", keys[name]), name
     assert len(keys["SECRET_KEY"]) >= 50
     assert len({keys[n] for n in ("SECRET_KEY", "DEID_SECRET", "POSTGRES_PASSWORD", "REDIS_PASSWORD")}) == 4
+    # The compose services' URLs, with those passwords (docker-compose 1.x cannot nest them in
+    # a default, so .env holds them; scripts/entrypoint.sh builds the same for an older .env).
+    assert keys["DATABASE_URL"] == f"postgres://sendit:{keys['POSTGRES_PASSWORD']}@postgres:5432/sendit"
+    assert keys["CELERY_BROKER_URL"] == f"redis://:{keys['REDIS_PASSWORD']}@redis:6379/0"
     # Again: nothing changes (DEID_SECRET must stay stable), a missing key is added back.
     before = env_file.read_text()
     env_file.write_text("\n".join(l for l in before.splitlines() if not l.startswith("REDIS_PASSWORD=")) + "\n")
