@@ -92,7 +92,8 @@ RUN mkdir -p /app/var/static /app/var/log /data /media \
     && python -c "import django, celery, pydicom, psycopg; print('sendit image: Python', __import__('sys').version.split()[0])"
 USER ${SENDIT_UID}:${SENDIT_GID}
 # uwsgi speaks to nginx over a unix socket in a shared volume (/run/sendit): no port to expose.
-VOLUME ["/data", "/media"]
+# /data and /media are bind mounts of docker-compose.yml, not VOLUMEs: a VOLUME would give
+# the one-shot `certs` container two anonymous volumes at every start, left behind by `down`.
 HEALTHCHECK --interval=30s --timeout=20s --start-period=60s --retries=3 \
     CMD ["/app/scripts/entrypoint.sh", "healthcheck"]
 ENTRYPOINT ["/app/scripts/entrypoint.sh"]

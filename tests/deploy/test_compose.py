@@ -291,6 +291,7 @@ def test_compose_stack(tmp_path, local_images):
     instance = Instance(folder, compose_command(), project)
     password = keys["LOCKDOWN_PASSWORDS"].split(",")[0]
 
+    volumes_before = set(run(["docker", "volume", "ls", "-q"], quiet=True).stdout.split())
     started = time.monotonic()
     instance("build", "uwsgi", timeout=1800)
     log(f"sendit image built on {local_images['SENDIT_BASE_IMAGE']}: {time.monotonic() - started:.0f} s")
@@ -407,6 +408,10 @@ def test_compose_stack(tmp_path, local_images):
         networks = run(["docker", "network", "ls", "-q", "--filter", f"label=com.docker.compose.project={project}"],
                        quiet=True).stdout.split()
         assert networks == []
+        # No anonymous volume was left behind (the image declares none).
+        dangling = run(["docker", "volume", "ls", "-q", "--filter", "dangling=true"], quiet=True).stdout.split()
+        left = {v for v in dangling if v not in volumes_before and not v.startswith(project + "_")}
+        assert not left, f"anonymous volumes left by down: {left}"
         # ... and the database in it: up again, the batches are still there.
         started = time.monotonic()
         instance("up", "-d", "postgres")
