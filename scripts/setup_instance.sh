@@ -61,6 +61,12 @@ install_docker() {
         say "Docker and the compose plugin are installed ($(docker compose version --short 2>/dev/null || echo present))"
         return
     fi
+    # Debian's own engine and docker-compose 1.29 (apt-get install docker.io docker-compose)
+    # run docker-compose.yml too (docs/setup.md): use them, do not add Docker's repository.
+    if command -v docker >/dev/null && command -v docker-compose >/dev/null; then
+        say "Docker and docker-compose are installed ($(docker-compose version --short 2>/dev/null || echo present)); use docker-compose where the docs say docker compose"
+        return
+    fi
     # shellcheck disable=SC1091
     . /etc/os-release
     case "${ID:-}" in
