@@ -431,7 +431,12 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None, 
             if require_pixels and not input_pixels and pixel_at is None and declares_pixels(ds):
                 raise OutputNotProven("the input is an image (by its SOP class, or rows and columns) without "
                                       "pixel data: the file is cut short or damaged")
-        regions = resolve_regions(ds, cleaning.coordinates) if cleaning is not None else None
+        regions = None
+        if cleaning is not None:
+            try:
+                regions = resolve_regions(ds, cleaning.coordinates)
+            except ValueError as exc:  # the message names the rule's regions, never a value
+                raise OutputNotProven(f"a filter rule says where to clean the pixels, but {exc}") from None
         text = _read_text(ds, facts, ocr, syntax) if read_text and "PixelData" in ds else None
         if text is not None and text.blank:
             regions = (regions or []) + text.regions(int(ds.Rows), int(ds.Columns))
@@ -440,7 +445,7 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None, 
         if regions is not None:
             try:
                 clean_pixels(ds, regions)
-            except (NotImplementedError, RuntimeError, ValueError) as exc:
+            except Exception as exc:  # whatever the decoder makes of a damaged file: held, never sent
                 syntax_name = getattr(syntax, "name", "") or "its transfer syntax"
                 raise OutputNotProven(f"a filter rule says where to clean the pixels, but they cannot be "
                                       f"decoded ({syntax_name}: {type(exc).__name__})") from None

@@ -81,3 +81,19 @@ def test_pixels_no_installed_decoder_reads_are_held_with_a_clear_reason(tmp_path
     with pytest.raises(OutputNotProven, match="cannot be decoded \\(JPEG Extended"):
         deidentify_file(src, out, IDS, DeidOptions(uid_secret=SECRET, recipe=recipe), require_pixels=True)
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name,reason", [
+    ("nested_priv_SQ.dcm", "coordinates 'all' need the image's Rows and Columns"),  # pixel data, no Rows
+    ("badVR.dcm", "cannot be decoded"),  # NumberOfFrames '1A': the decoder fails with a TypeError
+])
+def test_a_file_whose_pixels_cannot_be_cleaned_is_held_not_crashed(name, reason, tmp_path):
+    """deid's ultrasound recipe blanks every image: a file it cannot clean is held with a
+    reason (never a bare exception from the decoder), and nothing is written."""
+    from sendit.deid import OutputNotProven
+
+    out = tmp_path / "out.dcm"
+    options = DeidOptions(uid_secret=SECRET, recipe=Recipe.load("deid.dicom.ultrasound"))
+    with pytest.raises(OutputNotProven, match=reason):
+        deidentify_file(get_testdata_file(name), out, IDS, options, require_pixels=True)
+    assert not list(tmp_path.iterdir())
