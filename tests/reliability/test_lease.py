@@ -271,6 +271,9 @@ def test_two_workers_starting_together_requeue_each_abandoned_batch_once(db, mon
         _stuck("ALIVE-HERE", owner_token(), soon),
         _stuck("ALIVE-ELSEWHERE", "0ther0machine:4242:0123456789abcdef", soon),
     ]
+    # a free batch whose worker died a while ago (one that recorded a step just now is
+    # between two steps of its chain: see the next test)
+    Batch.objects.filter(pk=abandoned[0].pk).update(modify_date=now - timedelta(minutes=1))
     done = _stuck("DONE")
     Batch.objects.filter(pk=done.pk).update(status="DONE")
     failed = _stuck("FAILED")
@@ -348,3 +351,25 @@ def test_an_unfinished_import_is_resumed_before_anything_else(db, data_folder):
     Batch.objects.filter(pk=batch.pk).update(log={"imported": True})
     batch.refresh_from_db()
     assert next_step(batch)[0] == "identifiers"
+
+
+def test_a_free_batch_between_two_steps_is_not_taken_from_its_chain(db, monkeypatch, settings):
+    """A worker starting while a batch moves from one step to the next (lease free for a
+    moment, its next step queued) does not hand the lease to a second copy of that step,
+    which would make the chain's own step wait; it looks again a pass later, and queues
+    the batch then if it is still free and has not moved."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from sendit.apps.main import recovery
+
+    monkeypatch.setattr(recovery, "_deferred", set())
+    moving = _stuck("MOVING")
+    calls = _recorder(monkeypatch)
+    assert recovery.requeue_abandoned(at_start=True) == {}
+    assert moving.pk in recovery._deferred
+    # The next pass: it recorded nothing since and is still free, so it was abandoned.
+    Batch.objects.filter(pk=moving.pk).update(modify_date=timezone.now() - timedelta(minutes=1))
+    assert list(recovery.requeue_abandoned(at_start=False)) == [moving.pk]
+    assert len(calls) == 1 and not recovery._deferred

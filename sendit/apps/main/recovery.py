@@ -19,13 +19,19 @@ import threading
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import Q
 from django.utils import timezone
 
 from sendit.apps.main import lease
 from sendit.apps.main.models import Batch
 from sendit.apps.main.retry import next_step
+from sendit.apps.main.tasks.common import heartbeat_seconds
 
 logger = logging.getLogger("sendit.recovery")
+
+
+#: free batches a starting worker found moving through their steps: looked at again next pass
+_deferred: set[int] = set()
 
 
 def candidates(at_start: bool):
@@ -33,8 +39,14 @@ def candidates(at_start: bool):
     at a worker's start, held by someone (free batches have their next step queued)."""
     found = Batch.objects.filter(has_error=False).exclude(status="DONE")
     if not at_start:
-        found = found.exclude(lease_owner="")
+        found = found.exclude(Q(lease_owner="") & ~Q(pk__in=_deferred))
     return found.order_by("id")
+
+
+def _moving(batch, now) -> bool:
+    """A free batch that recorded a step moments ago is between two steps of its chain (the
+    next one queued): handing it over now would only make that step wait for the lease."""
+    return (now - batch.modify_date).total_seconds() < heartbeat_seconds()
 
 
 def requeue_abandoned(at_start: bool) -> dict[int, str]:
@@ -42,7 +54,12 @@ def requeue_abandoned(at_start: bool) -> dict[int, str]:
     queued = {}
     now = timezone.now()
     for batch in candidates(at_start):
-        if not lease.abandoned(batch.lease_owner, batch.lease_until, now, at_start):
+        starting = at_start or batch.pk in _deferred
+        _deferred.discard(batch.pk)
+        if starting and not batch.lease_owner and _moving(batch, now):
+            _deferred.add(batch.pk)  # looked at again next pass, as a starting worker would
+            continue
+        if not lease.abandoned(batch.lease_owner, batch.lease_until, now, starting):
             continue
         step = next_step(batch)
         if step is None:
@@ -72,8 +89,6 @@ class RecoveryLoop:
         self.thread.join(timeout=10)
 
     def _run(self) -> None:
-        from sendit.apps.main.tasks.common import heartbeat_seconds
-
         at_start = True
         while not self.stopped.is_set():
             try:
