@@ -42,14 +42,13 @@ from pydicom.uid import (
     JPEGLSNearLossless,
 )
 
+from sendit.deid.recipe import region_locations
+
 BLANK = 0
 KEEP = 1
 
 #: (mask value, (x0, y0, x1, y1)): 0 blanks the box, 1 keeps it
 Region = tuple[int, tuple[int, int, int, int]]
-
-#: the Region Location attributes a ``from:`` sequence item must carry, in x0, y0, x1, y1 order
-_REGION_KEYWORDS = ("RegionLocationMinX0", "RegionLocationMinY0", "RegionLocationMaxX1", "RegionLocationMaxY1")
 
 #: elements that describe encapsulated pixel data only; wrong once the data is native
 _ENCAPSULATION_ONLY = (0x7FE00001, 0x7FE00002, 0x7FE00003)  # Extended Offset Table (Lengths), Total Length
@@ -121,15 +120,7 @@ def _boxes_from(ds: Dataset, keyword: str) -> list[tuple[int, int, int, int]]:
     if not keyword or tag_for_keyword(keyword) is None:
         # deid finds no box for an unknown name; a misspelt 'coordinates from:' would blank nothing
         raise ValueError(f"coordinates 'from:' need a DICOM keyword, not {keyword!r}")
-    if keyword not in ds:
-        return []
-    value = ds[keyword].value
-    items = value if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else [value]
-    boxes = []
-    for entry in items:
-        if isinstance(entry, Dataset) and all(name in entry for name in _REGION_KEYWORDS):
-            boxes.append(_parse_box(",".join(str(entry[name].value) for name in _REGION_KEYWORDS)))
-    return boxes
+    return [_parse_box(text) for text in region_locations(ds, keyword)]
 
 
 def result_coordinates(result: dict) -> list:

@@ -455,6 +455,7 @@ class Recipe:
         self.warnings: list[str] = []
         self.functions: dict[str, Function] = {}
         self.variables: tuple[str, ...] = VARIABLES
+        self._keep_tags: frozenset | None = None
 
     # loading --------------------------------------------------------------------------
     @classmethod
@@ -492,14 +493,12 @@ class Recipe:
     # header ---------------------------------------------------------------------------
     def keep_tags(self) -> frozenset:
         """Top-level tags a plain ``KEEP keyword`` / ``KEEP tag`` names (for code that must
-        know before a dataset is seen, such as the profile's overlay rule)."""
-        tags = set()
-        for action in self.header:
-            if action.action == "KEEP":
-                tag = plain_tag(action.field)
-                if tag is not None:
-                    tags.add(tag)
-        return frozenset(tags)
+        know before a dataset is seen, such as the profile's overlay rule); worked out once,
+        as the recipe does not change once read."""
+        if self._keep_tags is None:
+            keeps = (plain_tag(a.field) for a in self.header if a.action == "KEEP")
+            self._keep_tags = frozenset(tag for tag in keeps if tag is not None)
+        return self._keep_tags
 
     def kept_tags(self, ds: Dataset) -> set[int]:
         """Tags of the elements of ``ds`` that the recipe's KEEP lines name (at any depth)."""
@@ -540,20 +539,21 @@ class Recipe:
 _REGION_KEYWORDS = ("RegionLocationMinX0", "RegionLocationMinY0", "RegionLocationMaxX1", "RegionLocationMaxY1")
 
 
-def _regions_from(ds, coordinate: str):
-    """``from:Keyword`` read from ``ds`` as deid does: the boxes of the items (or the one
-    dataset) that carry all four Region Location values; other coordinates as written."""
-    if not coordinate.startswith("from:"):
-        return coordinate
-    keyword = coordinate[5:]
+def region_locations(ds, keyword: str) -> list[str]:
+    """The ``x0,y0,x1,y1`` Region Location boxes of the items of ``keyword`` in ``ds`` (or
+    of the one dataset it holds) that carry all four values, as deid reads ``from:``;
+    none when ``keyword`` is absent."""
     if keyword not in ds:
         return []
-    value = ds.get(keyword)
-    boxes = []
-    for region in (list(value) if isinstance(value, Sequence) else [value]):
-        if all(k in region for k in _REGION_KEYWORDS):
-            boxes.append(",".join(str(region.get(k)) for k in _REGION_KEYWORDS))
-    return boxes
+    value = ds[keyword].value
+    items = list(value) if isinstance(value, Sequence) else [value]
+    return [",".join(str(item[k].value) for k in _REGION_KEYWORDS)
+            for item in items if isinstance(item, Dataset) and all(k in item for k in _REGION_KEYWORDS)]
+
+
+def _regions_from(ds, coordinate: str):
+    """A rule's coordinate with ``from:Keyword`` read from ``ds``; other coordinates as written."""
+    return region_locations(ds, coordinate[5:]) if coordinate.startswith("from:") else coordinate
 
 
 def shipped_recipe(name: str) -> Path:
