@@ -401,18 +401,14 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None, 
         deflated = syntax == DeflatedExplicitVRLittleEndian  # the reader inflated it whole
         pixel_at = None if deflated or start >= size else pixel_element_at(fp, start, implicit, little)
         stream = not deflated and start < size and _pixels_end_the_file(fp, start, size, implicit, little)
-        # A filter rule with pixel regions matched: the pixels are decoded and cleaned, so
-        # the file is read whole (an image a rule without regions matches never gets here:
-        # the import holds it).
-        # With OCR on, the import holds no image for suspected text: each one a rule flags
-        # is read here, wherever its pixel data lies in the file.
+        # The pixels are decoded, so the file is read whole, when a filter rule with regions
+        # matched (they are cleaned) or when the OCR is to read them (DEID_OCR: images of its
+        # modalities, and those a rule flags, wherever their pixel data lies in the file).
         cleaning = pixel_decision(ds, options.recipe) if pixel_at is not None or ocr is not None else None
         read_text = ocr is not None and (cleaning.hold is not None or _wants_ocr(ds, ocr))
-        if pixel_at is not None and cleaning is not None and cleaning.clean:
-            stream = False
-        else:
+        if pixel_at is None or cleaning is None or not cleaning.clean:
             cleaning = None
-        if read_text:
+        if cleaning is not None or read_text:
             stream = False
         if deflated or (start < size and not stream):
             header_tags = list(ds.keys())
@@ -446,9 +442,7 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None, 
             try:
                 clean_pixels(ds, regions)
             except Exception as exc:  # whatever the decoder makes of a damaged file: held, never sent
-                syntax_name = getattr(syntax, "name", "") or "its transfer syntax"
-                raise OutputNotProven(f"a filter rule says where to clean the pixels, but they cannot be "
-                                      f"decoded ({syntax_name}: {type(exc).__name__})") from None
+                raise _undecodable("a filter rule says where to clean the pixels", syntax, exc) from None
             input_pixels = {}  # changed on purpose: the proof checks the output has pixel data
         if regions is not None or text is not None:
             ds.BurnedInAnnotation = "NO"  # the matched rules or the OCR say where the text is: it is gone
@@ -492,6 +486,13 @@ def _wants_ocr(ds, ocr) -> bool:
     return wants_ocr(ds, ocr.modalities)
 
 
+def _undecodable(what: str, syntax, exc: Exception) -> OutputNotProven:
+    """Why an image whose pixels had to be decoded is held: the syntax and the error's
+    type, never its message (a decoder may quote header values)."""
+    name = getattr(syntax, "name", "") or "its transfer syntax"
+    return OutputNotProven(f"{what}, but they cannot be decoded ({name}: {type(exc).__name__})")
+
+
 def _read_text(ds, facts, ocr, syntax):
     """The OCR's decision on ``ds`` (read whole, before the scrub); raises TextUndecided
     when it holds the image, OutputNotProven when the pixels cannot be decoded."""
@@ -500,9 +501,7 @@ def _read_text(ds, facts, ocr, syntax):
     try:
         decision = ocr_image(ds, facts.needles, ocr.scrub)
     except (NotImplementedError, RuntimeError, ValueError, AttributeError) as exc:
-        syntax_name = getattr(syntax, "name", "") or "its transfer syntax"
-        raise OutputNotProven(f"OCR was to read the pixels, but they cannot be decoded "
-                              f"({syntax_name}: {type(exc).__name__})") from None
+        raise _undecodable("OCR was to read the pixels", syntax, exc) from None
     if decision.hold is not None:
         raise TextUndecided(decision.hold, decision.record())
     return decision
