@@ -62,19 +62,28 @@ def retry(batch: Batch, origin: str) -> str | None:
     try:
         step = _retry.retry_batch(batch)
     except BatchInUse:
-        audit(batch, "retry", origin, "refused: a worker is working on the batch")
+        audit(batch, "retry", origin, REFUSED)
         raise
     audit(batch, "retry", origin, f"queued {step}" if step else "nothing left to do")
     return step
+
+
+REFUSED = "refused: a worker is working on the batch"
+
+
+def _take(batch: Batch, action: str, origin: str) -> None:
+    """Hold the batch's lease for an action from the page or a command; audited and
+    BatchInUse when a worker holds it."""
+    if not batch.acquire(60):
+        audit(batch, action, origin, REFUSED)
+        raise BatchInUse(batch.pk)
 
 
 def resend(batch: Batch, origin: str) -> int:
     """Forget where the batch's de-identified images went and send them again; how many.
 
     Raises BatchInUse while a worker holds the batch."""
-    if not batch.acquire(60):
-        audit(batch, "re-send", origin, "refused: a worker is working on the batch")
-        raise BatchInUse(batch.pk)
+    _take(batch, "re-send", origin)
     try:
         with transaction.atomic():
             count = Image.objects.filter(batch=batch, status__in=["SENT", "DONEPROCESSING"]).update(
@@ -105,9 +114,7 @@ def delete(batch: Batch, origin: str) -> str:
     """Remove the batch's media files and rows (never input data); its name.
 
     Raises BatchInUse while a worker holds the batch."""
-    if not batch.acquire(60):
-        audit(batch, "delete", origin, "refused: a worker is working on the batch")
-        raise BatchInUse(batch.pk)
+    _take(batch, "delete", origin)
     name, images = batch.uid, batch.images.count()
     audit(batch, "delete", origin, f"{images} image(s) and the media folder")
     folder = batch_media(batch)
