@@ -113,6 +113,11 @@ class Action:
     line: int = 0
 
 
+def label_title(label: str) -> str:
+    """A rule's label as a person reads it: deid keeps the word LABEL in the name it stores."""
+    return re.sub(r"^LABEL\s*", "", label, flags=re.I)
+
+
 @dataclass
 class FilterLine:
     """One line of a rule: criteria joined by ``and`` / ``or`` (deid's inner operators)."""
@@ -132,8 +137,7 @@ class Rule:
 
     @property
     def title(self) -> str:
-        """The label as a person reads it."""
-        return re.sub(r"^LABEL\s*", "", self.label, flags=re.I)
+        return label_title(self.label)
 
     def matches(self, ds) -> bool:
         if not self.lines:
@@ -151,7 +155,7 @@ class Match:
 
     @property
     def title(self) -> str:
-        return re.sub(r"^LABEL\s*", "", self.label, flags=re.I)
+        return label_title(self.label)
 
 
 @dataclass
