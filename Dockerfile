@@ -49,8 +49,8 @@ RUN set -eux; \
 ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-COPY requirements.txt /tmp/requirements.txt
-RUN pip install -r /tmp/requirements.txt "uwsgi==${UWSGI_VERSION}" \
+COPY requirements.lock /tmp/requirements.lock
+RUN pip install -r /tmp/requirements.lock "uwsgi==${UWSGI_VERSION}" \
     && uwsgi --version
 
 # -- run: the base, the virtualenv, the code, a non-root user ------------------------------

@@ -40,10 +40,12 @@ python="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
-req=requirements.txt
-[ "$mode" = test ] && req=requirements-dev.txt
+# The pinned lock files (pip-compile of pyproject.toml: `make lock`): the runtime alone, or
+# the runtime with the test, lint and benchmark groups.
+req=requirements.lock
+[ "$mode" = test ] && req=requirements-dev.lock
 stamp=".venv/.installed-$mode"
-if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ "$req" -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ "$req" -nt "$stamp" ]; then
     .venv/bin/pip install -q --disable-pip-version-check --upgrade pip
     .venv/bin/pip install -q --disable-pip-version-check -r "$req"
     touch "$stamp"
