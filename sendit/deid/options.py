@@ -55,9 +55,9 @@ class DeidOptions:
     clean_descriptors: bool = False
     retain_uids: bool = False
     retain_safe_private: bool = False
-    recipe: "Recipe | None" = None
+    recipe: Recipe | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if isinstance(self.uid_secret, str):
             self.uid_secret = self.uid_secret.encode("utf-8")
         if not self.uid_secret:
@@ -66,6 +66,6 @@ class DeidOptions:
 
         self.uid_root = check_root(self.uid_root)
 
-    def enabled(self):
+    def enabled(self) -> tuple[str, ...]:
         """The option flags that are on, in a stable order."""
         return tuple(name for name in OPTION_COLUMNS if getattr(self, name))

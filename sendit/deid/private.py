@@ -9,6 +9,8 @@ Each entry is (private creator, group, element offset within the block).
 
 from __future__ import annotations
 
+from pydicom.dataset import Dataset
+
 SAFE_PRIVATE = frozenset(
     {
         ("SIEMENS MR HEADER", 0x0019, 0x0C),  # B_value
@@ -26,20 +28,20 @@ SAFE_PRIVATE = frozenset(
 )
 
 
-def _creator_text(raw_value) -> str:
+def _creator_text(raw_value: object) -> str:
     if isinstance(raw_value, bytes):
         raw_value = raw_value.decode("latin-1")
     return str(raw_value or "").strip("\0 ")
 
 
-def safe_private_tags(ds) -> set[int]:
+def safe_private_tags(ds: Dataset) -> set[int]:
     """Tags of the private elements (and their creators) of ``ds`` to keep."""
-    creators = {}
+    creators: dict[tuple[int, int], tuple[int, str]] = {}
     for tag in ds.keys():
         group, element = tag >> 16, tag & 0xFFFF
         if group & 1 and 0x10 <= element <= 0xFF:
             creators[(group, element)] = (tag, _creator_text(ds.get_item(tag).value))
-    keep = set()
+    keep: set[int] = set()
     for tag in ds.keys():
         group, element = tag >> 16, tag & 0xFFFF
         if not group & 1 or element < 0x1000:

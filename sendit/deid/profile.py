@@ -51,8 +51,9 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
-from pydicom.datadict import dictionary_VR, dictionary_has_tag
+from pydicom.datadict import dictionary_has_tag, dictionary_VR
 
 from sendit.deid.options import OPTION_COLUMNS
 
@@ -72,8 +73,17 @@ RECORD_TYPE2_KEYS = frozenset({0x00100010, 0x00080050, 0x00081030, 0x00700081, 0
 OVERLAY_GROUPS = range(0x6000, 0x601F, 2)
 
 
+class ProfileRow(TypedDict):
+    """One attribute of ``profile_table.json``."""
+
+    tag: str  # 8 hex digits (``x`` for a repeating group's wildcards), or ``private``
+    name: str
+    basic: str  # the Basic Profile code (``X``, ``X/Z/D``...)
+    options: NotRequired[dict[str, str]]  # option column -> code, for the columns that name one
+
+
 @lru_cache(maxsize=1)
-def load_table() -> tuple:
+def load_table() -> tuple[ProfileRow, ...]:
     """The table rows as loaded from the package data, sorted by tag."""
     return tuple(json.loads(TABLE_PATH.read_text()))
 
@@ -106,7 +116,7 @@ def _table_vr(tag: str) -> str | None:
     return dictionary_VR(value)
 
 
-def resolve_row(row: dict, enabled_columns: frozenset) -> str:
+def resolve_row(row: ProfileRow, enabled_columns: frozenset[str]) -> str:
     """The action for one table row under the enabled option columns."""
     vr = _table_vr(row["tag"]) if row["tag"] != "private" else None
     tag = _tag_int(row["tag"])
@@ -126,7 +136,8 @@ def resolve_row(row: dict, enabled_columns: frozenset) -> str:
 class Profile:
     """Resolved actions for one set of options: ``action(tag)`` in O(1)."""
 
-    def __init__(self, enabled_columns=frozenset(), overrides=None, animal=False, records=False):
+    def __init__(self, enabled_columns: frozenset[str] = frozenset(), overrides: dict[int, str] | None = None,
+                 animal: bool = False, records: bool = False) -> None:
         self.actions: dict[int, str] = {}
         self.curve_action = "X"  # (50xx,xxxx)
         self.overlay_actions: dict[int, str] = {}  # element -> action in 60xx groups
@@ -137,16 +148,16 @@ class Profile:
         self.names: dict[int, str] = {}
         for row in load_table():
             action = resolve_row(row, enabled_columns)
-            tag = row["tag"]
-            if tag == "private":
+            key = row["tag"]
+            if key == "private":
                 self.private_action = action
-            elif tag == "50xxxxxx":
+            elif key == "50xxxxxx":
                 self.curve_action = action
-            elif tag.startswith("60xx"):
-                self.overlay_actions[int(tag[4:], 16)] = action
+            elif key.startswith("60xx"):
+                self.overlay_actions[int(key[4:], 16)] = action
             else:
-                self.actions[int(tag, 16)] = action
-                self.names[int(tag, 16)] = row["name"]
+                self.actions[int(key, 16)] = action
+                self.names[int(key, 16)] = row["name"]
         if animal:
             for tag in ANIMAL_ZEROED:
                 if self.actions.get(tag) == "X":
@@ -178,7 +189,7 @@ class Profile:
 
 
 @lru_cache(maxsize=64)
-def profile_for(enabled_flags: tuple, keep_tags: frozenset = frozenset(), animal: bool = False,
+def profile_for(enabled_flags: tuple[str, ...], keep_tags: frozenset[int] = frozenset(), animal: bool = False,
                 records: bool = False) -> Profile:
     """The cached :class:`Profile` for option flags (names as in DeidOptions); ``animal``
     for a patient that is an animal (Responsible Person/Organization emptied, not removed);

@@ -56,12 +56,13 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from pydicom.datadict import dictionary_VR, dictionary_has_tag, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -123,8 +124,14 @@ class FilterLine:
     """One line of a rule: criteria joined by ``and`` / ``or`` (deid's inner operators)."""
 
     operator: str | None  # the + or || that started the line (deid ignores it)
-    criteria: list  # [(kind, field, value)]
-    inner: list  # operators between the criteria
+    criteria: list[tuple[str, str, str | None]]  # [(kind, field, value)]
+    inner: list[str]  # operators between the criteria
+
+
+#: a rule's pixel region as written: [0 blank | 1 keep, "x0,y0,x1,y1" | "all" | "from:Keyword"]
+RuleRegion = list[int | str]
+#: a matched rule's pixel region: as written, a ``from:`` read from the image (a list of boxes)
+MatchRegion = list[int | str | list[str]]
 
 
 @dataclass
@@ -132,14 +139,14 @@ class Rule:
     """A ``LABEL`` block: its lines and the pixel regions a match names."""
 
     label: str
-    lines: list = field(default_factory=list)
-    coordinates: list = field(default_factory=list)  # [[0 blank | 1 keep, "x0,y0,x1,y1" | "all" | "from:..."]]
+    lines: list[FilterLine] = field(default_factory=list)
+    coordinates: list[RuleRegion] = field(default_factory=list)  # [[0 blank | 1 keep, "x0,y0,x1,y1" | "all" | "from:..."]]
 
     @property
     def title(self) -> str:
         return label_title(self.label)
 
-    def matches(self, ds) -> bool:
+    def matches(self, ds: Dataset) -> bool:
         if not self.lines:
             return bool(self.coordinates)
         return all(_line_holds(line, ds) for line in self.lines)
@@ -151,7 +158,7 @@ class Match:
 
     group: str
     label: str
-    coordinates: list
+    coordinates: list[MatchRegion]
 
     @property
     def title(self) -> str:
@@ -167,13 +174,14 @@ class Applied:
     say where sendit went beyond deid to keep a value from surviving.
     """
 
-    named: dict = field(default_factory=dict)
-    kept_tags: set = field(default_factory=set)
-    notes: list = field(default_factory=list)
+    named: dict[int, DataElement] = field(default_factory=dict)  # id(element) -> element
+    kept_tags: set[int] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
 
 
 # -- functions -------------------------------------------------------------------------
-Function = Callable[..., object]
+#: a ``func:`` / ``deid_func:`` function: keyword arguments in, an element value (any) out
+Function = Callable[..., Any]
 _SITE_FUNCTIONS: dict[str, Function] = {}
 
 
@@ -183,9 +191,9 @@ def register_function(name: str, function: Function) -> None:
     _SITE_FUNCTIONS[name] = function
 
 
-def _keyvalues(extras: str) -> dict:
-    """``key=value`` pairs after a deid_func name, as deid reads them."""
-    values = {}
+def _keyvalues(extras: str) -> dict[str, Any]:
+    """``key=value`` pairs after a deid_func name, as deid reads them (text, True, False or None)."""
+    values: dict[str, Any] = {}
     for pair in extras.split(" "):
         if "=" in pair:
             key, value = pair.split("=", 1)
@@ -194,25 +202,25 @@ def _keyvalues(extras: str) -> dict:
     return values
 
 
-def _deid_jitter(field, extras: str, **_):
+def _deid_jitter(field: Field, extras: str, **_: object) -> str | bytes | None:
     opts = _keyvalues(extras)
     days = int(opts.get("days", 1)) + 365 * int(opts.get("years", 0))
     return jitter_value(field.element, days)
 
 
-def _pydicom_uuid(field, extras: str, **_):
+def _pydicom_uuid(field: Field, extras: str, **_: object) -> str:
     opts = _keyvalues(extras)
     prefix = opts.get("prefix", "2.25.")
     entropy = [str(field.element.value)] if opts.get("stable_remapping", True) is True and prefix else []
     return generate_uid(prefix=prefix, entropy_srcs=entropy or None)
 
 
-def _dicom_uuid(field, extras: str, **_):
+def _dicom_uuid(field: Field, extras: str, **_: object) -> str:
     root = _keyvalues(extras).get("org_root", "anonymous-organization")
     return (f"{root}.{uuid.uuid4().int}")[:64]
 
 
-def _suffix_uuid(field, **_):
+def _suffix_uuid(field: Field, **_: object) -> str:
     return f"{field.name.lower()}-{uuid.uuid4()}"
 
 
@@ -228,7 +236,7 @@ DEID_FUNCTIONS: dict[str, Function] = {
 def builtin_functions(uid_secret: bytes | None = None, uid_root: str = "2.25.") -> dict[str, Function]:
     """The ``func:`` functions sendit gives every recipe: ``hashuid`` maps a UID the way the
     profile does (so references stay consistent), ``is_true`` / ``is_false`` for conditions."""
-    def hashuid(field=None, **_):
+    def hashuid(field: Field | None = None, **_: object) -> str:
         if not uid_secret:
             raise RecipeError("func:hashuid needs the node's DEID_SECRET")
         from sendit.deid.uids import map_uids
@@ -248,14 +256,15 @@ class CannotJitter(ValueError):
     """A value JITTER cannot shift (not a DA/DT date)."""
 
 
-def jitter_value(element, days: int) -> str | None:
+def jitter_value(element: DataElement, days: int) -> str | bytes | None:
     """The element's date(s) shifted by ``days``, written as deid writes them
-    (``YYYYMMDD``; DT as ``YYYYMMDDHHMMSS.ffffff`` with its offset); None when empty."""
+    (``YYYYMMDD``; DT as ``YYYYMMDDHHMMSS.ffffff`` with its offset), bytes when the value was
+    bytes; None when empty."""
     value = element.value
     if not value:
         return None
     many = isinstance(value, (list, tuple, MultiValue))
-    out = []
+    out: list[str] = []
     for text in (list(value) if many else [value]):
         text = as_text(text).strip()
         vr = element.VR
@@ -268,7 +277,8 @@ def jitter_value(element, days: int) -> str | None:
             if not match:
                 raise CannotJitter("not a date")
             try:
-                moved = datetime(*map(int, match.groups())) + timedelta(days=days)
+                year, month, day = map(int, match.groups())
+                moved = datetime(year, month, day) + timedelta(days=days)
             except ValueError:
                 raise CannotJitter("not a date") from None
             out.append(moved.strftime("%Y%m%d"))
@@ -296,7 +306,7 @@ class Field:
 
     __slots__ = ("element", "parent", "name", "uid", "is_meta", "removed", "_keys")
 
-    def __init__(self, element, parent, name: str, uid: str, is_meta: bool):
+    def __init__(self, element: DataElement, parent: Dataset, name: str, uid: str, is_meta: bool) -> None:
         self.element, self.parent, self.name, self.uid, self.is_meta = element, parent, name, uid, is_meta
         self.removed = False
         self._keys: list[str] | None = None
@@ -320,7 +330,7 @@ class Field:
             self._keys = keys
         return self._keys
 
-    def name_matches(self, pattern: re.Pattern) -> bool:
+    def name_matches(self, pattern: re.Pattern[str]) -> bool:
         """Whether ``pattern`` finds the nested name, tag, name or keyword (deid's
         name_contains). It depends on nothing but those, so the answer is kept across images."""
         elem = self.element
@@ -341,11 +351,11 @@ class Field:
         return found
 
 
-_MATCHES: dict[tuple, bool] = {}
+_MATCHES: dict[tuple[str, str, int, str | None], bool] = {}  # (pattern, name, tag, creator)
 _NAMES: dict[int, tuple[str, str]] = {}
 
 
-def _names(elem) -> tuple[str, str]:
+def _names(elem: DataElement) -> tuple[str, str]:
     """(name, keyword) of an element; a public tag's are looked up in the dictionary once."""
     tag = elem.tag
     if tag.is_private:
@@ -356,19 +366,20 @@ def _names(elem) -> tuple[str, str]:
     return names
 
 
-def _creator(elem) -> str | None:
-    return getattr(elem, "private_creator", None) if elem.tag.is_private else None
+def _creator(elem: DataElement) -> str | None:
+    return elem.private_creator if elem.tag.is_private else None
 
 
 class Fields:
     """Every element of a dataset (file meta included) at every depth, with deid's names,
     and an index from each exact name to the fields it gives."""
 
-    def __init__(self, ds: Dataset, skip_tags: frozenset = frozenset(), protect: bool = True):
+    def __init__(self, ds: Dataset, skip_tags: frozenset[int] = frozenset(), protect: bool = True) -> None:
         self.by_uid: dict[str, Field] = {}
-        skipped = SKIPPED_KEYWORDS if protect else frozenset()
+        skipped: frozenset[str] = SKIPPED_KEYWORDS if protect else frozenset()
         self.index: dict[str, list[Field]] = {}
-        pending = [(ds, None, None, False)]
+        # (dataset, its nested name, its unique path, whether it is the file meta)
+        pending: list[tuple[Dataset, str | None, str | None, bool]] = [(ds, None, None, False)]
         meta = getattr(ds, "file_meta", None)
         if meta:
             pending.append((meta, None, None, True))
@@ -419,7 +430,8 @@ def expand(expression: str, fields: Fields) -> list[Field]:
         return fields.live()
     split = _EXPANDER_RE.match(expression)
     if split is None:
-        seen, found = set(), []
+        seen: set[str] = set()
+        found: list[Field] = []
         for f in fields.index.get(expression.lower(), ()):
             if f.uid not in seen:
                 seen.add(f.uid)
@@ -450,7 +462,7 @@ def expand(expression: str, fields: Fields) -> list[Field]:
 class Recipe:
     """A parsed recipe: header actions, filters, and the %values / %fields lists."""
 
-    def __init__(self, source: str = "<recipe>"):
+    def __init__(self, source: str = "<recipe>") -> None:
         self.source = source
         self.header: list[Action] = []
         self.filters: dict[str, list[Rule]] = {}
@@ -459,11 +471,12 @@ class Recipe:
         self.warnings: list[str] = []
         self.functions: dict[str, Function] = {}
         self.variables: tuple[str, ...] = VARIABLES
-        self._keep_tags: frozenset | None = None
+        self._keep_tags: frozenset[int] | None = None
 
     # loading --------------------------------------------------------------------------
     @classmethod
-    def load(cls, name_or_path: str, functions: dict | None = None, variables=VARIABLES) -> "Recipe":
+    def load(cls, name_or_path: str, functions: Mapping[str, Function] | None = None,
+             variables: Iterable[str] = VARIABLES) -> Recipe:
         """A recipe file, or one of deid's shipped recipes by name (``deid.dicom``,
         ``deid.dicom.ultrasound``, ``deid.dicom.xray.chest``)."""
         path = Path(name_or_path)
@@ -472,7 +485,8 @@ class Recipe:
         return cls.from_file(path, functions=functions, variables=variables)
 
     @classmethod
-    def from_file(cls, path, functions: dict | None = None, variables=VARIABLES) -> "Recipe":
+    def from_file(cls, path: str | Path, functions: Mapping[str, Function] | None = None,
+                  variables: Iterable[str] = VARIABLES) -> Recipe:
         try:
             text = Path(path).read_bytes().decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -482,8 +496,8 @@ class Recipe:
         return cls.from_text(text, source=str(path), functions=functions, variables=variables)
 
     @classmethod
-    def from_text(cls, text: str, source: str = "<recipe>", functions: dict | None = None,
-                  variables=VARIABLES) -> "Recipe":
+    def from_text(cls, text: str, source: str = "<recipe>", functions: Mapping[str, Function] | None = None,
+                  variables: Iterable[str] = VARIABLES) -> Recipe:
         """Parse ``text``; ``functions`` and ``variables`` name what ``func:`` and ``var:``
         may use (a name the recipe uses that is not among them is an error)."""
         recipe = cls(source)
@@ -495,7 +509,7 @@ class Recipe:
         return recipe
 
     # header ---------------------------------------------------------------------------
-    def keep_tags(self) -> frozenset:
+    def keep_tags(self) -> frozenset[int]:
         """Top-level tags a plain ``KEEP keyword`` / ``KEEP tag`` names (for code that must
         know before a dataset is seen, such as the profile's overlay rule); worked out once,
         as the recipe does not change once read."""
@@ -512,7 +526,8 @@ class Recipe:
         fields = Fields(ds)
         return {f.element.tag for a in keeps for f in expand(a.field, fields)}
 
-    def apply(self, ds: Dataset, variables: dict | None = None, functions: dict | None = None,
+    def apply(self, ds: Dataset, variables: Mapping[str, object] | None = None,
+              functions: Mapping[str, Function] | None = None,
               spare: Callable[[int, str], str | None] | None = None, protect: bool = True) -> Applied:
         """Apply the header actions to ``ds`` in place, as deid's DicomParser would.
 
@@ -528,22 +543,22 @@ class Recipe:
     # filters --------------------------------------------------------------------------
     def detect(self, ds: Dataset) -> list[Match]:
         """Every rule that matches ``ds``, in recipe order (deid's has_burned_pixels)."""
-        found = []
+        found: list[Match] = []
         for group, rules in self.filters.items():
             for rule in rules:
                 if rule.matches(ds):
-                    found.append(Match(group, rule.label, [[mask, _regions_from(ds, coordinate)]
+                    found.append(Match(group, rule.label, [[mask, _regions_from(ds, str(coordinate))]
                                                            for mask, coordinate in rule.coordinates]))
         return found
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Recipe({self.source!r}: {len(self.header)} actions, filters {list(self.filters)})"
 
 
 _REGION_KEYWORDS = ("RegionLocationMinX0", "RegionLocationMinY0", "RegionLocationMaxX1", "RegionLocationMaxY1")
 
 
-def region_locations(ds, keyword: str) -> list[str]:
+def region_locations(ds: Dataset, keyword: str) -> list[str]:
     """The ``x0,y0,x1,y1`` Region Location boxes of the items of ``keyword`` in ``ds`` (or
     of the one dataset it holds) that carry all four values, as deid reads ``from:``;
     none when ``keyword`` is absent."""
@@ -555,7 +570,7 @@ def region_locations(ds, keyword: str) -> list[str]:
             for item in items if isinstance(item, Dataset) and all(k in item for k in _REGION_KEYWORDS)]
 
 
-def _regions_from(ds, coordinate: str):
+def _regions_from(ds: Dataset, coordinate: str) -> str | list[str]:
     """A rule's coordinate with ``from:Keyword`` read from ``ds``; other coordinates as written."""
     return region_locations(ds, coordinate[5:]) if coordinate.startswith("from:") else coordinate
 
@@ -586,7 +601,7 @@ def plain_tag(expression: str) -> int | None:
     return tag_for_keyword(expression)
 
 
-def _line_holds(line: FilterLine, ds) -> bool:
+def _line_holds(line: FilterLine, ds: Dataset) -> bool:
     flags = [_criterion(kind, name, value, ds) for kind, name, value in line.criteria]
     result = flags[0]
     for operator, flag in zip(line.inner, flags[1:]):
@@ -594,7 +609,7 @@ def _line_holds(line: FilterLine, ds) -> bool:
     return result
 
 
-def _peek(ds, key):
+def _peek(ds: Dataset, key: str | int) -> Any:
     """What ``ds.get(key)`` gives (a keyword: the value; a tag: the element) without
     converting a raw element in ``ds``: a filter only reads, and the file is written from
     the same dataset."""
@@ -612,7 +627,7 @@ def _peek(ds, key):
     return elem.value if isinstance(key, str) else elem
 
 
-def _criterion(kind: str, name: str, value: str | None, ds) -> bool:
+def _criterion(kind: str, name: str, value: str | None, ds: Dataset) -> bool:
     """One criterion, on the top-level value as pydicom's ``Dataset.get`` gives it."""
     key = int(name, 0) if "0x" in name else name
     try:
@@ -639,7 +654,7 @@ def _criterion(kind: str, name: str, value: str | None, ds) -> bool:
 
 # -- parsing -----------------------------------------------------------------------------
 class _Parser:
-    def __init__(self, recipe: Recipe):
+    def __init__(self, recipe: Recipe) -> None:
         self.recipe = recipe
         self.section: str | None = None
         self.name: str | None = None
@@ -685,12 +700,20 @@ class _Parser:
         if section in NAMED_SECTIONS and name is None:
             raise self.error(number, f"%{section} needs a name")
         self.section, self.name = section, name
+        if name is None:  # a named section has its name (checked above)
+            return
         if section == "filter":
             self.recipe.filters.setdefault(name, [])
         elif section == "values":
             self.recipe.values_lists.setdefault(name, [])
         elif section == "fields":
             self.recipe.fields_lists.setdefault(name, [])
+
+    def section_name(self, number: int) -> str:
+        """The name of the %filter, %values or %fields section being read (each has one)."""
+        if self.name is None:
+            raise self.error(number, f"%{self.section} needs a name")
+        return self.name
 
     def group_line(self, number: int, line: str) -> None:
         words = _WORDS_RE.findall(line)
@@ -711,7 +734,7 @@ class _Parser:
                     raise self.error(number, "minlength takes a whole number")
         self.check_field(number, words[1])
         target = self.recipe.values_lists if self.section == "values" else self.recipe.fields_lists
-        target[self.name].append((action, words[1], value))
+        target[self.section_name(number)].append((action, words[1], value))
 
     def header_line(self, number: int, line: str) -> None:
         if self.section != "header":
@@ -803,7 +826,7 @@ class _Parser:
                     raise self.error(number, f"{value!r} is not a valid {dictionary_VR(tag)} value "
                                              f"for {keyword_for_tag(tag) or field_name}") from None
 
-    def label(self, number: int, line: str, members: list) -> None:
+    def label(self, number: int, line: str, members: list[tuple[int, str]]) -> None:
         rule = Rule(line.replace("label", "", 1).split("#")[0].strip())
         for member_number, member in members:
             low = member.lower()
@@ -830,7 +853,7 @@ class _Parser:
                 rule.lines.append(_filter_line(member, operator))
             except ValueError as exc:
                 raise self.error(member_number, str(exc)) from None
-        self.recipe.filters[self.name].append(rule)
+        self.recipe.filters[self.section_name(number)].append(rule)
 
 
 def _coordinate(raw: str, ctp: bool) -> str:
@@ -853,7 +876,9 @@ def _coordinate(raw: str, ctp: bool) -> str:
 
 def _filter_line(member: str, operator: str | None) -> FilterLine:
     """Split a criteria line at the first ``+`` or ``||`` followed by another criterion."""
-    criteria, inner, pending = [], [], [member]
+    criteria: list[tuple[str, str, str | None]] = []
+    inner: list[str] = []
+    pending = [member]
     while pending:
         part = pending.pop(0).strip()
         found = [(part.find(op), op) for op in ("||", "+") if op in part]
@@ -887,7 +912,7 @@ def _filter_line(member: str, operator: str | None) -> FilterLine:
 
 
 # -- applying the header --------------------------------------------------------------------
-def _typed(vr: str, value):
+def _typed(vr: str, value: object) -> object:
     """``value`` as pydicom wants it for ``vr`` (deid's conversion); ValueError if it cannot."""
     if not isinstance(value, str):
         return value
@@ -906,8 +931,9 @@ def _typed(vr: str, value):
 class _Apply:
     """One dataset under one recipe."""
 
-    def __init__(self, recipe: Recipe, ds: Dataset, variables: dict, functions: dict, spare=None,
-                 protect: bool = True):
+    def __init__(self, recipe: Recipe, ds: Dataset, variables: Mapping[str, object],
+                 functions: Mapping[str, Function], spare: Callable[[int, str], str | None] | None = None,
+                 protect: bool = True) -> None:
         self.recipe, self.ds, self.variables, self.functions = recipe, ds, variables, functions
         self.spare = spare
         self.result = Applied()
@@ -924,9 +950,10 @@ class _Apply:
                 if not f.removed and f.element.tag in self.skip:
                     fields.drop(f)
         self.fields = fields
-        self.lists: dict[str, object] = {}
+        self.values_lists: dict[str, list[object]] = {}  # "values:NAME" -> its values
+        self.fields_lists: dict[str, list[Field]] = {}  # "fields:NAME" -> its fields
 
-    def name(self, element) -> None:
+    def name(self, element: DataElement) -> None:
         self.result.named[id(element)] = element
 
     def error(self, action: Action, message: str) -> RecipeError:
@@ -934,16 +961,16 @@ class _Apply:
 
     def run(self) -> Applied:
         for list_name, lines in self.recipe.values_lists.items():
-            self.lists["values:" + list_name] = self.values_list(lines)
+            self.values_lists["values:" + list_name] = self.values_list(lines)
         for list_name, lines in self.recipe.fields_lists.items():
-            self.lists["fields:" + list_name] = self.fields_list(lines)
+            self.fields_lists["fields:" + list_name] = self.fields_list(lines)
         for action in self.recipe.header:
             self.perform(action)
         return self.result
 
     # lists ------------------------------------------------------------------------------
-    def values_list(self, lines) -> list:
-        values: list = []
+    def values_list(self, lines: list[tuple[str, str, str | None]]) -> list[object]:
+        values: list[object] = []
         for action, expression, setting in lines:
             for f in expand(expression, self.fields):
                 value = f.element.value
@@ -966,7 +993,7 @@ class _Apply:
                             values.append(part)
         return values
 
-    def fields_list(self, lines) -> list[Field]:
+    def fields_list(self, lines: list[tuple[str, str, str | None]]) -> list[Field]:
         found: dict[str, Field] = {}
         for _, expression, _ in lines:
             for f in expand(expression, self.fields):
@@ -975,14 +1002,14 @@ class _Apply:
 
     def targets(self, expression: str) -> list[Field]:
         if expression.startswith("values:"):
-            values = [str(v) for v in self.lists.get(expression, [])]
+            values = [str(v) for v in self.values_lists.get(expression, [])]
             if not values:
                 return []
             pattern = re.compile("(%s)" % "|".join(values), re.IGNORECASE)
             return [f for f in self.fields.live() if _value_matches(f.element.value, pattern)]
         if expression.startswith("fields:"):
             found: dict[str, Field] = {}
-            for listed in self.lists.get(expression, []):
+            for listed in self.fields_lists.get(expression, []):
                 for f in expand(listed.stripped_tag, self.fields):
                     found[f.uid] = f
             return list(found.values())
@@ -1007,9 +1034,11 @@ class _Apply:
             elif action.action == "BLANK":
                 self.blank(f)
 
-    def resolve(self, action: Action, f: Field | None):
+    def resolve(self, action: Action, f: Field | None) -> Any:
         """The value of ``action`` for field ``f`` (deid's parse_value); None for none."""
         value = action.value
+        if value is None:  # the parser gives every action that is resolved a value
+            raise self.error(action, f"{action.action} needs a value")
         kind, _, option = value.partition(":")
         kind = kind.lower()
         if kind == "var":
@@ -1031,6 +1060,8 @@ class _Apply:
         if value is None:
             self.result.notes.append(f"line {action.line}: ADD {action.value} gave no value: nothing added")
             return
+        if tag is None:  # the parser refuses such a line
+            raise self.error(action, f"ADD takes a keyword or a tag, not {action.field!r}")
         uid = str(Tag(tag))
         if uid in self.fields.by_uid:
             f = self.fields.by_uid[uid]
@@ -1048,7 +1079,7 @@ class _Apply:
         name = element.keyword or f"{tag:08X}"
         self.fields.add(Field(element, target, name, str(element.tag), target is not self.ds))
 
-    def set_value(self, action: Action, f: Field, value) -> None:
+    def set_value(self, action: Action, f: Field, value: object) -> None:
         element = f.element
         try:
             element.value = _typed(element.VR, value) if isinstance(value, str) else value
@@ -1068,7 +1099,7 @@ class _Apply:
         if not f.element.value:
             return
         value = self.resolve(action, f)
-        kind = action.value.partition(":")[0].lower()
+        kind = (action.value or "").partition(":")[0].lower()
         if kind == "deid_func":
             new = value  # deid's jitter function shifts the field itself
         else:
@@ -1131,6 +1162,6 @@ class _Apply:
         self.result.notes.append(note)
 
 
-def _value_matches(value, pattern: re.Pattern) -> bool:
+def _value_matches(value: object, pattern: re.Pattern[str]) -> bool:
     values = value if isinstance(value, (list, MultiValue)) else [value]
     return any(pattern.search(str(v)) for v in values)

@@ -14,7 +14,7 @@ TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN"
                       "UR", "UT"})
 
 
-def as_text(value) -> str:
+def as_text(value: object) -> str:
     """An element value as one backslash-joined string, whatever form the reader left."""
     if value is None:
         return ""
@@ -25,7 +25,7 @@ def as_text(value) -> str:
     return str(value).strip("\0 ")
 
 
-def empty_value(vr: str):
+def empty_value(vr: str) -> Sequence | bytes | str | None:
     """The zero-length value of a VR (action Z)."""
     if vr == "SQ":
         return Sequence()

@@ -14,6 +14,7 @@ under each option that names one.
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 OPTION_COLUMNS = (
     "rtnSafePrivOpt",
@@ -30,8 +31,8 @@ OPTION_COLUMNS = (
 PRIVATE_ID = "ggggeeee-where-gggg-is-odd"
 
 
-def convert(entries):
-    rows = []
+def convert(entries: list[dict[str, str]]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
     for entry in entries:
         if entry["id"] == PRIVATE_ID:
             tag = "private"
@@ -39,7 +40,7 @@ def convert(entries):
             tag = entry["tag"].strip("()").replace(",", "").lower()
             if len(tag) != 8:
                 raise ValueError(f"unexpected tag form in {entry['id']}")
-        row = {"tag": tag, "name": entry["name"], "basic": entry["basicProfile"]}
+        row: dict[str, Any] = {"tag": tag, "name": entry["name"], "basic": entry["basicProfile"]}
         options = {c: entry[c] for c in OPTION_COLUMNS if entry.get(c)}
         if options:
             row["options"] = options
@@ -48,7 +49,7 @@ def convert(entries):
     return rows
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
     source = Path(argv[1])
     target = Path(__file__).with_name("profile_table.json")
     rows = convert(json.loads(source.read_text()))
