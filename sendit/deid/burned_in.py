@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from sendit.deid.recipe import Match, Recipe
+from pydicom.dataset import Dataset
+
+from sendit.deid.recipe import Match, MatchRegion, Recipe
 
 DEFAULT_FILTERS = Path(__file__).parent / "data" / "burned_in.dicom"
 
@@ -40,7 +42,7 @@ class PixelDecision:
     held_by: str = ""  # the filter name of the rule that holds (blacklist, graylist...)
 
     @property
-    def coordinates(self) -> list:
+    def coordinates(self) -> list[MatchRegion]:
         return [region for match in self.clean for region in match.coordinates]
 
     @property
@@ -53,7 +55,7 @@ def filters_of(recipe: Recipe | None) -> Recipe:
     return recipe if recipe is not None and recipe.filters else default_recipe()
 
 
-def pixel_decision(ds, recipe: Recipe | None = None) -> PixelDecision:
+def pixel_decision(ds: Dataset, recipe: Recipe | None = None) -> PixelDecision:
     """Hold, clean or send ``ds`` as it is (see the module docstring); never reads a value
     into the reason, only rule names."""
     matches = filters_of(recipe).detect(ds)
@@ -73,7 +75,7 @@ def pixel_decision(ds, recipe: Recipe | None = None) -> PixelDecision:
     return PixelDecision(clean=[m for m in matches if m.coordinates])
 
 
-def burned_in_reason(ds, recipe: Recipe | None = None) -> str | None:
+def burned_in_reason(ds: Dataset, recipe: Recipe | None = None) -> str | None:
     """None when ``ds`` may be sent (as it is, or once cleaned), else a short reason naming
     the rule (no values)."""
     return pixel_decision(ds, recipe).hold

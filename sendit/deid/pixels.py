@@ -24,15 +24,17 @@ Plain functions, no Django::
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydicom import dcmread
 from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
+from pydicom.pixels.decoders.base import Decoder
 from pydicom.pixels.utils import as_pixel_options, get_expected_length, pack_bits
 from pydicom.uid import (
     UID,
@@ -123,7 +125,7 @@ def _boxes_from(ds: Dataset, keyword: str) -> list[tuple[int, int, int, int]]:
     return [_parse_box(text) for text in region_locations(ds, keyword)]
 
 
-def result_coordinates(result: dict) -> list:
+def result_coordinates(result: Mapping[str, Any]) -> list[Sequence[Any]]:
     """All coordinate entries of a ``has_burned_pixels`` result, in the order deid applies them."""
     return [entry for matched in result.get("results", ()) for entry in matched.get("coordinates", ())]
 
@@ -177,7 +179,6 @@ def clean_pixels(ds: Dataset, regions: Iterable[Region]) -> None:
         arr = arr.byteswap(inplace=True).view(arr.dtype.newbyteorder("<"))
     frames = int(pixel["number_of_frames"])
     samples = int(pixel["samples_per_pixel"])
-    rows, columns = int(pixel["rows"]), int(pixel["columns"])
     if arr.ndim == (3 if samples > 1 else 2):
         arr = arr[np.newaxis]  # one frame: add the frame axis (a view, whatever the strides)
     if samples == 1:
@@ -201,7 +202,7 @@ def clean_pixels(ds: Dataset, regions: Iterable[Region]) -> None:
     _store_native(ds, data, pixel, frames, samples, bits_allocated, planar, tsyntax, blanked)
 
 
-def _decode(ds: Dataset, tsyntax: UID, decoder) -> tuple[io.BytesIO | None, np.ndarray, dict]:
+def _decode(ds: Dataset, tsyntax: UID, decoder: Decoder) -> tuple[io.BytesIO | None, np.ndarray, dict[str, str | int]]:
     """(buffer the array is a view of, or None; array; pixel properties) of ``ds``'s pixels.
 
     Native little-endian data is copied once into a BytesIO and decoded as a view of
@@ -218,7 +219,9 @@ def _decode(ds: Dataset, tsyntax: UID, decoder) -> tuple[io.BytesIO | None, np.n
             pixel_bytes = bytes(memoryview(pixel_bytes)[:length])
         writable = io.BytesIO(pixel_bytes)  # shares the bytes until getbuffer() copies them
         view = writable.getbuffer()
-        arr, pixel = decoder.as_array(view, view_only=True, pixel_keyword="PixelData", **as_pixel_options(ds))
+        # pydicom annotates **kwargs as DecodeOptions where it means Unpack[DecodeOptions]
+        arr, pixel = decoder.as_array(view, view_only=True, pixel_keyword="PixelData",  # type: ignore[arg-type]
+                                      **as_pixel_options(ds))
         return (writable if np.may_share_memory(arr, view) else None), arr, pixel
     arr, pixel = decoder.as_array(ds)
     return None, arr, pixel
@@ -238,7 +241,7 @@ def _other_words_to_little_endian(ds: Dataset) -> None:
     read little endian, so that pydicom writes it as such.
     """
 
-    def swap(dataset: Dataset, element) -> None:
+    def swap(dataset: Dataset, element: DataElement) -> None:
         size = _WORD_SIZES.get(element.VR)
         if size and element.tag != 0x7FE00010 and element.value and len(element.value) % size == 0:
             element.value = np.frombuffer(element.value, dtype=f">u{size}").astype(f"<u{size}").tobytes()
@@ -281,7 +284,7 @@ def _apply_regions(frames: np.ndarray, regions: Sequence[Region]) -> bool:
 def _store_native(
     ds: Dataset,
     data: bytes,
-    pixel: dict,
+    pixel: dict[str, str | int],
     frames: int,
     samples: int,
     bits_allocated: int,

@@ -30,8 +30,9 @@ import struct
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NoReturn
 
-from pydicom.datadict import dictionary_VR, dictionary_has_tag, get_entry
+from pydicom.datadict import dictionary_has_tag, dictionary_VR, get_entry
 
 from sendit.deid.values import NUMBER_VRS
 
@@ -85,6 +86,10 @@ _CONTROL_BYTES = frozenset(range(0x20)) | {0x7F}
 _DELETIONS = {vr: bytes(sorted(chars | {0x5C, 0x20})) for vr, chars in _CHARSETS.items()}
 _DELETIONS.update({vr: bytes(sorted((frozenset(range(256)) - _CONTROL_BYTES) | _TEXT_CONTROLS))
                    for vr in _TEXT_VRS})
+
+
+#: the bytes walked: a file mapped into memory, or a file (or inflated data set) held in memory
+Buffer = bytes | mmap.mmap
 
 
 class BadStructure(Exception):
@@ -152,7 +157,7 @@ def _single_valued(tag: int) -> bool:
 class _Walker:
     """One walk over one buffer; raises BadStructure at the first problem."""
 
-    def __init__(self, buf, file_size: int, max_depth: int):
+    def __init__(self, buf: Buffer, file_size: int, max_depth: int) -> None:
         self.buf = buf
         self.file_size = file_size
         self.max_depth = max_depth
@@ -161,7 +166,7 @@ class _Walker:
         self.pixel_value: int | None = None
         self.pixel_length: int | None = None
 
-    def fail(self, message: str):
+    def fail(self, message: str) -> NoReturn:
         raise BadStructure(message)
 
     # -- data sets -----------------------------------------------------------------------
@@ -208,6 +213,8 @@ class _Walker:
         """Check one element at ``pos``; return where the next one starts."""
         buf = self.buf
         ul, us = _UL[little], _US[little]
+        vr: str | None
+        length: int
         if implicit:
             vr = dictionary_vr(tag)
             (length,) = ul.unpack_from(buf, pos + 4)
@@ -259,6 +266,8 @@ class _Walker:
         """An implicit-VR element the dictionary does not know that holds sequence items."""
         if length < 8:
             return False
+        group: int
+        number: int
         group, number = struct.unpack_from("<HH" if little else ">HH", self.buf, start)
         return (group << 16 | number) == ITEM
 
@@ -345,9 +354,9 @@ class _Walker:
                   "(a length error may have swallowed other elements)")
 
 
-def _meta(buf, pos: int, size: int, walker: _Walker) -> tuple[int, dict]:
-    """Walk the file meta group (explicit VR little endian); return its end and values."""
-    values = {}
+def _meta(buf: Buffer, pos: int, size: int, walker: _Walker) -> tuple[int, dict[int, str]]:
+    """Walk the file meta group (explicit VR little endian); return its end and its UI values."""
+    values: dict[int, str] = {}
     last = -1
     while pos + 8 <= size:
         group, number = struct.unpack_from("<HH", buf, pos)
@@ -379,7 +388,7 @@ def _meta(buf, pos: int, size: int, walker: _Walker) -> tuple[int, dict]:
     return pos, values
 
 
-def _guess_encoding(buf, pos: int) -> tuple[bool, bool]:
+def _guess_encoding(buf: Buffer, pos: int) -> tuple[bool, bool]:
     """(implicit, little) of a data set that has no file meta, guessed from its first
     element as pydicom does: a valid VR after the tag means explicit VR, and a first group
     read as 0x0008 rather than 0x0800 means little endian."""
@@ -389,7 +398,7 @@ def _guess_encoding(buf, pos: int) -> tuple[bool, bool]:
     return implicit, little
 
 
-def check_structure(path, max_bytes: int = DEFAULT_MAX_BYTES,
+def check_structure(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES,
                     max_depth: int = DEFAULT_MAX_DEPTH) -> Layout:
     """Walk a file's structure; return its :class:`Layout` or raise :class:`BadStructure`."""
     size = os.stat(path).st_size
@@ -411,7 +420,7 @@ def check_bytes(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES,
     return _check(bytes(data), len(data), max_bytes, max_depth)
 
 
-def _check(buf, size: int, max_bytes: int, max_depth: int) -> Layout:
+def _check(buf: Buffer, size: int, max_bytes: int, max_depth: int) -> Layout:
     walker = _Walker(buf, size, max_depth)
     preamble = size >= 132 and bytes(buf[128:132]) == b"DICM"
     pos = 132 if preamble else 0
