@@ -8,7 +8,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
@@ -23,6 +25,29 @@ logger = logging.getLogger("sendit.watcher")
 logger.addFilter(RedactFilter())
 
 
+class Clock(Protocol):
+    """Where the watcher reads the time: tests hand it one they move on instead of sleeping."""
+
+    def monotonic(self) -> float:
+        """Seconds for measuring intervals, as time.monotonic()."""
+
+    def time(self) -> float:
+        """Seconds since the epoch, to compare with file times, as time.time()."""
+
+
+class SystemClock:
+    """The real clock, the watcher's unless it is handed another."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
+
+
+SYSTEM_CLOCK = SystemClock()
+
+
 class FolderWatcher(FileSystemEventHandler):
     """Decide when a top-level folder of the data folder is finished, and queue it once.
 
@@ -35,8 +60,10 @@ class FolderWatcher(FileSystemEventHandler):
     modification time in its tree, at each tick, for the few folders that settle.
     """
 
-    def __init__(self, root, queue, settle=1.0, polling=False, poll_interval=2.0):
+    def __init__(self, root: str | os.PathLike, queue: Callable[[str], object], settle: float = 1.0,
+                 polling: bool = False, poll_interval: float = 2.0, clock: Clock = SYSTEM_CLOCK):
         self.root = Path(root).resolve()
+        self.clock = clock
         self._prefix = str(self.root) + os.sep
         self.queue = queue
         self.settle = settle
@@ -90,7 +117,7 @@ class FolderWatcher(FileSystemEventHandler):
             return
         if name in self.queued:
             return
-        self.pending[name] = 0.0 if immediate else time.monotonic()
+        self.pending[name] = 0.0 if immediate else self.clock.monotonic()
         if immediate:
             self.wake.set()
 
@@ -110,7 +137,7 @@ class FolderWatcher(FileSystemEventHandler):
         after it was queued lost its import (a broker restart): queue it again. The
         import is idempotent, so a slow queue only costs a no-op.
         """
-        now = time.time()
+        now = self.clock.time()
         with self.lock:
             for path in sorted(self.root.iterdir()):
                 name = path.name
@@ -131,12 +158,12 @@ class FolderWatcher(FileSystemEventHandler):
 
     def tick(self):
         """Queue every pending folder that has been quiet long enough."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         with self.lock:
             settling = [n for n, t in self.pending.items() if t != 0.0 and now - t >= self.settle]
             ready = [n for n, t in self.pending.items() if t == 0.0]
         for name in settling:
-            quiet = time.time() - newest_change(self.root / name)
+            quiet = self.clock.time() - newest_change(self.root / name)
             if quiet >= self.settle:
                 ready.append(name)
             else:
@@ -179,13 +206,13 @@ class FolderWatcher(FileSystemEventHandler):
         """Run until stop_event is set; call periodic() every `period` seconds; look at
         settling folders every `interval` seconds."""
         self.start()
-        last = time.monotonic()
+        last = self.clock.monotonic()
         try:
             while not (stop_event and stop_event.is_set()):
                 self.wake.clear()
                 self.tick()
-                if periodic and time.monotonic() - last >= period:
-                    last = time.monotonic()
+                if periodic and self.clock.monotonic() - last >= period:
+                    last = self.clock.monotonic()
                     try:
                         periodic(self)
                     except Exception as exc:

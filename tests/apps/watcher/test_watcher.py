@@ -22,33 +22,129 @@ def test_finished_names(name, finished):
     assert is_finished_name(name) is finished
 
 
-class Running:
-    """A FolderWatcher in a thread, recording what it queues."""
+SETTLE = 60.0  # on the test clock; a test runs for far less real time than this
 
-    def __init__(self, root, polling=False, settle=0.5, interval=0.2):
-        self.queued = []
-        self.watcher = FolderWatcher(root, self.queued.append, settle=settle,
-                                     polling=polling, poll_interval=0.2)
+
+class FakeClock:
+    """A clock that moves only when the test moves it: settling takes no real time."""
+
+    def __init__(self) -> None:
+        self.mono = 1000.0  # never 0.0, which the watcher's pending folders use for "now"
+        self.wall = time.time()
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def time(self) -> float:
+        return self.wall
+
+    def advance(self, seconds: float) -> None:
+        # The wall clock first: a tick that reads the new monotonic time reads the new wall time too.
+        self.wall += seconds
+        self.mono += seconds
+
+
+class CountingWatcher(FolderWatcher):
+    """A FolderWatcher that tells when a tick ends, so that a test waits for one instead of sleeping."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.ticked = threading.Condition()
+        self.last_tick: float | None = None  # the clock when the last finished tick began
+
+    def tick(self) -> None:
+        began = self.clock.monotonic()
+        super().tick()
+        with self.ticked:
+            self.last_tick = began
+            self.ticked.notify_all()
+
+
+class Running:
+    """A FolderWatcher in a thread on a FakeClock, recording what it queues.
+
+    Filesystem events are real (inotify or polling), and waited for with a deadline;
+    settle periods pass on the clock.
+    """
+
+    MARKER = "zz-marker-"
+
+    def __init__(self, root: Path, polling: bool = False, settle: float = SETTLE, interval: float = 0.2) -> None:
+        self.root = Path(root)
+        self.clock = FakeClock()
+        self.queued: list[str] = []
+        self.markers = 0
+        self.watcher = CountingWatcher(root, self.queued.append, settle=settle, polling=polling,
+                                       poll_interval=0.1, clock=self.clock)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.watcher.run_forever, args=(self.stop,),
                                        kwargs={"interval": interval}, daemon=True)
 
-    def __enter__(self):
+    def __enter__(self) -> "Running":
         self.thread.start()
-        time.sleep(0.5)
+        self.until(lambda: self.watcher.last_tick is not None, "the watcher to start")  # watching, scan done
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         self.stop.set()
         self.watcher.wake.set()
         self.thread.join(10)
+        for marker in self.root.glob(self.MARKER + "*"):
+            marker.rmdir()
 
-    def wait_for(self, count, timeout=10):
+    @staticmethod
+    def until(condition, what: str, timeout: float = 10.0) -> None:
+        """Wait for `condition` (a real filesystem event to arrive), polling briefly; fail after `timeout`."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and len(self.queued) < count:
-            time.sleep(0.05)
-        time.sleep(1.0)  # and nothing more arrives
-        return [Path(p).name for p in self.queued]
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.01)
+
+    def tick(self) -> None:
+        """Wake the watcher and wait for a tick that read the clock as it is now."""
+        now = self.clock.monotonic()
+        with self.watcher.ticked:
+            self.watcher.wake.set()
+            assert self.watcher.ticked.wait_for(lambda: (self.watcher.last_tick or 0.0) >= now, timeout=10)
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock on `seconds`, and wait for the watcher to tick with it."""
+        self.clock.advance(seconds)
+        self.tick()
+
+    def pending(self, name: str) -> bool:
+        with self.watcher.lock:
+            return name in self.watcher.pending
+
+    def names(self) -> list[str]:
+        return [Path(p).name for p in list(self.queued) if not Path(p).name.startswith(self.MARKER)]
+
+    def write(self, path: Path) -> None:
+        """Write a file now by the test clock (its modification time set to the clock's)."""
+        path.write_bytes(b"x")
+        os.utime(path, (self.clock.time(), self.clock.time()))
+
+    def settled(self) -> list[str]:
+        """The names queued once every change made so far has been seen and has settled.
+
+        A marker folder made now is seen after every earlier change (events are handled in
+        order); the clock is moved past the settle time until the marker is queued, so that
+        whatever those changes would queue is queued by then. No fixed sleep.
+        """
+        self.markers += 1
+        marker = self.root / f"{self.MARKER}{self.markers}"
+        marker.mkdir()
+        deadline = time.monotonic() + 10
+        while str(marker) not in self.queued:
+            assert time.monotonic() < deadline, "timed out waiting for the marker folder"
+            self.advance(self.watcher.settle + 1)
+            time.sleep(0.01)
+        return self.names()
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[str]:
+        """Wait (without waking the watcher) until `count` folders are queued; then all it queues."""
+        self.until(lambda: len(self.names()) >= count, f"{count} folder(s) queued", timeout)
+        return self.settled()
 
 
 def fill(folder, n=3):
@@ -61,8 +157,7 @@ def fill(folder, n=3):
 def test_rename_from_tmp_queues_once(tmp_path, polling):
     with Running(tmp_path, polling=polling) as run:
         fill(tmp_path / "ST-000001.tmp2343")
-        time.sleep(0.6)
-        assert run.queued == []
+        assert run.settled() == []  # however long it waits
         (tmp_path / "ST-000001.tmp2343").rename(tmp_path / "ST-000001")
         assert run.wait_for(1) == ["ST-000001"]
 
@@ -71,49 +166,63 @@ def test_rename_from_tmp_queues_once(tmp_path, polling):
 def test_a_rename_is_queued_as_it_happens_not_at_the_next_tick(tmp_path, polling):
     with Running(tmp_path, polling=polling, interval=60) as run:
         fill(tmp_path / "ST-000003.tmp1")
-        time.sleep(0.6)  # seen arriving by the poller too, so that it sees a rename
+        run.settled()  # seen arriving by the poller too, so that it sees a rename
         (tmp_path / "ST-000003.tmp1").rename(tmp_path / "ST-000003")
-        assert run.wait_for(1, timeout=20) == ["ST-000003"]
+        assert run.wait_for(1) == ["ST-000003"]  # within 10 s; the next tick is 60 s away
 
 
 @pytest.mark.parametrize("polling", [False, True], ids=["inotify", "polling"])
 def test_plain_mkdir_is_queued_once_after_it_settles(tmp_path, polling):
-    with Running(tmp_path, polling=polling, settle=1.0) as run:
+    with Running(tmp_path, polling=polling) as run:
         folder = tmp_path / "ST-000002"
         folder.mkdir()
-        for i in range(5):  # still being written: not yet
-            (folder / f"f{i}.dcm").write_bytes(b"x")
-            time.sleep(0.2)
+        run.until(lambda: run.pending("ST-000002"), "the folder's creation to be seen")
+        for i in range(5):  # a file every third of the settle time: still being written, not yet
+            run.write(folder / f"f{i}.dcm")
+            run.advance(SETTLE / 3)
+        run.advance(SETTLE * 2 / 3 - 1)  # a second short of the settle time since the last file
         assert run.queued == []
-        assert run.wait_for(1) == ["ST-000002"]
+        run.advance(2)
+        assert run.names() == ["ST-000002"]
+        assert run.settled() == ["ST-000002"]
 
 
 @pytest.mark.parametrize("polling", [False, True], ids=["inotify", "polling"])
 def test_writes_deep_inside_a_settling_folder_hold_it_back(tmp_path, polling):
     """Only the data folder is watched; a tree still growing below it keeps it pending."""
-    with Running(tmp_path, polling=polling, settle=1.0) as run:
+    with Running(tmp_path, polling=polling) as run:
         deep = tmp_path / "ST-000003" / "series1" / "part"
         deep.mkdir(parents=True)
-        for i in range(8):  # 1.6 s of writes, each well inside the settle time
-            (deep / f"f{i}.dcm").write_bytes(b"x")
-            time.sleep(0.2)
+        run.until(lambda: run.pending("ST-000003"), "the folder's creation to be seen")
+        for i in range(5):  # a file every third of the settle time, deep inside
+            run.write(deep / f"f{i}.dcm")
+            run.advance(SETTLE / 3)
+        run.advance(SETTLE * 2 / 3 - 1)
         assert run.queued == []
-        assert run.wait_for(1) == ["ST-000003"]
+        run.advance(2)
+        assert run.names() == ["ST-000003"]
+        assert run.settled() == ["ST-000003"]
 
 
 def test_a_copy_keeping_old_modification_times_still_holds_a_folder_back(tmp_path):
     """cp -p / rsync -a set old mtimes; the inode change times still show the copy going on."""
-    with Running(tmp_path, settle=1.0) as run:
+    with Running(tmp_path) as run:
         folder = tmp_path / "ST-000004"
         folder.mkdir()
-        for i in range(8):
+        run.until(lambda: run.pending("ST-000004"), "the folder's creation to be seen")
+        for i in range(3):
             path = folder / f"f{i}.dcm"
             path.write_bytes(b"x")
             os.utime(path, (0, 0))  # 1970, as a preserving copy of an old file would leave it
             os.utime(folder, (0, 0))
-            time.sleep(0.2)
+        changed = max(os.stat(p).st_ctime for p in (folder, *folder.iterdir()))
+        run.clock.advance(SETTLE)  # made a settle time ago by the clock...
+        run.clock.wall = changed + SETTLE / 2  # ...but its inodes changed half a settle time ago
+        run.tick()
         assert run.queued == []
-        assert run.wait_for(1) == ["ST-000004"]
+        run.advance(SETTLE)
+        assert run.names() == ["ST-000004"]
+        assert run.settled() == ["ST-000004"]
 
 
 def test_folders_finished_while_down_are_queued_at_start(tmp_path):
@@ -132,7 +241,7 @@ def test_a_name_gone_and_back_is_queued_again(tmp_path):
         for f in (tmp_path / "S").iterdir():
             f.unlink()
         (tmp_path / "S").rmdir()  # imported and removed
-        time.sleep(0.5)
+        run.until(lambda: "S" not in run.watcher.queued, "the removal to be seen")
         fill(tmp_path / "S.tmp2")
         (tmp_path / "S.tmp2").rename(tmp_path / "S")
         assert run.wait_for(2) == ["S", "S"]
