@@ -46,26 +46,33 @@ import functools
 import logging
 import re
 import struct
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from pydicom.datadict import dictionary_VR, dictionary_has_tag, get_entry
+from pydicom.datadict import dictionary_has_tag, dictionary_VR, get_entry
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 
 from sendit.deid.dates import InvalidDate, shift_value
 from sendit.deid.options import BASIC_PROFILE_CODE, OPTION_CODES, DeidOptions
 from sendit.deid.private import safe_private_tags
-from sendit.deid.profile import DATE_VRS, load_table, profile_for, resolve_basic
+from sendit.deid.profile import DATE_VRS, Profile, load_table, profile_for, resolve_basic
 from sendit.deid.uids import map_uids
 from sendit.deid.values import BINARY_VRS, NUMBER_VRS, TEXT_VRS, as_text, ascii_value, empty_value
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sendit.deid.identifiers import StudyIdentifiers
+    from sendit.deid.recipe import Function
 
 logger = logging.getLogger(__name__)
 
 DUMMY_TEXT = "ANONYMIZED"
-DUMMIES = {
+DUMMIES: dict[str, str | int | float | bytes] = {
     "DA": "19000101",
     "TM": "000000",
     "DT": "19000101000000",
@@ -179,21 +186,22 @@ def _element_vr(tag: int, raw_vr: str | None) -> str:
     return "UN"
 
 
-def put(ds: Dataset, tag: int, vr: str, value) -> None:
+def put(ds: Dataset, tag: int, vr: str, value: object) -> None:
     """Set an element; ASCII text goes in pre-encoded so it is written without conversion."""
     if vr in TEXT_VRS and isinstance(value, str) and value.isascii():
         data = ascii_value(vr, value)
-        ds[tag] = RawDataElement(tag, vr, len(data), data, 0, None, None, True, False)
+        # no byte order nor VR encoding applies to ASCII text: None where pydicom types bool
+        ds[tag] = RawDataElement(BaseTag(tag), vr, len(data), data, 0, None, None, True, False)  # type: ignore[arg-type]
     else:
         ds[tag] = DataElement(tag, vr, value)
 
 
-def _dummy(vr: str):
+def _dummy(vr: str) -> str | int | float | bytes:
     return DUMMIES.get(vr, DUMMY_TEXT)
 
 
 def _identifying_tokens(ds: Dataset, skip_institution: bool) -> tuple[str, ...]:
-    tokens = set()
+    tokens: set[str] = set()
     for keyword in IDENTIFYING_KEYWORDS:
         if skip_institution and keyword.startswith("Institution"):
             continue
@@ -228,8 +236,8 @@ class _Run:
     __slots__ = ("profile", "fallback", "options", "jitter", "shift", "keep_uids",
                  "safe_private", "identifying", "shifted", "keep_tags", "named")
 
-    def __init__(self, ds: Dataset, jitter: int, options: DeidOptions, keep_tags: frozenset,
-                 named: dict | None = None):
+    def __init__(self, ds: Dataset, jitter: int, options: DeidOptions, keep_tags: frozenset[int],
+                 named: dict[int, DataElement] | None = None) -> None:
         self.options = options
         self.profile = profile_for(options.enabled(), keep_tags, is_animal(ds))
         self.fallback = _fallbacks()
@@ -281,7 +289,7 @@ def _fallbacks() -> dict[int, str]:
     return _FALLBACKS
 
 
-def _public_elements(ds: Dataset, run: _Run):
+def _public_elements(ds: Dataset, run: _Run) -> Iterator[tuple[int, DataElement | RawDataElement, str, str | None]]:
     """Each public element of ``ds`` as (tag, element, VR, table action), once the elements
     no walk keeps are gone: private ones (but those Retain Safe Private or the recipe keeps),
     group lengths, and command elements, which a stored file cannot hold."""
@@ -339,11 +347,11 @@ def _scrub(ds: Dataset, run: _Run) -> None:
                 finally:
                     run.profile = profile
             else:  # K, U, C: keep the items, scrub them by the same table
-                if action != "C" and raw.is_raw:
-                    new = _scrub_raw_items(raw, run)  # references, numbers: without parsing
-                    if new is not None:
-                        if new is not raw:
-                            ds[tag] = new
+                if action != "C" and isinstance(raw, RawDataElement):
+                    rewritten = _scrub_raw_items(raw, run)  # references, numbers: without parsing
+                    if rewritten is not None:
+                        if rewritten is not raw:
+                            ds[tag] = rewritten
                         continue
                 for item in ds[tag].value:
                     _scrub(item, run)
@@ -377,7 +385,7 @@ _EXPLICIT_VRS = _LONG_VRS | frozenset(vr.encode("ascii") for vr in (
 _RAW_ITEM_BAIL = DATE_VRS | {"SQ", "PN", "UN"}
 
 
-def _scrub_raw_items(raw, run: _Run):
+def _scrub_raw_items(raw: RawDataElement, run: _Run) -> RawDataElement | None:
     """A sequence kept as read (``K``/``U``), scrubbed on its bytes: the new raw element,
     ``raw`` itself when nothing in it changes, or None when it holds anything but elements
     the table keeps or removes and UIDs (then it is parsed and scrubbed as datasets).
@@ -399,7 +407,8 @@ def _scrub_raw_items(raw, run: _Run):
     explicit_short = struct.Struct(order + "HH2sH")
     explicit_long = struct.Struct(order + "HH2sHL")
     profile, options = run.profile, run.options
-    items, changed, pos, end = [], False, 0, len(data)
+    items: list[bytes] = []
+    changed, pos, end = False, 0, len(data)
     try:
         while pos < end:
             group, element, length = tag_len.unpack_from(data, pos)
@@ -409,7 +418,8 @@ def _scrub_raw_items(raw, run: _Run):
             stop = end if length == _UNDEFINED else pos + length
             if stop > end:
                 return None
-            parts, closed = [], length != _UNDEFINED
+            parts: list[bytes] = []
+            closed = length != _UNDEFINED
             while pos < stop:
                 group, element = struct.unpack_from(order + "HH", data, pos)
                 tag = group << 16 | element
@@ -468,9 +478,9 @@ def _scrub_raw_items(raw, run: _Run):
     return RawDataElement(raw.tag, raw.VR, len(out), out, raw.value_tell, implicit, little, True, False)
 
 
-def _dummy_text(vr: str, value) -> str:
-    """The dummy of a VR, once per value of ``value`` (raw bytes or converted)."""
-    dummy = _dummy(vr)
+def _dummy_text(vr: str, value: object) -> str:
+    """The dummy of a text VR, once per value of ``value`` (raw bytes or converted)."""
+    dummy = str(_dummy(vr))  # text already: the dummies of text VRs are text
     if vr in SINGLE_VALUE_VRS:
         return dummy
     if isinstance(value, bytes):
@@ -510,7 +520,7 @@ def _dummy_item(ds: Dataset, run: _Run) -> None:
                 put(ds, tag, vr, _dummy_text(vr, raw.value))
 
 
-def _clean(ds: Dataset, tag: int, vr: str, raw, run: _Run) -> None:
+def _clean(ds: Dataset, tag: int, vr: str, raw: DataElement | RawDataElement, run: _Run) -> None:
     """Action C: shift a date, keep a safe descriptor, or fall back to the basic action."""
     if vr in DATE_VRS:
         if not run.shift:
@@ -544,7 +554,7 @@ def _method_text(options: DeidOptions) -> list[str]:
     return [BASIC_PROFILE_CODE[1]] + [OPTION_CODES[f][1] for f in options.enabled() if f in OPTION_CODES]
 
 
-def _method_codes(ds: Dataset, options: DeidOptions):
+def _method_codes(ds: Dataset, options: DeidOptions) -> DataElement | RawDataElement:
     """DeidentificationMethodCodeSequence for the options applied, built once per set of
     options and encoding.
 
@@ -558,11 +568,11 @@ def _method_codes(ds: Dataset, options: DeidOptions):
     if implicit is None or little is None:  # built in memory: no encoding to match
         return DataElement(0x00120064, "SQ", _method_codes_for(enabled))
     data = _method_codes_bytes(enabled, implicit, little)
-    return RawDataElement(0x00120064, "SQ", len(data), data, 0, implicit, little, True, False)
+    return RawDataElement(BaseTag(0x00120064), "SQ", len(data), data, 0, implicit, little, True, False)
 
 
 @functools.lru_cache(maxsize=64)
-def _method_codes_bytes(enabled: tuple, implicit: bool, little: bool) -> bytes:
+def _method_codes_bytes(enabled: tuple[str, ...], implicit: bool, little: bool) -> bytes:
     """The items of the code sequence, encoded (defined lengths, ASCII values)."""
     out = DicomBytesIO()
     out.is_implicit_VR, out.is_little_endian = implicit, little
@@ -577,8 +587,8 @@ def _method_codes_bytes(enabled: tuple, implicit: bool, little: bool) -> bytes:
 
 
 @functools.lru_cache(maxsize=64)
-def _method_codes_for(enabled: tuple) -> Sequence:
-    items = []
+def _method_codes_for(enabled: tuple[str, ...]) -> Sequence:
+    items: list[Dataset] = []
     for value, meaning in [BASIC_PROFILE_CODE] + [OPTION_CODES[f] for f in enabled if f in OPTION_CODES]:
         item = Dataset()
         item[0x00080100] = DataElement(0x00080100, "SH", value)  # CodeValue
@@ -588,7 +598,7 @@ def _method_codes_for(enabled: tuple) -> Sequence:
     return Sequence(items)
 
 
-def _stamp(ds: Dataset, ids, options: DeidOptions, run: _Run) -> None:
+def _stamp(ds: Dataset, ids: StudyIdentifiers, options: DeidOptions, run: _Run) -> None:
     """Write the pseudonyms and the record of what was done (PS3.15 E.1.1)."""
     keep = run.keep_tags
     values = [
@@ -639,7 +649,8 @@ def sync_file_meta(ds: Dataset, options: DeidOptions | None = None) -> None:
                 meta[target] = DataElement(target, "UI", map_uids(value, options.uid_secret, options.uid_root))
 
 
-def deidentify_dataset(ds: Dataset, ids, options: DeidOptions, notes: list | None = None) -> Dataset:
+def deidentify_dataset(ds: Dataset, ids: StudyIdentifiers, options: DeidOptions,
+                       notes: list[str] | None = None) -> Dataset:
     """De-identify ``ds`` in place with the profile, options and recipe; return it.
 
     ``ids`` is a :class:`~sendit.deid.identifiers.StudyIdentifiers`: its suids
@@ -651,7 +662,8 @@ def deidentify_dataset(ds: Dataset, ids, options: DeidOptions, notes: list | Non
         # 128 free bytes before "DICM": dual-format (DICOM/TIFF) files and some vendors put data there.
         ds.preamble = b"\x00" * 128
     recipe = options.recipe
-    keep_tags, named = frozenset(), {}
+    keep_tags: frozenset[int] = frozenset()
+    named: dict[int, DataElement] = {}
     if recipe is not None:
         # The recipe first, on the values as they came, exactly as deid would; then the
         # profile, for every element the recipe did not name.
@@ -669,7 +681,7 @@ def deidentify_dataset(ds: Dataset, ids, options: DeidOptions, notes: list | Non
     return ds
 
 
-def _spared(profile, tag: int, expression: str) -> str | None:
+def _spared(profile: Profile, tag: int, expression: str) -> str | None:
     """How a recipe's ``REMOVE`` treats a public attribute, so that the output stays as
     valid as its input (an IOD may require the attribute, empty or not) and holds nothing
     identifying. Attributes the profile removes are removed (None). Attributes it keeps or
@@ -683,7 +695,7 @@ def _spared(profile, tag: int, expression: str) -> str | None:
     action = profile.action(tag)
     if action is None:
         vr = dictionary_VR(tag) if dictionary_has_tag(tag) else None
-        action = {"UI": "U", "PN": "D", "DA": "C", "DT": "C", "TM": "C"}.get(vr, "K")
+        action = {"UI": "U", "PN": "D", "DA": "C", "DT": "C", "TM": "C"}.get(vr or "", "K")
     if action == "X":
         return None
     pattern = expression.lower() == "all" or (":" in expression and not expression.startswith(("values:", "fields:")))
@@ -694,12 +706,12 @@ def _spared(profile, tag: int, expression: str) -> str | None:
     return "profile"
 
 
-def recipe_variables(ds: Dataset, ids) -> dict:
+def recipe_variables(ds: Dataset, ids: StudyIdentifiers) -> dict[str, str | int]:
     """What ``var:`` gives a recipe: the study's pseudonyms and jitter, also under the names
     deid's recipes use (``entity_*`` the patient, ``item_*`` the study; the timestamps are
     the birth and study dates shifted, absent when the input has no valid date)."""
     jitter = int(ids.jitter)
-    variables = {"patient_suid": ids.patient_suid, "study_suid": ids.study_suid, "jitter": jitter,
+    variables: dict[str, str | int] = {"patient_suid": ids.patient_suid, "study_suid": ids.study_suid, "jitter": jitter,
                  "entity_id": ids.patient_suid, "item_id": ids.study_suid}
     for name, tag in (("entity_timestamp", 0x00100030), ("item_timestamp", 0x00080020)):
         elem = ds.get_item(tag)
@@ -711,7 +723,7 @@ def recipe_variables(ds: Dataset, ids) -> dict:
     return variables
 
 
-def recipe_functions(options: DeidOptions) -> dict:
+def recipe_functions(options: DeidOptions) -> dict[str, Function]:
     """``func:`` functions bound to this node's keys (``hashuid`` maps UIDs as the profile does)."""
     from sendit.deid.recipe import builtin_functions
 
