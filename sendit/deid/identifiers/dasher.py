@@ -28,20 +28,21 @@ from pathlib import Path
 
 import requests
 
-from sendit.deid.identifiers.request import MAX_ITEMS, IdentifierError, validate_response
+from sendit.deid.identifiers.request import MAX_ITEMS, IdentifierError, JSONObject, validate_response
 
 logger = logging.getLogger(__name__)
 
 SECRETS_ENV = "STANFORD_CLIENT_SECRETS"
 
 
-def split_request(request_body: dict, max_items: int = MAX_ITEMS) -> list[dict]:
+def split_request(request_body: JSONObject, max_items: int = MAX_ITEMS) -> list[JSONObject]:
     """Split a request so that no entity carries more than ``max_items`` items.
 
     Entities that fit travel together in the first body; a larger entity is
     sent as several copies of itself, each with a slice of its items.
     """
-    small, bodies = [], []
+    small: list[JSONObject] = []
+    bodies: list[JSONObject] = []
     for entity in request_body.get("identifiers", []):
         items = entity.get("items") or []
         if len(items) <= max_items:
@@ -54,9 +55,9 @@ def split_request(request_body: dict, max_items: int = MAX_ITEMS) -> list[dict]:
     return bodies
 
 
-def merge_responses(responses: list[dict]) -> dict:
+def merge_responses(responses: list[JSONObject]) -> JSONObject:
     """Merge the answers of split requests: one result per entity, items concatenated."""
-    merged: dict[tuple, dict] = {}
+    merged: dict[tuple[object, str], JSONObject] = {}  # (id_source, id) -> result
     for response in responses:
         for result in response.get("results", []):
             key = (result.get("id_source"), str(result.get("id")))
@@ -79,19 +80,20 @@ class DasherClient:
         retries: int = 4,
         backoff: float = 0.5,
         session: requests.Session | None = None,
-    ):
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.study = study
-        self.secrets_path = secrets_path or os.environ.get(SECRETS_ENV)
-        if not self.secrets_path:
+        path = secrets_path or os.environ.get(SECRETS_ENV)
+        if not path:
             raise IdentifierError(f"no DASHER credentials: set {SECRETS_ENV} or pass secrets_path")
+        self.secrets_path: str = path
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
         self.session = session or requests.Session()
 
     # -- credentials -------------------------------------------------------
-    def _secrets(self) -> dict:
+    def _secrets(self) -> JSONObject:
         try:
             data = json.loads(Path(self.secrets_path).read_text())
         except (OSError, ValueError):
@@ -100,7 +102,7 @@ class DasherClient:
             raise IdentifierError("DASHER credentials file has no accessToken")
         return data
 
-    def _save_secrets(self, data: dict) -> None:
+    def _save_secrets(self, data: JSONObject) -> None:
         path = Path(self.secrets_path)
         mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".dasher-", suffix=".json")
@@ -131,7 +133,7 @@ class DasherClient:
             answer = response.json()
         except ValueError:
             raise IdentifierError("DASHER token refresh answered without JSON") from None
-        token = answer.get("accessToken") or answer.get("access_token") if isinstance(answer, dict) else None
+        token: str | None = answer.get("accessToken") or answer.get("access_token") if isinstance(answer, dict) else None
         if not token:
             raise IdentifierError("DASHER token refresh answered without accessToken")
         data["accessToken"] = token
@@ -142,7 +144,7 @@ class DasherClient:
         return token
 
     # -- transport ---------------------------------------------------------
-    def _post(self, endpoint: str, body: dict, retries: int | None = None) -> dict:
+    def _post(self, endpoint: str, body: JSONObject, retries: int | None = None) -> JSONObject:
         url = f"{self.base_url}/v1/{endpoint}/{self.study}"
         retries = self.retries if retries is None else retries
         token = self._secrets()["accessToken"]
@@ -170,7 +172,8 @@ class DasherClient:
                     raise IdentifierError(f"DASHER rejected the request (HTTP {status})")
                 else:
                     try:
-                        return response.json()
+                        answer: JSONObject = response.json()  # its shape is the caller's to check
+                        return answer
                     except ValueError:
                         raise IdentifierError("invalid identifiers response: not JSON") from None
             if attempt >= retries:
@@ -181,7 +184,7 @@ class DasherClient:
             attempt += 1
 
     # -- API ---------------------------------------------------------------
-    def identify(self, request_body: dict) -> dict:
+    def identify(self, request_body: JSONObject) -> JSONObject:
         """Send a DASHER request body (split as needed); return the merged, validated response."""
         answers = [self._post("uid", body) for body in split_request(request_body)]
         for body, answer in zip(split_request(request_body), answers):

@@ -14,7 +14,7 @@ import hmac
 from collections.abc import MutableMapping
 from datetime import datetime, timedelta
 
-from sendit.deid.identifiers.request import IdentifierError, validate_response
+from sendit.deid.identifiers.request import IdentifierError, JSONObject, validate_response
 
 
 def _shift_timestamp(stamp: str | None, days: int) -> str | None:
@@ -33,10 +33,10 @@ class LocalProvider:
     def __init__(
         self,
         secret: bytes,
-        store: MutableMapping[str, dict] | None = None,
+        store: MutableMapping[str, JSONObject] | None = None,
         jitter_min: int = -30,
         jitter_max: int = -1,
-    ):
+    ) -> None:
         if isinstance(secret, str):
             secret = secret.encode("utf-8")
         if not secret:
@@ -52,7 +52,7 @@ class LocalProvider:
     def _digest(self, key: str) -> bytes:
         return hmac.new(self.secret, key.encode("utf-8"), hashlib.sha256).digest()
 
-    def _entity(self, source: str, ident: str) -> dict:
+    def _entity(self, source: str, ident: str) -> JSONObject:
         key = f"entity:{source}:{ident}"
         found = self.store.get(key)
         if found is None:
@@ -64,7 +64,7 @@ class LocalProvider:
             self.store[key] = found
         return found
 
-    def _item(self, source: str, ident: str) -> dict:
+    def _item(self, source: str, ident: str) -> JSONObject:
         key = f"item:{source}:{ident}"
         found = self.store.get(key)
         if found is None:
@@ -72,18 +72,18 @@ class LocalProvider:
             self.store[key] = found
         return found
 
-    def identify(self, request_body: dict) -> dict:
+    def identify(self, request_body: JSONObject) -> JSONObject:
         """Answer a DASHER request body with a DASHER response body."""
         entities = request_body.get("identifiers") if isinstance(request_body, dict) else None
         if not isinstance(entities, list):
             raise IdentifierError("malformed identifiers request: no identifiers list")
-        results = []
+        results: list[JSONObject] = []
         for entity in entities:
             if not isinstance(entity, dict) or not entity.get("id") or not entity.get("id_source"):
                 raise IdentifierError("malformed identifiers request: an entity lacks id or id_source")
             known = self._entity(entity["id_source"], str(entity["id"]))
             jitter = int(known["jitter"])
-            result = {
+            result: JSONObject = {
                 "id": entity["id"],
                 "id_source": entity["id_source"],
                 "suid": known["suid"],
@@ -98,7 +98,7 @@ class LocalProvider:
             for item in entity.get("items") or []:
                 if not isinstance(item, dict) or not item.get("id") or not item.get("id_source"):
                     raise IdentifierError("malformed identifiers request: an item lacks id or id_source")
-                answer = {
+                answer: JSONObject = {
                     "id": item["id"],
                     "id_source": item["id_source"],
                     "suid": self._item(item["id_source"], str(item["id"]))["suid"],

@@ -8,7 +8,9 @@ shape whichever provider produced it. See docs/deidentify.md and
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 PATIENT_SOURCE = "Stanford MRN"
 ACCESSION_SOURCE = "DCM Accession #"
@@ -16,6 +18,10 @@ ACCESSION_SOURCE = "DCM Accession #"
 STUDY_UID_SOURCE = "DCM StudyInstanceUID"
 MAX_ITEMS = 1000
 SUID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+#: a JSON object of the DASHER protocol: a request or response body, an entity or an item
+#: (what a provider answers is checked by :func:`validate_response` before it is used)
+JSONObject = dict[str, Any]
 
 
 class IdentifierError(Exception):
@@ -46,7 +52,7 @@ def _iso_date(da: str, tm: str = "") -> str | None:
     return f"{da[:4]}-{da[4:6]}-{da[6:]}T{hh}:{mm}:{ss}Z"
 
 
-def entity_key(identity: dict) -> tuple[str, str]:
+def entity_key(identity: Mapping[str, str]) -> tuple[str, str]:
     """(id_source, id) of the patient of one identity (see :func:`build_request`)."""
     patient_id = (identity.get("patient_id") or "").strip()
     if patient_id:
@@ -57,7 +63,7 @@ def entity_key(identity: dict) -> tuple[str, str]:
     raise IdentifierError("a file has neither PatientID nor StudyInstanceUID")
 
 
-def item_key(identity: dict) -> tuple[str, str]:
+def item_key(identity: Mapping[str, str]) -> tuple[str, str]:
     """(id_source, id) of the study of one identity (see :func:`build_request`)."""
     accession = (identity.get("accession") or "").strip()
     if accession:
@@ -68,7 +74,7 @@ def item_key(identity: dict) -> tuple[str, str]:
     raise IdentifierError("a file has neither AccessionNumber nor StudyInstanceUID")
 
 
-def build_request(identities: list[dict]) -> dict:
+def build_request(identities: Iterable[Mapping[str, str]]) -> JSONObject:
     """The DASHER request body for the identities of a batch (``read_identity`` dicts).
 
     One entity per distinct patient (``Stanford MRN`` = PatientID, timestamp =
@@ -78,8 +84,8 @@ def build_request(identities: list[dict]) -> dict:
     AccessionNumber is an item keyed by StudyInstanceUID, both with id_source
     ``DCM StudyInstanceUID``; a file with neither raises IdentifierError.
     """
-    entities: dict[tuple[str, str], dict] = {}
-    seen_items: dict[tuple[str, str], set] = {}
+    entities: dict[tuple[str, str], JSONObject] = {}
+    seen_items: dict[tuple[str, str], set[tuple[str, str]]] = {}
     for identity in identities:
         ekey = entity_key(identity)
         entity = entities.get(ekey)
@@ -95,7 +101,7 @@ def build_request(identities: list[dict]) -> dict:
         if ikey in seen_items[ekey]:
             continue
         seen_items[ekey].add(ikey)
-        item = {"id": ikey[1], "id_source": ikey[0]}
+        item: JSONObject = {"id": ikey[1], "id_source": ikey[0]}
         stamp = _iso_date(identity.get("study_date", ""), identity.get("study_time", ""))
         if stamp:
             item["id_timestamp"] = stamp
@@ -103,23 +109,23 @@ def build_request(identities: list[dict]) -> dict:
     return {"identifiers": list(entities.values())}
 
 
-def _check_jitter(value, where: str) -> int:
+def _check_jitter(value: object, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise IdentifierError(f"invalid identifiers response: {where} jitter is not a whole number")
     return value
 
 
-def _check_suid(value, where: str) -> str:
+def _check_suid(value: object, where: str) -> str:
     if not isinstance(value, str) or not SUID_RE.match(value):
         raise IdentifierError(f"invalid identifiers response: {where} suid is missing or malformed")
     return value
 
 
-def validate_response(request_body: dict, response: dict) -> dict:
+def validate_response(request_body: JSONObject, response: JSONObject) -> JSONObject:
     """Raise IdentifierError unless ``response`` answers every entity and item of the request."""
     if not isinstance(response, dict) or not isinstance(response.get("results"), list):
         raise IdentifierError("invalid identifiers response: no results list")
-    answered = {}
+    answered: dict[tuple[object, str], set[tuple[object, str]]] = {}  # (id_source, id) -> its items'
     for result in response["results"]:
         if not isinstance(result, dict):
             raise IdentifierError("invalid identifiers response: a result is not an object")
@@ -128,7 +134,7 @@ def validate_response(request_body: dict, response: dict) -> dict:
         items = result.get("items") or []
         if not isinstance(items, list):
             raise IdentifierError("invalid identifiers response: items is not a list")
-        item_keys = set()
+        item_keys: set[tuple[object, str]] = set()
         for item in items:
             if not isinstance(item, dict):
                 raise IdentifierError("invalid identifiers response: an item is not an object")
@@ -147,7 +153,7 @@ def validate_response(request_body: dict, response: dict) -> dict:
     return response
 
 
-def extract_identifiers(response: dict, patient_id: str, accession: str, study_uid: str = "") -> StudyIdentifiers:
+def extract_identifiers(response: JSONObject, patient_id: str, accession: str, study_uid: str = "") -> StudyIdentifiers:
     """Pick one study's identifiers out of a provider response.
 
     The jitter is the entity's (the patient's), so all of a patient's studies
