@@ -192,7 +192,25 @@ def run_in_foreground():
         pid_file().unlink(missing_ok=True)
 
 
-def stop(timeout=15):
+def exited(pid: int) -> bool:
+    """True once `pid` has exited: no such process, or a zombie not reaped yet.
+
+    The daemon is double-forked, so init reaps it, when it will: a container's init can
+    leave it a zombie for seconds, and kill(pid, 0) still finds a zombie.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read()
+    except OSError:  # no /proc (not Linux), or reaped since: kill(pid, 0) tells next time
+        return False
+    return fields[fields.rindex(b")") + 2:][:1] == b"Z"  # the state follows "(command) "
+
+
+def stop(timeout: float = 15) -> bool:
     """Stop a running watcher; False when none was running."""
     pid = running_pid()
     if not pid:
@@ -200,11 +218,9 @@ def stop(timeout=15):
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if exited(pid):
             break
-        time.sleep(0.1)
+        time.sleep(0.05)
     else:
         os.kill(pid, signal.SIGKILL)
     pid_file().unlink(missing_ok=True)

@@ -4,11 +4,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from io import StringIO
 from pathlib import Path
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from sendit.apps.main.importer import is_finished_name
+from sendit.apps.watcher import daemon
 from sendit.apps.watcher.watcher import FolderWatcher
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -20,6 +24,14 @@ ROOT = Path(__file__).resolve().parents[3]
 ])
 def test_finished_names(name, finished):
     assert is_finished_name(name) is finished
+
+
+def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Wait for `condition` (a real filesystem event to arrive), polling briefly; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
 
 
 SETTLE = 60.0  # on the test clock; a test runs for far less real time than this
@@ -82,7 +94,7 @@ class Running:
 
     def __enter__(self) -> "Running":
         self.thread.start()
-        self.until(lambda: self.watcher.last_tick is not None, "the watcher to start")  # watching, scan done
+        until(lambda: self.watcher.last_tick is not None, "the watcher to start")  # watching, scan done
         return self
 
     def __exit__(self, *exc) -> None:
@@ -91,14 +103,6 @@ class Running:
         self.thread.join(10)
         for marker in self.root.glob(self.MARKER + "*"):
             marker.rmdir()
-
-    @staticmethod
-    def until(condition, what: str, timeout: float = 10.0) -> None:
-        """Wait for `condition` (a real filesystem event to arrive), polling briefly; fail after `timeout`."""
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            time.sleep(0.01)
 
     def tick(self) -> None:
         """Wake the watcher and wait for a tick that read the clock as it is now."""
@@ -143,7 +147,7 @@ class Running:
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[str]:
         """Wait (without waking the watcher) until `count` folders are queued; then all it queues."""
-        self.until(lambda: len(self.names()) >= count, f"{count} folder(s) queued", timeout)
+        until(lambda: len(self.names()) >= count, f"{count} folder(s) queued", timeout)
         return self.settled()
 
 
@@ -176,7 +180,7 @@ def test_plain_mkdir_is_queued_once_after_it_settles(tmp_path, polling):
     with Running(tmp_path, polling=polling) as run:
         folder = tmp_path / "ST-000002"
         folder.mkdir()
-        run.until(lambda: run.pending("ST-000002"), "the folder's creation to be seen")
+        until(lambda: run.pending("ST-000002"), "the folder's creation to be seen")
         for i in range(5):  # a file every third of the settle time: still being written, not yet
             run.write(folder / f"f{i}.dcm")
             run.advance(SETTLE / 3)
@@ -193,7 +197,7 @@ def test_writes_deep_inside_a_settling_folder_hold_it_back(tmp_path, polling):
     with Running(tmp_path, polling=polling) as run:
         deep = tmp_path / "ST-000003" / "series1" / "part"
         deep.mkdir(parents=True)
-        run.until(lambda: run.pending("ST-000003"), "the folder's creation to be seen")
+        until(lambda: run.pending("ST-000003"), "the folder's creation to be seen")
         for i in range(5):  # a file every third of the settle time, deep inside
             run.write(deep / f"f{i}.dcm")
             run.advance(SETTLE / 3)
@@ -209,7 +213,7 @@ def test_a_copy_keeping_old_modification_times_still_holds_a_folder_back(tmp_pat
     with Running(tmp_path) as run:
         folder = tmp_path / "ST-000004"
         folder.mkdir()
-        run.until(lambda: run.pending("ST-000004"), "the folder's creation to be seen")
+        until(lambda: run.pending("ST-000004"), "the folder's creation to be seen")
         for i in range(3):
             path = folder / f"f{i}.dcm"
             path.write_bytes(b"x")
@@ -241,7 +245,7 @@ def test_a_name_gone_and_back_is_queued_again(tmp_path):
         for f in (tmp_path / "S").iterdir():
             f.unlink()
         (tmp_path / "S").rmdir()  # imported and removed
-        run.until(lambda: "S" not in run.watcher.queued, "the removal to be seen")
+        until(lambda: "S" not in run.watcher.queued, "the removal to be seen")
         fill(tmp_path / "S.tmp2")
         (tmp_path / "S.tmp2").rename(tmp_path / "S")
         assert run.wait_for(2) == ["S", "S"]
@@ -252,15 +256,18 @@ def manage(*args, env):
                           capture_output=True, text=True, timeout=60)
 
 
-def test_watcher_start_and_stop_commands(tmp_path):
+def test_watcher_start_and_stop_commands(tmp_path, settings):
+    """The daemon is a real process started by manage.py; the commands that only read its pid
+    file and signal it run in this process (a Django start-up each saved)."""
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "sendit.settings", "LOCKDOWN_ENABLED": "false",
            "DATA_FOLDER": str(tmp_path / "data"), "WATCHER_PID_FILE": str(tmp_path / "watcher.pid"),
            "WATCHER_LOG_DIR": str(tmp_path), "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
            "CELERY_BROKER_URL": "filesystem://", "VAR_DIR": str(tmp_path / "var")}
+    settings.WATCHER_PID_FILE = env["WATCHER_PID_FILE"]
     (tmp_path / "data").mkdir()
     assert manage("migrate", env=env).returncode == 0
-    stopped = manage("watcher_stop", env=env)
-    assert stopped.returncode != 0 and "not running" in stopped.stderr
+    with pytest.raises(CommandError, match="not running"):
+        call_command("watcher_stop")
 
     started = manage("watcher_start", env=env)
     assert started.returncode == 0, started.stderr
@@ -268,22 +275,25 @@ def test_watcher_start_and_stop_commands(tmp_path):
     try:
         pid = int((tmp_path / "watcher.pid").read_text())
         os.kill(pid, 0)
-        again = manage("start_watcher", env=env)
-        assert again.returncode != 0 and "already running" in again.stderr
+        with pytest.raises(CommandError, match="already running"):
+            call_command("start_watcher")
+
+        def log() -> str:
+            path = tmp_path / "watcher.out"
+            return path.read_text() if path.exists() else ""
+
+        until(lambda: "watching" in log(), "the daemon to watch", timeout=15)
         fill(tmp_path / "data" / "ST.tmp9")
-        time.sleep(1)
+        until(lambda: "NOTFINISHED ST.tmp9" in log(), "the .tmp folder to be seen")
         (tmp_path / "data" / "ST.tmp9").rename(tmp_path / "data" / "ST")
-        deadline = time.monotonic() + 15
-        out = ""
-        while time.monotonic() < deadline and "FINISHED ST queued" not in out:
-            time.sleep(0.2)
-            out = (tmp_path / "watcher.out").read_text()
-        assert "NOTFINISHED ST.tmp9" in out and "FINISHED ST queued" in out
+        until(lambda: "FINISHED ST queued" in log(), "the folder to be queued", timeout=15)
     finally:
-        result = manage("stop_watcher", env=env)
-    assert result.returncode == 0 and "stopped" in result.stdout
+        out = StringIO()
+        call_command("stop_watcher", stdout=out)
+    assert "stopped" in out.getvalue()
     assert not (tmp_path / "watcher.pid").exists()
-    status = manage("shell", "-c", "from sendit.apps.watcher.daemon import status; print(status()['running'])", env=env)
-    assert status.stdout.strip().splitlines()[-1] == "False"  # the heartbeat says it stopped
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+    assert daemon.exited(pid)
+    status = manage("shell", "-c", "from sendit.apps.watcher.daemon import status; "
+                    "from sendit.apps.watcher.models import Heartbeat; "
+                    "print(status()['running'], Heartbeat.objects.get(name='watcher').stopped)", env=env)
+    assert status.stdout.strip().splitlines()[-1] == "False True"  # the heartbeat says it stopped
