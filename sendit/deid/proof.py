@@ -28,12 +28,16 @@ import os
 import re
 import struct
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from pydicom.charset import decode_bytes, default_encoding
 from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 from pydicom.uid import UID_dictionary
 
 from sendit.deid.dates import InvalidDate, shift_value
@@ -41,9 +45,28 @@ from sendit.deid.options import BASIC_PROFILE_CODE, OPTION_CODES, DeidOptions
 from sendit.deid.profile import profile_for
 from sendit.deid.scrub import CLASS_UID_TAGS, DUMMIES, DUMMY_TEXT
 from sendit.deid.structure import (
-    DICOMDIR_CLASS, EXPLICIT_BE, IMPLICIT_LE, ITEM, ITEM_END, PIXEL_TAGS, SEQ_END, UNDEFINED, dictionary_vr, tag_text,
+    DICOMDIR_CLASS,
+    EXPLICIT_BE,
+    IMPLICIT_LE,
+    ITEM,
+    ITEM_END,
+    PIXEL_TAGS,
+    SEQ_END,
+    UNDEFINED,
+    Buffer,
+    dictionary_vr,
+    tag_text,
 )
 from sendit.deid.uids import is_well_known
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sendit.deid.identifiers import StudyIdentifiers
+    from sendit.deid.recipe import Recipe
+
+#: the tags from the top-level data set down to an element, through its sequences
+TagPath = tuple[int, ...]
+#: (value start, value end, path, VR as written) of one value in a written file
+Span = tuple[int, int, TagPath, bytes]
 
 
 class OutputNotProven(Exception):
@@ -52,7 +75,7 @@ class OutputNotProven(Exception):
     ``reason`` (also the message) is plain words, naming tags at most, never a value.
     """
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
 
@@ -64,7 +87,7 @@ class IdentifyingValueFound(Exception):
     "the patient's id found in (0020,1041) SliceLocation"; never the value.
     """
 
-    def __init__(self, kind: str, where: str):
+    def __init__(self, kind: str, where: str) -> None:
         super().__init__(f"{kind} found in {where}")
         self.kind, self.where = kind, where
 
@@ -90,9 +113,9 @@ def _dictionary_vr_bytes(tag: int) -> bytes:
     return dictionary_vr(tag).encode("ascii")
 
 
-def describe(path: tuple) -> str:
+def describe(path: TagPath) -> str:
     """'(0008,0100) CodeValue in (0008,2218) AnatomicRegionSequence' for a path of tags."""
-    def one(tag):
+    def one(tag: int) -> str:
         if tag >> 16 & 1:
             return f"{tag_text(tag)} (private)"
         name = keyword_for_tag(tag)
@@ -106,26 +129,30 @@ def describe(path: tuple) -> str:
 class Layout:
     """What :func:`read_layout` learned of a written file."""
 
-    buffer: bytes  # the bytes walked (a deflated body inflated)
+    buffer: Buffer  # the bytes walked (a deflated body inflated)
     #: (start, end, path, VR) of every value at every depth, pixel data values excepted
-    spans: list = field(default_factory=list)
+    spans: list[Span] = field(default_factory=list)
     syntax: str = ""
     sop_uid: str = ""
     meta_sop_uid: str = ""
     meta_class_uid: str = ""
     #: top-level pixel data elements: tag -> (element start, value start, value end)
-    pixels: dict = field(default_factory=dict)
+    pixels: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     end: int = 0  # where the walk stopped (the pixel element when asked to stop there)
 
 
 class _Walk:
     __slots__ = ("buf", "spans", "pixels", "stop_at_pixels", "stopped")
 
-    def __init__(self, buf, stop_at_pixels):
-        self.buf, self.spans, self.pixels = buf, [], {}
-        self.stop_at_pixels, self.stopped = stop_at_pixels, None
+    def __init__(self, buf: Buffer, stop_at_pixels: bool) -> None:
+        self.buf = buf
+        self.spans: list[Span] = []
+        self.pixels: dict[int, tuple[int, int, int]] = {}  # tag -> (element start, value start, value end)
+        self.stop_at_pixels = stop_at_pixels
+        self.stopped: int | None = None  # where the walk stopped at the pixel data element
 
-    def dataset(self, pos, end, implicit, little, path, depth, in_item=False):
+    def dataset(self, pos: int, end: int, implicit: bool, little: bool, path: TagPath, depth: int,
+                in_item: bool = False) -> int:
         """Walk elements from pos to end; return where the walk stopped.
 
         ``in_item``: an undefined-length item, which ends at its delimiter.
@@ -194,7 +221,7 @@ class _Walk:
             raise _Bad(f"an item without its end{_at(path)}")
         return pos
 
-    def try_sequence(self, start, end, implicit, little, path, depth) -> bool:
+    def try_sequence(self, start: int, end: int, implicit: bool, little: bool, path: TagPath, depth: int) -> bool:
         """An implicit-VR value of unknown VR (private) that starts like an item: walked as a
         sequence if it is one, so that the values inside are named; else it is one value."""
         mark = len(self.spans)
@@ -205,7 +232,8 @@ class _Walk:
             del self.spans[mark:]
             return False
 
-    def sequence(self, pos, end, implicit, little, path, depth, undefined):
+    def sequence(self, pos: int, end: int, implicit: bool, little: bool, path: TagPath, depth: int,
+                 undefined: bool) -> int:
         buf = self.buf
         order = "<" if little else ">"
         head = order + "HHL"
@@ -230,7 +258,7 @@ class _Walk:
             raise _Bad(f"a sequence without its end{_at(path)}")
         return pos
 
-    def fragments(self, pos, end, little):
+    def fragments(self, pos: int, end: int, little: bool) -> int:
         """Encapsulated pixel data: items up to the sequence delimiter; where it starts."""
         head = ("<" if little else ">") + "HHL"
         while end - pos >= 8:
@@ -245,15 +273,15 @@ class _Walk:
 
 
 
-def _at(path) -> str:
+def _at(path: TagPath) -> str:
     return f" in {describe(path)}" if path else ""
 
 
-def _text(buf, span) -> str:
+def _text(buf: Buffer, span: tuple[int, int]) -> str:
     return bytes(buf[span[0]:span[1]]).decode("latin-1").strip("\0 ")
 
 
-def read_layout(buf, stop_at_pixels: bool = False) -> Layout:
+def read_layout(buf: Buffer, stop_at_pixels: bool = False) -> Layout:
     """Walk the bytes of a written file as a DICOM reader would; raise OutputNotProven.
 
     Every element at every depth must lie inside its data set, item and sequence; with
@@ -265,7 +293,8 @@ def read_layout(buf, stop_at_pixels: bool = False) -> Layout:
             raise _Bad("it has no DICOM preamble and prefix")
         walk = _Walk(buf, False)
         # File meta: explicit VR little endian, group 0002, as readers take it.
-        pos, meta = 132, {}
+        pos = 132
+        meta: dict[int, tuple[int, int]] = {}  # tag -> (value start, value end)
         while len(buf) - pos >= 8 and struct.unpack_from("<H", buf, pos)[0] == 0x0002:
             start = len(walk.spans)
             pos = _meta_element(walk, pos)
@@ -304,8 +333,9 @@ def read_layout(buf, stop_at_pixels: bool = False) -> Layout:
     return layout
 
 
-def _meta_element(walk, pos):
+def _meta_element(walk: _Walk, pos: int) -> int:
     buf = walk.buf
+    length: int
     if len(buf) - pos < 8:
         raise _Bad("its file meta is cut short")
     vr = bytes(buf[pos + 4:pos + 6])
@@ -394,7 +424,7 @@ NOT_NAMES = frozenset({
 _CODE_STRING = re.compile(rb"[A-Z0-9 _\\]*")
 
 
-def _raw_values(elem) -> list[bytes]:
+def _raw_values(elem: DataElement | RawDataElement) -> list[bytes]:
     """An element's values as the bytes they were read as (multi-values split)."""
     value = elem.value
     if type(value) is bytes and b"\\" not in value:
@@ -410,7 +440,7 @@ def _raw_values(elem) -> list[bytes]:
 
 
 @lru_cache(maxsize=1 << 12)
-def _written_text(patient_suid: str, study_suid: str, recipe) -> bytes:
+def _written_text(patient_suid: str, study_suid: str, recipe: Recipe | None) -> bytes:
     """Everything sendit writes into an output, lower-cased, one value per line: values
     found in it cannot be told apart from sendit's own."""
     ids = type("Ids", (), {"patient_suid": patient_suid, "study_suid": study_suid})
@@ -420,10 +450,10 @@ def _written_text(patient_suid: str, study_suid: str, recipe) -> bytes:
     return "\n".join(str(p) for p in parts).lower().encode("utf-8", "replace")
 
 
-def _recipe_values(recipe, ids) -> tuple:
+def _recipe_values(recipe: Recipe | None, ids: object) -> tuple[str, ...]:
     if recipe is None:
         return ()
-    values = []
+    values: list[str] = []
     for action in recipe.header:
         if action.action in ("ADD", "REPLACE") and action.value:
             value = action.value
@@ -441,10 +471,10 @@ def _shift(date: bytes, days: int) -> bytes:
         return b""
 
 
-def _recipe_jitters(recipe) -> tuple:
+def _recipe_jitters(recipe: Recipe | None) -> tuple[int, ...]:
     if recipe is None:
         return ()
-    days = []
+    days: list[int] = []
     for action in recipe.header:
         if action.action == "JITTER" and action.value:
             try:
@@ -455,7 +485,7 @@ def _recipe_jitters(recipe) -> tuple:
 
 
 @lru_cache(maxsize=64)
-def _option_kept(enabled: tuple, keep_tags: frozenset) -> frozenset:
+def _option_kept(enabled: tuple[str, ...], keep_tags: frozenset[int]) -> frozenset[int]:
     """Tags that an enabled option keeps and the Basic Profile does not (e.g. InstitutionName
     under Retain Institution Identity): their values are the user's choice to send."""
     if not enabled:
@@ -471,36 +501,37 @@ _SKIP, _SEQUENCE, _KEPT, _UID_NEEDLE, _UID_KEPT, _DATE_VALUE, _BIRTH, _NAME_PART
 class _Rules:
     """What the collection does with each attribute under one set of options (cached)."""
 
-    def __init__(self, enabled: tuple, keep_tags: frozenset, retain_uids: bool):
+    def __init__(self, enabled: tuple[str, ...], keep_tags: frozenset[int], retain_uids: bool) -> None:
         self.profile = profile_for(enabled, keep_tags)
         self.option_kept = _option_kept(enabled, keep_tags)
         self.keep_tags, self.retain_uids = keep_tags, retain_uids
         #: public attributes whose values are never looked for nor kept aside: skipped at
         #: once unless read with a VR whose values are (a wrong VR is the scrub's to act on)
         self.plain = _plain_tags() - keep_tags - self.option_kept
-        self.top: dict = {}  # tag -> (VR as read, (what, kind))
-        self.nested: dict = {}
+        self.top: dict[int, tuple[str | None, int, str]] = {}  # tag -> (VR as read, what, kind)
+        self.nested: dict[int, tuple[str | None, int, str]] = {}
 
-    def category(self, tag: int, vr: str | None, top: bool) -> tuple:
+    def category(self, tag: int, vr: str | None, top: bool) -> tuple[int, str]:
+        """(what the collection does with the attribute, the kind of its values, "" for none)."""
         if not vr or vr == "UN":
             vr = dictionary_vr(tag)
         if vr == "SQ":
             removed = self.profile.action(tag) in ("X", "Z") and tag != _OTHER_IDS_SEQUENCE
-            return (_SKIP, None) if removed else (_SEQUENCE, None)
+            return (_SKIP, "") if removed else (_SEQUENCE, "")
         if tag in self.keep_tags or tag in self.option_kept:
-            return (_KEPT, None)
+            return (_KEPT, "")
         if vr == "UI":
             if tag in CLASS_UID_TAGS or self.profile.action(tag) == "K":
-                return (_UID_KEPT, None)
-            return (_SKIP, None) if self.retain_uids else (_UID_NEEDLE, _UID)
+                return (_UID_KEPT, "")
+            return (_SKIP, "") if self.retain_uids else (_UID_NEEDLE, _UID)
         if vr in ("DA", "DT"):
-            return (_BIRTH, KEYWORD_KINDS[tag][0]) if tag == 0x00100030 else (_DATE_VALUE, None)
+            return (_BIRTH, KEYWORD_KINDS[tag][0]) if tag == 0x00100030 else (_DATE_VALUE, "")
         known = KEYWORD_KINDS.get(tag) if top else None
         if vr == "PN" or (known and known[1] == _NAME):
             return (_NAME_PARTS, known[0] if known else PERSON_KINDS.get(tag, "a person's name"))
         if known:
             return (_WHOLE, known[0])
-        return (_SKIP, None)
+        return (_SKIP, "")
 
 
 #: the VRs whose values are looked for, or that hold values that are
@@ -508,7 +539,7 @@ _VALUE_VRS = frozenset({"UI", "DA", "DT", "PN", "SQ", "UN"})
 
 
 @lru_cache(maxsize=1)
-def _plain_tags() -> frozenset:
+def _plain_tags() -> frozenset[int]:
     """Dictionary attributes of other VRs than :data:`_VALUE_VRS` and not listed by kind."""
     from pydicom.datadict import DicomDictionary
 
@@ -517,11 +548,11 @@ def _plain_tags() -> frozenset:
 
 
 @lru_cache(maxsize=64)
-def _rules(enabled: tuple, keep_tags: frozenset, retain_uids: bool) -> _Rules:
+def _rules(enabled: tuple[str, ...], keep_tags: frozenset[int], retain_uids: bool) -> _Rules:
     return _Rules(enabled, keep_tags, retain_uids)
 
 
-def _elements(ds):
+def _elements(ds: Dataset) -> list[tuple[int, DataElement | RawDataElement]]:
     """(tag, element as held) of a dataset, raw elements left raw (pydicom's own mapping:
     its public accessors convert tags and look every element up again)."""
     held = getattr(ds, "_dict", None)
@@ -530,18 +561,23 @@ def _elements(ds):
     return [(tag, ds.get_item(tag)) for tag in list(ds.keys())]  # pragma: no cover
 
 
+_SOP_INSTANCE_UID = BaseTag(0x00080018)
+
+
 class _Collect:
     """One walk over an input dataset (before the scrub) for its identifying values."""
 
-    def __init__(self, ds, options: DeidOptions, keep_tags: frozenset):
+    def __init__(self, ds: Dataset, options: DeidOptions, keep_tags: frozenset[int]) -> None:
         self.rules = _rules(options.enabled(), keep_tags, options.retain_uids)
         self.found: dict[bytes, str] = {}  # value -> kind, first kind wins
         self.names: set[bytes] = set()  # the values that are parts of names
         self.dates: set[bytes] = set()
         self.kept: list[bytes] = []  # values the options or the recipe keep as they are
         self.uid_kept: set[bytes] = set()
-        self.ds, self.encodings = ds, None
-        self.truncated = self.sop = None
+        self.ds = ds
+        self.encodings: list[str] | None = None  # the character sets of ds, once needed
+        self.truncated: int | None = None
+        self.sop: DataElement | RawDataElement | None = None
         meta = getattr(ds, "file_meta", None)
         if meta is not None:  # the file meta keeps its class and implementation UIDs
             held = dict(_elements(meta))
@@ -550,7 +586,7 @@ class _Collect:
                 if elem is not None:
                     self.uid_kept.update(_raw_values(elem))
 
-    def add(self, value: bytes, kind: str):
+    def add(self, value: bytes, kind: str) -> None:
         if value not in self.found:
             self.found[value] = kind
 
@@ -566,7 +602,7 @@ class _Collect:
             return [raw]
         return [raw, text] if text != raw else [raw]
 
-    def dataset(self, ds, top: bool, depth: int = 0):
+    def dataset(self, ds: Dataset, top: bool, depth: int = 0) -> None:
         if depth > _MAX_DEPTH:
             return
         rules = self.rules
@@ -576,11 +612,11 @@ class _Collect:
             # Only the last element of a data set can be cut short by the end of the file
             # (or of the sequence value it was read from): pydicom then keeps what there was.
             tag, elem = elements[-1]
-            if elem.is_raw and elem.length != UNDEFINED and elem.length > len(elem.value or b""):
+            if isinstance(elem, RawDataElement) and elem.length != UNDEFINED and elem.length > len(elem.value or b""):
                 self.truncated = int(tag)
         plain = rules.plain
         if top:
-            self.sop = ds._dict.get(0x00080018) if hasattr(ds, "_dict") else ds.get_item(0x00080018)
+            self.sop = ds._dict.get(_SOP_INSTANCE_UID) if hasattr(ds, "_dict") else ds.get_item(_SOP_INSTANCE_UID)
         for tag, elem in elements:
             tag = int(tag)  # pydicom's tag type compares in Python: slow as a key
             vr = elem.VR
@@ -633,12 +669,12 @@ class _Collect:
                         self.add(form, kind)
 
 
-def _value_text(ds, tag) -> str:
+def _value_text(ds: Dataset, tag: int) -> str:
     elem = ds.get_item(tag)
     return b"".join(_raw_values(elem)).decode("latin-1") if elem is not None else ""
 
 
-def _encodings(ds):
+def _encodings(ds: Dataset) -> list[str]:
     elem = ds.get_item(0x00080005)
     if elem is None:
         return [default_encoding]
@@ -658,11 +694,11 @@ class InputFacts:
 
     sop_uid: str
     keep_sop_uid: bool
-    needles: list
+    needles: list[Needle]
     truncated: int | None  # tag of an element whose value the end of the file cut short
 
 
-def identifying_values(ds, ids, options: DeidOptions) -> InputFacts:
+def identifying_values(ds: Dataset, ids: StudyIdentifiers, options: DeidOptions) -> InputFacts:
     """The input's identifying values (see module docstring), and what else the proof needs.
 
     Gathered from ``ds`` as read, before the scrub changes it: name parts (split on ^ =
@@ -682,7 +718,7 @@ def identifying_values(ds, ids, options: DeidOptions) -> InputFacts:
     collect.dataset(ds, True)
     written = _written_text(str(ids.patient_suid), str(ids.study_suid), recipe)
     jitter = int(ids.jitter)
-    shifted = set()  # the dates the output carries: an input date equal to one is ambiguous
+    shifted: set[bytes] = set()  # the dates the output carries: an input date equal to one is ambiguous
     if options.retain_long_modified_dates:
         for date in collect.dates:
             for days in (jitter, *_recipe_jitters(recipe)):
@@ -691,7 +727,7 @@ def identifying_values(ds, ids, options: DeidOptions) -> InputFacts:
         for date in collect.dates:
             collect.add(date, _DATE)
     kept = b"\n".join(collect.kept).lower()
-    needles = []
+    needles: list[Needle] = []
     for value, kind in collect.found.items():
         low = value.lower()
         digits = low.isdigit()
@@ -717,7 +753,7 @@ def identifying_values(ds, ids, options: DeidOptions) -> InputFacts:
 
 
 # -- scanning an output --------------------------------------------------------------
-def scan(layout: Layout, needles) -> None:
+def scan(layout: Layout, needles: Iterable[Needle]) -> None:
     """Look for every needle in every value of the output's header; raise on the first.
 
     The haystack is the values of every element at every depth (private ones, unknown
@@ -740,7 +776,9 @@ def scan(layout: Layout, needles) -> None:
     if not needles:
         return
     buf, spans = layout.buffer, layout.spans
-    starts, pieces, offset = [], [], 0
+    starts: list[int] = []
+    pieces: list[bytes] = []
+    offset = 0
     for value_start, value_end, _, _ in spans:
         starts.append(offset)
         pieces.append(buf[value_start:value_end])
@@ -763,7 +801,7 @@ def scan(layout: Layout, needles) -> None:
 
 
 # -- proving an output ---------------------------------------------------------------
-def declares_pixels(ds) -> bool:
+def declares_pixels(ds: Dataset) -> bool:
     """True when a dataset says it is an image: its SOP class is an image storage class,
     or it has Rows and Columns. Such a dataset without pixel data was cut short (a file cut
     right after an element reads as a whole, smaller dataset) or damaged."""
@@ -784,8 +822,8 @@ def declares_pixels(ds) -> bool:
 EDGE = 16 * 1024
 
 
-def _pread(fd, count: int, offset: int) -> bytes:
-    chunks = []
+def _pread(fd: int, count: int, offset: int) -> bytes:
+    chunks: list[bytes] = []
     while count > 0:
         chunk = os.pread(fd, count, offset)
         if not chunk:
@@ -838,7 +876,7 @@ def prove_streamed(out_fd: int, src_fd: int, header_end: int, start: int, size: 
     return layout
 
 
-def prove_whole(out_fd: int, facts: InputFacts, input_pixels: dict, had_pixels: bool) -> None:
+def prove_whole(out_fd: int, facts: InputFacts, input_pixels: dict[int, bytes], had_pixels: bool) -> None:
     """Prove an output written from a dataset read whole (every element after the pixel
     data, a deflated file): the whole file is walked, each pixel data element's value
     must equal the input's byte for byte, and the header values are scanned. The file is
@@ -855,10 +893,10 @@ def prove_whole(out_fd: int, facts: InputFacts, input_pixels: dict, had_pixels: 
             if not _equal(layout.buffer, found[1], found[2], value):
                 raise OutputNotProven("the output's pixel data differs from the input's")
         scan(layout, facts.needles)
-        layout.buffer = None  # the mapping closes here
+        layout.buffer = b""  # the mapping closes here
 
 
-def _equal(buf, start: int, end: int, value: bytes, chunk: int = 1 << 20) -> bool:
+def _equal(buf: Buffer, start: int, end: int, value: bytes, chunk: int = 1 << 20) -> bool:
     """buf[start:end] == value, compared a megabyte at a time."""
     if end - start != len(value):
         return False
