@@ -4,13 +4,17 @@ For any DICOMweb service root (DICOMWEB_URL): Orthanc's DICOMweb plugin, a Googl
 Healthcare API DICOM store (`.../dicomStores/STORE/dicomWeb`, DICOMWEB_AUTH=google), dcm4chee.
 
 Per round:
-  1. Pre-check, one QIDO-RS per series (GET {root}/studies/{uid}/series/{uid}/instances): a
-     DICOMweb server answers the STOW-RS of an instance it already keeps with success (Orthanc)
-     or a failure (0x0111, 0xA900...), neither of which says whether the stored instance is
-     this one. Each instance found is fetched (WADO-RS, in the stored transfer syntax) and
-     compared with the local file, data set against data set: the same instance is ok,
-     already_stored, and not sent; a different one fails ("a different instance with this UID
-     is already stored"), without retry. When the pre-check cannot be made, nothing is sent.
+  1. Pre-check, per series: one QIDO-RS at the series level (GET {root}/studies/{uid}/series
+     ?SeriesInstanceUID={uid}&includefield=00201209) says how many instances the series
+     already holds; a series that is not there holds none of the round's instances. Else a
+     QIDO-RS instance search for the round's own SOP Instance UIDs (a UID list, PS3.18
+     8.3.4.1, UIDS_PER_SEARCH at a time) says which are already kept: a DICOMweb server
+     answers the STOW-RS of an instance it already keeps with success (Orthanc) or a failure
+     (0x0111, 0xA900...), neither of which says whether the stored instance is this one. Each
+     instance found is fetched (WADO-RS, in the stored transfer syntax) and compared with the
+     local file, data set against data set: the same instance is ok, already_stored, and not
+     sent; a different one fails ("a different instance with this UID is already stored"),
+     without retry. When the pre-check cannot be made, nothing is sent.
   2. STOW-RS: the other files in multipart/related requests (the files' own bytes, sent from
      disk), SEND_WORKERS requests at a time, at most DICOMWEB_INSTANCES_PER_REQUEST
      instances each. The answer (DICOM JSON) names each instance: in ReferencedSOPSequence
@@ -19,12 +23,23 @@ Per round:
      instance the answer does not name, in an answer that refuses something (HTTP 400/409),
      could not be read: it fails alone. An answer that names no instance (a 4xx without a
      DICOM JSON body) is sent again one instance per request, so it fails alone too.
-  3. Verification, by the worker that sent each request as soon as it is answered: one
-     QIDO-RS per series of the request, for its SOP Instance UIDs (a UID list); every stored
-     instance must be listed with its study, series and SOP Instance UIDs (the de-identified
-     ones). One stored but not listed
-     is sent once more, and fails the second time. Two items of one round with the same UIDs
-     are each compared with the one kept (step 1's comparison).
+  3. Verification: every stored instance must be listed by the server with its study, series
+     and SOP Instance UIDs (the de-identified ones). Two ways, chosen per series:
+     * the series held no more instances before the round than the round sends to it (a new
+       series, the usual case): one WADO-RS series metadata request (GET .../series/{uid}/
+       metadata), by the worker that finishes the series' last STOW-RS request. Orthanc's
+       DICOMweb plugin reads every stored file for either search, but its metadata costs about
+       half the server CPU per instance of its QIDO-RS instance search (0.35-0.45 against
+       0.65-0.9 ms, docs/benchmarks/2026-12-07-dicomweb.md), which is most of what the
+       verification costs the round;
+     * a series already bigger than what is sent to it (a later batch of a long series): the
+       metadata would list every earlier instance too, so each request's instances are
+       searched for by QIDO-RS (a UID list) by its worker as soon as it is answered, and the
+       cost grows with what is sent, not with the series.
+     If the metadata cannot be had (an error, a server without it), the series is verified by
+     QIDO-RS. One stored but not listed is sent once more, and fails the second time. Two
+     items of one round with the same UIDs are each compared with the one kept (step 1's
+     comparison).
 
 HTTP 401/403 and a root that answers 404/405 stop the batch (no retry storm); connection
 failures, 408/425/429/5xx are retried in the rounds of base.Destination.
@@ -62,6 +77,10 @@ REFERENCED_SOP_INSTANCE_UID = "00081155"
 FAILURE_REASON = "00081197"
 WARNING_REASON = "00081196"
 STUDY_UID, SERIES_UID, SOP_UID = "0020000D", "0020000E", "00080018"
+SERIES_SIZE = "00201209"            # NumberOfSeriesRelatedInstances
+# SOP Instance UIDs per QIDO-RS search (a UID list in the query string: 50 UIDs of 64
+# characters keep its URL under 4 kB, which every server and proxy takes).
+UIDS_PER_SEARCH = 50
 
 # FailureReason values (PS3.18 Table I.2-1 and PS3.4 C-STORE statuses), in plain words.
 FAILURE_REASONS = {
@@ -266,7 +285,10 @@ class DicomWeb(Destination):
     def send_round(self, batch):
         outcomes: dict[int, Outcome] = {}
         series = self._by_series(batch)
-        stored, failure = self._listed(series)
+        sizes, failure = self._series_sizes(series)
+        if failure is None:
+            stored, failure = self._listed({key: uids for key, uids in series.items()
+                                            if sizes.get(key) != 0})
         if failure is not None:
             return {i: failure for i, _ in batch}
         to_send, to_compare = [], []
@@ -280,7 +302,12 @@ class DicomWeb(Destination):
         counts: dict[str, int] = {}
         for _, item in batch:
             counts[item.sop_instance_uid] = counts.get(item.sop_instance_uid, 0) + 1
-        outcomes.update(self._stow_all(to_send, counts))
+        # Step 3's choice: WADO-RS series metadata where it lists at most twice what it must
+        # find (QIDO-RS costs Orthanc about twice as much per instance listed).
+        sending = self._by_series(to_send)
+        by_metadata = {key for key, uids in sending.items()
+                       if sizes.get(key) is not None and sizes[key] <= len(uids)}
+        outcomes.update(self._stow_all(to_send, counts, by_metadata))
         return outcomes
 
     @staticmethod
@@ -291,38 +318,87 @@ class DicomWeb(Destination):
             series.setdefault(_series_key(item), set()).add(item.sop_instance_uid)
         return series
 
-    def _listed(self, series, by_uid: bool = False) -> tuple[dict[tuple[str, str], set[str]], Outcome | None]:
-        """Which of the round's SOP Instance UIDs each series lists (QIDO-RS), with its study
-        and series UIDs checked, or the failure that kept them from being read.
+    def _series_sizes(self, series) -> tuple[dict[tuple[str, str], int | None], Outcome | None]:
+        """How many instances each series holds on the server (QIDO-RS at the series level,
+        NumberOfSeriesRelatedInstances): 0 for a series the server does not have, None when
+        its answer does not say; or the failure that kept them from being read."""
+        sizes: dict[tuple[str, str], int | None] = {}
+        what = "QIDO-RS GET /studies/{uid}/series"
+        for study, serie in series:
+            try:
+                found = self.web.search_for_series(
+                    study_instance_uid=study, search_filters={"SeriesInstanceUID": serie},
+                    fields=[SERIES_UID, SERIES_SIZE])
+            except Exception as exc:
+                return sizes, library_failure(what, exc)
+            found = [d for d in found if isinstance(d, dict)]
+            this = [d for d in found if _first(d, SERIES_UID) == serie]
+            if this:
+                try:
+                    sizes[(study, serie)] = max(0, int(_first(this[0], SERIES_SIZE)))
+                except (TypeError, ValueError):
+                    sizes[(study, serie)] = None
+            else:    # not there, unless an answer without SeriesInstanceUID hides it
+                sizes[(study, serie)] = 0 if all(_first(d, SERIES_UID) for d in found) else None
+        return sizes, None
+
+    def _listed(self, series) -> tuple[dict[tuple[str, str], set[str]], Outcome | None]:
+        """Which of these SOP Instance UIDs each series lists (QIDO-RS instance searches for
+        the UIDs themselves, UIDS_PER_SEARCH at a time: the server's work grows with the
+        instances asked about, not with the series), with its study and series UIDs checked;
+        or the failure that kept them from being read.
 
         A server may answer a search in pages (Google's DICOM store, or Orthanc with
         LimitFindInstances): the next page (offset) is asked for only while some of the
-        wanted UIDs have not been seen, so a verified series usually costs one request.
-        by_uid: ask for the wanted UIDs only (a SOPInstanceUID list, PS3.18 8.3.4.1): the
-        server's work grows with the instances it answers, not with the series.
+        wanted UIDs have not been seen.
         """
         listed: dict[tuple[str, str], set[str]] = {}
         what = "QIDO-RS GET /studies/{uid}/series/{uid}/instances"
         for (study, serie), wanted in series.items():
             seen: set[str] = set()
-            offset = 0
-            while True:
-                filters = {"SOPInstanceUID": ",".join(sorted(wanted))} if by_uid else None
-                try:
-                    page = self.web.search_for_instances(
-                        study_instance_uid=study, series_instance_uid=serie,
-                        fields=[STUDY_UID, SERIES_UID, SOP_UID], offset=offset or None,
-                        search_filters=filters)
-                except Exception as exc:
-                    return listed, library_failure(what, exc)
-                for d in page:
-                    if isinstance(d, dict) and _first(d, STUDY_UID) in (None, study) \
-                            and _first(d, SERIES_UID) in (None, serie):
-                        seen.add(_first(d, SOP_UID))
-                offset += len(page)
-                if not page or wanted <= seen:
-                    break
+            uids = sorted(wanted)
+            for start in range(0, len(uids), UIDS_PER_SEARCH):
+                chunk = uids[start:start + UIDS_PER_SEARCH]
+                offset = 0
+                while True:
+                    try:
+                        page = self.web.search_for_instances(
+                            study_instance_uid=study, series_instance_uid=serie,
+                            fields=[STUDY_UID, SERIES_UID, SOP_UID], offset=offset or None,
+                            search_filters={"SOPInstanceUID": ",".join(chunk)})
+                    except Exception as exc:
+                        return listed, library_failure(what, exc)
+                    for d in page:
+                        if isinstance(d, dict) and _first(d, STUDY_UID) in (None, study) \
+                                and _first(d, SERIES_UID) in (None, serie):
+                            seen.add(_first(d, SOP_UID))
+                    offset += len(page)
+                    if not page or seen.issuperset(chunk):
+                        break
             listed[(study, serie)] = seen & wanted
+        return listed, None
+
+    def _metadata_listed(self, series) -> tuple[dict[tuple[str, str], set[str]], Outcome | None]:
+        """As _listed, from one WADO-RS series metadata request per series: the instances
+        whose metadata carries this study's and this series' UIDs. A series whose metadata
+        cannot be had (any error: a server without it, a 404 for a series not there yet, a
+        refusal) is searched by QIDO-RS instead, which then says what is true."""
+        listed: dict[tuple[str, str], set[str]] = {}
+        for (study, serie), wanted in series.items():
+            try:
+                metadata = self.web.retrieve_series_metadata(study, serie)
+            except Exception:
+                metadata = None
+            if not isinstance(metadata, list):
+                found, failure = self._listed({(study, serie): wanted})
+                if failure is not None:
+                    return listed, failure
+                listed.update(found)
+                continue
+            listed[(study, serie)] = {
+                _first(d, SOP_UID) for d in metadata
+                if isinstance(d, dict) and _first(d, STUDY_UID) == study
+                and _first(d, SERIES_UID) == serie} & wanted
         return listed, None
 
     def _compare(self, index: int, item: SendItem) -> Outcome:
@@ -349,12 +425,16 @@ class DicomWeb(Destination):
             return Outcome.success(item.sop_instance_uid, already_stored=True)
         return Outcome.failed(f"dicomweb: {DIFFERENT_INSTANCE}")
 
-    def _stow_all(self, batch, counts: dict[str, int]) -> dict[int, Outcome]:
+    def _stow_all(self, batch, counts: dict[str, int],
+                  by_metadata: set[tuple[str, str]] = frozenset()) -> dict[int, Outcome]:
         """STOW-RS requests over SEND_WORKERS threads: enough requests to keep every worker
         busy, none with more than DICOMWEB_INSTANCES_PER_REQUEST instances, and no two items
         with one SOP Instance UID in one request (the answer names instances by that UID).
-        Each request's instances are verified by its worker as soon as it is answered, so
-        the server lists some while it stores others."""
+
+        Verification (step 3) overlaps the stores: a request's instances in a series searched
+        by QIDO-RS are verified by its worker as soon as it is answered; a series in
+        by_metadata is verified (WADO-RS metadata) by the worker that gets the answer to its
+        last request, while the other workers store the other series."""
         if not batch:
             return {}
         n = max(-(-len(batch) // self.per_request), min(self.workers, len(batch)))
@@ -372,31 +452,52 @@ class DicomWeb(Destination):
             uids[slot].add(item.sop_instance_uid)
         pieces = [members for members in requests_ if members]
         stop, cause = threading.Event(), []
+        outcomes: dict[int, Outcome] = {}
+        lock = threading.Lock()
+        # by_metadata series: requests not answered yet, and the members answered so far
+        waiting: dict[tuple[str, str], int] = {}
+        held: dict[tuple[str, str], list[tuple[int, SendItem]]] = {}
+        for members in pieces:
+            for key in {_series_key(item) for _, item in members} & set(by_metadata):
+                waiting[key] = waiting.get(key, 0) + 1
+                held.setdefault(key, [])
 
-        def one(members) -> dict[int, Outcome]:
+        def one(members) -> None:
             # As Destination.parallel: once a request meets a dead or refusing destination,
             # the requests not started yet are not attempted.
             if stop.is_set():
                 first = cause[0]
                 out = first if first.abort_batch else Outcome.retry(
                     f"{first.error} (not attempted)", unreachable=True)
-                return {i: out for i, _ in members}
-            got = self._stow(members)
-            self._verify(members, got, counts)
+                got = {i: out for i, _ in members}
+            else:
+                got = self._stow(members)
+            with lock:
+                outcomes.update(got)
+            self._verify([m for m in members if _series_key(m[1]) not in by_metadata],
+                         outcomes, counts, self._listed)
+            ready = []
+            with lock:
+                for key in {_series_key(item) for _, item in members} & set(by_metadata):
+                    held[key] += [m for m in members if _series_key(m[1]) == key]
+                    waiting[key] -= 1
+                    if waiting[key] == 0:
+                        ready.append(key)
+            for key in ready:
+                self._verify(held[key], outcomes, counts, self._metadata_listed)
             for out in got.values():
                 if out.unreachable or out.abort_batch:
                     cause.append(out)
                     stop.set()
                     break
-            return got
 
-        outcomes: dict[int, Outcome] = {}
         if len(pieces) == 1:
-            return one(pieces[0])
+            one(pieces[0])
+            return outcomes
         with concurrent.futures.ThreadPoolExecutor(min(self.workers, len(pieces)),
                                                    thread_name_prefix="send-dicomweb") as pool:
-            for got in pool.map(one, pieces):
-                outcomes.update(got)
+            for _ in pool.map(one, pieces):
+                pass
         return outcomes
 
     def _stow(self, members: list[tuple[int, SendItem]]) -> dict[int, Outcome]:
@@ -472,14 +573,16 @@ class DicomWeb(Destination):
                 outcomes[i] = Outcome.success(uid)   # not named, not refused: verified below
         return outcomes
 
-    def _verify(self, members, outcomes: dict[int, Outcome], counts: dict[str, int]) -> None:
-        """Every instance a request stored must be listed by its series (QIDO-RS), with its
-        study, series and SOP Instance UIDs; items sharing UIDs are compared with the one kept."""
+    def _verify(self, members, outcomes: dict[int, Outcome], counts: dict[str, int],
+                listing) -> None:
+        """Every instance a request stored must be listed by its series (`listing`: QIDO-RS
+        or WADO-RS metadata), with its study, series and SOP Instance UIDs; items sharing
+        UIDs are compared with the one kept. Updates `outcomes` in place."""
         fresh = [(i, item) for i, item in members if outcomes.get(i) is not None
                  and outcomes[i].ok and not outcomes[i].already_stored]
         if not fresh:
             return
-        listed, failure = self._listed(self._by_series(fresh), by_uid=True)
+        listed, failure = listing(self._by_series(fresh))
         for i, item in fresh:
             out = outcomes[i]
             if failure is not None:
@@ -487,7 +590,7 @@ class DicomWeb(Destination):
                               unreachable=failure.unreachable, abort_batch=failure.abort_batch)
             elif item.sop_instance_uid not in listed.get(_series_key(item), ()):
                 self._not_listed[i] = self._not_listed.get(i, 0) + 1
-                bad = (Outcome.failed(f"dicomweb: {NOT_KEPT} (stored, then not listed by QIDO-RS)")
+                bad = (Outcome.failed(f"dicomweb: {NOT_KEPT} (stored, then not listed in its series)")
                        if self._not_listed[i] > 1 else
                        Outcome.retry("dicomweb: instance accepted but not listed in its series"))
             elif counts[item.sop_instance_uid] > 1:
