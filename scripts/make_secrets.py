@@ -7,6 +7,7 @@ A node with DEBUG off refuses placeholder or short secrets, such as bogus_secret
 
     python scripts/make_secrets.py            # writes sendit/settings/secrets.py
     python scripts/make_secrets.py --out PATH
+    python scripts/make_secrets.py --local    # development keys in var/ (what `make run` does)
 
 An existing file is never overwritten: DEID_SECRET must stay stable once a node has used
 it (docs/security.md says how to rotate the others). Standard library only, so it runs
@@ -49,7 +50,18 @@ def make() -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "sendit/settings/secrets.py"))
+    parser.add_argument("--local", action="store_true",
+                        help="make a development node's SECRET_KEY and DEID_SECRET in var/ instead "
+                             "(kept when they exist; used when neither the environment nor secrets.py "
+                             "sets them)")
     args = parser.parse_args(argv)
+    if args.local:
+        sys.path.insert(0, str(ROOT))
+        from sendit.config import make_local_secrets
+
+        make_local_secrets(os.environ.get("VAR_DIR") or ROOT / "var")
+        print("make_secrets: development keys in var/ (secret_key, deid_secret, mode 0600)")
+        return 0
     out = Path(args.out)
     values = make()
     try:

@@ -104,6 +104,12 @@ def prepare():
     private_state()
     os.chdir(ROOT)
     password_file = lockdown_password()
+    # Random SECRET_KEY and DEID_SECRET kept in var/ when the environment and secrets.py
+    # give none (loading the settings never writes them).
+    sys.path.insert(0, str(ROOT))
+    from sendit.config import make_local_secrets
+
+    make_local_secrets(VAR)
     manage = [PY, "manage.py"]
     subprocess.run(manage + ["migrate", "--noinput", "-v", "0"], check=True)
     subprocess.run(manage + ["collectstatic", "--noinput", "-v", "0"], check=True)

@@ -1,13 +1,22 @@
 """The Celery app; tasks live in sendit/apps/main/tasks/."""
-import os
-
 from celery import Celery, signals
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sendit.settings")
+from sendit.config import use_django_settings
+
+use_django_settings()
 
 app = Celery("sendit")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["sendit.apps.main"])
+
+
+@signals.celeryd_init.connect
+def prepare_folders(**kwargs):
+    """A starting worker makes the folders its configuration names (logs, the embedded
+    broker's) before Django sets up logging; importing this module writes nothing."""
+    from sendit.config import start
+
+    start()
 
 
 @signals.after_setup_logger.connect

@@ -1,30 +1,59 @@
-"""Keep patient values out of everything that leaves the process: logs, alerts, mail.
+"""Keep patient values out of everything that leaves the process: logs, alerts, mail, pages
+and the API. The one place that knows what may carry an identifier.
 
-Sendit's own messages never carry header values or file names. Libraries are less
-careful (pydicom quotes invalid values in its warnings; a traceback can quote a path),
-so every log record, Sentry event and error mail passes through `redact` on its way out.
+Sendit's own messages never carry header values or file names. Libraries are less careful
+(pydicom quotes invalid values in its warnings; a traceback can quote a path), so every log
+record, Sentry event and error mail passes through :func:`redact` on its way out: it replaces
+quoted text, paths, UIDs, dates, long numbers, person names and e-mail addresses.
+
+Pages and the API show what the pipeline wrote through :func:`scrub`, defence in depth that
+keeps the messages useful: paths (a folder name can be a patient name or a record number)
+become ``[path]``, DICOM UIDs (traceable to the source PACS) ``[uid]``, e-mail addresses
+``[email]``; counts, step names and the batch name stay (senders must not name folders after
+patients: docs/interface.md). Settings are shown through :func:`mask_setting`.
 """
 import logging
 import re
+from urllib.parse import urlsplit, urlunsplit
+
+from sendit.config import is_secret
 
 REDACTED = "<redacted>"
+MASK = "********"
 
-# Quoted text, absolute paths, DICOM UIDs, dates and long numbers (MRNs, accession numbers).
-_PATTERNS = [
-    re.compile(r"'[^'\n]*'|\"[^\"\n]*\""),
+# What may carry an identifier, each pattern written once.
+UID = re.compile(r"(?<![\w.])\d+(?:\.\d+){3,}(?![\w.])")  # 1.2.840.113619.2.55...
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# An absolute or home path, a Windows path, or a relative path with at least one slash.
+PATH = re.compile(
+    r"(?:(?<![\w/])(?:~?/|[A-Za-z]:\\)[^\s'\"<>,;:]*)"      # /abs/path, ~/x, C:\x
+    r"|(?:(?<![\w/.])[\w.-]+(?:[/\\][\w .-]*[\w-])+(?:\.\w+)?)"  # rel/path/file.dcm
+)
+QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
+DATE = re.compile(r"\b(?:19|20)\d{2}-?\d{2}-?\d{2}\b")
+LONG_NUMBER = re.compile(r"\b[A-Za-z]*\d{5,}[A-Za-z\d]*\b")  # MRNs, accession numbers
+PERSON_NAME = re.compile(r"[^\s^=]+\^[^\s]*")  # DOE^JANE
+
+# Logs, alerts and mail: everything that might be a value. Quoted text first (it may hold
+# spaces); the path patterns of both spellings (a log line's path may hold a comma).
+_LOG_PATTERNS = [
+    QUOTED,
     re.compile(r"(?<![\w.])/(?:[^\s/:]+/)*[^\s/:]+"),
-    re.compile(r"\b\d+(?:\.\d+){3,}\b"),
-    re.compile(r"\b(?:19|20)\d{2}-?\d{2}-?\d{2}\b"),
-    re.compile(r"\b[A-Za-z]*\d{5,}[A-Za-z\d]*\b"),
-    re.compile(r"[^\s^=]+\^[^\s]*"),  # DICOM person names: DOE^JANE
-    re.compile(r"\b[\w.-]+/[\w./-]+"),  # relative paths: ST1/DOE_JANE.dcm
+    PATH,
+    UID,
+    DATE,
+    LONG_NUMBER,
+    PERSON_NAME,
+    EMAIL,
 ]
+# Pages and the API: labelled, so that a message stays readable.
+_PAGE_PATTERNS = [(EMAIL, "[email]"), (PATH, "[path]"), (UID, "[uid]")]
 
 
 def redact(text):
-    """The text with anything that could be a patient value replaced."""
+    """The text with anything that could be a patient value replaced (logs, Sentry, mail)."""
     text = str(text)
-    for pattern in _PATTERNS:
+    for pattern in _LOG_PATTERNS:
         text = pattern.sub(REDACTED, text)
     return text
 
@@ -113,3 +142,82 @@ class AdminMailHandler(logging.Handler):
             mail_admins(subject, "\n".join(body), fail_silently=True)
         except Exception:
             self.handleError(record)
+
+
+# -- pages and the API ---------------------------------------------------------------
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|KEY|TOKEN|CREDENTIALS", re.IGNORECASE)
+
+
+def scrub(value):
+    """Mask paths, UIDs and e-mail addresses in a string (or in strings inside lists/dicts),
+    for a page or the API."""
+    if isinstance(value, str):
+        for pattern, label in _PAGE_PATTERNS:
+            value = pattern.sub(label, value)
+        return value
+    if isinstance(value, dict):
+        return {k: scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub(v) for v in value]
+    return value
+
+
+def scrub_errors(errors):
+    """A batch's errors ({time, step, message}) ready to show."""
+    shown = []
+    for error in errors or []:
+        if isinstance(error, dict):
+            shown.append({"time": error.get("time", ""), "step": scrub(str(error.get("step", ""))),
+                          "message": scrub(str(error.get("message", "")))})
+        else:
+            shown.append({"time": "", "step": "", "message": scrub(str(error))})
+    return shown
+
+
+# Query parameters that carry a credential: ?token=, ?password=, ?api_key=, ?sig=, ...
+SECRET_QUERY = re.compile(r"pass|pwd|secret|token|key|sig|auth|credential|session", re.IGNORECASE)
+
+
+def mask_url(value: str) -> str:
+    """Hide every credential in a URL, or in several joined by ';' (kombu's failover brokers):
+    the password (or a lone token) before @, and the value of any query parameter whose
+    name says it is a secret."""
+    return ";".join(_mask_one_url(part) for part in value.split(";"))
+
+
+def _mask_one_url(value: str) -> str:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return MASK if "@" in value else value
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        # user:password keeps the user; a lone name before @ may be a token (redis://token@,
+        # https://key@sentry): masked too.
+        userinfo = f"{userinfo.split(':', 1)[0]}:{MASK}" if ":" in userinfo else MASK
+        netloc = f"{userinfo}@{host}"
+    query = "&".join(_mask_parameter(p) for p in parts.query.split("&")) if parts.query else ""
+    if (netloc, query) == (parts.netloc, parts.query):
+        return value
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _mask_parameter(parameter: str) -> str:
+    name, equals, _ = parameter.partition("=")
+    return f"{name}={MASK}" if equals and SECRET_QUERY.search(name) else parameter
+
+
+def mask_setting(name, value):
+    """A setting's value as shown: secrets masked, passwords inside URLs masked."""
+    if is_secret(name) or SECRET_NAME.search(name):
+        if value in (None, "", (), []):
+            return "(not set)"
+        if isinstance(value, (list, tuple)):
+            return f"{MASK} ({len(value)} set)"
+        return MASK
+    if isinstance(value, str):
+        return mask_url(value)
+    if isinstance(value, (list, tuple)):
+        return ", ".join(mask_url(str(v)) for v in value)
+    return value

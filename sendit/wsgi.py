@@ -1,9 +1,9 @@
 """WSGI entry point for uwsgi."""
-import os
-
 from django.core.wsgi import get_wsgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sendit.settings")
+from sendit.config import start
+
+start()
 
 
 def refuse_uwsgi_variables(app):

@@ -26,9 +26,16 @@ os.environ.setdefault("SEND_RETRIES", "2")
 os.environ.setdefault("SEND_BACKOFF", "0.1")
 if "DATABASE_URL" not in os.environ and _answers("127.0.0.1", 5432):
     os.environ["DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/sendit"
-os.environ.setdefault("SENDIT_TEST_SQLITE", os.path.join(_tmp, "test.sqlite3"))
 # A cache of this run's own (the default is under the checkout's var/, which runs share).
 os.environ.setdefault("CACHE_URL", "file://" + os.path.join(_tmp, "cache"))
+# Worker processes the tests start share the test database through this variable.
+os.environ.setdefault("SENDIT_TEST_SQLITE", os.path.join(_tmp, "test.sqlite3"))
 os.makedirs(os.environ["DATA_FOLDER"], exist_ok=True)
 
+from sendit.config import prepare  # noqa: E402
 from sendit.settings import *  # noqa: E402,F401,F403
+
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    # A file, not memory, so that a worker process can share the test database.
+    DATABASES["default"]["TEST"]["NAME"] = os.environ["SENDIT_TEST_SQLITE"]  # noqa: F405
+prepare(CONFIG)  # noqa: F405

@@ -22,6 +22,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sendit.config import Deid, build
 from sendit.deid.burned_in import burned_in_reason
 from sendit.deid.files import deidentify_file
 from sendit.deid.identifiers import IdentifierError, LocalProvider, build_request, extract_identifiers
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     except RecipeError as exc:
         print(f"error: the recipe cannot be used: {exc}", file=sys.stderr)
         return 2
-    secret = args.secret or os.environ.get("DEID_SECRET")
+    secret = args.secret or build(Deid).deid_secret
     if not secret:
         secret = secrets.token_urlsafe(32)
         print("note: no --secret (or DEID_SECRET): a random one for this run, so its pseudonyms and "

@@ -1,2 +1,2 @@
-"""Django settings of sendit: main.py (Django), config.py (pipeline), auth.py (lockdown)."""
+"""Django settings of sendit (main.py), made from sendit.config."""
 from .main import *  # noqa: F401,F403

@@ -239,12 +239,14 @@ class DatastoreIndex:
         kwargs = {"project": self.project or ("sendit" if self.emulator else None),
                   "namespace": self.namespace}
         if self.emulator:
-            if os.environ.get("DATASTORE_EMULATOR_HOST"):
-                # the library then talks to the environment's emulator and refuses credentials
-                return datastore.Client(**kwargs)
             from google.auth.credentials import AnonymousCredentials
-            return datastore.Client(credentials=AnonymousCredentials(),
-                                    client_options={"api_endpoint": self.emulator}, **kwargs)
+            try:
+                return datastore.Client(credentials=AnonymousCredentials(),
+                                        client_options={"api_endpoint": self.emulator}, **kwargs)
+            except ValueError:
+                # DATASTORE_EMULATOR_HOST is in the process environment: the library then talks
+                # to that emulator itself and refuses explicit credentials.
+                return datastore.Client(**kwargs)
         try:
             return datastore.Client(**kwargs)
         except Exception as exc:

@@ -1,5 +1,6 @@
 """Identifier providers: request building, LocalProvider, DasherClient vs a local DASHER."""
 
+import copy
 import json
 import os
 import stat
@@ -211,18 +212,21 @@ def test_dasher_health(client, dasher):
     assert client.health() is False
 
 
-def test_dasher_needs_credentials(monkeypatch):
-    monkeypatch.delenv("STANFORD_CLIENT_SECRETS", raising=False)
+def test_dasher_needs_credentials():
     with pytest.raises(IdentifierError, match="STANFORD_CLIENT_SECRETS"):
         DasherClient("http://127.0.0.1:9")
 
 
-def test_dasher_reads_env(monkeypatch, dasher, tmp_path):
-    path = dasher.write_secrets(tmp_path / "env.json")
-    monkeypatch.setenv("STANFORD_CLIENT_SECRETS", str(path))
-    assert DasherClient(dasher.base_url).health()
+def test_dasher_reads_its_credentials_file(dasher, tmp_path):
+    path = dasher.write_secrets(tmp_path / "credentials.json")
+    assert DasherClient(dasher.base_url, secrets_path=str(path)).health()
 
 
-def test_validate_response_accepts_provider_answers():
+def test_validate_response_accepts_provider_answers_and_refuses_a_short_one():
     body = build_request(IDENTITIES)
-    validate_response(body, LocalProvider(b"x").identify(body))
+    answer = LocalProvider(b"x").identify(body)
+    assert validate_response(body, answer) == answer
+    short = copy.deepcopy(answer)
+    short["results"] = short["results"][:-1]
+    with pytest.raises(IdentifierError):
+        validate_response(body, short)

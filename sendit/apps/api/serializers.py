@@ -4,7 +4,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
-from sendit.apps.main.display import scrub, scrub_errors
+from sendit.redact import scrub, scrub_errors
 from sendit.apps.main.models import Batch, Image
 from sendit.apps.main.plain import image_state, plain_error, plain_state
 

@@ -1,21 +1,23 @@
-"""The settings page's groups and one-line descriptions, read from docs/configuration.md.
+"""The settings page: every setting of sendit.config, by its group, with the one-line
+description docs/configuration.md gives it.
 
-docs/configuration.md is the one source: its tables (`| \\`NAME\\` | default | meaning |`)
-describe every setting, and the page shows the first sentence of each meaning, so the page
-and the document cannot say different things. Each section of the document belongs to one
-of the page's groups; a secret goes to the group of what it protects.
+sendit.config says which settings there are, their group and which are secrets;
+docs/configuration.md says what each means (its tables: `| \\`NAME\\` | default | meaning |`),
+and the page shows the first sentence of each meaning, so the page and the document cannot
+say different things (tests/apps/web/test_pages.py checks that every setting is documented).
 """
 from __future__ import annotations
 
 import functools
 import re
 from pathlib import Path
+from typing import Any
 
-from sendit.apps.main.display import config_names, mask_setting
+from sendit import config
+from sendit.redact import mask_setting
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "configuration.md"
 
-GROUPS = ("Pipeline", "De-identification", "Destinations", "Web", "Operations")
 GROUP_TEXT = {
     "Pipeline": "Where studies arrive and wait, and how they are found: folders, database, broker, "
                 "watcher and DICOM receiver.",
@@ -24,28 +26,9 @@ GROUP_TEXT = {
     "Web": "The status page and the API: the password, tokens, hosts and HTTPS.",
     "Operations": "Workers, leases and recovery, logs, metrics and alerts.",
 }
-# The document's sections (start of a heading) -> the page's group.
-SECTIONS = (("Folders and services", "Pipeline"), ("`make run`", "Operations"), ("Watcher", "Pipeline"), ("DICOM receiver", "Pipeline"),
-            ("De-identification", "De-identification"), ("Storage", "Destinations"),
-            ("Workers", "Operations"), ("Web settings", "Web"), ("Deployment", "Operations"),
-            ("Secrets", "Web"))
-# Names whose section is not their group: a secret goes with what it protects.
-OVERRIDES = {"DEID_SECRET": "De-identification", "ORTHANC_PASSWORD": "Destinations",
-             "DICOMWEB_PASSWORD": "Destinations", "DICOMWEB_TOKEN": "Destinations",
-             "METRICS_TOKEN": "Operations", "SENTRY_DSN": "Operations", "SENTRY_ENVIRONMENT": "Operations",
-             "ADMINS": "Operations", "SERVER_EMAIL": "Operations", "EMAIL_HOST": "Operations",
-             "EMAIL_PORT": "Operations", "EMAIL_HOST_USER": "Operations", "EMAIL_USE_TLS": "Operations",
-             "SENDIT_LOG_LEVEL": "Operations", "LOG_DIR": "Operations"}
-# Names the page shows beyond config.py's (read by main.py and auth.py).
-WEB_NAMES = ("LOCKDOWN_ENABLED", "LOCKDOWN_PASSWORDS", "API_TOKENS", "SECURE_SSL", "DEBUG", "ALLOWED_HOSTS",
-             "SESSION_COOKIE_AGE",
-             "LOCKDOWN_MAX_FAILURES", "LOCKDOWN_LOCKOUT_SECONDS", "SECRET_KEY", "DEID_SECRET",
-             "ORTHANC_PASSWORD", "DICOMWEB_PASSWORD", "DICOMWEB_TOKEN", "METRICS_TOKEN", "SENTRY_DSN",
-             "LOG_DIR")
+GROUPS = tuple(GROUP_TEXT)
 
 _NAME = re.compile(r"`([A-Z][A-Z0-9_]+)`")
-
-
 def _one_line(meaning: str) -> str:
     """The first sentence of a table cell, without markdown."""
     text = meaning.replace("**", "").replace("`", "").strip()
@@ -55,39 +38,29 @@ def _one_line(meaning: str) -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def described() -> dict[str, tuple[str, str]]:
-    """{NAME: (group, one-line description)} from docs/configuration.md ({} when it is absent)."""
+def described() -> dict[str, str]:
+    """{NAME: one-line description} from docs/configuration.md ({} when it is absent)."""
     try:
         lines = DOC.read_text(encoding="utf-8").splitlines()
     except OSError:
         return {}
-    found: dict[str, tuple[str, str]] = {}
-    group = "Pipeline"
+    found: dict[str, str] = {}
     for line in lines:
-        if line.startswith("#"):
-            heading = line.lstrip("#").strip()
-            group = next((g for start, g in SECTIONS if heading.startswith(start)), group)
-            continue
         cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
         if not line.startswith("| `") or len(cells) < 3:
             continue
         text = _one_line(cells[-1])
         for name in _NAME.findall(cells[0]):
-            found.setdefault(name, (OVERRIDES.get(name, group), text))
+            found.setdefault(name, text)
     return found
 
 
-def grouped_settings(settings) -> list[dict]:
-    """[{title, text, rows: [(name, shown value, description)]}] in GROUPS order, secrets masked."""
-    from sendit.settings import config as _config
-
+def grouped_settings(settings: Any) -> list[dict[str, Any]]:
+    """[{title, text, rows: [(name, shown value, description)]}] in GROUPS order, secrets
+    masked; the values are the running ones (django.conf.settings)."""
     docs = described()
-    names = list(dict.fromkeys(config_names() + list(WEB_NAMES)))
-    groups: dict[str, list] = {g: [] for g in GROUPS}
-    for name in names:
-        if not hasattr(settings, name) and not hasattr(_config, name):
-            continue
-        value = getattr(settings, name, getattr(_config, name, None))
-        group, text = docs.get(name, (OVERRIDES.get(name, "Pipeline"), ""))
-        groups[group].append((name, mask_setting(name, value), text))
+    groups: dict[str, list[tuple[str, Any, str]]] = {g: [] for g in GROUPS}
+    for name in config.names():
+        group = config.group_of(name) or "Pipeline"
+        groups[group].append((name, mask_setting(name, getattr(settings, name, None)), docs.get(name, "")))
     return [{"title": g, "text": GROUP_TEXT[g], "rows": sorted(groups[g])} for g in GROUPS if groups[g]]

@@ -16,7 +16,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from sendit.apps.main import actions, destinations, plain, settings_doc
-from sendit.apps.main.display import scrub, scrub_errors
+from sendit.redact import scrub, scrub_errors
 from sendit.apps.main.models import BATCH_STATUS, Batch, Image
 from sendit.apps.main.preview import Cleaning, PreviewError, header_rows, pixel_cleaning, render_png
 from sendit.apps.watcher import daemon

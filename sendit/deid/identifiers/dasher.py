@@ -83,7 +83,7 @@ class DasherClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.study = study
-        path = secrets_path or os.environ.get(SECRETS_ENV)
+        path = secrets_path
         if not path:
             raise IdentifierError(f"no DASHER credentials: set {SECRETS_ENV} or pass secrets_path")
         self.secrets_path: str = path

@@ -21,7 +21,7 @@ def dasher(settings, tmp_path, monkeypatch):
         settings.SOM_STUDY = "test"
         settings.DASHER_RETRIES = 1
         settings.DASHER_BACKOFF = 0.05
-        monkeypatch.setenv("STANFORD_CLIENT_SECRETS", str(server.write_secrets(tmp_path / "secrets.json")))
+        settings.STANFORD_CLIENT_SECRETS = str(server.write_secrets(tmp_path / "secrets.json"))
         yield server
 
 

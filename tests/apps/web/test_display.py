@@ -1,7 +1,7 @@
 """The scrub helper and the settings masks (sendit/apps/main/display.py)."""
 import pytest
 
-from sendit.apps.main.display import mask_setting, mask_url, scrub, scrub_errors
+from sendit.redact import mask_setting, mask_url, scrub, scrub_errors
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
-from sendit.apps.main.display import mask_setting, mask_url
+from sendit.redact import mask_setting, mask_url
 from tests.apps.web.conftest import PASSWORD, TOKEN
 from tests.apps.web.test_lockdown import login
 

@@ -220,9 +220,9 @@ def test_settings_page_masks_secrets(client, settings):
         assert secret not in html
     assert "postgres://sendit:********@db:5432/sendit" in html
     assert "redis://:********@redis:6379/0" in html
-    from sendit.apps.main.display import config_names
+    from sendit.config import names
 
-    for name in config_names():
+    for name in names():
         assert f'data-setting="{name}"' in html
     assert 'data-setting="LOCKDOWN_ENABLED"' in html and "lockdown OFF" in html
 
@@ -243,16 +243,16 @@ def test_pages_set_safe_headers(client):
 def test_settings_page_is_grouped_and_described_from_the_configuration_doc(client, settings):
     """Pipeline, De-identification, Destinations, Web, Operations, in that order; each setting
     with the first sentence of its meaning in docs/configuration.md (the one source)."""
-    from sendit.apps.main.display import config_names
     from sendit.apps.main.settings_doc import described
+    from sendit.config import names
 
     settings.ORTHANC_PASSWORD = "orthanc-pw-grouped"
     html = client.get("/settings/").content.decode()
     headings = re.findall(r'<h2 id="heading-[\w-]+">([^<]+)</h2>', html)
     assert headings == ["Pipeline", "De-identification", "Destinations", "Web", "Operations"]
     docs = described()
-    missing = [name for name in config_names() if name not in docs]
-    assert not missing, f"settings of config.py not described in docs/configuration.md: {missing}"
+    missing = [name for name in names() if name not in docs]
+    assert not missing, f"settings of sendit.config not described in docs/configuration.md: {missing}"
     row = re.search(r'data-setting="SEND_RETRIES">[^<]*</td><td class="describe">([^<]*)</td>', html)
     assert row.group(1) == "Attempts per remote call before a send fails."
     destinations = html[html.index('id="group-destinations"'):html.index('id="group-web"')]

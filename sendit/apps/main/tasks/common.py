@@ -20,6 +20,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
+from sendit import config
 from sendit.apps.main.models import Batch
 
 logger = logging.getLogger("sendit.tasks")
@@ -134,9 +135,9 @@ def crash_point(name):
     acknowledgement), as the OOM killer or a power cut would. Later runs find the marker
     and pass. Never set these variables in production.
     """
-    if os.environ.get("SENDIT_CRASH_AT") != name:
+    if settings.SENDIT_CRASH_AT != name:
         return
-    marker = os.environ.get("SENDIT_CRASH_MARKER")
+    marker = settings.SENDIT_CRASH_MARKER
     if not marker:
         return
     try:
@@ -175,20 +176,6 @@ def relative_media(path):
     return str(Path(path).relative_to(settings.MEDIA_ROOT))
 
 
-STORAGE_KEYS = (
-    "SEND_TO_ORTHANC", "ORTHANC_TRANSPORT", "ORTHANC_URL", "ORTHANC_USERNAME", "ORTHANC_PASSWORD",
-    "ORTHANC_IPADDRESS", "ORTHANC_PORT", "ORTHANC_AET", "SENDIT_AET",
-    "SEND_TO_DICOMWEB", "DICOMWEB_URL", "DICOMWEB_AUTH", "DICOMWEB_USERNAME", "DICOMWEB_PASSWORD",
-    "DICOMWEB_TOKEN", "DICOMWEB_INSTANCES_PER_REQUEST",
-    "SEND_TO_GOOGLE", "GOOGLE_CLOUD_STORAGE", "GOOGLE_PROJECT_NAME", "GOOGLE_STORAGE_COLLECTION",
-    "GOOGLE_STORAGE_FORMAT", "STORAGE_EMULATOR_HOST",
-    "GOOGLE_DATASTORE", "GOOGLE_DATASTORE_STUDY_KIND", "GOOGLE_DATASTORE_SERIES_KIND",
-    "GOOGLE_DATASTORE_FIELDS", "GOOGLE_DATASTORE_NAMESPACE", "DATASTORE_EMULATOR_HOST",
-    "SEND_RETRIES", "SEND_BACKOFF", "SEND_BACKOFF_MAX", "SEND_WORKERS", "SEND_TIMEOUT",
-    "ORTHANC_DICOM_ASSOCIATIONS", "SENDIT_MAX_PDU", "ORTHANC_VERIFY",
-)
-
-
 def storage_config():
     """The storage settings as a plain dict: sendit.storage knows nothing of Django."""
-    return {key: getattr(settings, key) for key in STORAGE_KEYS}
+    return {name: getattr(settings, name) for name in config.names(*config.STORAGE_CONCERNS)}
