@@ -10,34 +10,52 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, BinaryIO, TypedDict, TypeGuard
 
 from pydicom import __version_info__ as pydicom_version_info
 from pydicom import dcmread
-from pydicom.datadict import dictionary_description, tag_for_keyword
-from pydicom.dataset import FileMetaDataset
-from pydicom.filebase import DicomBytesIO, DicomFileLike
 from pydicom.charset import default_encoding
+from pydicom.datadict import dictionary_description, tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO, DicomFileLike, DicomIO
 from pydicom.filewriter import write_data_element
 from pydicom.filewriter import write_dataset as pydicom_write_dataset
 from pydicom.tag import Tag
-from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID, UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
+    PYDICOM_IMPLEMENTATION_UID,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
 )
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 from sendit.deid.burned_in import pixel_decision
-from sendit.deid.pixels import clean_pixels, resolve_regions
 from sendit.deid.options import DeidOptions
+from sendit.deid.pixels import Region, clean_pixels, resolve_regions
 from sendit.deid.proof import (
-    PIXEL_TAGS, OutputNotProven, declares_pixels, describe, identifying_values, prove_streamed, prove_whole,
+    InputFacts,
+    OutputNotProven,
+    declares_pixels,
+    describe,
+    identifying_values,
+    prove_streamed,
+    prove_whole,
 )
 from sendit.deid.scrub import deidentify_dataset
+from sendit.deid.structure import PIXEL_TAGS
 from sendit.deid.values import TEXT_VRS, as_text, ascii_value
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sendit.deid.ocr import OcrOptions
+    from sendit.deid.identifiers import StudyIdentifiers
+    from sendit.deid.ocr import OcrDecision, OcrOptions
+
+#: a file to read or write by name
+PathArg = str | os.PathLike[str]
 
 IDENTITY_TAGS = {
     "patient_id": 0x00100020,
@@ -51,28 +69,28 @@ IDENTITY_TAGS = {
 }
 
 
-def _value(ds, tag) -> str:
+def _value(ds: Dataset, tag: int | None) -> str:
     """An element's value as text, raw bytes decoded here: pydicom's own conversion (with
     its validation) costs more than the scrub itself for the few values read back."""
     elem = ds.get_item(tag) if tag is not None else None
     return "" if elem is None else as_text(elem.value)
 
 
-def read_identity(path) -> dict:
+def read_identity(path: PathArg) -> dict[str, str]:
     """The raw values that key the identifier request, read from the header only."""
     ds = dcmread(path, stop_before_pixels=True, specific_tags=list(IDENTITY_TAGS.values()))
     return {name: _value(ds, tag) for name, tag in IDENTITY_TAGS.items()}
 
 
-def encoding(ds) -> tuple[bool, bool]:
+def encoding(ds: Dataset) -> tuple[bool, bool]:
     """(implicit VR, little endian) the dataset was read with."""
-    original = getattr(ds, "original_encoding", None)
+    original: tuple[bool, bool] | tuple[None, None] | None = getattr(ds, "original_encoding", None)
     if original and original[0] is not None:
         return original
     return True, True
 
 
-def _read_as_implicit(ds) -> bool:
+def _read_as_implicit(ds: Dataset) -> bool:
     """True when the body was read as implicit VR (its elements carry no VR)."""
     for tag in ds.keys():
         elem = ds.get_item(tag)
@@ -81,7 +99,7 @@ def _read_as_implicit(ds) -> bool:
     return False
 
 
-def _plain_header(ds, meta) -> bool:
+def _plain_header(ds: Dataset, meta: FileMetaDataset) -> bool:
     """A header-only dataset in a standard, non-deflated syntax, its meta matching it."""
     syntax = meta.TransferSyntaxUID
     return (
@@ -93,7 +111,7 @@ def _plain_header(ds, meta) -> bool:
     )
 
 
-def _write_header(ds, meta, fp) -> None:
+def _write_header(ds: Dataset, meta: FileMetaDataset, fp: BinaryIO) -> None:
     """What ``save_as(enforce_file_format=True)`` writes, without its copy of the meta.
 
     The scrubbed header of every image goes through here, so the per-file costs of
@@ -118,14 +136,14 @@ def _write_header(ds, meta, fp) -> None:
 _REQUIRED_META = (0x00020002, 0x00020003, 0x00020010)
 
 
-def _complete_meta(meta) -> None:
+def _complete_meta(meta: FileMetaDataset) -> None:
     """pydicom's ``validate_file_meta(enforce_standard=True)``: the same additions and
     errors, judged on the elements as read, so that none is converted (and re-encoded)."""
     if any(tag >> 16 != 0x0002 for tag in meta.keys()):
         raise ValueError("Only File Meta Information group (0002,eeee) elements may be "
                          "present in 'file_meta'.")
 
-    def blank(tag):
+    def blank(tag: int) -> bool:
         elem = meta.get_item(tag)
         return elem is None or not (elem.value if tag == 0x00020001 else as_text(elem.value))
 
@@ -141,7 +159,7 @@ def _complete_meta(meta) -> None:
                              f"or have an empty value: {', '.join(missing)}")
 
 
-def _write_meta(fp, meta) -> None:
+def _write_meta(fp: DicomIO, meta: FileMetaDataset) -> None:
     """pydicom's ``write_file_meta_info(enforce_standard=True)``: the same checks and bytes,
     with the elements kept as read written by ``_write_body``.
 
@@ -168,7 +186,7 @@ _HEADS = {little: tuple(struct.Struct(order + fmt) for fmt in ("HH2sH", "HH2sHL"
 _INT_CODES = {"US": "H", "UL": "L", "SS": "h", "SL": "l"}
 
 
-def _simple_value(elem, little: bool) -> bytes | None:
+def _simple_value(elem: DataElement, little: bool) -> bytes | None:
     """The encoded value of a converted element whose value is one ASCII string, one
     integer or bytes, exactly as pydicom encodes it; None for anything else.
 
@@ -185,11 +203,12 @@ def _simple_value(elem, little: bool) -> bytes | None:
         except struct.error:
             return None  # out of range: pydicom says so
     if kind is bytes and vr in ("OB", "UN"):
-        return value + b"\0" if len(value) % 2 else value
+        data: bytes = value
+        return data + b"\0" if len(data) % 2 else data
     return None
 
 
-def _write_body(fp, ds) -> None:
+def _write_body(fp: DicomIO, ds: Dataset) -> None:
     """pydicom's ``write_dataset``, with the elements the scrub left untouched written as
     the bytes they were read as, and one-value elements encoded here.
 
@@ -208,33 +227,41 @@ def _write_body(fp, ds) -> None:
     for tag in sorted(ds.keys()):
         if tag.element == 0 and tag.group > 6:
             continue  # retired group lengths, as pydicom drops them
-        elem = ds.get_item(tag)
+        elem: DataElement | RawDataElement = ds.get_item(tag)  # raw when kept as read
         vr = elem.VR
         if not (implicit or (vr and len(vr) == 2)):
             write_data_element(fp, elem, charset)
             continue
-        if elem.is_raw:
+        if isinstance(elem, RawDataElement):
             if elem.length == _UNDEFINED:
                 write_data_element(fp, elem, charset)
                 continue
             value = elem.value or b""
         else:
-            value = _simple_value(elem, little)
-            if value is None or (len(value) > 0xFFFF and not implicit and vr not in EXPLICIT_VR_LENGTH_32):
+            simple = _simple_value(elem, little)
+            if simple is None or (len(simple) > 0xFFFF and not implicit and vr not in EXPLICIT_VR_LENGTH_32):
                 # (over 64 kB in a 16-bit length: pydicom writes it as UN, with a warning)
                 write_data_element(fp, elem, charset)
                 continue
+            value = simple
         group, number = tag >> 16, tag & 0xFFFF
         if implicit:
             write(implicit_head.pack(group, number, len(value)))
-        elif vr in EXPLICIT_VR_LENGTH_32:
-            write(long_head.pack(group, number, vr.encode("ascii"), 0, len(value)))
         else:
-            write(short_head.pack(group, number, vr.encode("ascii"), len(value)))
+            code = (vr or "").encode("ascii")  # two letters: checked above
+            if vr in EXPLICIT_VR_LENGTH_32:
+                write(long_head.pack(group, number, code, 0, len(value)))
+            else:
+                write(short_head.pack(group, number, code, len(value)))
         write(value)
 
 
-def write_dataset(ds, dst) -> None:
+def _is_file(dst: PathArg | BinaryIO) -> TypeGuard[BinaryIO]:
+    """Whether ``dst`` is a file object rather than a name."""
+    return hasattr(dst, "write")
+
+
+def write_dataset(ds: Dataset, dst: PathArg | BinaryIO) -> None:
     """Write ``ds`` as a DICOM file in its original encoding.
 
     A dataset read without file meta gets one when it has a SOP class and
@@ -250,7 +277,7 @@ def write_dataset(ds, dst) -> None:
             # its dictionary VR so it can be written as the syntax requires
             for _ in ds.iterall():
                 pass
-        if has_sop and _plain_header(ds, meta) and hasattr(dst, "write"):
+        if has_sop and _plain_header(ds, meta) and _is_file(dst):
             _write_header(ds, meta, dst)
         else:
             ds.save_as(dst, enforce_file_format=has_sop)
@@ -275,7 +302,7 @@ _PIXEL_TAGS = frozenset({0x0008, 0x0009, 0x0010})  # (7FE0,0008/0009/0010)
 _COPY_CHUNK = 1 << 20
 
 
-def pixel_element_at(fp, start: int, implicit: bool, little: bool):
+def pixel_element_at(fp: BinaryIO, start: int, implicit: bool, little: bool) -> tuple[int, int] | None:
     """(header length, value length) of the pixel data element at ``start``, else None.
 
     Reads only the element's 8 or 12 header bytes; a length of 0xFFFFFFFF means
@@ -296,7 +323,7 @@ def pixel_element_at(fp, start: int, implicit: bool, little: bool):
     return None
 
 
-def _pixels_end_the_file(fp, start: int, size: int, implicit: bool, little: bool) -> bool:
+def _pixels_end_the_file(fp: BinaryIO, start: int, size: int, implicit: bool, little: bool) -> bool:
     """True when the bytes from ``start`` to the end of the file are one pixel data element.
 
     Then the element can be copied as bytes, never parsed; anything after it (a
@@ -312,7 +339,7 @@ def _pixels_end_the_file(fp, start: int, size: int, implicit: bool, little: bool
     return start + header + length == size
 
 
-def _copy_tail(src, dst, start: int, size: int) -> None:
+def _copy_tail(src: BinaryIO, dst: BinaryIO, start: int, size: int) -> None:
     """Append src[start:size] to dst, in the kernel where it can (copy_file_range)."""
     dst.flush()
     offset, remaining = start, size - start
@@ -330,7 +357,7 @@ def _copy_tail(src, dst, start: int, size: int) -> None:
         shutil.copyfileobj(src, dst, _COPY_CHUNK)
 
 
-def _create(path: Path):
+def _create(path: Path) -> BinaryIO:
     """A new file for writing; its folder is made only when missing (not asked for every
     file: the de-identification step writes a whole batch into one folder)."""
     try:
@@ -340,7 +367,7 @@ def _create(path: Path):
         return open(path, "w+b")
 
 
-def _output(part: Path, reuse):
+def _output(part: Path, reuse: PathArg | None) -> BinaryIO:
     """The file the output is written into: ``reuse`` renamed to ``part`` and overwritten
     from its start (the caller truncates it where the output ends), or a new file.
 
@@ -361,8 +388,25 @@ def _output(part: Path, reuse):
     return _create(part)
 
 
-def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None, require_pixels=False,
-                    ocr: "OcrOptions | None" = None) -> dict:
+class DeidentifiedFile(TypedDict):
+    """What :func:`deidentify_file` tells of the output it wrote."""
+
+    sop_uid: str
+    study_uid: str
+    series_uid: str
+    #: values of the de-identified dataset the caller asked for, as text
+    fields: dict[str, str]
+    #: the filter rules whose regions cleaned the pixels ("" when none did)
+    cleaned: str
+    #: what the OCR found and blanked (counts and boxes, never text); None: not run
+    ocr: dict[str, Any] | None
+    #: what the recipe could not do as written, and did instead (no values)
+    notes: list[str]
+
+
+def deidentify_file(src: PathArg, dst: PathArg, ids: StudyIdentifiers, options: DeidOptions,
+                    fields: Iterable[str] = (), reuse: PathArg | None = None, require_pixels: bool = False,
+                    ocr: OcrOptions | None = None) -> DeidentifiedFile:
     """Read ``src``, de-identify it, write ``dst``, prove it; return the new instance/series/study UIDs.
 
     Only the header is parsed: when the pixel data element ends the file (nearly
@@ -405,7 +449,7 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None, 
         # matched (they are cleaned) or when the OCR is to read them (DEID_OCR: images of its
         # modalities, and those a rule flags, wherever their pixel data lies in the file).
         cleaning = pixel_decision(ds, options.recipe) if pixel_at is not None or ocr is not None else None
-        read_text = ocr is not None and (cleaning.hold is not None or _wants_ocr(ds, ocr))
+        read_text = ocr is not None and cleaning is not None and (cleaning.hold is not None or _wants_ocr(ds, ocr))
         if pixel_at is None or cleaning is None or not cleaning.clean:
             cleaning = None
         if cleaning is not None or read_text:
@@ -427,13 +471,13 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None, 
             if require_pixels and not input_pixels and pixel_at is None and declares_pixels(ds):
                 raise OutputNotProven("the input is an image (by its SOP class, or rows and columns) without "
                                       "pixel data: the file is cut short or damaged")
-        regions = None
+        regions: list[Region] | None = None
         if cleaning is not None:
             try:
                 regions = resolve_regions(ds, cleaning.coordinates)
             except ValueError as exc:  # the message names the rule's regions, never a value
                 raise OutputNotProven(f"a filter rule says where to clean the pixels, but {exc}") from None
-        text = _read_text(ds, facts, ocr, syntax) if read_text and "PixelData" in ds else None
+        text = _read_text(ds, facts, ocr, syntax) if ocr is not None and read_text and "PixelData" in ds else None
         if text is not None and text.blank:
             regions = (regions or []) + text.regions(int(ds.Rows), int(ds.Columns))
         notes: list[str] = []
@@ -456,6 +500,8 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None, 
                 out.truncate()  # a reused file may have been longer
                 out.flush()
                 if stream:
+                    if pixel_at is None:  # pragma: no cover - stream means the element was found
+                        raise OutputNotProven("the input's pixel data element was not found where it was")
                     fp.seek(start)
                     pixel_header = fp.read(pixel_at[0])
                     prove_streamed(out.fileno(), fp.fileno(), header_end, start, size, pixel_header, facts)
@@ -480,20 +526,20 @@ def deidentify_file(src, dst, ids, options: DeidOptions, fields=(), reuse=None, 
     }
 
 
-def _wants_ocr(ds, ocr) -> bool:
+def _wants_ocr(ds: Dataset, ocr: OcrOptions) -> bool:
     from sendit.deid.ocr import wants_ocr  # only with DEID_OCR on: nothing of OCR is loaded otherwise
 
     return wants_ocr(ds, ocr.modalities)
 
 
-def _undecodable(what: str, syntax, exc: Exception) -> OutputNotProven:
+def _undecodable(what: str, syntax: str | None, exc: Exception) -> OutputNotProven:
     """Why an image whose pixels had to be decoded is held: the syntax and the error's
     type, never its message (a decoder may quote header values)."""
     name = getattr(syntax, "name", "") or "its transfer syntax"
     return OutputNotProven(f"{what}, but they cannot be decoded ({name}: {type(exc).__name__})")
 
 
-def _read_text(ds, facts, ocr, syntax):
+def _read_text(ds: Dataset, facts: InputFacts, ocr: OcrOptions, syntax: str | None) -> OcrDecision:
     """The OCR's decision on ``ds`` (read whole, before the scrub); raises TextUndecided
     when it holds the image, OutputNotProven when the pixels cannot be decoded."""
     from sendit.deid.ocr import TextUndecided, ocr_image
@@ -507,7 +553,7 @@ def _read_text(ds, facts, ocr, syntax):
     return decision
 
 
-def _pixel_bytes(elem) -> bytes:
+def _pixel_bytes(elem: DataElement | RawDataElement) -> bytes:
     """A pixel data element's value as the bytes read (encapsulated: the items, without
     the sequence delimiter, as pydicom holds them)."""
     value = elem.value
