@@ -14,6 +14,7 @@ from pydicom.data import get_testdata_file
 from sendit.storage import DestinationError, SendItem, get_destinations
 from tests.services import Orthanc, dicomweb_plugin, orthanc_binary, start_or_skip
 from tests.storage.helpers import items_for, sample_files
+from tests.services import make_ct_series
 
 MISSING = (None if orthanc_binary() and dicomweb_plugin() else
            "Orthanc or its DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb)")
@@ -180,3 +181,85 @@ def test_a_url_that_is_not_a_dicomweb_root_stops_the_batch(server, tmp_path):
     results = destination(server, DICOMWEB_URL=server.url + "/nothing-here").send_batch(items)
     assert not results[0].ok and results[0].attempts == 1
     assert "is DICOMWEB_URL the DICOMweb service root?" in results[0].error
+
+
+def orthanc_id_of(server, sop_instance_uid: str) -> str:
+    [found] = json_post(server, "/tools/lookup", sop_instance_uid)
+    return found["ID"]
+
+
+def json_post(server, path, body: str):
+    import json
+    import urllib.request
+    req = urllib.request.Request(server.url + path, data=body.encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def losing(dest, server, uid, times):
+    """Make the server lose the instance with this SOP Instance UID right after its STOW-RS
+    answer (before the verification), `times` times: stored, answered, then not there."""
+    stow, lost = dest._stow, []
+
+    def stow_then_lose(members):
+        got = stow(members)
+        if uid in {item.sop_instance_uid for _, item in members} and len(lost) < times:
+            server.delete(f"/instances/{orthanc_id_of(server, uid)}")
+            lost.append(uid)
+        return got
+    dest._stow = stow_then_lose
+    return lost
+
+
+@pytest.mark.parametrize("verified_by", ["metadata", "qido"])
+def test_an_instance_missing_after_its_stow_is_sent_again_then_fails_alone(server, tmp_path,
+                                                                             verified_by):
+    """The per-instance guarantee, by either verification: WADO-RS series metadata (a new
+    series) or QIDO-RS per request (a series already bigger than what is sent)."""
+    paths = make_ct_series(tmp_path / "series", 8, patient_id="LOST")
+    # qido: 5 of the series already kept, 3 sent (the series is the bigger); metadata: 3 sent
+    kept, sent = (paths[:5], paths[5:]) if verified_by == "qido" else ([], paths[:3])
+    items = items_for(sent)
+    missing = items[1].sop_instance_uid
+    calls = []
+    for times, expect_ok in ((1, True), (9, False)):
+        server.clear()
+        for path in kept:
+            server.post_file(path)
+        dest = destination(server, DICOMWEB_INSTANCES_PER_REQUEST=2, SEND_WORKERS=2,
+                           SEND_BACKOFF=0.1)
+        seen = {"metadata": 0, "qido": 0}
+        metadata, listed = dest._metadata_listed, dest._listed
+        dest._metadata_listed = lambda s: (seen.__setitem__("metadata", seen["metadata"] + 1),
+                                           metadata(s))[1]
+        dest._listed = lambda s: (seen.__setitem__("qido", seen["qido"] + 1), listed(s))[1]
+        lost = losing(dest, server, missing, times)
+        results = dest.send_batch(items)
+        calls.append(seen)
+        assert lost, "the instance was never lost"
+        assert [r.ok for r in results] == [True, expect_ok, True], [r.error for r in results]
+        assert [r.attempts for r in results] == [1, 2, 1]
+        if not expect_ok:
+            assert results[1].error == ("dicomweb: the DICOMweb server did not keep this "
+                                        "instance (stored, then not listed in its series)")
+        assert all(not r.already_stored for r in results)
+    # the verification that ran is the one this case is about
+    other = "qido" if verified_by == "metadata" else "metadata"
+    assert all(seen[verified_by] > 0 for seen in calls), calls
+    if verified_by == "qido":
+        assert all(seen[other] == 0 for seen in calls), calls
+
+
+def test_a_series_not_listed_by_its_metadata_is_searched_by_qido(server, tmp_path, monkeypatch):
+    """A server without WADO-RS metadata (here: an error) still verifies by QIDO-RS."""
+    items = items_for(make_ct_series(tmp_path / "s", 4, patient_id="NOMETA"))
+    dest = destination(server, DICOMWEB_INSTANCES_PER_REQUEST=2, SEND_WORKERS=2)
+    dest.open()
+
+    def no_metadata(*args, **kwargs):
+        raise ValueError("no metadata here")
+    monkeypatch.setattr(dest.web, "retrieve_series_metadata", no_metadata)
+    dest.open = lambda: None       # keep the patched client for the call
+    results = dest.send_batch(items)
+    assert all(r.ok and r.attempts == 1 for r in results), [r.error for r in results]
+    assert len(server.instances()) == 4
