@@ -47,6 +47,8 @@ DOCUMENT_CLASSES = frozenset({
 })
 #: below this confidence (0-100) a word is not known for what it says
 CONFIDENT = 60.0
+#: a line taller than this (px) read with no confidence and matching nothing holds the image
+HOLD_ABOVE = 16
 SCRUB_MODES = ("identifying", "all")
 #: where Debian's tesseract-ocr-eng puts the English model (TESSDATA_PREFIX wins)
 _TESSDATA = ("/usr/share/tesseract-ocr/5/tessdata", "/usr/share/tesseract-ocr/4.00/tessdata",
@@ -90,6 +92,7 @@ class TextBox:
     text: str
     confidence: float
     line: tuple = ()  # words of one line share it
+    region: tuple | None = None  # the box of the line of text it was read in (blanked whole)
 
 
 @dataclass
@@ -104,7 +107,7 @@ class OcrDecision:
     def regions(self, rows: int, columns: int) -> list:
         """The boxes to blank as :mod:`sendit.deid.pixels` regions, padded to take in the
         edges of the letters (Tesseract's boxes are tight, anti-aliasing is not)."""
-        return [(0, padded(box.box, rows, columns)) for box in self.blank]
+        return [(0, padded(_union(box.box, box.region), rows, columns)) for box in self.blank]
 
     def record(self) -> dict:
         """What is recorded of this image (its page, the batch's de-identification record):
@@ -117,6 +120,12 @@ class OcrDecision:
             "blanked_boxes": [[b.frame, *b.box] for b in self.blank][:200],
             "undecided_boxes": [[b.frame, *b.box] for b in self.undecided][:200],
         }
+
+
+def _union(box, region):
+    if region is None:
+        return box
+    return (min(box[0], region[0]), min(box[1], region[1]), max(box[2], region[2]), max(box[3], region[3]))
 
 
 def padded(box: tuple[int, int, int, int], rows: int, columns: int) -> tuple[int, int, int, int]:
@@ -203,86 +212,270 @@ def _api():
     if api is None:
         import tesserocr
 
-        api = tesserocr.PyTessBaseAPI(path=tessdata().rstrip("/") + "/", lang="eng", psm=tesserocr.PSM.SPARSE_TEXT)
-        # Each frame is read inverted by read_frame already: Tesseract's own retry of every
-        # doubtful line inverted would cost as much again (measured: x2 on a noisy frame).
+        api = tesserocr.PyTessBaseAPI(path=tessdata().rstrip("/") + "/", lang="eng", psm=tesserocr.PSM.SINGLE_LINE)
+        # Each line is cut out in the polarity it was found in (dark on light): Tesseract's
+        # own retry of every doubtful line inverted would cost as much again.
         api.SetVariable("tessedit_do_invert", "0")
         _local.api = api
     return api
-
-
-def read_frame(grey: np.ndarray, frame: int = 0, invert: bool = True) -> list[TextBox]:
-    """The words Tesseract reads in one 8-bit frame, as it is and (``invert``) inverted.
-
-    A word both readings find (boxes overlapping by half or more) is kept once, with the
-    reading of higher confidence.
-    """
-    from PIL import Image
-    from tesserocr import RIL, iterate_level
-
-    api = _api()
-    found: list[TextBox] = []
-    passes = _passes(grey) if invert else [(grey, 1)]
-    for number, (image, scale) in enumerate(passes):
-        api.SetImage(Image.fromarray(np.ascontiguousarray(image)))
-        api.Recognize()
-        iterator = api.GetIterator()
-        if iterator is None:
-            continue
-        block = paragraph = line = 0
-        for word in iterate_level(iterator, RIL.WORD):
-            try:
-                text = word.GetUTF8Text(RIL.WORD)
-            except RuntimeError:  # tesserocr's way of saying the page has no text
-                break
-            if not text or not text.strip():
-                continue
-            if word.IsAtBeginningOf(RIL.BLOCK):
-                block += 1
-            if word.IsAtBeginningOf(RIL.PARA):
-                paragraph += 1
-            if word.IsAtBeginningOf(RIL.TEXTLINE):
-                line += 1
-            bbox = word.BoundingBox(RIL.WORD)
-            if bbox is None:
-                continue
-            found.append(TextBox(frame, tuple(int(v) // scale for v in bbox), text.strip(),
-                                 float(word.Confidence(RIL.WORD)), (frame, number, block, paragraph, line)))
-    api.Clear()
-    return _merge(found)
 
 
 #: a pixel this close to the frame's brightest (darkest) value may be text drawn at it
 _EXTREME = 24
 #: more of the frame than this at the extreme is background, not text
 _MOST = 0.15
+#: text stands out of its surroundings by this much (0-255) at least (white or black top-hat)
+_CONTRAST = 40
+#: the top-hat's square: wider than the strokes of 32 px bold text, narrower than a letter
+_HAT = 11
+#: lines taller than this (px) are not text of a screen; lines are read scaled to about _TARGET px
+_TALLEST = 48
+_TARGET = 36
+_MAX_SCALE = 4.0
+#: a mask with more pieces than this is noise (speckle), not text
+_MOST_PIECES = 3000
+#: at most this many lines are read per frame (the largest first): a bound on the cost
+_MOST_LINES = 150
 
 
-def _passes(grey: np.ndarray) -> list[tuple[np.ndarray, int]]:
-    """The images one frame is read as, each with its scale: itself, inverted, and its
-    extreme pixels alone.
+@dataclass(frozen=True)
+class Line:
+    """A line of text found in a frame: its box (half-open) and polarity ("light": light on dark)."""
 
-    Burned-in text is drawn at one value, nearly always the brightest or the darkest the
-    frame has, while speckle, anatomy and plots vary: keeping only the pixels near the
-    extreme (drawn black on white, as Tesseract reads best) takes text out of a noisy
-    background that hides it from the plain readings.
+    box: tuple[int, int, int, int]
+    polarity: str
+
+
+def _filter(a: np.ndarray, k: int, op) -> np.ndarray:
+    """A k x k minimum or maximum filter (``op``: np.minimum / np.maximum), separable, edges repeated."""
+    pad = k // 2
+    rows, columns = a.shape
+    b = np.pad(a, ((0, 0), (pad, pad)), mode="edge")
+    out = b[:, :columns].copy()
+    for i in range(1, k):
+        op(out, b[:, i:i + columns], out=out)
+    b = np.pad(out, ((pad, pad), (0, 0)), mode="edge")
+    out = b[:rows].copy()
+    for i in range(1, k):
+        op(out, b[i:i + rows], out=out)
+    return out
+
+
+def _pieces(mask: np.ndarray) -> np.ndarray:
+    """The 8-connected pieces of ``mask`` as rows of (x0, y0, x1, y1, pixels), found by runs."""
+    rows, columns = mask.shape
+    edges = np.zeros((rows, columns + 2), np.int8)
+    edges[:, 1:-1] = mask
+    step = np.diff(edges, axis=1)
+    run_row, run_start = np.nonzero(step == 1)
+    _, run_end = np.nonzero(step == -1)
+    count = len(run_row)
+    if count == 0:
+        return np.zeros((0, 5), np.int64)
+    parent = list(range(count))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first = np.searchsorted(run_row, np.arange(rows + 1))
+    starts, ends = run_start.tolist(), run_end.tolist()
+    for row in range(1, rows):
+        i, i_end, j, j_end = int(first[row - 1]), int(first[row]), int(first[row]), int(first[row + 1])
+        while i < i_end and j < j_end:
+            if starts[i] <= ends[j] and starts[j] <= ends[i]:  # touching, diagonals too
+                a, b = root(i), root(j)
+                if a != b:
+                    parent[b] = a
+            if ends[i] < ends[j]:
+                i += 1
+            else:
+                j += 1
+    _, label = np.unique(np.array([root(i) for i in range(count)]), return_inverse=True)
+    n = int(label.max()) + 1
+    x0 = np.full(n, columns, np.int64)
+    y0 = np.full(n, rows, np.int64)
+    x1 = np.zeros(n, np.int64)
+    y1 = np.zeros(n, np.int64)
+    pixels = np.zeros(n, np.int64)
+    np.minimum.at(x0, label, run_start)
+    np.maximum.at(x1, label, run_end)
+    np.minimum.at(y0, label, run_row)
+    np.maximum.at(y1, label, run_row + 1)
+    np.add.at(pixels, label, run_end - run_start)
+    return np.stack([x0, y0, x1, y1, pixels], axis=1)
+
+
+def _lines_of(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Boxes of the lines of letter-sized pieces of ``mask``: pieces of like height that
+    share most of their height and are closer than about a letter's height are one line."""
+    pieces = _pieces(mask)
+    if len(pieces) == 0 or len(pieces) > _MOST_PIECES:
+        return []
+    height, width = pieces[:, 3] - pieces[:, 1], pieces[:, 2] - pieces[:, 0]
+    pieces = pieces[(height >= 2) & (height <= _TALLEST) & (width <= 4 * _TALLEST) & (pieces[:, 4] >= 2)]
+    if len(pieces) == 0 or len(pieces) > _MOST_PIECES:
+        return []
+    pieces = pieces[np.argsort(pieces[:, 0], kind="stable")]
+    x0, y0, x1, y1 = (pieces[:, i].tolist() for i in range(4))
+    count = len(x0)
+    parent = list(range(count))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(count):
+        hi = y1[i] - y0[i]
+        reach = x1[i] + max(3, int(1.2 * _TALLEST))
+        j = i + 1
+        while j < count and x0[j] <= reach:
+            hj = y1[j] - y0[j]
+            small, big = min(hi, hj), max(hi, hj)
+            shared = min(y1[i], y1[j]) - max(y0[i], y0[j])
+            if (shared >= 0.5 * small and big <= 3 * max(small, 2) + 2
+                    and x0[j] - x1[i] <= max(3, 1.2 * big)):
+                a, b = root(i), root(j)
+                if a != b:
+                    parent[b] = a
+            j += 1
+    groups: dict[int, list[int]] = {}
+    for i in range(count):
+        groups.setdefault(root(i), []).append(i)
+    lines = []
+    for members in groups.values():
+        box = (min(x0[i] for i in members), min(y0[i] for i in members),
+               max(x1[i] for i in members), max(y1[i] for i in members))
+        w, h = box[2] - box[0], box[3] - box[1]
+        # a line: letter height, wider than tall, two letters or more (or one long piece)
+        if 4 <= h <= _TALLEST and w >= h and (len(members) >= 2 or w >= 1.5 * h):
+            lines.append(box)
+    return lines
+
+
+def find_lines(grey: np.ndarray, polarities: Sequence[str] = ("light", "dark")) -> list[Line]:
+    """The lines of text in one 8-bit frame, light on dark and dark on light.
+
+    Burned-in text is drawn at one value, nearly always the frame's brightest or darkest,
+    and stands out of what is around it: the pixels near the extreme value (when few are)
+    and the pixels well above their neighbourhood's floor (a white top-hat, for text on a
+    gradient or a panel) are taken, cut into pieces, and the pieces of letter size that
+    line up are lines. Found without reading, so text too small for Tesseract to find in
+    the whole frame is found too, and read scaled up (:func:`read_frame`).
     """
-    images = [(grey, 1), (255 - grey, 1)]
-    high, low = int(grey.max()), int(grey.min())
-    for extreme in (grey >= high - _EXTREME, grey <= low + _EXTREME):
-        if high - low > 2 * _EXTREME and extreme.mean() < _MOST:
-            # (read at twice the size, it found fewer of the corpus's boxes, 2026-12-07)
-            images.append((np.where(extreme, 0, 255).astype(np.uint8), 1))
-    return images
+    found: list[Line] = []
+    for polarity in polarities:
+        image = grey if polarity == "light" else 255 - grey
+        top, bottom = int(image.max()), int(image.min())
+        if top - bottom <= 2 * _EXTREME:
+            continue
+        masks = []
+        extreme = image >= top - _EXTREME
+        if extreme.mean() < _MOST:
+            masks.append(extreme)
+        hat = image.astype(np.int16) - _filter(_filter(image, _HAT, np.minimum), _HAT, np.maximum)
+        masks.append(hat >= _CONTRAST)
+        boxes = [box for mask in masks for box in _lines_of(mask)]
+        kept: list[tuple[int, int, int, int]] = []
+        for box in sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[3] - b[1])):
+            if not any(_covered(box, other) >= 0.6 for other in kept):
+                kept.append(box)
+        found.extend(Line(box, polarity) for box in kept)
+    found.sort(key=lambda line: -(line.box[2] - line.box[0]) * (line.box[3] - line.box[1]))
+    return found[:_MOST_LINES]
+
+
+def _cut(grey: np.ndarray, line: Line) -> tuple[np.ndarray, int, int, float]:
+    """The line cut out with a margin, dark text on white, its contrast stretched from the
+    ink to a little above it (speckle and gradients fade to white), scaled to about
+    _TARGET px high; with the crop's origin and the scale."""
+    rows, columns = grey.shape
+    x0, y0, x1, y1 = line.box
+    margin = max(2, (y1 - y0) // 3)
+    left, top = max(0, x0 - margin), max(0, y0 - margin)
+    crop = grey[top:min(rows, y1 + margin), left:min(columns, x1 + margin)]
+    if line.polarity == "light":
+        crop = 255 - crop
+    crop = crop.astype(np.float32)
+    ink, paper = float(np.percentile(crop, 3)), float(np.median(crop))
+    span = max(1.0, 0.6 * (paper - ink))
+    crop = np.clip((crop - ink) * (255.0 / span), 0, 255).astype(np.uint8)
+    scale = min(_MAX_SCALE, max(1.0, _TARGET / max(1, y1 - y0)))
+    return crop, left, top, scale
+
+
+def read_frame(grey: np.ndarray, frame: int = 0, invert: bool = True) -> list[TextBox]:
+    """The words Tesseract reads in the lines of one 8-bit frame (:func:`find_lines`), each
+    line cut out and read alone as one line, scaled up when small; ``invert`` False: dark
+    text on light only. Every word carries the box of the line it was read in (``region``).
+    """
+    from PIL import Image
+    from tesserocr import RIL, iterate_level
+
+    api = _api()
+    found: list[TextBox] = []
+    lines = find_lines(grey, ("light", "dark") if invert else ("dark",))
+    for number, line in enumerate(lines):
+        crop, left, top, scale = _cut(grey, line)
+        image = Image.fromarray(crop)
+        if scale > 1:
+            image = image.resize((max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
+                                 Image.BICUBIC)
+        api.SetImage(image)
+        api.Recognize()
+        iterator = api.GetIterator()
+        if iterator is None:
+            continue
+        for word in iterate_level(iterator, RIL.WORD):
+            try:
+                text = word.GetUTF8Text(RIL.WORD)
+            except RuntimeError:  # tesserocr's way of saying the line has no text
+                break
+            if not text or not text.strip():
+                continue
+            bbox = word.BoundingBox(RIL.WORD)
+            if bbox is None:
+                continue
+            box = (left + int(bbox[0] / scale), top + int(bbox[1] / scale),
+                   left + int(np.ceil(bbox[2] / scale)), top + int(np.ceil(bbox[3] / scale)))
+            found.append(TextBox(frame, box, text.strip(), float(word.Confidence(RIL.WORD)),
+                                 (frame, number), line.box))
+    api.Clear()
+    return _merge(_one_polarity(found, lines))
+
+
+def _one_polarity(words: list[TextBox], lines: list[Line]) -> list[TextBox]:
+    """Words of ``words`` less those of a line that is the other side of a better one.
+
+    Dark text on light is light on dark between its letters: the same place is found
+    in both polarities, and the reading of the wrong one is noise. Of two lines of
+    opposite polarity that overlap, the reading with less to show (confidence times
+    characters) is dropped.
+    """
+    score: dict[int, float] = {}
+    for word in words:
+        score[word.line[1]] = score.get(word.line[1], 0.0) + word.confidence * len(canonical(word.text))
+    dropped: set[int] = set()
+    for i, a in enumerate(lines):
+        for j in range(i + 1, len(lines)):
+            b = lines[j]
+            if a.polarity != b.polarity and max(_covered(a.box, b.box), _covered(b.box, a.box)) >= 0.5:
+                dropped.add(j if score.get(i, 0.0) >= score.get(j, 0.0) else i)
+    return [word for word in words if word.line[1] not in dropped]
 
 
 def _merge(words: list[TextBox]) -> list[TextBox]:
-    """The words of all readings, each kept once, grouped into lines by where they lie.
+    """The words of all lines, each kept once, grouped into lines by where they lie.
 
-    A word half covered by a word read with higher confidence (the same word in another
-    reading, or noise read inside it) is dropped; a small word inside a long one read with
-    less confidence does not drop the long one. Lines are regrouped by position, since one reading
-    may find part of a line and another the rest (``1980`` and ``08-05``).
+    A word half covered by a word read with higher confidence (the same word read in
+    two overlapping lines, or noise read inside it) is dropped; a small word inside a long
+    one read with less confidence does not drop the long one. Lines are regrouped by
+    position, since one line found may hold part of a line and another the rest
+    (``1980`` and ``08-05``).
     """
     kept: list[TextBox] = []
     for word in sorted(words, key=lambda w: -w.confidence):
@@ -306,7 +499,7 @@ def _merge(words: list[TextBox]) -> list[TextBox]:
             gap = b.box[0] - a.box[2]
             if shared >= 0.5 * min(a.box[3] - a.box[1], b.box[3] - b.box[1]) and gap <= 1.5 * height:
                 line_of[root(j)] = root(i)
-    grouped = [TextBox(w.frame, w.box, w.text, w.confidence, (w.frame, root(i))) for i, w in enumerate(kept)]
+    grouped = [TextBox(w.frame, w.box, w.text, w.confidence, (w.frame, root(i)), w.region) for i, w in enumerate(kept)]
     return sorted(grouped, key=lambda w: (w.line, w.box[0]))
 
 
@@ -411,6 +604,19 @@ def _find(pattern: str, text: str, edits: int) -> list[tuple[int, int]]:
     return spans
 
 
+def _part_of(text: str, forms: Sequence[Pattern]) -> bool:
+    """True when ``text`` (canonical) is a part of an identifying value as long as half of
+    it and 4 characters or more: a name or an id read in part (``KAMUR`` of ``NAKAMURA``,
+    ``A108`` of ``A1085238``), an edit allowed in 6 characters or more."""
+    if len(text) < 4:
+        return False
+    for form in forms:
+        if len(text) >= len(form.text) / 2 and len(text) <= len(form.text) + 1:
+            if _find(text, form.text, 0 if len(text) < 6 else 1):
+                return True
+    return False
+
+
 def decide(words: Sequence[TextBox], forms: Sequence[Pattern], scrub: str = "identifying") -> OcrDecision:
     """Which words to blank, and whether the image must be held (see the module docstring)."""
     if scrub not in SCRUB_MODES:
@@ -436,8 +642,20 @@ def decide(words: Sequence[TextBox], forms: Sequence[Pattern], scrub: str = "ide
                 for start, end in _find(form.text, text, form.edits + 1):
                     near.update(owner[start:end])
     for index, word in enumerate(words):
+        if index not in blank and _part_of(canonical(word.text), forms):
+            blank.add(index)
+    for members in lines.values():
+        # a tall line read with little confidence, nothing of it identifying: text that
+        # cannot be decided and too large to be let go unread
+        if any(i in blank for i in members):
+            continue
+        height = max(words[i].box[3] - words[i].box[1] for i in members)
+        doubtful = [words[i] for i in members if words[i].confidence < CONFIDENT and len(canonical(words[i].text)) >= 3]
+        if height > HOLD_ABOVE and doubtful and max(words[i].confidence for i in members) < CONFIDENT:
+            decision.undecided.extend(doubtful)
+    for index, word in enumerate(words):
         alnum = len(canonical(word.text))
-        if index in blank:
+        if index in blank or word in decision.undecided:
             continue
         if scrub == "all" and alnum >= 2 and word.confidence >= 40:
             blank.add(index)

@@ -46,6 +46,14 @@ class Burned:
     mask: np.ndarray
     size: int
     identifying: bool
+    text: str = ""  # what was drawn (for the benchmark's breakdown of misses only)
+    font: str = ""
+    light_on_dark: bool = True
+
+
+#: real images that carry text of their own (the ultrasounds' headers on the screen: names,
+#: ids, dates, the site), not recorded as boxes: never counted as images without text
+REAL_WITH_TEXT = frozenset({"GREYSCALE_IMAGE", "RGB_IMAGE", "US1_UNCR"})
 
 
 @dataclass
@@ -53,6 +61,7 @@ class Sample:
     name: str
     ds: Dataset
     burned: list[Burned] = field(default_factory=list)
+    own_text: bool = False  # text of its own besides ``burned`` (real images: REAL_WITH_TEXT)
 
     @property
     def has_text(self) -> bool:
@@ -120,7 +129,9 @@ def burn(grey: np.ndarray, items: list[tuple[str, bool]], rng: random.Random, si
         draw.text((x - left, y - top), text, fill=255, font=font)
         taken.append(box)
         mask = np.asarray(canvas)[box[1]:box[3], box[0]:box[2]] > 96
-        burned.append(Burned(box, mask.copy(), height, identifying))
+        path = getattr(font, "path", None)
+        font_name = Path(path).stem if isinstance(path, str) else "pillow-default"
+        burned.append(Burned(box, mask.copy(), height, identifying, text, font_name))
     return np.asarray(canvas), burned
 
 
@@ -200,6 +211,8 @@ def synthetic(kind: str, seed: int, with_text: bool = True, size: int = 512) -> 
         if kind == "SC" and light_on_dark:
             pixels = (255 - pixels).astype(np.uint8)  # a dark screen
         pixels = _draw(pixels, coverage, light, dark, light_on_dark)
+        for item in burned:
+            item.light_on_dark = light_on_dark
     bits = 12 if kind == "CR" else 8
     _store(ds, pixels, "MONOCHROME2", bits)
     if kind == "CR" and rng.random() < 0.4:  # MONOCHROME1: stored inverted
@@ -230,8 +243,9 @@ def real(path: Path, seed: int, with_text: bool = True) -> Sample:
     rng = random.Random(seed)
     ds = dcmread(path)
     set_identity(ds, rng)
+    own = path.stem in REAL_WITH_TEXT
     if not with_text:
-        return Sample(f"{path.stem}-clean", ds, [])
+        return Sample(f"{path.stem}-clean", ds, [], own)
     arr = ds.pixel_array
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         arr = arr[0]
@@ -243,6 +257,8 @@ def real(path: Path, seed: int, with_text: bool = True) -> Sample:
     coverage, burned = burn(arr if arr.ndim == 2 else arr[..., 0], items, rng, (8, 32))
     light_on_dark = float(np.median(arr)) < top / 2
     arr = _draw(arr, coverage, top, max(1, top // 20), light_on_dark)
+    for item in burned:
+        item.light_on_dark = light_on_dark
     if "NumberOfFrames" in ds:
         del ds.NumberOfFrames
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -252,16 +268,20 @@ def real(path: Path, seed: int, with_text: bool = True) -> Sample:
         if keyword in ds and ds.get("Modality") != "CT":
             del ds[keyword]
     ds.PixelData = np.ascontiguousarray(arr).tobytes()
-    return Sample(f"{path.stem}-{seed}", ds, burned)
+    return Sample(f"{path.stem}-{seed}", ds, burned, own)
 
 
-def corpus(per_kind: int = 12, clean_per_kind: int = 4, real_seeds: int = 3, size: int = 512) -> list[Sample]:
-    """The whole corpus: synthetic US, SC and CR images with and without text, and real images."""
+def corpus(per_kind: int = 12, clean_per_kind: int = 4, real_seeds: int = 3, size: int = 512,
+           seed: int = 0) -> list[Sample]:
+    """The whole corpus: synthetic US, SC and CR images with and without text, and real images.
+
+    ``seed`` draws another corpus of the same make (0: the one measured first)."""
     samples = []
+    base = 10000 * seed
     for k, kind in enumerate(("US", "SC", "CR")):
-        samples += [synthetic(kind, 1000 * k + i, True, size) for i in range(per_kind)]
-        samples += [synthetic(kind, 1000 * k + 500 + i, False, size) for i in range(clean_per_kind)]
+        samples += [synthetic(kind, base + 1000 * k + i, True, size) for i in range(per_kind)]
+        samples += [synthetic(kind, base + 1000 * k + 500 + i, False, size) for i in range(clean_per_kind)]
     for index, path in enumerate(real_files()):
-        samples += [real(path, 77 + 10 * index + i) for i in range(real_seeds)]
-        samples.append(real(path, 5, with_text=False))
+        samples += [real(path, base + 77 + 10 * index + i) for i in range(real_seeds)]
+        samples.append(real(path, base + 5, with_text=False))
     return samples
