@@ -74,8 +74,10 @@ def deidentify_folder(src: Path, dst: Path, options: DeidOptions, provider: Loca
     files, links = importer.list_files(src)
     for link in links:
         run.held.append(Held(_shown(link, src), "a symbolic link, not followed"))
-    accepted = []  # (path, identity index)
-    identities, positions, seen = [], {}, set()
+    accepted: list[tuple[Path, int]] = []  # (path, identity index)
+    identities: list[dict[str, str]] = []
+    positions: dict[tuple[tuple[str, str], tuple[str, str]], int] = {}  # (entity, item) -> identity index
+    seen: set[str] = set()
     for path in files:
         try:
             header = importer.read_header(path, max_bytes=max_bytes, max_depth=max_depth)

@@ -12,12 +12,13 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from sendit.deid.values import as_text
 from sendit.deid.structure import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, BadStructure, check_structure
+from sendit.deid.values import as_text
 from sendit.redact import escape_controls
 
+
 # A name ending like this is still arriving (NAME.tmpXXXX).
-def is_finished_name(name):
+def is_finished_name(name: str) -> bool:
     """A folder is finished when no extension of its name starts with 'tmp'."""
     if name.startswith("."):
         return False
@@ -33,7 +34,7 @@ class Header:
     """What the import keeps of one file's header."""
 
     sop_uid: str
-    identity: dict
+    identity: dict[str, str]  # the values that key the identifier request (build_request)
     dataset: pydicom.Dataset = field(repr=False)
 
 
@@ -45,18 +46,18 @@ class NotImportable(Exception):
 _GEOMETRY_TAGS = (0x00280002, 0x00280004, 0x00280008, 0x00280010, 0x00280011, 0x00280100)
 
 
-def _expected_pixel_bytes(ds):
+def _expected_pixel_bytes(ds: pydicom.Dataset) -> int | None:
     """Bytes of uncompressed pixel data the header promises (pydicom's own rule, which
     knows YBR_FULL_422 subsampling and 1-bit images); None when it cannot tell.
 
     The images of a series share their geometry, so the answer is kept by the encoded
     elements it depends on: converting them for every file cost a tenth of the import.
     """
-    key = [tuple(ds.original_encoding)]
+    parts: list[object] = [tuple(ds.original_encoding)]
     for tag in _GEOMETRY_TAGS:
         elem = ds.get_item(tag)
-        key.append(None if elem is None else (elem.VR, elem.value if elem.is_raw else repr(elem.value)))
-    key = tuple(key)
+        parts.append(None if elem is None else (elem.VR, elem.value if elem.is_raw else repr(elem.value)))
+    key = tuple(parts)
     if key not in _EXPECTED:
         if len(_EXPECTED) > 256:
             _EXPECTED.clear()
@@ -64,14 +65,12 @@ def _expected_pixel_bytes(ds):
     return _EXPECTED[key]
 
 
-_EXPECTED: dict = {}
+_EXPECTED: dict[tuple[object, ...], int | None] = {}
 
 
-def _expected_length(ds):
-    try:
-        from pydicom.pixels.utils import get_expected_length
-    except ImportError:  # pydicom 2
-        from pydicom.pixel_data_handlers.util import get_expected_length
+def _expected_length(ds: pydicom.Dataset) -> int | None:
+    from pydicom.pixels.utils import get_expected_length  # pydicom 3 (pyproject requires it)
+
     try:
         expected = get_expected_length(ds, unit="bytes")
     except (AttributeError, KeyError, TypeError, ValueError):
@@ -87,7 +86,7 @@ class DicomDir(Exception):
 _MAX_PADDING = 16 * 1024 * 1024
 
 
-def _zeros(path, start, length):
+def _zeros(path: str | os.PathLike[str], start: int, length: int) -> bool:
     """True when the file holds only zero bytes from ``start`` for ``length`` bytes."""
     if length > _MAX_PADDING:
         return False
@@ -97,7 +96,8 @@ def _zeros(path, start, length):
     return len(data) == length and data.count(0) == length
 
 
-def read_header(path, max_bytes=DEFAULT_MAX_BYTES, max_depth=DEFAULT_MAX_DEPTH):
+def read_header(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES,
+                max_depth: int = DEFAULT_MAX_DEPTH) -> Header:
     """Read one file as DICOM, checking what a later step would trip over.
 
     Its structure is walked first (sendit.deid.structure): no value of a file is
@@ -127,7 +127,7 @@ def read_header(path, max_bytes=DEFAULT_MAX_BYTES, max_depth=DEFAULT_MAX_DEPTH):
             raise NotImportable("no SOPInstanceUID (not an image instance a PACS can store)")
         if len(sop_uid) > 64:
             raise NotImportable("the SOPInstanceUID is longer than the 64 characters a UID may have")
-        if layout.pixel_value is not None:
+        if layout.pixel_value is not None and layout.pixel_length is not None:  # found together
             # The walk found the pixel data element and its declared length fits the file;
             # what the header's geometry needs is checked here.
             declared, offset = layout.pixel_length, layout.pixel_value
@@ -157,12 +157,13 @@ def read_header(path, max_bytes=DEFAULT_MAX_BYTES, max_depth=DEFAULT_MAX_DEPTH):
     return Header(sop_uid=sop_uid, identity=identity, dataset=ds)
 
 
-def list_files(folder):
+def list_files(folder: str | os.PathLike[str]) -> tuple[list[Path], list[Path]]:
     """Every file under a folder, nested folders included, in a stable order.
 
     Symbolic links are listed apart: following one could read outside the data folder.
     """
-    files, links = [], []
+    files: list[Path] = []
+    links: list[Path] = []
     for root, dirs, names in os.walk(folder):
         dirs.sort()
         for d in list(dirs):
@@ -175,7 +176,7 @@ def list_files(folder):
     return files, links
 
 
-def remove_empty_tree(folder):
+def remove_empty_tree(folder: str | os.PathLike[str]) -> bool:
     """Remove a folder whose files have all been moved away; False if anything is left."""
     for root, dirs, names in os.walk(folder, topdown=False):
         if names:
