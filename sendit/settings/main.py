@@ -5,6 +5,7 @@ Every setting of sendit.config is exported here under its NAME, so the code read
 from the environment, then an untracked secrets.py (see bogus_secrets.py), then the
 defaults. Importing this module writes nothing (sendit.config.prepare makes the folders).
 """
+import importlib
 from pathlib import Path
 
 import environ
@@ -12,9 +13,11 @@ from django.core.exceptions import ImproperlyConfigured
 
 from sendit import config as _config
 
-try:
-    from . import secrets as _site_secrets
-except ImportError:
+try:  # the site's secrets.py (bogus_secrets.py shows its layout), when there is one
+    _site_secrets = importlib.import_module("sendit.settings.secrets")
+except ModuleNotFoundError as exc:
+    if exc.name != "sendit.settings.secrets":
+        raise
     _site_secrets = None
 
 try:

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from sendit.apps.main import pipeline
 from sendit.apps.main.models import Batch, Image
 from sendit.apps.main import retry as _retry
 from sendit.apps.main.retry import BatchInUse
@@ -91,9 +92,7 @@ def resend(batch: Batch, origin: str) -> int:
     finally:
         batch.release()
     if count:
-        from sendit.apps.main.tasks import upload_storage
-
-        upload_storage.delay(batch.id)
+        pipeline.queue("send", batch.id)
     audit(batch, "re-send", origin, f"{count} image(s) queued" if count else "no image ready to send")
     return count
 

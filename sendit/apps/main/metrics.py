@@ -3,7 +3,7 @@ from django.db.models import Count
 
 from sendit.apps.main.models import Batch, Image
 
-STEPS = ("import", "identifiers", "deidentify", "send", "cleanup")
+from sendit.apps.main.pipeline import STEPS
 
 
 def batch_row(batch):

@@ -7,27 +7,35 @@ from django.utils import timezone
 
 from sendit.apps.main import lease
 
-IMAGE_STATUS = (
-    ("NEW", "The image was just added to the application."),
-    ("PROCESSING", "The image is currently being processed, and has not been sent."),
-    ("DONEPROCESSING", "The image is done processing, but has not been sent."),
-    ("SENT", "The image has been sent, and verified received."),
-    ("DONE", "The image has been received, and is ready for cleanup."),
-)
+class ImageStatus(models.TextChoices):
+    """Where an image is in the pipeline (the values the original sendit used)."""
 
-BATCH_STATUS = (
-    ("NEW", "The batch was just added to the application."),
-    ("PROCESSING", "The batch currently being processed."),
-    ("DONEPROCESSING", "The batch is done processing"),
-    ("DONE", "The batch is done, and images are ready for cleanup."),
-)
+    NEW = "NEW", "The image was just added to the application."
+    PROCESSING = "PROCESSING", "The image is currently being processed, and has not been sent."
+    DONEPROCESSING = "DONEPROCESSING", "The image is done processing, but has not been sent."
+    SENT = "SENT", "The image has been sent, and verified received."
+    DONE = "DONE", "The image has been received, and is ready for cleanup."
+
+
+class BatchStatus(models.TextChoices):
+    """Where a batch is in the pipeline (the values the original sendit used)."""
+
+    NEW = "NEW", "The batch was just added to the application."
+    PROCESSING = "PROCESSING", "The batch currently being processed."
+    DONEPROCESSING = "DONEPROCESSING", "The batch is done processing"
+    DONE = "DONE", "The batch is done, and images are ready for cleanup."
+
+
+# (value, description) pairs, as the API's schema and the metrics list them.
+IMAGE_STATUS = tuple(ImageStatus.choices)
+BATCH_STATUS = tuple(BatchStatus.choices)
 
 
 class Batch(models.Model):
     """One study folder, named by the folder it arrived in."""
 
     uid = models.CharField(max_length=255, unique=True)
-    status = models.CharField(max_length=32, choices=BATCH_STATUS, default="NEW", db_index=True)
+    status = models.CharField(max_length=32, choices=BatchStatus.choices, default=BatchStatus.NEW, db_index=True)
     has_error = models.BooleanField(default=False, db_index=True)
     # A list of {time, step, message}; messages never carry patient values.
     errors = models.JSONField(default=list, blank=True)
@@ -143,7 +151,7 @@ class Image(models.Model):
 
     uid = models.CharField(max_length=64)
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="images")
-    status = models.CharField(max_length=32, choices=IMAGE_STATUS, default="NEW", db_index=True)
+    status = models.CharField(max_length=32, choices=ImageStatus.choices, default=ImageStatus.NEW, db_index=True)
     # Path relative to MEDIA_ROOT.
     image = models.CharField(max_length=500)
     # Delivery per destination: {"orthanc": {"time": ..., "remote_id": ...}}.

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from sendit.apps.main.pipeline import HOLD
+
 #: How a destination is named for people.
 DESTINATION_NAMES = {"orthanc": "Orthanc", "gcs": "Google Cloud Storage", "google": "Google Cloud Storage",
                      "dicomweb": "the DICOMweb server", "datastore": "Google Datastore"}
@@ -33,7 +35,6 @@ SET_ASIDE_KINDS = (
     ("arrived again", "name of an earlier batch"), ("nested more than", "nested too deep"),
 )
 
-HOLD_DEID = "de-identification failed"
 RETRY_BUTTON = "“Retry what failed”"
 
 
@@ -198,7 +199,7 @@ def _held(flags: Counter) -> str | None:
         return None
     reasons: Counter = Counter()
     for flag, n in flags.items():
-        if str(flag).startswith(HOLD_DEID):
+        if str(flag).startswith(HOLD):
             reasons["de-identification failed"] += n
         else:
             reasons["burned-in text suspected"] += n
@@ -307,7 +308,7 @@ def facts_of_many(batch_ids: list[int]) -> dict[int, tuple[Counter, Counter]]:
 def image_state(image) -> str:
     """An image's state in a few words, beside its seed status."""
     if image.flagged:
-        why = "de-identification failed" if str(image.flagged).startswith(HOLD_DEID) else "burned-in text suspected"
+        why = "de-identification failed" if str(image.flagged).startswith(HOLD) else "burned-in text suspected"
         return f"Held for review: {why}"
     if image.status in ("NEW", "PROCESSING"):
         return "Waiting to be de-identified"

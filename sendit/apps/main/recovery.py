@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from sendit.apps.main import lease
 from sendit.apps.main.models import Batch
-from sendit.apps.main.retry import next_step
+from sendit.apps.main.pipeline import next_step, task
 from sendit.apps.main.tasks.common import heartbeat_seconds
 
 logger = logging.getLogger("sendit.recovery")
@@ -64,10 +64,10 @@ def requeue_abandoned(at_start: bool) -> dict[int, str]:
         step = next_step(batch)
         if step is None:
             continue
-        name, task, args = step
+        name, args = step
         token = lease.owner_token(handover=True)
         if batch.hand_over(token, settings.BATCH_LEASE_SECONDS):
-            task.delay(*args, lease=token)
+            task(name).delay(*args, lease=token)
             queued[batch.id] = name
             logger.info("RECOVER batch=%s requeued %s", batch.id, name)
     return queued

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import transaction
 
 from sendit.apps.main.models import Batch, Image
-from sendit.apps.main.tasks.deidentify import HOLD
+from sendit.apps.main.pipeline import HOLD, queue, resume
 
 
 def set_aside_folders(batch):
@@ -51,8 +51,6 @@ def retry_batch(batch):
     The errors are not simply cleared: each step checks its own work again and records
     a new error if the problem is still there, so cleanup only runs on a clean batch.
     """
-    from sendit.apps.main.tasks import import_dicomdir
-
     from django.utils import timezone
 
     with transaction.atomic():
@@ -85,41 +83,9 @@ def retry_batch(batch):
             remove_empty_tree(folder)
     if folders:
         for folder in folders:
-            import_dicomdir.delay(str(folder))
+            queue("import", str(folder))
         return "import of the set-aside files"
     return resume(batch)
-
-
-def next_step(batch):
-    """The first step that still has work in this batch: (name, task, args), or None.
-
-    An import that has not finished while the batch's folder is still in the data folder
-    comes first (the files not yet moved are there); then what the images' statuses say.
-    """
-    from sendit.apps.main.tasks import cleanup, get_identifiers, import_dicomdir, upload_storage
-
-    folder = Path(settings.DATA_FOLDER) / batch.uid
-    if not batch.log.get("imported") and folder.is_dir():
-        return "import", import_dicomdir, (str(folder),)
-    images = Image.objects.filter(batch=batch)
-    if images.filter(status__in=["NEW", "PROCESSING"]).exclude(flagged__startswith=HOLD).exists():
-        return "identifiers", get_identifiers, (batch.id,)
-    sending = settings.SEND_TO_ORTHANC or settings.SEND_TO_GOOGLE
-    if sending and images.filter(status="DONEPROCESSING", flagged="").exists():
-        return "send", upload_storage, (batch.id,)
-    if images.exists() and not images.exclude(status__in=["SENT", "DONE"]).exists():
-        return "cleanup", cleanup, (batch.id,)
-    return None
-
-
-def resume(batch):
-    """Queue the first step that still has work in this batch; its name, or None."""
-    step = next_step(batch)
-    if step is None:
-        return None
-    name, task, args = step
-    task.delay(*args)
-    return name
 
 
 def stuck_batches(older_than_seconds):

@@ -16,6 +16,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from sendit.apps.main import actions, destinations, plain, settings_doc
+from sendit.apps.main.pipeline import step_order
 from sendit.redact import scrub, scrub_errors
 from sendit.apps.main.models import BATCH_STATUS, Batch, Image
 from sendit.apps.main.preview import Cleaning, PreviewError, header_rows, pixel_cleaning, render_png
@@ -56,8 +57,7 @@ def _steps(batch):
         extra = [_figure(k, scrub(str(v))) for k, v in figures.items() if k not in ("seconds", "time")]
         rows.append({"name": name, "seconds": figures.get("seconds"), "time": _when(figures.get("time")),
                      "figures": extra})
-    order = ["import", "identifiers", "deidentify", "send", "cleanup"]
-    rows.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
+    rows.sort(key=lambda r: step_order(r["name"]))
     return rows
 
 

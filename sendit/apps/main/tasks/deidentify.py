@@ -17,10 +17,11 @@ from django.db import DatabaseError
 from django.db.models import Count
 from django.utils import timezone
 
+from sendit.apps.main import pipeline
 from sendit.apps.main.deidconfig import deid_options
 from sendit.apps.main.bulk import update_rows
 from sendit.apps.main.models import BatchIdentifiers, Image
-from sendit.apps.main.tasks.send import SEND_FIELDS
+from sendit.apps.main.pipeline import HOLD, SEND_FIELDS
 from sendit.apps.main.tasks.common import (
     crash_point, keep_lease, media_dir, media_path, relative_media, run_step, timed_step,
 )
@@ -35,7 +36,6 @@ logger = logging.getLogger("sendit.tasks")
 CHUNK = 50
 #: The start of every de-identification hold's reason: the identifiers step, retry_batch
 #: (which clears these holds to try again) and the send step's message go by it.
-HOLD = "de-identification failed"
 _RECORDED = ["uid", "image", "status", "header", "modify_date"]
 #: what every output is checked for before its original may go (the batch's deid_record)
 CHECKS = ("reads back as DICOM", "a new SOP Instance UID", "the input's pixel data, byte for byte",
@@ -62,8 +62,7 @@ def replace_identifiers(self, batch_id, lease=None):
     """De-identify every image not yet done; the original stays until the new file is recorded."""
     done = run_step(self, batch_id, _replace, handed=lease)
     if done:
-        from sendit.apps.main.tasks.send import upload_storage
-        upload_storage.delay(batch_id)
+        pipeline.queue("send", batch_id)
 
 
 def _replace(batch):

@@ -2,6 +2,7 @@
 from celery import shared_task
 from django.conf import settings
 
+from sendit.apps.main import pipeline
 from sendit.apps.main.deidconfig import get_provider
 from sendit.apps.main.models import BatchIdentifiers, Image
 from sendit.apps.main.tasks.common import logger, run_step, timed_step
@@ -16,18 +17,12 @@ def get_identifiers(self, batch_id, lease=None):
     de-identify and changes nothing: a batch never goes back to PROCESSING.
     """
     go_on = run_step(self, batch_id, _get_identifiers, handed=lease)
-    if go_on == "deidentify":
-        from sendit.apps.main.tasks.deidentify import replace_identifiers
-        replace_identifiers.delay(batch_id)
-    elif go_on == "send":
-        from sendit.apps.main.tasks.send import upload_storage
-        upload_storage.delay(batch_id)
+    if go_on in ("deidentify", "send"):
+        pipeline.queue(go_on, batch_id)
 
 
 def _get_identifiers(batch):
-    from sendit.apps.main.tasks.deidentify import HOLD  # that module imports this one's task
-
-    todo = Image.objects.filter(batch=batch, status__in=["NEW", "PROCESSING"]).exclude(flagged__startswith=HOLD)
+    todo = Image.objects.filter(batch=batch, status__in=["NEW", "PROCESSING"]).exclude(flagged__startswith=pipeline.HOLD)
     if not todo.exists():
         logger.info("batch=%s step=identifiers nothing to do", batch.id)
         return None

@@ -11,7 +11,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from sendit.apps.main import importer
+from sendit.apps.main import importer, pipeline
 from sendit.apps.main.deidconfig import site_recipe
 from sendit.apps.main.models import Batch, BatchIdentifiers, Image
 from sendit.apps.main.tasks.common import (
@@ -98,8 +98,7 @@ def import_dicomdir(self, folder, lease=None):
         return _set_aside_unread(folder, uid, "a folder with this batch's name arrived again")
     count = run_step(self, batch.id, lambda batch: _import_folder(batch, folder), handed=lease)
     if count:
-        from sendit.apps.main.tasks.identifiers import get_identifiers
-        get_identifiers.delay(batch.id)
+        pipeline.queue("identifiers", batch.id)
     return batch.id
 
 

@@ -6,8 +6,10 @@ import pydicom
 from celery import shared_task
 from django.utils import timezone
 
+from sendit.apps.main import pipeline
 from sendit.apps.main.bulk import update_rows
 from sendit.apps.main.models import Image
+from sendit.apps.main.pipeline import METADATA_FIELDS, SEND_FIELDS
 from sendit.apps.main.plain import retry_hint, send_failure
 from sendit.apps.main.tasks.common import (
     crash_point, keep_lease, media_path, run_step, storage_config, timed_step,
@@ -15,23 +17,14 @@ from sendit.apps.main.tasks.common import (
 from sendit.storage import SendItem, get_destinations
 
 CHUNK = 200
-# De-identified header fields a researcher searches by; sent as metadata to cloud destinations.
-METADATA_FIELDS = ("Modality", "BodyPartExamined", "SeriesDescription", "StudyDescription",
-                   "Manufacturer", "ManufacturerModelName", "SliceThickness", "StudyDate")
-
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
 def upload_storage(self, batch_id, lease=None):
     """Send what each destination lacks; an image is SENT once every destination has it."""
     complete = run_step(self, batch_id, _send, handed=lease)
     if complete:
-        from sendit.apps.main.tasks.cleanup import cleanup
-        cleanup.delay(batch_id)
+        pipeline.queue("cleanup", batch_id)
 
-
-# What the send step needs of each de-identified header; the de-identification step
-# records these on the Image so that sending does not read every header again.
-SEND_FIELDS = ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID") + METADATA_FIELDS
 
 
 def _item(image):
