@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from io import BytesIO
 from pathlib import Path
 
 import pytest
@@ -251,4 +252,42 @@ def test_a_study_sent_over_dicom_reaches_orthanc_deidentified(tmp_path, orthanc_
             tags = orthanc_server.get_json(f"/instances/{i}/simplified-tags")
             assert not tags["PatientID"].startswith("PHI-RECV")
             assert "Secret" not in tags.get("PatientName", "")
+        assert "PHI-RECV" not in node.logs() + receiver.logs()
+
+
+@pytest.fixture
+def dicomweb_server(tmp_path):
+    """Orthanc with its DICOMweb plugin (STOW-RS), for one test."""
+    from tests.services import Orthanc, dicomweb_plugin, orthanc_binary, start_or_skip
+
+    missing = (None if orthanc_binary() and dicomweb_plugin() else
+               "Orthanc or its DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb)")
+    server = start_or_skip(Orthanc(tmp_path / "orthanc-dicomweb", dicomweb=True), missing)
+    yield server
+    server.stop()
+
+
+@pytest.mark.e2e
+def test_a_study_sent_over_dicom_reaches_a_dicomweb_server_deidentified(tmp_path, dicomweb_server):
+    """storescu -> the receiver -> the watcher -> de-identification -> STOW-RS to Orthanc's
+    DICOMweb plugin (SEND_TO_DICOMWEB on, SEND_TO_ORTHANC off)."""
+    sent = make_ct_series(tmp_path / "study", 5, patient_id="PHI-RECV-DW", patient_name="Secret^Webrecv",
+                          rows=64, columns=64)
+    sent_uids = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in sent}
+    with Node(tmp_path / "node", SEND_TO_ORTHANC="false", SEND_TO_DICOMWEB="true",
+              DICOMWEB_URL=dicomweb_server.dicomweb_url) as node:
+        with Receiver(tmp_path, data=node.data, DEID_SECRET=node.env["DEID_SECRET"]) as receiver:
+            result = storescu(receiver.port, sent)
+            assert result.returncode == 0, result.stdout
+            done = node.wait(lambda: [s for s, _ in node.batches().values()] == ["DONE"], timeout=120)
+            assert done, (node.batches(), node.logs()[-3000:], receiver.logs())
+        [uid] = node.batches()
+        assert uid.startswith("STORESCU-")
+        ids = dicomweb_server.instances()
+        assert len(ids) == 5
+        for i in ids:
+            ds = dcmread(BytesIO(dicomweb_server.get_bytes(f"/instances/{i}/file")))
+            assert not str(ds.PatientID).startswith("PHI-RECV")
+            assert "Secret" not in str(ds.PatientName) and "Webrecv" not in str(ds.PatientName)
+            assert str(ds.SOPInstanceUID) not in sent_uids
         assert "PHI-RECV" not in node.logs() + receiver.logs()
