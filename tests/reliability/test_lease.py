@@ -351,6 +351,19 @@ def test_an_unfinished_import_is_resumed_before_anything_else(db, data_folder):
     assert next_step(batch)[0] == "identifiers"
 
 
+@pytest.mark.parametrize("destination", ["SEND_TO_ORTHANC", "SEND_TO_DICOMWEB", "SEND_TO_GOOGLE", None])
+def test_a_batch_waiting_to_be_sent_resumes_with_its_send_step(db, settings, destination):
+    """Whichever destination is on alone, a de-identified batch resumes with the send step
+    (a node sending only to DICOMweb once never did); with none on, there is nothing to send."""
+    from sendit.apps.main.pipeline import next_step
+
+    for name in ("SEND_TO_ORTHANC", "SEND_TO_DICOMWEB", "SEND_TO_GOOGLE"):
+        setattr(settings, name, name == destination)
+    batch = _stuck("READY")
+    Image.objects.filter(batch=batch).update(status="DONEPROCESSING")
+    assert next_step(batch) == (("send", (batch.id,)) if destination else None)
+
+
 def test_a_free_batch_between_two_steps_is_not_taken_from_its_chain(db, monkeypatch, settings):
     """A worker starting while a batch moves from one step to the next (lease free for a
     moment, its next step queued) does not hand the lease to a second copy of that step,
