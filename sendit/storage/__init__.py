@@ -16,9 +16,19 @@ from __future__ import annotations
 
 import logging
 
-from .base import (REGISTRY, Destination, DestinationError, SendItem, SendResult,
-                   orthanc_id, register, setting_bool, setting_str)
-from . import orthanc_rest, orthanc_dicom, gcs, dicomweb  # noqa: F401  (register the kinds)
+from . import dicomweb, gcs, orthanc_dicom, orthanc_rest  # noqa: F401  (register the kinds)
+from .base import (
+    REGISTRY,
+    Config,
+    Destination,
+    DestinationError,
+    SendItem,
+    SendResult,
+    orthanc_id,
+    register,
+    setting_bool,
+    setting_str,
+)
 
 __all__ = ["get_destinations", "Destination", "DestinationError", "SendItem", "SendResult",
            "REGISTRY", "register", "orthanc_id"]
@@ -26,7 +36,7 @@ __all__ = ["get_destinations", "Destination", "DestinationError", "SendItem", "S
 logger = logging.getLogger("sendit.storage")
 
 
-def get_destinations(config: dict) -> list[Destination]:
+def get_destinations(config: Config | None) -> list[Destination]:
     """The destinations switched on in `config` (SEND_TO_ORTHANC, SEND_TO_DICOMWEB,
     SEND_TO_GOOGLE [+ GOOGLE_DATASTORE]).
 

@@ -23,10 +23,12 @@ import base64
 import concurrent.futures
 import hashlib
 import logging
+import os
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 logger = logging.getLogger("sendit.storage")
 
@@ -46,6 +48,14 @@ __all__ = [
 ]
 
 
+#: the settings a destination reads (SEND_*, ORTHANC_*, GOOGLE_*...): names to values as
+#: Django's settings hold them (text, numbers, booleans, None)
+Config = Mapping[str, Any]
+
+_T = TypeVar("_T")
+_D = TypeVar("_D", bound="Destination")
+
+
 class DestinationError(Exception):
     """A destination is misconfigured (never raised for the failure of a single item)."""
 
@@ -63,15 +73,15 @@ class SendItem:
     study_instance_uid: str
     series_instance_uid: str
     patient_id: str
-    metadata: dict = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_file(cls, path, metadata: dict | None = None) -> "SendItem":
+    def from_file(cls, path: str | os.PathLike[str], metadata: Mapping[str, str] | None = None) -> SendItem:
         """Build an item from a (de-identified) file's header; pixels are not read."""
         import pydicom
 
         ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-        meta = {}
+        meta: dict[str, str] = {}
         for keyword in ("Modality", "BodyPartExamined", "SeriesDescription",
                         "StudyDescription", "SOPClassUID", "InstanceNumber"):
             value = ds.get(keyword)
@@ -119,15 +129,15 @@ class Outcome:
     stored_fresh: bool = False  # this attempt stored the item, though it failed afterwards
 
     @classmethod
-    def success(cls, remote_id=None, already_stored=False, note=None) -> "Outcome":
+    def success(cls, remote_id: str | None = None, already_stored: bool = False, note: str | None = None) -> Outcome:
         return cls(ok=True, remote_id=remote_id, already_stored=already_stored, note=note)
 
     @classmethod
-    def failed(cls, error: str, remote_id=None, abort_batch=False) -> "Outcome":
+    def failed(cls, error: str, remote_id: str | None = None, abort_batch: bool = False) -> Outcome:
         return cls(ok=False, error=error, remote_id=remote_id, abort_batch=abort_batch)
 
     @classmethod
-    def retry(cls, error: str, unreachable=False) -> "Outcome":
+    def retry(cls, error: str, unreachable: bool = False) -> Outcome:
         return cls(ok=False, transient=True, error=error, unreachable=unreachable)
 
 
@@ -136,7 +146,7 @@ class Outcome:
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 
 
-def setting_bool(config: dict, key: str, default: bool = False) -> bool:
+def setting_bool(config: Config, key: str, default: bool = False) -> bool:
     value = config.get(key, default)
     if value is None:
         return default
@@ -145,7 +155,7 @@ def setting_bool(config: dict, key: str, default: bool = False) -> bool:
     return bool(value)
 
 
-def setting_int(config: dict, key: str, default: int) -> int:
+def setting_int(config: Config, key: str, default: int) -> int:
     value = config.get(key)
     if value in (None, ""):
         return default
@@ -155,7 +165,7 @@ def setting_int(config: dict, key: str, default: int) -> int:
         raise DestinationError(f"{key} must be an integer") from None
 
 
-def setting_float(config: dict, key: str, default: float) -> float:
+def setting_float(config: Config, key: str, default: float) -> float:
     value = config.get(key)
     if value in (None, ""):
         return default
@@ -165,7 +175,7 @@ def setting_float(config: dict, key: str, default: float) -> float:
         raise DestinationError(f"{key} must be a number") from None
 
 
-def setting_str(config: dict, key: str, default: str | None = None) -> str | None:
+def setting_str(config: Config, key: str, default: str | None = None) -> str | None:
     value = config.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
         return default
@@ -206,12 +216,12 @@ def item_label(index: int, item: SendItem) -> str:
 
 # -- registry and base class -------------------------------------------------------------------
 
-REGISTRY: dict[str, type["Destination"]] = {}
+REGISTRY: dict[str, type[Destination]] = {}
 
 
-def register(kind: str) -> Callable[[type["Destination"]], type["Destination"]]:
+def register(kind: str) -> Callable[[type[_D]], type[_D]]:
     """Class decorator: make a destination kind available to get_destinations()."""
-    def wrap(cls):
+    def wrap(cls: type[_D]) -> type[_D]:
         REGISTRY[kind] = cls
         cls.kind = kind
         return cls
@@ -229,7 +239,7 @@ class Destination:
     name: ClassVar[str] = "destination"
     kind: ClassVar[str] = "destination"
 
-    def __init__(self, config: dict):
+    def __init__(self, config: Config) -> None:
         self.config = dict(config)
         self.retries = max(0, setting_int(config, "SEND_RETRIES", 5))
         self.backoff = max(0.0, setting_float(config, "SEND_BACKOFF", 1.0))
@@ -258,9 +268,11 @@ class Destination:
 
     # -- shared machinery ------------------------------------------------------------------
     def delay(self, failed_rounds: int) -> float:
-        return min(self.backoff * (2 ** failed_rounds), self.backoff_max)
+        factor: int = 2 ** failed_rounds
+        return min(self.backoff * factor, self.backoff_max)
 
-    def send_batch(self, items: list[SendItem], heartbeat=None, on_wait=None) -> list[SendResult]:
+    def send_batch(self, items: list[SendItem], heartbeat: Callable[[], object] | None = None,
+                   on_wait: Callable[[str, float], object] | None = None) -> list[SendResult]:
         """Send and verify every item; one SendResult per item, in the same order.
 
         ``heartbeat``, when given, is called before every round: a caller holding a lease
@@ -332,17 +344,19 @@ class Destination:
         finally:
             self.close()
         done = [r for r in results if r is not None]
+        if len(done) != len(items):  # pragma: no cover - each round settles an item or retries it
+            raise RuntimeError(f"{self.name}: an image was left without a result")
         n_ok = sum(r.ok for r in done)
         elapsed = time.monotonic() - started
         if n_ok == len(items):
             self.log.info("%s: %d images sent and verified in %.2fs (%d already stored)",
                           self.name, n_ok, elapsed, sum(r.already_stored for r in done))
         else:
-            failed = [i for i, r in enumerate(results) if not r.ok]
+            failed = [i for i, r in enumerate(done) if not r.ok]
             self.log.error("%s: %d of %d images failed (indexes %s); first error: %s",
                            self.name, len(failed), len(items), _short_list(failed),
-                           results[failed[0]].error)
-        return results  # type: ignore[return-value]
+                           done[failed[0]].error)
+        return done
 
     def reopen(self) -> None:
         """Called between retry rounds: drop a possibly broken connection."""
@@ -364,7 +378,7 @@ class Destination:
         stop = threading.Event()
         cause: list[Outcome] = []
 
-        def one(pair):
+        def one(pair: tuple[int, SendItem]) -> tuple[int, Outcome]:
             i, item = pair
             if stop.is_set():
                 first = cause[0]
@@ -394,11 +408,13 @@ def _short_list(values: list[int], limit: int = 20) -> str:
     return text + (f",... ({len(values)} total)" if len(values) > limit else "")
 
 
-def probe(call, classify, what):
+def probe(call: Callable[[], _T], classify: Callable[[Exception, str], Outcome],
+          what: str) -> tuple[bool, _T | str | None]:
     """Run a destination's reachability check: (True, its value) or (False, why).
 
     ``classify`` maps the client library's exception to an Outcome in the destination's
     words (no paths, no contents); a DestinationError (configuration) is reported as is.
+    The why of a failure is text (None only when the classified Outcome carries no error).
     """
     try:
         return True, call()
@@ -411,7 +427,11 @@ def probe(call, classify, what):
             return False, str(err)
 
 
-def close_quietly(client) -> None:
+class _Closeable(Protocol):
+    def close(self) -> object: ...
+
+
+def close_quietly(client: _Closeable | None) -> None:
     """Close a client library's connection; failing to close one already broken changes nothing."""
     if client is None:
         return
