@@ -12,7 +12,7 @@ scenario, images in, images delivered, duplicates, result.
 
 The worker crashes (import, deidentify, send, cleanup, sqlite, hosts: three workers as three
 hosts, one SIGKILLed among six studies) run with the production recovery settings of
-sendit/settings/config.py, and the table's `recovery` column gives the seconds from the
+sendit/config.py, and the table's `recovery` column gives the seconds from the
 restart (hosts: from the kill) to every batch DONE. The other scenarios shorten them (lease
 20 s, sweep after 5 s, Redis visibility 30 s): they prove the sweeper and redelivery.
 """

@@ -255,15 +255,12 @@ class Operations:
     sendit_crash_marker: str = setting("")
 
 
-CONCERNS: tuple[type, ...] = (Pipeline, Deid, Orthanc, Dicomweb, Google, Sending, Watcher, Receiver, Web,
-                              Operations)
-#: The concerns sendit.storage is handed (sendit.storage.get_destinations).
-STORAGE_CONCERNS: tuple[type, ...] = (Orthanc, Dicomweb, Google, Sending)
 
 
 @dataclass(frozen=True)
 class Config:
-    """Every concern's settings, as :func:`load` built them."""
+    """Every concern's settings, as :func:`load` built them (a new concern is a dataclass
+    above and a field here)."""
 
     pipeline: Pipeline
     deid: Deid
@@ -287,6 +284,12 @@ class Config:
         """The settings sendit.storage reads, by NAME."""
         return {name: value for concern in self.concerns() if type(concern) in STORAGE_CONCERNS
                 for name, value in values(concern).items()}
+
+
+#: Every concern, in the order of Config's fields.
+CONCERNS: tuple[type, ...] = tuple(get_type_hints(Config)[f.name] for f in fields(Config))
+#: The concerns sendit.storage is handed (sendit.storage.get_destinations).
+STORAGE_CONCERNS: tuple[type, ...] = (Orthanc, Dicomweb, Google, Sending)
 
 
 def env_name(field_name: str) -> str:
@@ -373,8 +376,7 @@ def load(environ: Mapping[str, str] | None = None, site_secrets: ModuleType | No
     Empty SECRET_KEY and DEID_SECRET fall back to the development keys in VAR_DIR that
     :func:`make_local_secrets` made.
     """
-    built = {f.name: build(concern, environ, site_secrets)
-             for f, concern in zip(fields(Config), CONCERNS, strict=True)}
+    built = {f.name: build(concern, environ, site_secrets) for f, concern in zip(fields(Config), CONCERNS)}
     config = Config(**built)
     var_dir = Path(config.pipeline.var_dir)
     web, deid = config.web, config.deid

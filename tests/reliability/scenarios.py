@@ -25,7 +25,7 @@ FAST_RECOVERY = {
     "BATCH_LEASE_SECONDS": 20, "SWEEP_INTERVAL": 1, "SWEEP_AFTER_SECONDS": 5,
     "BROKER_VISIBILITY_TIMEOUT": 30, "WATCHER_SETTLE_SECONDS": 0.5,
 }
-# The production recovery settings (sendit/settings/config.py: lease 60 s, heartbeat 15 s,
+# The production recovery settings (sendit/config.py: lease 60 s, heartbeat 15 s,
 # sweep after 900 s, Redis visibility 3600 s): what a killed worker's batches wait for when
 # the workers themselves resume them. Only the watcher's settling is shortened.
 PRODUCTION_RECOVERY = {"WATCHER_SETTLE_SECONDS": 0.5}

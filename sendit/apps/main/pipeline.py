@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 
+from sendit import config
 from sendit.apps.main.models import Batch, Image, ImageStatus
 
 #: The steps, in the order a batch goes through them (also the keys of batch.log["steps"]).
@@ -49,8 +50,10 @@ def queue(step: str, *args: Any, **kwargs: Any) -> None:
 
 
 def sending() -> bool:
-    """Whether any destination is on (else the send step has nothing to do)."""
-    return bool(settings.SEND_TO_ORTHANC or settings.SEND_TO_DICOMWEB or settings.SEND_TO_GOOGLE)
+    """Whether any destination is on (a SEND_TO_* switch of a storage concern); else the send
+    step has nothing to do."""
+    switches = [n for n in config.names(*config.STORAGE_CONCERNS) if n.startswith("SEND_TO_")]
+    return any(getattr(settings, name) for name in switches)
 
 
 def next_step(batch: Batch) -> tuple[str, tuple[Any, ...]] | None:

@@ -1,4 +1,4 @@
-"""The scrub helper and the settings masks (sendit/apps/main/display.py)."""
+"""The scrub helper and the settings masks (sendit/redact.py)."""
 import pytest
 
 from sendit.redact import mask_setting, mask_url, scrub, scrub_errors
