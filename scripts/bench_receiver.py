@@ -14,7 +14,8 @@ Both are sent to with the same storescu command line: `storescu -aet BENCHi -aec
 either, both advertising no smaller limit), and TCP_NODELAY=1 in its environment (DCMTK
 leaves Nagle's algorithm on otherwise) for both. Each receiver is started afresh for each
 send and not timed while starting; a send is timed from storescu's start to the exit of
-the last storescu, and every image must then be on disk. The targets alternate
+the last storescu, and every image must then be on disk. Before each send, os.sync()
+writes back what the previous one left dirty, so that neither pays for the other's. The targets alternate
 (storescp, sendit, storescp, sendit...) for --rounds rounds, since this machine is shared
 and noisy; the ratio printed is the median over rounds of sendit's rate / storescp's rate
 within a round (the best and worst round are printed too). The cost of a write + fsync +
@@ -113,6 +114,7 @@ def main():
                     port = free_port()
                     proc = start_storescp(out, port) if name == "storescp" else start_sendit(out, port, work)
                     try:
+                        os.sync()  # neither target pays for the other's dirty pages (ext4 fsyncs would)
                         seconds = send(port, files, associations)
                     finally:
                         stop_process(proc)
