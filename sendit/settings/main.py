@@ -240,7 +240,7 @@ ADMINS = [
     for entry in CONFIG.operations.admins
 ]
 
-# Server errors to Sentry (the seed's Opbeat is gone): no PII, scrubbed before sending.
+# Server errors to Sentry (the original sendit's Opbeat is gone): no PII, scrubbed before sending.
 if SENTRY_DSN:  # noqa: F821 (from CONFIG)
     import sentry_sdk
     from sentry_sdk.integrations.celery import CeleryIntegration

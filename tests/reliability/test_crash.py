@@ -15,7 +15,7 @@ from tests.services import reachable
 
 pytestmark = pytest.mark.e2e
 
-# Seconds from a killed worker's restart to its batch DONE (issue 18: "within 30 s").
+# Seconds from a killed worker's restart to its batch DONE (the bound: within 30 s).
 RESTART_BOUND = 30
 # Seconds from one of three workers' death to every batch DONE on the two others.
 OTHER_HOSTS_BOUND = 120

@@ -1,4 +1,4 @@
-"""The dashboard's destinations card and DICOM receiver card (issue 19).
+"""The dashboard's destinations card and DICOM receiver card.
 
 Each destination: up or down (the same bounded, cached check /healthz makes) and since
 when, its last delivery, and the images waiting for it. "Since when" is kept in Django's

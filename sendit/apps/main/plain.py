@@ -1,9 +1,9 @@
-"""A batch's state and errors in plain words, for people (issue 19).
+"""A batch's state and errors in plain words, for people.
 
 The one place that turns a batch's status, errors, log and held images into a sentence
 such as "Delivered and cleaned up" or "Stopped: Orthanc is not answering; 3 images wait on
 this node". Pages, the API and commands all call :func:`plain_state`; the send step writes
-its errors with :func:`send_failure`. The seed's statuses (NEW, PROCESSING, DONEPROCESSING,
+its errors with :func:`send_failure`. The original sendit's statuses (NEW, PROCESSING, DONEPROCESSING,
 DONE) are unchanged: this is a read-only explanation beside them.
 
 Nothing here reads an image or a header value: only counts, step names, destination names,

@@ -1,7 +1,7 @@
 """Watch the data folder and queue each finished study folder for import, once.
 
 watchdog gives inotify on Linux and a polling observer for mounts where inotify sees
-nothing (NFS, many bind mounts). pyinotify, which the seed used, is unmaintained since
+nothing (NFS, many bind mounts). pyinotify, which the original sendit used, is unmaintained since
 2015 and imports asyncore, which Python 3.12 removed.
 """
 import logging

@@ -1,5 +1,5 @@
 """Every operator command as a process in a `make run`-like checkout, with no extra environment
-(issue 19): scripts/run_node.py's prepare() makes var/ (password, keys, SQLite database),
+scripts/run_node.py's prepare() makes var/ (password, keys, SQLite database),
 then retry_batch, import_folder, batch_logs, export_metrics, summary_metrics and cleanup run
 as a person would type them. The checkout's var/ and data/ are moved to a temporary folder
 (VAR_DIR, DATA_FOLDER, MEDIA_ROOT, DATABASE_URL: where, not how) and Orthanc is the session's.

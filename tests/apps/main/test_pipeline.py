@@ -1,4 +1,4 @@
-"""The pipeline from a finished folder to Orthanc, with the seed's statuses, run eagerly."""
+"""The pipeline from a finished folder to Orthanc, with the original sendit's statuses, run eagerly."""
 from pathlib import Path
 
 import pydicom

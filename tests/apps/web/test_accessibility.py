@@ -1,4 +1,4 @@
-"""axe-core in headless Chromium: no serious or critical violation on any page (issue 19).
+"""axe-core in headless Chromium: no serious or critical violation on any page.
 
 axe is the repository's copy (tests/vendor/axe-core, from npm's axe-core package), injected
 into each page by the test: no CDN, nothing served by the node. The pages are those of a

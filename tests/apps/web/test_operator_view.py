@@ -1,4 +1,4 @@
-"""The operator's view (issue 19): each not-DONE situation, made by the real pipeline (run
+"""The operator's view: each not-DONE situation, made by the real pipeline (run
 eagerly against the session's Orthanc), in plain words on the dashboard, the batch page and
 the API; and the command line's retry ending where the page's button ends."""
 import html as htmllib

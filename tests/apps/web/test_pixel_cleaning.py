@@ -169,7 +169,7 @@ def test_pipeline_cleaned_ultrasounds_on_the_batch_and_image_pages(client, data_
     """deid's ultrasound recipe cleans deid-data's ultrasounds in the real pipeline: the batch
     page names the rules per image and counts them; the image page shows the stored, cleaned
     pixels with the boxes outlined, and the boxes are those of the rules it recorded."""
-    us_recipe.SEND_TO_ORTHANC = False  # the seed's static storage: the de-identified files stay in media
+    us_recipe.SEND_TO_ORTHANC = False  # the original sendit's static storage: the de-identified files stay in media
     us_recipe.SEND_TO_GOOGLE = False
     names = ("GREYSCALE_IMAGE.dcm", "RGB_IMAGE.dcm")
     folder = data_folder / "USP"

@@ -13,7 +13,7 @@ PATIENT, NAME = "MRN-WEB-4242", "Webpage^Patient"
 
 
 def test_pages_of_a_kept_batch_show_nothing_identifying(client, data_folder, eager, settings):
-    settings.SEND_TO_ORTHANC = False  # the seed's static storage: de-identified images stay in media
+    settings.SEND_TO_ORTHANC = False  # the original sendit's static storage: de-identified images stay in media
     settings.SEND_TO_GOOGLE = False
     make_ct_series(data_folder / "KEPT", 2, patient_id=PATIENT, patient_name=NAME)
     import_dicomdir(str(data_folder / "KEPT"))

@@ -75,7 +75,7 @@ def _send(batch):
         return False  # a late duplicate: delivered and cleaned up already
     destinations = get_destinations(storage_config())
     if not destinations:
-        # The seed's "static storage": de-identified images stay in media.
+        # The original sendit's "static storage": de-identified images stay in media.
         batch.update_log(destinations=[], kept_in_media=True)
         batch.set_status("DONEPROCESSING")
         return False

@@ -1,1 +1,1 @@
-from .watcher_start import Command  # noqa: F401  (the seed-era name)
+from .watcher_start import Command  # noqa: F401  (the original sendit's name)
