@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar, overload
 
 logger = logging.getLogger("sendit.storage")
 
@@ -175,6 +175,10 @@ def setting_float(config: Config, key: str, default: float) -> float:
         raise DestinationError(f"{key} must be a number") from None
 
 
+@overload
+def setting_str(config: Config, key: str, default: str) -> str: ...
+@overload
+def setting_str(config: Config, key: str, default: None = None) -> str | None: ...
 def setting_str(config: Config, key: str, default: str | None = None) -> str | None:
     value = config.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):

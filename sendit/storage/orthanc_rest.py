@@ -35,10 +35,26 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from .base import (Destination, DestinationError, Outcome, SendItem, describe_oserror,
-                   file_md5, orthanc_id, register, setting_str)
+from .base import (
+    Config,
+    Destination,
+    DestinationError,
+    Outcome,
+    SendItem,
+    SendResult,
+    describe_oserror,
+    file_md5,
+    orthanc_id,
+    register,
+    setting_str,
+)
 from .http import Client, RequestFailed, Response
+
+if TYPE_CHECKING:  # pragma: no cover - pydicom is imported when a header is read
+    from pydicom.dataset import Dataset
 
 TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
 # The failure of one image that must not be mistaken for Orthanc's refusal of it.
@@ -60,7 +76,7 @@ ORTHANC_REFUSALS = {
 REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
 
-def orthanc_settings(config: dict) -> tuple[str | None, tuple[str, str] | None]:
+def orthanc_settings(config: Config) -> tuple[str | None, tuple[str, str] | None]:
     url = setting_str(config, "ORTHANC_URL")
     if url:
         url = url.rstrip("/")
@@ -78,8 +94,9 @@ def orthanc_error(response: Response) -> str | None:
         body = response.json()
     except ValueError:
         return None
-    if isinstance(body, dict) and isinstance(body.get("OrthancError"), str) and body["OrthancError"]:
-        return body["OrthancError"]
+    error = body.get("OrthancError") if isinstance(body, dict) else None
+    if isinstance(error, str) and error:
+        return error
     return None
 
 
@@ -130,8 +147,8 @@ def uid_problems(path: str) -> str | None:
     return missing_uids(ds)
 
 
-def missing_uids(ds) -> str | None:
-    problems = []
+def missing_uids(ds: Dataset) -> str | None:
+    problems: list[str] = []
     for keyword in REQUIRED_UIDS:
         if keyword not in ds:
             problems.append(f"it has no {keyword}")
@@ -242,7 +259,7 @@ def same_dataset(local: bytes, stored: bytes) -> bool | None:
         return None
 
 
-def _without_group_lengths(ds):
+def _without_group_lengths(ds: Dataset) -> Dataset:
     for tag in [t for t in ds.keys() if t.element == 0]:
         del ds[tag]
     for elem in ds:
@@ -256,11 +273,12 @@ def _without_group_lengths(ds):
 class OrthancRest(Destination):
     name = "orthanc"
 
-    def __init__(self, config: dict):
+    def __init__(self, config: Config) -> None:
         super().__init__(config)
-        self.url, self.auth = orthanc_settings(config)
-        if not self.url:
+        url, self.auth = orthanc_settings(config)
+        if not url:
             raise DestinationError("orthanc: SEND_TO_ORTHANC with the rest transport needs ORTHANC_URL")
+        self.url: str = url
         # "series" (default): POST's Success/AlreadyStored, then one GET /series/{id} per
         # series lists every instance; "md5": one GET of each stored file's MD5 as well.
         self.verify = (setting_str(config, "ORTHANC_VERIFY", "series") or "series").lower()
@@ -279,7 +297,15 @@ class OrthancRest(Destination):
             self.session.close()
             self.session = None
 
-    def send_batch(self, items, heartbeat=None, on_wait=None):
+    @property
+    def client(self) -> Client:
+        """The session open() opened (the sending rounds run between open() and close())."""
+        if self.session is None:
+            raise RuntimeError("orthanc: no session: open() was not called")
+        return self.session
+
+    def send_batch(self, items: list[SendItem], heartbeat: Callable[[], object] | None = None,
+                   on_wait: Callable[[str, float], object] | None = None) -> list[SendResult]:
         # Indexes whose POST was answered Success during this call: answered AlreadyStored on a
         # later attempt, they are this call's own copy and need no comparison.
         self._stored_here = set()
@@ -288,7 +314,7 @@ class OrthancRest(Destination):
         finally:
             self._stored_here = set()
 
-    def send_round(self, batch):
+    def send_round(self, batch: list[tuple[int, SendItem]]) -> dict[int, Outcome]:
         self._series_of = {}
         outcomes = self.parallel(batch, self._send_one)
         if self.verify == "series":
@@ -296,15 +322,15 @@ class OrthancRest(Destination):
         return outcomes
 
     def _send_one(self, index: int, item: SendItem) -> Outcome:
-        local_md5 = None
+        local_md5: str | None = None
         try:
             with open(item.path, "rb") as f:
                 # With MD5 verification the bytes are read to hash them; otherwise the file
                 # goes to the socket without passing through Python (sendfile).
                 data = f.read() if self.verify == "md5" else f
-                if self.verify == "md5":
+                if isinstance(data, bytes):  # ORTHANC_VERIFY=md5
                     local_md5 = hashlib.md5(data).hexdigest()
-                r = self.session.post(self.url + "/instances", data=data, timeout=self.timeout,
+                r = self.client.post(self.url + "/instances", data=data, timeout=self.timeout,
                                       headers={"Content-Type": "application/dicom"})
         except OSError as exc:  # open or read: the client turns its own into RequestFailed
             return Outcome.failed(f"orthanc: cannot read the local file ({describe_oserror(exc)})")
@@ -335,7 +361,7 @@ class OrthancRest(Destination):
         if not fresh and (self.verify == "md5" or index not in self._stored_here):
             # Orthanc kept an instance with these UIDs from before: is it this one? (In md5
             # mode this is the verification too.)
-            out = compare_stored(self.session, self.url, remote_id, item.path, self.timeout,
+            out = compare_stored(self.client, self.url, remote_id, item.path, self.timeout,
                                  local_md5)
         elif self.verify == "md5":
             out = self._verify(remote_id, local_md5, fresh)
@@ -361,7 +387,7 @@ class OrthancRest(Destination):
             if out.ok and i in self._series_of:
                 by_series.setdefault(self._series_of.pop(i), []).append(i)
         for sid, indexes in by_series.items():
-            listed, failure = series_instances(self.session, self.url, sid, self.timeout)
+            listed, failure = series_instances(self.client, self.url, sid, self.timeout)
             for i in indexes:
                 out = outcomes[i]
                 if failure is None and out.remote_id in listed:
@@ -374,11 +400,11 @@ class OrthancRest(Destination):
                 bad.stored_fresh = out.stored_fresh
                 outcomes[i] = bad
 
-    def _verify(self, remote_id: str, local_md5: str, fresh: bool) -> Outcome:
+    def _verify(self, remote_id: str, local_md5: str | None, fresh: bool) -> Outcome:
         """ORTHANC_VERIFY=md5, for an instance this call stored: its stored MD5 is the file's."""
         what = "GET /instances/{id}/attachments/dicom/md5"
         try:
-            r = self.session.get(f"{self.url}/instances/{remote_id}/attachments/dicom/md5",
+            r = self.client.get(f"{self.url}/instances/{remote_id}/attachments/dicom/md5",
                                  timeout=self.timeout)
         except RequestFailed as exc:
             out = connection_failure(what, exc)
@@ -394,7 +420,7 @@ class OrthancRest(Destination):
         if r.status_code in (400, 404) and "attachments" in r.url:
             # No MD5 stored for attachments (StoreMD5ForAttachments false)? Prove existence.
             try:
-                r2 = self.session.get(f"{self.url}/instances/{remote_id}", timeout=self.timeout)
+                r2 = self.client.get(f"{self.url}/instances/{remote_id}", timeout=self.timeout)
             except RequestFailed as exc:
                 return connection_failure("GET /instances/{id}", exc)
             if r2.status_code == 200:
@@ -411,11 +437,11 @@ class OrthancRest(Destination):
         try:
             r = session.get(self.url + "/system", timeout=min(self.timeout, 10))
         except RequestFailed as exc:
-            return False, connection_failure("GET /system", exc).error
+            return False, connection_failure("GET /system", exc).error or ""
         finally:
             session.close()
         if r.status_code != 200:
-            return False, http_failure("GET /system", r).error
+            return False, http_failure("GET /system", r).error or ""
         try:
             info = r.json()
             return True, f"Orthanc {info.get('Version', '?')} reachable at {self.url} (REST)"
