@@ -139,7 +139,7 @@ class Running:
         marker = self.root / f"{self.MARKER}{self.markers}"
         marker.mkdir()
         deadline = time.monotonic() + 10
-        while str(marker) not in self.queued:
+        while marker.name not in [Path(p).name for p in list(self.queued)]:
             assert time.monotonic() < deadline, "timed out waiting for the marker folder"
             self.advance(self.watcher.settle + 1)
             time.sleep(0.01)
