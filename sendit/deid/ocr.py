@@ -414,7 +414,6 @@ def read_frame(grey: np.ndarray, frame: int = 0, invert: bool = True) -> list[Te
     text on light only. Every word carries the box of the line it was read in (``region``).
     """
     from PIL import Image
-    from tesserocr import RIL, iterate_level
 
     api = _api()
     found: list[TextBox] = []
@@ -425,27 +424,60 @@ def read_frame(grey: np.ndarray, frame: int = 0, invert: bool = True) -> list[Te
         if scale > 1:
             image = image.resize((max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
                                  Image.BICUBIC)
-        api.SetImage(image)
-        api.Recognize()
-        iterator = api.GetIterator()
-        if iterator is None:
-            continue
-        for word in iterate_level(iterator, RIL.WORD):
-            try:
-                text = word.GetUTF8Text(RIL.WORD)
-            except RuntimeError:  # tesserocr's way of saying the line has no text
-                break
-            if not text or not text.strip():
-                continue
-            bbox = word.BoundingBox(RIL.WORD)
-            if bbox is None:
-                continue
-            box = (left + int(bbox[0] / scale), top + int(bbox[1] / scale),
-                   left + int(np.ceil(bbox[2] / scale)), top + int(np.ceil(bbox[3] / scale)))
-            found.append(TextBox(frame, box, text.strip(), float(word.Confidence(RIL.WORD)),
-                                 (frame, number), line.box))
+        words = _read_line(api, image, frame, number, line, left, top, scale)
+        if not words or max(w.confidence for w in words) < CONFIDENT:
+            # doubtful: read once more, binarized at its own threshold (Otsu), and keep the
+            # reading with more to show
+            pixels = np.asarray(image)
+            binary = Image.fromarray(np.where(pixels > _otsu(pixels), 255, 0).astype(np.uint8))
+            again = _read_line(api, binary, frame, number, line, left, top, scale)
+            if _score(again) > _score(words):
+                words = again
+        found.extend(words)
     api.Clear()
     return _merge(_one_polarity(found, lines))
+
+
+def _read_line(api, image, frame: int, number: int, line: Line, left: int, top: int, scale: float) -> list[TextBox]:
+    """The words Tesseract reads in one line's image, their boxes back in the frame."""
+    from tesserocr import RIL, iterate_level
+
+    api.SetImage(image)
+    api.Recognize()
+    iterator = api.GetIterator()
+    words: list[TextBox] = []
+    if iterator is None:
+        return words
+    for word in iterate_level(iterator, RIL.WORD):
+        try:
+            text = word.GetUTF8Text(RIL.WORD)
+        except RuntimeError:  # tesserocr's way of saying the line has no text
+            break
+        if not text or not text.strip():
+            continue
+        bbox = word.BoundingBox(RIL.WORD)
+        if bbox is None:
+            continue
+        box = (left + int(bbox[0] / scale), top + int(bbox[1] / scale),
+               left + int(np.ceil(bbox[2] / scale)), top + int(np.ceil(bbox[3] / scale)))
+        words.append(TextBox(frame, box, text.strip(), float(word.Confidence(RIL.WORD)), (frame, number), line.box))
+    return words
+
+
+def _score(words: Sequence[TextBox]) -> float:
+    """What a reading has to show: its confidence times its characters."""
+    return sum(w.confidence * len(canonical(w.text)) for w in words)
+
+
+def _otsu(pixels: np.ndarray) -> int:
+    """Otsu's threshold of an 8-bit image."""
+    counts = np.bincount(pixels.ravel(), minlength=256).astype(np.float64)
+    total = counts.sum()
+    weight = np.cumsum(counts)
+    mean = np.cumsum(counts * np.arange(256))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mean[-1] * weight / total - mean) ** 2 / (weight * (total - weight))
+    return int(np.nanargmax(between[:-1])) if total else 127
 
 
 def _one_polarity(words: list[TextBox], lines: list[Line]) -> list[TextBox]:
@@ -458,7 +490,7 @@ def _one_polarity(words: list[TextBox], lines: list[Line]) -> list[TextBox]:
     """
     score: dict[int, float] = {}
     for word in words:
-        score[word.line[1]] = score.get(word.line[1], 0.0) + word.confidence * len(canonical(word.text))
+        score[word.line[1]] = score.get(word.line[1], 0.0) + _score([word])
     dropped: set[int] = set()
     for i, a in enumerate(lines):
         for j in range(i + 1, len(lines)):
