@@ -15,10 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sendit.config import is_secret, names
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ["scripts/entrypoint.sh", "scripts/setup_instance.sh", "scripts/generate_certs.sh",
            "scripts/local_images.sh"]
-SECRETS = ["SECRET_KEY", "DEID_SECRET", "LOCKDOWN_PASSWORDS", "ORTHANC_PASSWORD"]
+# Every secret setting (sendit.config marks them).
+SECRETS = [name for name in names() if is_secret(name)]
 APP_SERVICES = ["uwsgi", "worker", "watcher"]
 
 
