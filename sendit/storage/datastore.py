@@ -37,9 +37,19 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from .base import DestinationError, Outcome, close_quietly, probe, setting_str
+from .base import Config, DestinationError, Outcome, close_quietly, probe, setting_str
+
+if TYPE_CHECKING:  # pragma: no cover - the Google libraries are imported when a client is made
+    from google.api_core.retry import Retry
+    from google.cloud.datastore import Client, Entity, Key
+    from pydicom.dataelem import DataElement
+
+#: a header value as an entity property: text, a number, or a list of them
+FieldValue = str | int | float | list[str | int | float]
 
 logger = logging.getLogger("sendit.storage.datastore")
 
@@ -64,7 +74,7 @@ STUDY_LEVEL_EXTRA = frozenset({"PatientAge", "PatientSex", "PatientSize", "Patie
 OBJECT_LIST_LIMIT = 2000
 
 
-def _NO_RETRY():
+def _NO_RETRY() -> Retry:
     """A retry policy that never retries: the destination's rounds are the only retry policy.
 
     (google-cloud-datastore reads retry=None as "use the default retries", up to a minute.)
@@ -73,14 +83,14 @@ def _NO_RETRY():
     return Retry(predicate=lambda exc: False)
 
 
-def parse_fields(value) -> tuple[str, ...]:
+def parse_fields(value: str | Iterable[object] | None) -> tuple[str, ...]:
     """GOOGLE_DATASTORE_FIELDS (comma list or sequence of DICOM keywords), validated."""
     from pydicom.datadict import dictionary_VR, tag_for_keyword
 
     if value is None or (isinstance(value, str) and not value.strip()):
         return DEFAULT_FIELDS
     names = value.split(",") if isinstance(value, str) else list(value)
-    fields = []
+    fields: list[str] = []
     for name in (str(n).strip() for n in names):
         if not name:
             continue
@@ -95,7 +105,7 @@ def parse_fields(value) -> tuple[str, ...]:
     return tuple(fields)
 
 
-def _typed(elem):
+def _typed(elem: DataElement) -> FieldValue | None:
     """A pydicom element's value as Datastore-friendly Python (str/int/float or list)."""
     from pydicom.multival import MultiValue
 
@@ -104,7 +114,7 @@ def _typed(elem):
     if value is None or value == "" or vr in ("SQ", "OB", "OW", "OF", "OD", "OL", "OV", "UN", "PN"):
         return None
 
-    def one(v):
+    def one(v: Any) -> str | int | float:
         if vr in ("DS", "FL", "FD"):
             return float(v)
         if vr in ("IS", "US", "SS", "UL", "SL", "UV", "SV"):
@@ -118,13 +128,14 @@ def _typed(elem):
         return str(value)
 
 
-def header_fields(path: str | None, keywords, metadata: dict | None = None) -> dict:
+def header_fields(path: str | None, keywords: Iterable[str],
+                  metadata: Mapping[str, str] | None = None) -> dict[str, FieldValue]:
     """The configured fields of one de-identified file (header only), typed.
 
     Falls back to the item's metadata strings for fields the file lacks or when the
     file cannot be read. Empty values are left out.
     """
-    out: dict = {}
+    out: dict[str, FieldValue] = {}
     ds = None
     if path:
         try:
@@ -133,7 +144,7 @@ def header_fields(path: str | None, keywords, metadata: dict | None = None) -> d
         except Exception:
             ds = None
     for keyword in keywords:
-        value = None
+        value: FieldValue | None = None
         if ds is not None and keyword in ds:
             value = _typed(ds[keyword])
         if value in (None, "", []) and metadata and metadata.get(keyword) not in (None, ""):
@@ -153,7 +164,7 @@ class StoredObject:
 @dataclass
 class SeriesRecord:
     series_uid: str
-    fields: dict
+    fields: dict[str, FieldValue]
     sop_instance_uids: list[str]
     objects: list[StoredObject]
     storage_format: str
@@ -173,10 +184,11 @@ class StudyRecord:
 
 def _classify(exc: Exception, what: str) -> Outcome:
     from google.api_core import exceptions as gexc
-    try:
-        from google.auth.exceptions import DefaultCredentialsError, RefreshError, TransportError
-    except ImportError:  # pragma: no cover
-        DefaultCredentialsError = RefreshError = TransportError = ()
+    from google.auth.exceptions import (  # api_core's own dependency
+        DefaultCredentialsError,
+        RefreshError,
+        TransportError,
+    )
     if isinstance(exc, DefaultCredentialsError):
         raise DestinationError("datastore: no Google credentials found (set GOOGLE_APPLICATION_CREDENTIALS "
                                "or DATASTORE_EMULATOR_HOST)")
@@ -196,13 +208,13 @@ def _classify(exc: Exception, what: str) -> Outcome:
     return Outcome.retry(f"datastore: unexpected {type(exc).__name__} on {what}")
 
 
-def _union(old: list | None, new: list) -> list:
+def _union(old: list[str] | None, new: list[str]) -> list[str]:
     seen = dict.fromkeys(old or [])
     seen.update(dict.fromkeys(new))
     return sorted(seen)
 
 
-def _objects(old, new) -> dict:
+def _objects(old: Mapping[str, Any] | None, new: Iterable[StoredObject]) -> dict[str, tuple[int | None, str | None]]:
     """name -> (size, md5) of the objects an earlier entity listed, updated by this call's."""
     old = old or {}
     objects = {name: (size, md5) for name, size, md5 in zip(
@@ -217,7 +229,7 @@ class DatastoreIndex:
     SERIES_UNINDEXED = ("sop_instance_uids", "objects", "object_sizes", "object_md5", "note")
     STUDY_UNINDEXED = ("objects", "object_sizes", "object_md5", "series_images")
 
-    def __init__(self, config: dict, timeout: float = 60.0):
+    def __init__(self, config: Config, timeout: float = 60.0) -> None:
         self.project = setting_str(config, "GOOGLE_PROJECT_NAME")
         self.study_kind = setting_str(config, "GOOGLE_DATASTORE_STUDY_KIND", "Study")
         self.series_kind = setting_str(config, "GOOGLE_DATASTORE_SERIES_KIND", "Series")
@@ -227,14 +239,14 @@ class DatastoreIndex:
         if self.emulator and not self.emulator.startswith(("http://", "https://")):
             self.emulator = "http://" + self.emulator
         self.timeout = timeout
-        self.client = None
+        self.client: Client | None = None
 
     @property
     def study_fields(self) -> tuple[str, ...]:
         return tuple(f for f in self.fields if f.startswith("Study") or f in STUDY_LEVEL_EXTRA)
 
     # -- client ------------------------------------------------------------------------------
-    def _make_client(self):
+    def _make_client(self) -> Client:
         from google.cloud import datastore
         kwargs = {"project": self.project or ("sendit" if self.emulator else None),
                   "namespace": self.namespace}
@@ -265,16 +277,26 @@ class DatastoreIndex:
         close_quietly(self.client)
         self.client = None
 
-    def study_key(self, study_uid: str):
-        return self.client.key(self.study_kind, study_uid)
+    @property
+    def session(self) -> Client:
+        """The client open() made."""
+        if self.client is None:
+            raise RuntimeError("datastore: no client: open() was not called")
+        return self.client
 
-    def series_key(self, study_uid: str, series_uid: str):
-        return self.client.key(self.study_kind, study_uid, self.series_kind, series_uid)
+    def study_key(self, study_uid: str) -> Key:
+        key: Key = self.session.key(self.study_kind, study_uid)
+        return key
+
+    def series_key(self, study_uid: str, series_uid: str) -> Key:
+        key: Key = self.session.key(self.study_kind, study_uid, self.series_kind, series_uid)
+        return key
 
     # -- entities ----------------------------------------------------------------------------
-    def _series_entity(self, key, old, study: StudyRecord, rec: SeriesRecord, now):
+    def _series_entity(self, key: Key, old: Mapping[str, Any] | None, study: StudyRecord, rec: SeriesRecord,
+                       now: datetime.datetime) -> Entity:
         from google.cloud import datastore
-        props = {k: v for k, v in rec.fields.items()}
+        props: dict[str, Any] = {k: v for k, v in rec.fields.items()}
         props.update({"collection": study.collection, "entity": study.entity,
                       "StudyInstanceUID": study.study_uid, "SeriesInstanceUID": rec.series_uid})
         sops = _union(old.get("sop_instance_uids") if old else None, rec.sop_instance_uids)
@@ -302,7 +324,8 @@ class DatastoreIndex:
         entity.update(props)
         return entity
 
-    def _study_entity(self, key, old, study: StudyRecord, series_entities, now):
+    def _study_entity(self, key: Key, old: Mapping[str, Any] | None, study: StudyRecord, series_entities: list[Entity],
+                      now: datetime.datetime) -> Entity:
         from google.cloud import datastore
         old = old or {}
         per_series = dict(zip(old.get("series") or [], old.get("series_images") or []))
@@ -316,7 +339,7 @@ class DatastoreIndex:
                 body_parts.add(str(ent["BodyPartExamined"]))
         objects = _objects(old, study.objects)
         names = sorted(objects)
-        props = {}
+        props: dict[str, Any] = {}
         for rec in study.series:
             for k in self.study_fields:
                 if k in rec.fields and k not in props:
@@ -343,8 +366,8 @@ class DatastoreIndex:
     def write_study(self, study: StudyRecord) -> Outcome:
         """Upsert the study's entities in one transaction, then read them back and compare."""
         self.open()
-        client = self.client
-        now = datetime.datetime.now(datetime.timezone.utc)
+        client = self.session
+        now = datetime.datetime.now(datetime.UTC)
         skey = self.study_key(study.study_uid)
         keys = [self.series_key(study.study_uid, rec.series_uid) for rec in study.series]
         txn = client.transaction()
@@ -368,9 +391,9 @@ class DatastoreIndex:
             return _classify(exc, "write entities")
         return self.verify([study_entity] + series_entities)
 
-    def verify(self, written) -> Outcome:
+    def verify(self, written: list[Entity]) -> Outcome:
         try:
-            back = self.client.get_multi([e.key for e in written], retry=_NO_RETRY(), timeout=self.timeout)
+            back = self.session.get_multi([e.key for e in written], retry=_NO_RETRY(), timeout=self.timeout)
         except Exception as exc:
             out = _classify(exc, "read back entities")
             out.stored_fresh = True
@@ -387,13 +410,13 @@ class DatastoreIndex:
         return Outcome.success(None)
 
     def check(self) -> tuple[bool, str]:
-        def get():
+        def get() -> None:
             client = self._make_client()
             client.get(client.key(self.study_kind, "sendit-health-check"), retry=_NO_RETRY(),
                        timeout=min(self.timeout, 10))
 
         ok, why = probe(get, _classify, "health check")
         if not ok:
-            return False, why
+            return False, why or ""
         where = f" (emulator {self.emulator})" if self.emulator else ""
         return True, f"datastore: reachable{where}"

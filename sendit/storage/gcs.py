@@ -42,13 +42,40 @@ import os
 import tarfile
 import tempfile
 from collections import defaultdict
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from .base import (Destination, DestinationError, Outcome, SendItem, close_quietly, describe_oserror, probe,
-                   file_md5, register, setting_bool, setting_str)
-from .orthanc_rest import DIFFERENT_INSTANCE
+from .base import (
+    Config,
+    Destination,
+    DestinationError,
+    Outcome,
+    SendItem,
+    close_quietly,
+    describe_oserror,
+    file_md5,
+    probe,
+    register,
+    setting_bool,
+    setting_str,
+)
+from .datastore import DatastoreIndex, FieldValue, SeriesRecord, StoredObject, StudyRecord, header_fields, parse_fields
 from .nifti import NotConvertible, bids_stem, build_volume, write_nifti
-from .datastore import (DatastoreIndex, SeriesRecord, StoredObject, StudyRecord, header_fields,
-                        parse_fields)
+from .orthanc_rest import DIFFERENT_INSTANCE
+
+if TYPE_CHECKING:  # pragma: no cover - google-cloud-storage is imported when a client is made
+    from google.cloud.storage import Blob, Bucket, Client
+
+#: (index in the batch, item) pairs, as a round gets them
+Batch = list[tuple[int, SendItem]]
+
+
+class SeriesInfo(TypedDict):
+    """How one series went under GOOGLE_STORAGE_FORMAT=nifti, for its Datastore entity."""
+
+    format: str  # "nifti", or "dicom" when the series could not be converted
+    note: str | None
+    objects: list[str] | None  # the volume and its sidecar (None: sent as DICOM)
 
 FORMATS = ("dicom", "dicom.tar.gz", "nifti")
 # De-identified header fields written to each NIfTI's JSON sidecar (plus GOOGLE_DATASTORE_FIELDS).
@@ -71,25 +98,28 @@ def _crc32c_b64(path: str) -> str | None:
     return base64.b64encode(c.digest()).decode()
 
 
-def _same_object(blob, md5_b64: str, crc: str | None) -> bool | None:
+def _same_object(blob: Blob, md5_b64: str, crc: str | None) -> bool | None:
     """Whether a stored object holds the local bytes: by MD5 (and CRC32C when both sides
     have one), by CRC32C alone for objects without an MD5 (composed ones); None when the
     object has no checksum to compare."""
-    if blob.md5_hash:
-        return blob.md5_hash == md5_b64 and not (crc and blob.crc32c and blob.crc32c != crc)
-    if crc and blob.crc32c:
-        return blob.crc32c == crc
+    md5_hash: str | None = blob.md5_hash
+    crc32c: str | None = blob.crc32c
+    if md5_hash:
+        return md5_hash == md5_b64 and not (crc and crc32c and crc32c != crc)
+    if crc and crc32c:
+        return crc32c == crc
     return None
 
 
 def _classify(exc: Exception, what: str) -> Outcome:
     """Map a google / requests exception to an outcome (no paths, no object contents)."""
-    from google.api_core import exceptions as gexc
     import requests
-    try:
-        from google.auth.exceptions import DefaultCredentialsError, RefreshError, TransportError
-    except ImportError:  # pragma: no cover
-        DefaultCredentialsError = RefreshError = TransportError = ()
+    from google.api_core import exceptions as gexc
+    from google.auth.exceptions import (  # api_core's own dependency
+        DefaultCredentialsError,
+        RefreshError,
+        TransportError,
+    )
     if isinstance(exc, (gexc.Unauthorized, gexc.Forbidden, RefreshError)):
         code = getattr(exc, "code", None)
         return Outcome.failed(f"gcs: authentication failed ({'HTTP %s' % code if code else type(exc).__name__} "
@@ -121,17 +151,19 @@ def _classify(exc: Exception, what: str) -> Outcome:
 class GoogleStorage(Destination):
     name = "gcs"
 
-    def __init__(self, config: dict):
+    def __init__(self, config: Config) -> None:
         super().__init__(config)
-        self.bucket_name = setting_str(config, "GOOGLE_CLOUD_STORAGE")
+        bucket_name = setting_str(config, "GOOGLE_CLOUD_STORAGE")
         self.project = setting_str(config, "GOOGLE_PROJECT_NAME")
-        self.collection = setting_str(config, "GOOGLE_STORAGE_COLLECTION")
+        collection = setting_str(config, "GOOGLE_STORAGE_COLLECTION")
         self.format = (setting_str(config, "GOOGLE_STORAGE_FORMAT", "dicom") or "dicom").lower()
         self.emulator = setting_str(config, "STORAGE_EMULATOR_HOST")
-        if not self.bucket_name:
+        if not bucket_name:
             raise DestinationError("gcs: SEND_TO_GOOGLE needs GOOGLE_CLOUD_STORAGE (the bucket name)")
-        if not self.collection:
+        if not collection:
             raise DestinationError("gcs: SEND_TO_GOOGLE needs GOOGLE_STORAGE_COLLECTION")
+        self.bucket_name: str = bucket_name
+        self.collection: str = collection
         if "/" in self.collection:
             raise DestinationError("gcs: GOOGLE_STORAGE_COLLECTION must not contain '/'")
         if self.format not in FORMATS:
@@ -143,10 +175,10 @@ class GoogleStorage(Destination):
         self.sidecar_fields = tuple(dict.fromkeys(
             SIDECAR_FIELDS + (self.datastore.fields if self.datastore else
                               parse_fields(config.get("GOOGLE_DATASTORE_FIELDS")))))
-        self.client = None
-        self.bucket = None
+        self.client: Client | None = None
+        self.bucket: Bucket | None = None
         self._objects: dict[str, StoredObject] = {}   # name -> size, md5 of what put_file verified
-        self._series_info: dict[tuple, dict] = {}     # (patient, study, series) -> nifti outcome
+        self._series_info: dict[tuple[str, str, str], SeriesInfo] = {}  # (patient, study, series) -> nifti outcome
 
     # -- naming ----------------------------------------------------------------------------
     def prefix(self, item: SendItem) -> str:
@@ -162,14 +194,14 @@ class GoogleStorage(Destination):
     def json_name(self, item: SendItem) -> str:
         return f"{self.prefix(item)}/{item.study_instance_uid}.json"
 
-    def nifti_names(self, item: SendItem, fields: dict) -> tuple[str, str]:
+    def nifti_names(self, item: SendItem, fields: Mapping[str, FieldValue]) -> tuple[str, str]:
         """(volume, sidecar) object names of item's series; fields: de-identified header."""
         stem = bids_stem(item.patient_id, item.study_instance_uid, {**item.metadata, **fields})
         base = f"{self.prefix(item)}/{item.study_instance_uid}/{item.series_instance_uid}/{stem}"
         return base + ".nii.gz", base + ".json"
 
     # -- client ----------------------------------------------------------------------------
-    def _make_client(self):
+    def _make_client(self) -> Client:
         from google.cloud import storage
         if self.emulator:
             from google.auth.credentials import AnonymousCredentials
@@ -207,6 +239,13 @@ class GoogleStorage(Destination):
     def reopen(self) -> None:
         pass  # the HTTP client reconnects by itself
 
+    @property
+    def open_bucket(self) -> Bucket:
+        """The bucket open() opened (the rounds run between open() and close())."""
+        if self.bucket is None:
+            raise RuntimeError("gcs: no bucket: open() was not called")
+        return self.bucket
+
     # -- one object, exactly once --------------------------------------------------------------
     def put_file(self, name: str, path: str, content_type: str, replace: bool = True) -> Outcome:
         """Upload path to name unless an identical object exists; verify by MD5/CRC32C.
@@ -227,7 +266,7 @@ class GoogleStorage(Destination):
                   replace: bool = True) -> Outcome:
         crc = _crc32c_b64(path)
         try:
-            blob = self.bucket.get_blob(name, timeout=self.timeout, retry=None)
+            blob = self.open_bucket.get_blob(name, timeout=self.timeout, retry=None)
         except Exception as exc:
             return _classify(exc, "get object")
         if blob is not None:
@@ -241,7 +280,7 @@ class GoogleStorage(Destination):
                 return Outcome.failed(f"gcs: {DIFFERENT_INSTANCE}")
         generation = blob.generation if blob is not None else 0
         try:
-            new = self.bucket.blob(name)
+            new = self.open_bucket.blob(name)
             new.md5_hash = md5_b64  # the server rejects the upload if the bytes differ
             new.upload_from_filename(path, content_type=content_type, if_generation_match=generation,
                                      checksum="md5", timeout=self.timeout, retry=None)
@@ -251,7 +290,7 @@ class GoogleStorage(Destination):
                 out = Outcome.retry("gcs: object was written concurrently; checking again")
             return out
         try:
-            stored = self.bucket.get_blob(name, timeout=self.timeout, retry=None)
+            stored = self.open_bucket.get_blob(name, timeout=self.timeout, retry=None)
         except Exception as exc:
             out = _classify(exc, "verify object")
             out.stored_fresh = True
@@ -279,7 +318,7 @@ class GoogleStorage(Destination):
             os.unlink(tmp.name)
 
     # -- rounds ----------------------------------------------------------------------------
-    def send_round(self, batch):
+    def send_round(self, batch: Batch) -> dict[int, Outcome]:
         if self.format == "dicom":
             outcomes = self._send_images(batch)
         elif self.format == "nifti":
@@ -288,13 +327,13 @@ class GoogleStorage(Destination):
             outcomes = self._send_archives(batch)
         return self._send_metadata(batch, outcomes)
 
-    def _send_images(self, batch) -> dict[int, Outcome]:
+    def _send_images(self, batch: Batch) -> dict[int, Outcome]:
         return self.parallel(batch, lambda i, item: self.put_file(
             self.image_name(item), item.path, "application/dicom", replace=False))
 
     # -- NIfTI -----------------------------------------------------------------------------
-    def _send_nifti(self, batch) -> dict[int, Outcome]:
-        series: dict[tuple, list] = defaultdict(list)
+    def _send_nifti(self, batch: Batch) -> dict[int, Outcome]:
+        series: dict[tuple[str, str, str], Batch] = defaultdict(list)
         for i, item in batch:
             series[(item.patient_id, item.study_instance_uid, item.series_instance_uid)].append((i, item))
         outcomes: dict[int, Outcome] = {}
@@ -305,7 +344,7 @@ class GoogleStorage(Destination):
                 break   # the rest is "not attempted" (retried by the base class)
         return outcomes
 
-    def _send_series_nifti(self, key, members) -> dict[int, Outcome]:
+    def _send_series_nifti(self, key: tuple[str, str, str], members: Batch) -> dict[int, Outcome]:
         first = members[0][1]
         fields = header_fields(first.path, self.sidecar_fields, first.metadata)
         nii_name, sidecar_name = self.nifti_names(first, fields)
@@ -344,7 +383,7 @@ class GoogleStorage(Destination):
                     if out.ok:
                         out.note = note
                 return outs
-            sidecar = dict(fields)
+            sidecar: dict[str, object] = dict(fields)
             sidecar.update({
                 "StudyInstanceUID": first.study_instance_uid,
                 "SeriesInstanceUID": first.series_instance_uid,
@@ -367,8 +406,8 @@ class GoogleStorage(Destination):
         done = Outcome.success(nii_name, already_stored=out_nii.already_stored and out_json.already_stored)
         return {i: done for i, _ in members}
 
-    def _stored_sidecar(self, name: str) -> dict | None:
-        blob = self.bucket.get_blob(name, timeout=self.timeout, retry=None)
+    def _stored_sidecar(self, name: str) -> dict[str, Any] | None:
+        blob = self.open_bucket.get_blob(name, timeout=self.timeout, retry=None)
         if blob is None:
             return None
         try:
@@ -377,8 +416,8 @@ class GoogleStorage(Destination):
             return None
         return doc if isinstance(doc, dict) else None
 
-    def _send_archives(self, batch) -> dict[int, Outcome]:
-        studies: dict[tuple, list] = defaultdict(list)
+    def _send_archives(self, batch: Batch) -> dict[int, Outcome]:
+        studies: dict[tuple[str, str], Batch] = defaultdict(list)
         for i, item in batch:
             studies[(item.patient_id, item.study_instance_uid)].append((i, item))
         outcomes: dict[int, Outcome] = {}
@@ -390,7 +429,7 @@ class GoogleStorage(Destination):
                 break
         return outcomes
 
-    def _send_archive(self, members) -> Outcome:
+    def _send_archive(self, members: Batch) -> Outcome:
         fd, tmp = tempfile.mkstemp(prefix="sendit-gcs-", suffix=".tar.gz")
         os.close(fd)
         try:
@@ -411,9 +450,9 @@ class GoogleStorage(Destination):
         finally:
             os.unlink(tmp)
 
-    def _send_metadata(self, batch, outcomes) -> dict[int, Outcome]:
+    def _send_metadata(self, batch: Batch, outcomes: dict[int, Outcome]) -> dict[int, Outcome]:
         """Write (merge) each study's JSON; a study whose JSON fails fails its images."""
-        studies: dict[tuple, list] = defaultdict(list)
+        studies: dict[tuple[str, str], Batch] = defaultdict(list)
         for i, item in batch:
             out = outcomes.get(i)
             if out is not None and out.ok:
@@ -421,7 +460,7 @@ class GoogleStorage(Destination):
         for members in studies.values():
             out = self._write_study_json(members, outcomes)
             if out.ok and self.datastore is not None:
-                out = self._write_datastore(members, outcomes)
+                out = self._write_datastore(self.datastore, members, outcomes)
             if out.ok:
                 continue
             for i, _ in members:
@@ -431,45 +470,47 @@ class GoogleStorage(Destination):
                 outcomes[i] = failed
         return outcomes
 
-    def _write_datastore(self, members, outcomes) -> Outcome:
+    def _write_datastore(self, datastore: DatastoreIndex, members: Batch, outcomes: dict[int, Outcome]) -> Outcome:
         """One study's Study/Series entities (members: the study's items stored this round)."""
         first = members[0][1]
         study_objects = [self.json_name(first)]
         if self.format == "dicom.tar.gz":
             study_objects.insert(0, self.tar_name(first))
-        by_series: dict[str, list] = defaultdict(list)
+        by_series: dict[str, Batch] = defaultdict(list)
         for i, item in members:
             by_series[item.series_instance_uid].append((i, item))
-        records = []
+        records: list[SeriesRecord] = []
         for series_uid, group in sorted(by_series.items()):
             item0 = group[0][1]
-            info = self._series_info.get((item0.patient_id, item0.study_instance_uid, series_uid), {})
-            if self.format == "nifti" and info.get("format") == "nifti":
-                names, fmt = info["objects"], "nifti"
+            info = self._series_info.get((item0.patient_id, item0.study_instance_uid, series_uid))
+            names: list[str]
+            if self.format == "nifti" and info is not None and info["format"] == "nifti":
+                names, fmt = info["objects"] or [], "nifti"
             elif self.format == "dicom.tar.gz":
                 names, fmt = [], "dicom.tar.gz"
-            else:
-                names, fmt = sorted({outcomes[i].remote_id for i, _ in group}), "dicom"
+            else:  # the images stored (an ok outcome names its object)
+                names = sorted({rid for i, _ in group if (rid := outcomes[i].remote_id) is not None})
+                fmt = "dicom"
             records.append(SeriesRecord(
                 series_uid=series_uid,
-                fields=header_fields(item0.path, self.datastore.fields, item0.metadata),
+                fields=header_fields(item0.path, datastore.fields, item0.metadata),
                 sop_instance_uids=sorted(item.sop_instance_uid for _, item in group),
                 objects=[self._stored(n) for n in names], storage_format=fmt,
-                note=info.get("note")))
+                note=info["note"] if info is not None else None))
         study = StudyRecord(collection=self.collection, entity=first.patient_id,
                             study_uid=first.study_instance_uid, bucket=self.bucket_name,
                             storage_format=self.format,
                             objects=[self._stored(n) for n in study_objects], series=records)
-        return self.datastore.write_study(study)
+        return datastore.write_study(study)
 
     def _stored(self, name: str) -> StoredObject:
         return self._objects.get(name) or StoredObject(name, None, None)
 
-    def _write_study_json(self, members, outcomes=None) -> Outcome:
+    def _write_study_json(self, members: Batch, outcomes: dict[int, Outcome] | None = None) -> Outcome:
         first = members[0][1]
         name = self.json_name(first)
         try:
-            blob = self.bucket.get_blob(name, timeout=self.timeout, retry=None)
+            blob = self.open_bucket.get_blob(name, timeout=self.timeout, retry=None)
             existing = json.loads(blob.download_as_bytes(timeout=self.timeout, retry=None)) if blob else {}
         except ValueError:
             existing = {}
@@ -499,7 +540,7 @@ class GoogleStorage(Destination):
         ok, exists = probe(lambda: self._make_client().bucket(self.bucket_name).exists(
             timeout=min(self.timeout, 10), retry=None), _classify, "bucket check")
         if not ok:
-            return False, exists
+            return False, exists or ""
         if not exists:
             return False, f"gcs: bucket {self.bucket_name} not found"
         where = f" (emulator {self.emulator})" if self.emulator else ""
@@ -510,14 +551,15 @@ class GoogleStorage(Destination):
         return True, status
 
 
-def _jsonable(value) -> bool:
+def _jsonable(value: object) -> bool:
     return isinstance(value, (str, int, float, bool, type(None), list, dict))
 
 
-def study_document(collection, entity, study_uid, fmt, instances: dict) -> dict:
+def study_document(collection: str, entity: str, study_uid: str, fmt: str,
+                   instances: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The per-study JSON: summary per series plus the instance list (no input paths)."""
-    series: dict[str, dict] = {}
-    for sop, inst in sorted(instances.items()):
+    series: dict[str, dict[str, Any]] = {}
+    for _sop, inst in sorted(instances.items()):
         s = series.setdefault(inst["series"], {"SeriesInstanceUID": inst["series"], "images": 0,
                                                "bytes": 0})
         s["images"] += 1

@@ -32,9 +32,19 @@ from __future__ import annotations
 import gzip
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:  # pragma: no cover - pydicom and nibabel are imported when a series is converted
+    from nibabel.nifti1 import Nifti1Header
+    from pydicom.dataset import Dataset
+
+#: a vector of the patient coordinate system, or of numbers read from a header
+Vector = NDArray[np.float64]
 
 __all__ = ["NotConvertible", "SeriesVolume", "build_volume", "write_nifti", "bids_stem",
            "clean_header", "HEADER_TEXT"]
@@ -62,7 +72,8 @@ class SeriesVolume:
     slice_step: float = 0.0                                      # mm between slices
 
 
-def _floats(value, n: int, name: str) -> np.ndarray:
+def _floats(value: Any, n: int, name: str) -> Vector:
+    """``n`` finite numbers of a (multi-valued) DICOM value."""
     try:
         out = np.array([float(v) for v in value], dtype=float)
     except (TypeError, ValueError):
@@ -72,7 +83,8 @@ def _floats(value, n: int, name: str) -> np.ndarray:
     return out
 
 
-def _geometry(ds) -> tuple:
+def _geometry(ds: Dataset) -> tuple[Vector, Vector, Vector, Vector]:
+    """(row direction, column direction, position, pixel spacing) of an image."""
     for keyword in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"):
         if keyword not in ds or ds[keyword].value in (None, ""):
             raise NotConvertible(f"{keyword} is missing")
@@ -89,7 +101,7 @@ def _geometry(ds) -> tuple:
     return row, col, ipp, spacing
 
 
-def _rescale(ds) -> tuple[float, float]:
+def _rescale(ds: Dataset) -> tuple[float, float]:
     try:
         slope = float(ds.get("RescaleSlope", 1) or 1)
         intercept = float(ds.get("RescaleIntercept", 0) or 0)
@@ -100,7 +112,7 @@ def _rescale(ds) -> tuple[float, float]:
     return slope, intercept
 
 
-def _check_single_frame(ds) -> None:
+def _check_single_frame(ds: Dataset) -> None:
     frames = ds.get("NumberOfFrames", 1)
     try:
         frames = int(frames or 1)
@@ -120,7 +132,8 @@ def build_volume(paths: list[str]) -> SeriesVolume:
 
     if len(paths) < 2:
         raise NotConvertible("single image (a 2D series)")
-    headers = []
+    # (path, SOPInstanceUID, row, column, position, spacing, (rows, columns), (slope, intercept))
+    headers: list[tuple[str, str, Vector, Vector, Vector, Vector, tuple[int, int], tuple[float, float]]] = []
     for path in paths:
         try:
             ds = pydicom.dcmread(str(path), stop_before_pixels=False, defer_size=1024)
@@ -156,7 +169,7 @@ def build_volume(paths: list[str]) -> SeriesVolume:
     integral = all(float(s).is_integer() and float(b).is_integer() for s, b in scales)
     # int32 while reading when every value is an integer (downcast to int16 if it fits)
     data = np.empty((cols, rows, len(headers)), dtype=np.int32 if integral else np.float32)
-    uids = []
+    uids: list[str] = []
     for k, (path, uid, *_rest) in enumerate(headers):
         pixels = _pixels(path)
         if pixels.shape != (rows, cols):
@@ -181,7 +194,7 @@ def build_volume(paths: list[str]) -> SeriesVolume:
                         slice_step=float(abs(step @ normal)))
 
 
-def _pixels(path) -> np.ndarray:
+def _pixels(path: str) -> np.ndarray:
     import pydicom
 
     try:
@@ -196,7 +209,7 @@ def _pixels(path) -> np.ndarray:
         raise NotConvertible(f"pixel data cannot be decoded{what}: {type(exc).__name__}") from None
 
 
-def clean_header(header) -> None:
+def clean_header(header: Nifti1Header) -> None:
     """Set every text field of a NIfTI-1 header to its fixed value."""
     for key, value in HEADER_TEXT.items():
         header[key] = value
@@ -221,11 +234,11 @@ def write_nifti(volume: SeriesVolume, out_path: str) -> None:
 _LABEL = re.compile(r"[^A-Za-z0-9]+")
 
 
-def _label(text: str, limit: int = 64) -> str:
+def _label(text: object, limit: int = 64) -> str:
     return _LABEL.sub("", str(text or ""))[:limit]
 
 
-def bids_stem(patient_id: str, study_uid: str, metadata: dict) -> str:
+def bids_stem(patient_id: str, study_uid: str, metadata: Mapping[str, object]) -> str:
     """A BIDS-style file stem: sub-<pseudonym>_ses-<study>[_acq-<desc>][_run-<n>]_<suffix>.
 
     Labels are alphanumeric: the pseudonym with other characters removed, the study as the
