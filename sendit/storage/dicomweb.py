@@ -57,11 +57,36 @@ import concurrent.futures
 import logging
 import threading
 import uuid
+from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .base import (Destination, DestinationError, Outcome, SendItem, describe_oserror, register,
-                   setting_int, setting_str)
-from .http import Client, RequestFailed, Response
+from .base import (
+    Config,
+    Destination,
+    DestinationError,
+    Outcome,
+    SendItem,
+    SendResult,
+    describe_oserror,
+    register,
+    setting_int,
+    setting_str,
+)
+from .http import BodyPart, Client, RequestFailed, Response
 from .orthanc_rest import DIFFERENT_INSTANCE, TRANSIENT_HTTP, _without_group_lengths, uid_problems
+
+if TYPE_CHECKING:  # pragma: no cover - the libraries are imported when a session is opened
+    from dicomweb_client.api import DICOMwebClient
+    from google.auth.credentials import Credentials as GoogleCredentials
+
+#: (index in the batch, item) pairs
+Batch = list[tuple[int, SendItem]]
+#: (StudyInstanceUID, SeriesInstanceUID)
+SeriesKey = tuple[str, str]
+#: how a series' instances are listed (QIDO-RS or WADO-RS metadata): the SOP Instance UIDs
+#: each series lists among those asked about, or the failure that kept them from being read
+Listing = Callable[[Mapping[SeriesKey, set[str]]], tuple[dict[SeriesKey, set[str]], Outcome | None]]
 
 # dicomweb-client logs every search and retrieval with its UIDs at INFO: the original ones
 # when DEIDENTIFY is off. sendit logs images by batch index; only its warnings are kept.
@@ -105,7 +130,7 @@ WARNING_REASONS = {
 NOT_KEPT = "the DICOMweb server did not keep this instance"
 
 
-def dicomweb_settings(config: dict) -> tuple[str, str]:
+def dicomweb_settings(config: Config) -> tuple[str, str]:
     """(service root without a trailing slash, auth kind); DestinationError when wrong."""
     url = setting_str(config, "DICOMWEB_URL")
     if not url:
@@ -127,10 +152,10 @@ class Credentials:
     """The Authorization header of every request, for both HTTP stacks; Google's access
     token is refreshed when it expires (Application Default Credentials)."""
 
-    def __init__(self, config: dict, kind: str):
+    def __init__(self, config: Config, kind: str) -> None:
         self.kind = kind
         self.header: str | None = None
-        self._google = None
+        self._google: GoogleCredentials | None = None
         self._lock = threading.Lock()
         if kind == "basic":
             import base64
@@ -139,7 +164,7 @@ class Credentials:
         elif kind == "bearer":
             self.header = "Bearer " + str(config.get("DICOMWEB_TOKEN")).strip()
 
-    def headers(self) -> dict:
+    def headers(self) -> dict[str, str]:
         if self.kind == "google":
             return {"Authorization": "Bearer " + self._google_token()}
         return {"Authorization": self.header} if self.header else {}
@@ -158,23 +183,27 @@ class Credentials:
                 raise DestinationError("dicomweb: DICOMWEB_AUTH=google but no Application Default "
                                        "Credentials were found (GOOGLE_APPLICATION_CREDENTIALS)") from None
             except google.auth.exceptions.GoogleAuthError as exc:
-                raise RequestFailed(f"Google credentials could not be refreshed ({type(exc).__name__})")
-            return self._google.token
+                raise RequestFailed(f"Google credentials could not be refreshed ({type(exc).__name__})") from None
+            token = self._google.token
+            if not isinstance(token, str):  # refresh() leaves one
+                raise RequestFailed("Google credentials gave no access token")
+            return token
 
 
-def _values(element: dict | None) -> list:
+def _values(element: object) -> list[Any]:
+    """The values of a DICOM JSON element (none when it is not one)."""
     if not isinstance(element, dict):
         return []
     value = element.get("Value")
     return value if isinstance(value, list) else []
 
 
-def _first(dataset: dict, tag: str):
+def _first(dataset: Mapping[str, Any], tag: str) -> Any:
     values = _values(dataset.get(tag))
     return values[0] if values else None
 
 
-def stow_answer(response: Response) -> dict | None:
+def stow_answer(response: Response) -> dict[str, Any] | None:
     """The STOW-RS answer as DICOM JSON (a data set, or a list of one), None when it is not
     one (an error page, XML, nothing): the answer then names no instance."""
     try:
@@ -190,7 +219,7 @@ def stow_answer(response: Response) -> dict | None:
     return body
 
 
-def reason_text(code) -> str:
+def reason_text(code: Any) -> str:
     try:
         code = int(code)
     except (TypeError, ValueError):
@@ -232,17 +261,17 @@ def library_failure(what: str, exc: Exception) -> Outcome:
 class DicomWeb(Destination):
     name = "dicomweb"
 
-    def __init__(self, config: dict):
+    def __init__(self, config: Config) -> None:
         super().__init__(config)
         self.url, self.auth_kind = dicomweb_settings(config)
         self.per_request = max(1, setting_int(config, "DICOMWEB_INSTANCES_PER_REQUEST", 25))
         self.credentials = Credentials(config, self.auth_kind)
         self.http: Client | None = None
-        self.web = None                      # dicomweb_client.DICOMwebClient
+        self.web: DICOMwebClient | None = None
         self._not_listed: dict[int, int] = {}   # index -> times stored but not listed
 
     # -- sessions ----------------------------------------------------------------------------
-    def _web_client(self):
+    def _web_client(self) -> DICOMwebClient:
         import requests
         from dicomweb_client.api import DICOMwebClient
 
@@ -266,6 +295,20 @@ class DicomWeb(Destination):
         if self.web is None:
             self.web = self._web_client()
 
+    @property
+    def http_client(self) -> Client:
+        """The HTTP session open() opened (STOW-RS)."""
+        if self.http is None:
+            raise RuntimeError("dicomweb: no HTTP session: open() was not called")
+        return self.http
+
+    @property
+    def web_client(self) -> DICOMwebClient:
+        """The dicomweb-client session open() opened (QIDO-RS, WADO-RS)."""
+        if self.web is None:
+            raise RuntimeError("dicomweb: no DICOMweb session: open() was not called")
+        return self.web
+
     def close(self) -> None:
         if self.http is not None:
             self.http.close()
@@ -277,12 +320,13 @@ class DicomWeb(Destination):
                 pass
             self.web = None
 
-    def send_batch(self, items, heartbeat=None, on_wait=None):
+    def send_batch(self, items: list[SendItem], heartbeat: Callable[[], object] | None = None,
+                   on_wait: Callable[[str, float], object] | None = None) -> list[SendResult]:
         self._not_listed = {}
         return super().send_batch(items, heartbeat, on_wait)
 
     # -- one round ---------------------------------------------------------------------------
-    def send_round(self, batch):
+    def send_round(self, batch: Batch) -> dict[int, Outcome]:
         outcomes: dict[int, Outcome] = {}
         series = self._by_series(batch)
         sizes, failure = self._series_sizes(series)
@@ -291,7 +335,8 @@ class DicomWeb(Destination):
                                             if sizes.get(key) != 0})
         if failure is not None:
             return {i: failure for i, _ in batch}
-        to_send, to_compare = [], []
+        to_send: Batch = []
+        to_compare: Batch = []
         for i, item in batch:
             (to_compare if item.sop_instance_uid in stored.get(_series_key(item), ()) else
              to_send).append((i, item))
@@ -306,19 +351,19 @@ class DicomWeb(Destination):
         # find (QIDO-RS costs Orthanc about twice as much per instance listed).
         sending = self._by_series(to_send)
         by_metadata = {key for key, uids in sending.items()
-                       if sizes.get(key) is not None and sizes[key] <= len(uids)}
+                       if (size := sizes.get(key)) is not None and size <= len(uids)}
         outcomes.update(self._stow_all(to_send, counts, by_metadata))
         return outcomes
 
     @staticmethod
-    def _by_series(batch) -> dict[tuple[str, str], set[str]]:
+    def _by_series(batch: Iterable[tuple[int, SendItem]]) -> dict[SeriesKey, set[str]]:
         """The SOP Instance UIDs of the batch, by (study, series)."""
         series: dict[tuple[str, str], set[str]] = {}
         for _, item in batch:
             series.setdefault(_series_key(item), set()).add(item.sop_instance_uid)
         return series
 
-    def _series_sizes(self, series) -> tuple[dict[tuple[str, str], int | None], Outcome | None]:
+    def _series_sizes(self, series: Iterable[SeriesKey]) -> tuple[dict[tuple[str, str], int | None], Outcome | None]:
         """How many instances each series holds on the server (QIDO-RS at the series level,
         NumberOfSeriesRelatedInstances): 0 for a series the server does not have, None when
         its answer does not say; or the failure that kept them from being read."""
@@ -326,7 +371,7 @@ class DicomWeb(Destination):
         what = "QIDO-RS GET /studies/{uid}/series"
         for study, serie in series:
             try:
-                found = self.web.search_for_series(
+                found = self.web_client.search_for_series(
                     study_instance_uid=study, search_filters={"SeriesInstanceUID": serie},
                     fields=[SERIES_UID, SERIES_SIZE])
             except Exception as exc:
@@ -342,7 +387,7 @@ class DicomWeb(Destination):
                 sizes[(study, serie)] = 0 if all(_first(d, SERIES_UID) for d in found) else None
         return sizes, None
 
-    def _listed(self, series) -> tuple[dict[tuple[str, str], set[str]], Outcome | None]:
+    def _listed(self, series: Mapping[SeriesKey, set[str]]) -> tuple[dict[tuple[str, str], set[str]], Outcome | None]:
         """Which of these SOP Instance UIDs each series lists (QIDO-RS instance searches for
         the UIDs themselves, UIDS_PER_SEARCH at a time: the server's work grows with the
         instances asked about, not with the series), with its study and series UIDs checked;
@@ -362,7 +407,7 @@ class DicomWeb(Destination):
                 offset = 0
                 while True:
                     try:
-                        page = self.web.search_for_instances(
+                        page = self.web_client.search_for_instances(
                             study_instance_uid=study, series_instance_uid=serie,
                             fields=[STUDY_UID, SERIES_UID, SOP_UID], offset=offset or None,
                             search_filters={"SOPInstanceUID": ",".join(chunk)})
@@ -378,7 +423,7 @@ class DicomWeb(Destination):
             listed[(study, serie)] = seen & wanted
         return listed, None
 
-    def _metadata_listed(self, series) -> tuple[dict[tuple[str, str], set[str]], Outcome | None]:
+    def _metadata_listed(self, series: Mapping[SeriesKey, set[str]]) -> tuple[dict[tuple[str, str], set[str]], Outcome | None]:
         """As _listed, from one WADO-RS series metadata request per series: the instances
         whose metadata carries this study's and this series' UIDs. A series whose metadata
         cannot be had (any error: a server without it, a 404 for a series not there yet, a
@@ -386,7 +431,7 @@ class DicomWeb(Destination):
         listed: dict[tuple[str, str], set[str]] = {}
         for (study, serie), wanted in series.items():
             try:
-                metadata = self.web.retrieve_series_metadata(study, serie)
+                metadata = self.web_client.retrieve_series_metadata(study, serie)
             except Exception:
                 metadata = None
             if not isinstance(metadata, list):
@@ -407,7 +452,7 @@ class DicomWeb(Destination):
         import pydicom
         what = "WADO-RS GET /studies/{uid}/series/{uid}/instances/{uid}"
         try:
-            stored = self.web.retrieve_instance(item.study_instance_uid, item.series_instance_uid,
+            stored = self.web_client.retrieve_instance(item.study_instance_uid, item.series_instance_uid,
                                                 item.sop_instance_uid,
                                                 media_types=(("application/dicom", "*"),))
         except Exception as exc:
@@ -425,8 +470,8 @@ class DicomWeb(Destination):
             return Outcome.success(item.sop_instance_uid, already_stored=True)
         return Outcome.failed(f"dicomweb: {DIFFERENT_INSTANCE}")
 
-    def _stow_all(self, batch, counts: dict[str, int],
-                  by_metadata: set[tuple[str, str]] = frozenset()) -> dict[int, Outcome]:
+    def _stow_all(self, batch: Batch, counts: dict[str, int],
+                  by_metadata: AbstractSet[SeriesKey] = frozenset()) -> dict[int, Outcome]:
         """STOW-RS requests over SEND_WORKERS threads: enough requests to keep every worker
         busy, none with more than DICOMWEB_INSTANCES_PER_REQUEST instances, and no two items
         with one SOP Instance UID in one request (the answer names instances by that UID).
@@ -451,7 +496,8 @@ class DicomWeb(Destination):
             requests_[slot].append((i, item))
             uids[slot].add(item.sop_instance_uid)
         pieces = [members for members in requests_ if members]
-        stop, cause = threading.Event(), []
+        stop = threading.Event()
+        cause: list[Outcome] = []
         outcomes: dict[int, Outcome] = {}
         lock = threading.Lock()
         # by_metadata series: requests not answered yet, and the members answered so far
@@ -462,7 +508,7 @@ class DicomWeb(Destination):
                 waiting[key] = waiting.get(key, 0) + 1
                 held.setdefault(key, [])
 
-        def one(members) -> None:
+        def one(members: Batch) -> None:
             # As Destination.parallel: once a request meets a dead or refusing destination,
             # the requests not started yet are not attempted.
             if stop.is_set():
@@ -476,7 +522,7 @@ class DicomWeb(Destination):
                 outcomes.update(got)
             self._verify([m for m in members if _series_key(m[1]) not in by_metadata],
                          outcomes, counts, self._listed)
-            ready = []
+            ready: list[SeriesKey] = []
             with lock:
                 for key in {_series_key(item) for _, item in members} & set(by_metadata):
                     held[key] += [m for m in members if _series_key(m[1]) == key]
@@ -505,7 +551,8 @@ class DicomWeb(Destination):
         what = "STOW-RS POST /studies"
         boundary = uuid.uuid4().hex
         part = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-        files, body = [], []
+        files: list[BinaryIO] = []
+        body: list[BodyPart] = []
         try:
             for _, item in members:
                 f = open(item.path, "rb")
@@ -514,7 +561,7 @@ class DicomWeb(Destination):
             body.append(f"--{boundary}--\r\n".encode())
             headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
                        "Accept": "application/dicom+json", **self.credentials.headers()}
-            r = self.http.post(self.url + "/studies", data=body, headers=headers, timeout=self.timeout)
+            r = self.http_client.post(self.url + "/studies", data=body, headers=headers, timeout=self.timeout)
         except OSError as exc:
             if len(members) > 1:   # which file? each alone says
                 return {i: out for m in members for i, out in self._stow([m]).items()}
@@ -524,8 +571,8 @@ class DicomWeb(Destination):
             out = Outcome.retry(f"dicomweb: {exc.reason} on {what}", unreachable=True)
             return {i: out for i, _ in members}
         finally:
-            for f in files:
-                f.close()
+            for opened in files:
+                opened.close()
         answer = stow_answer(r) if r.status_code in (200, 202, 400, 409) else None
         if answer is None:
             if r.status_code in (200, 202):   # stored, without a DICOM JSON answer: verified after
@@ -541,15 +588,16 @@ class DicomWeb(Destination):
             return {i: out for i, _ in members}
         return self._read_answer(members, answer, r.status_code)
 
-    def _read_answer(self, members, answer: dict, code: int) -> dict[int, Outcome]:
-        referenced, failed = {}, {}
+    def _read_answer(self, members: Batch, answer: dict[str, Any], code: int) -> dict[int, Outcome]:
+        referenced: dict[object, Any] = {}  # SOP Instance UID -> WarningReason
+        failed: dict[object, Any] = {}  # SOP Instance UID -> FailureReason
         for entry in _values(answer.get(REFERENCED_SOP_SEQUENCE)):
             if isinstance(entry, dict):
                 referenced[_first(entry, REFERENCED_SOP_INSTANCE_UID)] = _first(entry, WARNING_REASON)
         for entry in _values(answer.get(FAILED_SOP_SEQUENCE)):
             if isinstance(entry, dict):
                 failed[_first(entry, REFERENCED_SOP_INSTANCE_UID)] = _first(entry, FAILURE_REASON)
-        outcomes = {}
+        outcomes: dict[int, Outcome] = {}
         for i, item in members:
             uid = item.sop_instance_uid
             if uid in failed:
@@ -573,8 +621,8 @@ class DicomWeb(Destination):
                 outcomes[i] = Outcome.success(uid)   # not named, not refused: verified below
         return outcomes
 
-    def _verify(self, members, outcomes: dict[int, Outcome], counts: dict[str, int],
-                listing) -> None:
+    def _verify(self, members: Batch, outcomes: dict[int, Outcome], counts: dict[str, int],
+                listing: Listing) -> None:
         """Every instance a request stored must be listed by its series (`listing`: QIDO-RS
         or WADO-RS metadata), with its study, series and SOP Instance UIDs; items sharing
         UIDs are compared with the one kept. Updates `outcomes` in place."""
@@ -613,7 +661,7 @@ class DicomWeb(Destination):
         try:
             web.search_for_studies(limit=1, fields=[STUDY_UID])
         except Exception as exc:
-            return False, library_failure(what, exc).error
+            return False, library_failure(what, exc).error or ""
         finally:
             web._session.close()
         return True, f"DICOMweb server reachable at {self.url}"
