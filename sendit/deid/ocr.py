@@ -28,6 +28,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -60,6 +61,10 @@ _CONFUSED = str.maketrans({"o": "0", "i": "1", "l": "1", "|": "1", "!": "1",
 _NOT_ALNUM = re.compile(r"[^0-9a-z]+")
 
 
+#: a box x0, y0, x1, y1 (half-open), in pixels
+Box = tuple[int, int, int, int]
+
+
 @dataclass(frozen=True)
 class OcrOptions:
     """``DEID_OCR_MODALITIES`` and ``DEID_OCR_SCRUB``, for :func:`sendit.deid.files.deidentify_file`."""
@@ -67,7 +72,7 @@ class OcrOptions:
     modalities: tuple[str, ...] = DEFAULT_MODALITIES
     scrub: str = "identifying"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.scrub not in SCRUB_MODES:
             raise ValueError(f"DEID_OCR_SCRUB is one of {', '.join(SCRUB_MODES)}, not {self.scrub!r}")
 
@@ -77,7 +82,7 @@ class TextUndecided(Exception):
 
     ``record`` is :meth:`OcrDecision.record` (counts and boxes, never text)."""
 
-    def __init__(self, reason: str, record: dict):
+    def __init__(self, reason: str, record: dict[str, Any]) -> None:
         super().__init__(reason)
         self.reason = reason
         self.record = record
@@ -91,8 +96,8 @@ class TextBox:
     box: tuple[int, int, int, int]
     text: str
     confidence: float
-    line: tuple = ()  # words of one line share it
-    region: tuple | None = None  # the box of the line of text it was read in (blanked whole)
+    line: tuple[int, ...] = ()  # words of one line share it
+    region: Box | None = None  # the box of the line of text it was read in (blanked whole)
 
 
 @dataclass
@@ -104,12 +109,12 @@ class OcrDecision:
     undecided: list[TextBox] = field(default_factory=list)
     hold: str | None = None
 
-    def regions(self, rows: int, columns: int) -> list:
+    def regions(self, rows: int, columns: int) -> list[tuple[int, Box]]:
         """The boxes to blank as :mod:`sendit.deid.pixels` regions, padded to take in the
         edges of the letters (Tesseract's boxes are tight, anti-aliasing is not)."""
         return [(0, padded(_union(box.box, box.region), rows, columns)) for box in self.blank]
 
-    def record(self) -> dict:
+    def record(self) -> dict[str, Any]:
         """What is recorded of this image (its page, the batch's de-identification record):
         counts and boxes as [frame, x0, y0, x1, y1], never text."""
         return {
@@ -122,7 +127,7 @@ class OcrDecision:
         }
 
 
-def _union(box, region):
+def _union(box: Box, region: Box | None) -> Box:
     if region is None:
         return box
     return (min(box[0], region[0]), min(box[1], region[1]), max(box[2], region[2]), max(box[3], region[3]))
@@ -206,7 +211,7 @@ def tessdata() -> str:
     raise RuntimeError("Tesseract's English model (eng.traineddata) is not installed: apt-get install tesseract-ocr-eng")
 
 
-def _api():
+def _api() -> Any:
     """One Tesseract engine per thread, loaded once (loading the model costs ~100 ms)."""
     api = getattr(_local, "api", None)
     if api is None:
@@ -246,7 +251,7 @@ class Line:
     polarity: str
 
 
-def _filter(a: np.ndarray, k: int, op) -> np.ndarray:
+def _filter(a: np.ndarray, k: int, op: np.ufunc) -> np.ndarray:
     """A k x k minimum or maximum filter (``op``: np.minimum / np.maximum), separable, edges repeated."""
     pad = k // 2
     rows, columns = a.shape
@@ -423,7 +428,7 @@ def read_frame(grey: np.ndarray, frame: int = 0, invert: bool = True) -> list[Te
         image = Image.fromarray(crop)
         if scale > 1:
             image = image.resize((max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
-                                 Image.BICUBIC)
+                                 Image.Resampling.BICUBIC)
         words = _read_line(api, image, frame, number, line, left, top, scale)
         if not words or max(w.confidence for w in words) < CONFIDENT:
             # doubtful: read once more, binarized at its own threshold (Otsu), and keep the
@@ -438,7 +443,7 @@ def read_frame(grey: np.ndarray, frame: int = 0, invert: bool = True) -> list[Te
     return _merge(_one_polarity(found, lines))
 
 
-def _read_line(api, image, frame: int, number: int, line: Line, left: int, top: int, scale: float) -> list[TextBox]:
+def _read_line(api: Any, image: Any, frame: int, number: int, line: Line, left: int, top: int, scale: float) -> list[TextBox]:
     """The words Tesseract reads in one line's image, their boxes back in the frame."""
     from tesserocr import RIL, iterate_level
 
@@ -535,13 +540,13 @@ def _merge(words: list[TextBox]) -> list[TextBox]:
     return sorted(grouped, key=lambda w: (w.line, w.box[0]))
 
 
-def _covered(a, b) -> float:
+def _covered(a: Sequence[int], b: Sequence[int]) -> float:
     """The share of box ``a`` that box ``b`` covers."""
     width = min(a[2], b[2]) - max(a[0], b[0])
     height = min(a[3], b[3]) - max(a[1], b[1])
     if width <= 0 or height <= 0:
         return 0.0
-    return width * height / ((a[2] - a[0]) * (a[3] - a[1]) or 1)
+    return float(width * height / ((a[2] - a[0]) * (a[3] - a[1]) or 1))
 
 
 def read_image(ds: Dataset, invert: bool = True) -> list[TextBox]:
@@ -561,7 +566,7 @@ class Pattern:
     edits: int  # how many edits (OCR errors) a match may have
 
 
-def patterns(needles: Iterable) -> list[Pattern]:
+def patterns(needles: Iterable[Sequence[Any]]) -> list[Pattern]:
     """The forms a screen shows the identifying values in (see the module docstring).
 
     ``needles`` are :class:`sendit.deid.proof.Needle` (or (value, kind, ..., is_date,
@@ -656,7 +661,7 @@ def decide(words: Sequence[TextBox], forms: Sequence[Pattern], scrub: str = "ide
     decision = OcrDecision(boxes=list(words))
     blank: set[int] = set()
     near: set[int] = set()
-    lines: dict[tuple, list[int]] = {}
+    lines: dict[tuple[int, ...], list[int]] = {}
     for index, word in enumerate(words):
         lines.setdefault(word.line or (word.frame, index), []).append(index)
     for members in lines.values():
@@ -699,6 +704,6 @@ def decide(words: Sequence[TextBox], forms: Sequence[Pattern], scrub: str = "ide
     return decision
 
 
-def ocr_image(ds: Dataset, needles: Iterable, scrub: str = "identifying") -> OcrDecision:
+def ocr_image(ds: Dataset, needles: Iterable[Sequence[Any]], scrub: str = "identifying") -> OcrDecision:
     """Read every frame of ``ds`` and decide (``needles``: the input's identifying values)."""
     return decide(read_image(ds), patterns(needles), scrub)
