@@ -26,14 +26,17 @@ emptied before each run; all against the same Orthanc process (one build, its DI
 loaded for every case). A case's ratio is the median over the rounds of its rate divided by
 the reference's rate in the same round (paired, so a busy moment of a shared machine weighs
 on both); the reference is the (a) case with the best median rate. Also printed: the median
-and best rates, and the Orthanc process's CPU per image (median, from /proc), which a busy
-machine disturbs less than wall time.
+and best rates, and the CPU per image (median) of the Orthanc process (from /proc) and of
+the client (this process, which runs every case's sender), which a busy machine disturbs
+less than wall time; their total against the reference's is what the ratio would be were
+both bound by the 2 CPUs.
 """
 
 import argparse
 import concurrent.futures
 import http.client
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -118,8 +121,15 @@ def orthanc_cpu(orthanc) -> float | None:
         return None
 
 
+def own_cpu() -> float:
+    """Seconds of CPU this process (the sending client, every thread) has used."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(orthanc, paths, items, args) -> dict:
-    """{case: [(images/s, Orthanc CPU s/image or None) per round]}, interleaved rounds."""
+    """{case: [(images/s, Orthanc CPU s/image or None, client CPU s/image) per round]},
+    interleaved rounds."""
     def sendit(config):
         [dest] = get_destinations(config)
 
@@ -153,29 +163,43 @@ def measure(orthanc, paths, items, args) -> dict:
     for _ in range(args.repeat):
         for name, run in cases.items():
             orthanc.clear()
-            cpu = orthanc_cpu(orthanc)
+            cpu, mine = orthanc_cpu(orthanc), own_cpu()
             seconds = run()
-            after = orthanc_cpu(orthanc)
+            after, mine = orthanc_cpu(orthanc), own_cpu() - mine
             assert len(orthanc.instances()) == args.n, f"{name}: not every image was stored"
             rounds[name].append((args.n / seconds,
-                                 None if cpu is None or after is None else (after - cpu) / args.n))
+                                 None if cpu is None or after is None else (after - cpu) / args.n,
+                                 mine / args.n))
     return rounds
 
 
 def report(rounds: dict, args) -> None:
-    median = {name: statistics.median(r for r, _ in runs) for name, runs in rounds.items()}
+    median = {name: statistics.median(r[0] for r in runs) for name, runs in rounds.items()}
     reference = max((name for name in rounds if name.startswith("(a)")), key=median.get)
-    print(f"  {'case':<38}{'median':>9}{'best':>8}  {'ratio (median, range)':<24}Orthanc CPU/image")
+
+    def cpu(runs):
+        """Median CPU per image (Orthanc, client), None without /proc."""
+        server = [r[1] for r in runs if r[1] is not None]
+        if not server:
+            return None
+        return statistics.median(server), statistics.median(r[2] for r in runs)
+
+    ref_cpu = cpu(rounds[reference])
+    print(f"  {'case':<38}{'median':>9}{'best':>8}  {'ratio (median, range)':<24}"
+          "CPU/image: Orthanc + client = total (ratio)")
     for name, runs in rounds.items():
-        rates = [r for r, _ in runs]
-        ratios = sorted(r / ref for (r, _), (ref, _) in zip(runs, rounds[reference]))
-        cpus = [c for _, c in runs if c is not None]
+        rates = [r[0] for r in runs]
+        ratios = sorted(r[0] / ref[0] for r, ref in zip(runs, rounds[reference]))
         ratio = ("reference" if name == reference else
                  f"{statistics.median(ratios):.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})")
-        cpu = f"{statistics.median(cpus) * 1000:.2f} ms" if cpus else "-"
-        print(f"  {name:<38}{median[name]:7.1f}/s{max(rates):6.1f}/s  {ratio:<24}{cpu}")
+        used = cpu(runs)
+        cpu_text = "-" if used is None else (
+            f"{used[0] * 1000:.2f} + {used[1] * 1000:.2f} = {sum(used) * 1000:.2f} ms"
+            + ("" if name == reference else f" ({sum(ref_cpu) / sum(used):.2f}x)"))
+        print(f"  {name:<38}{median[name]:7.1f}/s{max(rates):6.1f}/s  {ratio:<24}{cpu_text}")
     print(f"  reference: {reference}, {len(rounds[reference])} interleaved rounds; ratio = median "
-          "over the rounds of rate / reference rate in the same round")
+          "over the rounds of rate / reference rate in the same round; CPU ratio = reference's "
+          "total CPU per image / the case's (what the ratio would be with both bound by CPU)")
     print("  what each includes:")
     for letter, text in INCLUDES.items():
         if any(name.startswith(letter) for name in rounds):
