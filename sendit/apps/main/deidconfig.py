@@ -2,11 +2,15 @@
 import hashlib
 import hmac
 from collections.abc import MutableMapping
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
 from sendit.apps.main.models import LocalIdentifier
 from sendit.deid.identifiers import DasherClient, LocalProvider
+
+if TYPE_CHECKING:  # pragma: no cover - the recipe module is imported when a site has a recipe
+    from sendit.deid.recipe import Recipe
 
 # Domain of the table's keyed hash, apart from the provider's own (which makes pseudonyms).
 ROW_KEY_PREFIX = "sendit.local-identifier:"
@@ -78,7 +82,7 @@ def deid_options():
     )
 
 
-_RECIPES = {}
+_RECIPES: dict[str, "Recipe"] = {}  # STUDY_DEID -> the recipe it names, parsed
 
 
 def site_recipe():

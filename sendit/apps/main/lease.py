@@ -45,8 +45,8 @@ def is_handover(owner: str) -> bool:
 def holder_is_dead(owner: str) -> bool:
     """True only when the lease's holder is provably a dead process of this machine."""
     try:
-        machine, pid, _ = owner.split(":")
-        pid = int(pid)
+        machine, pid_text, _ = owner.split(":")
+        pid = int(pid_text)
     except ValueError:
         return False
     if machine != machine_id() or pid == os.getpid():

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from sendit.apps.main.importer import is_finished_name
@@ -69,11 +70,11 @@ class FolderWatcher(FileSystemEventHandler):
         self.settle = settle
         self.polling = polling
         self.poll_interval = poll_interval
-        self.pending = {}  # top-level folder name -> time it last changed
-        self.queued = set()
+        self.pending: dict[str, float] = {}  # top-level folder name -> time it last changed
+        self.queued: set[str] = set()
         self.lock = threading.Lock()
         self.wake = threading.Event()  # set when a folder is ready now: tick at once
-        self.observer = None
+        self.observer: BaseObserver | None = None
 
     # -- events -------------------------------------------------------------
     def _where(self, path):
@@ -191,9 +192,9 @@ class FolderWatcher(FileSystemEventHandler):
     def start(self):
         self.root.mkdir(parents=True, exist_ok=True)
         observer_class = PollingObserver if self.polling else Observer
-        self.observer = observer_class(timeout=self.poll_interval) if self.polling else observer_class()
-        self.observer.schedule(self, str(self.root), recursive=False)
-        self.observer.start()
+        self.observer = observer = observer_class(timeout=self.poll_interval) if self.polling else observer_class()
+        observer.schedule(self, str(self.root), recursive=False)
+        observer.start()
         logger.info("watching %s (%s)", self.root, "polling" if self.polling else "inotify")
         self.scan()
 
