@@ -287,9 +287,9 @@ class Config:
 
 
 #: Every concern, in the order of Config's fields.
-CONCERNS: tuple[type, ...] = tuple(get_type_hints(Config)[f.name] for f in fields(Config))
+CONCERNS: tuple[type[Any], ...] = tuple(get_type_hints(Config)[f.name] for f in fields(Config))
 #: The concerns sendit.storage is handed (sendit.storage.get_destinations).
-STORAGE_CONCERNS: tuple[type, ...] = (Orthanc, Dicomweb, Google, Sending)
+STORAGE_CONCERNS: tuple[type[Any], ...] = (Orthanc, Dicomweb, Google, Sending)
 
 
 def env_name(field_name: str) -> str:

@@ -7,12 +7,14 @@ defaults. Importing this module writes nothing (sendit.config.prepare makes the 
 """
 import importlib
 from pathlib import Path
+from types import ModuleType
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from sendit import config as _config
 
+_site_secrets: ModuleType | None
 try:  # the site's secrets.py (bogus_secrets.py shows its layout), when there is one
     _site_secrets = importlib.import_module("sendit.settings.secrets")
 except ModuleNotFoundError as exc:
@@ -54,7 +56,7 @@ def weak_secret(value: str, minimum: int) -> str | None:
 
 def refuse_weak_secrets() -> None:
     """Stop a node with DEBUG off before it runs on a guessable secret (docs/security.md)."""
-    named = [("SECRET_KEY", SECRET_KEY), ("DEID_SECRET", DEID_SECRET)]  # noqa: F821 (from CONFIG)
+    named = [("SECRET_KEY", CONFIG.web.secret_key), ("DEID_SECRET", CONFIG.deid.deid_secret)]
     if CONFIG.web.lockdown_enabled:
         named += [("LOCKDOWN_PASSWORDS", p) for p in LOCKDOWN_PASSWORDS]
     named += [("API_TOKENS", t) for t in API_TOKENS]
@@ -174,7 +176,7 @@ CACHES = {"default": cache_from_url(
     or "file://" + str(Path(VAR_DIR) / "cache"))}
 
 # Celery: tasks take ids, acknowledge late, and are safe to run twice.
-if CELERY_BROKER_URL.startswith("filesystem://"):  # noqa: F821 (from CONFIG)
+if CONFIG.pipeline.celery_broker_url.startswith("filesystem://"):
     _broker_dir = Path(VAR_DIR) / "broker"  # made by sendit.config.prepare
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir),
@@ -211,7 +213,7 @@ LOGGING = {
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]},
         "file": {"class": "logging.handlers.RotatingFileHandler", "formatter": "plain", "filters": ["redact"],
-                 "filename": str(Path(LOG_DIR) / "sendit.log"), "maxBytes": 10 * 1024 * 1024, "backupCount": 5},
+                 "filename": str(Path(CONFIG.operations.log_dir) / "sendit.log"), "maxBytes": 10 * 1024 * 1024, "backupCount": 5},
         "mail_admins": {"level": "ERROR", "class": "sendit.redact.AdminMailHandler"},
     },
     "root": {"handlers": ["console", "file"], "level": "WARNING"},
@@ -241,7 +243,7 @@ ADMINS = [
 ]
 
 # Server errors to Sentry (the original sendit's Opbeat is gone): no PII, scrubbed before sending.
-if SENTRY_DSN:  # noqa: F821 (from CONFIG)
+if CONFIG.operations.sentry_dsn:
     import sentry_sdk
     from sentry_sdk.integrations.celery import CeleryIntegration
     from sentry_sdk.integrations.django import DjangoIntegration
@@ -249,7 +251,7 @@ if SENTRY_DSN:  # noqa: F821 (from CONFIG)
     from sendit.redact import scrub_sentry_event
 
     sentry_sdk.init(
-        dsn=SENTRY_DSN, integrations=[DjangoIntegration(), CeleryIntegration()],
+        dsn=CONFIG.operations.sentry_dsn, integrations=[DjangoIntegration(), CeleryIntegration()],
         send_default_pii=False, include_local_variables=False, max_request_body_size="never",
         before_send=scrub_sentry_event, environment=CONFIG.operations.sentry_environment,
     )

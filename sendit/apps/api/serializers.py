@@ -76,7 +76,7 @@ class ImageSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Image
-        fields = ["id", "batch", "status", "state", "uid", "deidentified", "destinations", "flagged",
+        fields = ["id", "batch", "status", "state", "uid", "deidentified", "destinations", "hold", "flagged",
                   "add_date", "modify_date", "url"]
 
     def _deidentified(self, image):

@@ -17,7 +17,7 @@ from rest_framework.request import Request
 
 from sendit.apps.api.params import boolean, choice, choice_schema, integer, integer_schema, query_value
 from sendit.apps.api.serializers import BatchSerializer, ImageSerializer
-from sendit.apps.main.models import BATCH_STATUS, IMAGE_STATUS, Batch, Image
+from sendit.apps.main.models import BATCH_STATUS, IMAGE_STATUS, Batch, Hold, Image
 
 BATCH_STATUSES = [c for c, _ in BATCH_STATUS]
 IMAGE_STATUSES = [c for c, _ in IMAGE_STATUS]
@@ -41,7 +41,7 @@ ERRORS = {
 ID = OpenApiParameter("id", integer_schema(), OpenApiParameter.PATH)
 # The lockdown middleware is the gate (DRF's own permission is AllowAny, which drf-spectacular
 # would publish as "no authentication needed"): a token, or the site's password session.
-AUTH = [{"Token": []}]
+AUTH: Any = [{"Token": []}]  # drf-spectacular takes security requirement objects too
 
 
 def _schema(serializer: type[serializers.Serializer], list_parameters: list[OpenApiParameter]) -> Any:
@@ -131,7 +131,7 @@ class ImageViewSet(_ReadOnly):
             queryset = queryset.filter(status=status)
         flagged = self.query("flagged", boolean)
         if flagged is not None:
-            queryset = queryset.exclude(flagged="") if flagged else queryset.filter(flagged="")
+            queryset = queryset.exclude(hold=Hold.NONE) if flagged else queryset.filter(hold=Hold.NONE)
         return queryset
 
 

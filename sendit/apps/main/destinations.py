@@ -67,7 +67,7 @@ def _last_deliveries(names: list[str]) -> dict[str, datetime.datetime]:
 
 def destinations_card() -> list[dict]:
     """[{name, label, up, since, last_delivery, waiting}] for the dashboard."""
-    from sendit.apps.main.models import Image
+    from sendit.apps.main.models import Hold, Image
     from sendit.apps.ops.checks import destinations_health
 
     names = configured()
@@ -75,7 +75,7 @@ def destinations_card() -> list[dict]:
         return []
     health = destinations_health()
     last = _last_deliveries(names)
-    ready = Image.objects.filter(status="DONEPROCESSING", flagged="")
+    ready = Image.objects.filter(status="DONEPROCESSING", hold=Hold.NONE)
     card = []
     for name in names:
         up = bool(health.get(name, False))

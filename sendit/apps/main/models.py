@@ -26,6 +26,14 @@ class BatchStatus(models.TextChoices):
     DONE = "DONE", "The batch is done, and images are ready for cleanup."
 
 
+class Hold(models.TextChoices):
+    """Why an image is held back from sending (its flag says it in words)."""
+
+    NONE = "", "Not held: it may be sent."
+    BURNED_IN = "burned_in", "Burned-in text suspected: a filter rule or the header holds it for review."
+    DEID = "deid", "De-identification failed: its original is kept, it is not sent."
+
+
 # (value, description) pairs, as the API's schema and the metrics list them.
 IMAGE_STATUS = tuple(ImageStatus.choices)
 BATCH_STATUS = tuple(BatchStatus.choices)
@@ -161,7 +169,9 @@ class Image(models.Model):
     # A few fields of the de-identified header (UIDs, pseudonym, modality...) that the
     # send step needs; never a value of the input.
     header = models.JSONField(default=dict, blank=True)
-    # Why the image is held back (e.g. burned-in annotation); empty when it may be sent.
+    # Whether and why the image is held back (the state), and the reason in words for the
+    # pages (never a value of the input); both empty when it may be sent.
+    hold = models.CharField(max_length=16, choices=Hold.choices, default=Hold.NONE, blank=True, db_index=True)
     flagged = models.CharField(max_length=255, blank=True, default="")
     add_date = models.DateTimeField(auto_now_add=True)
     modify_date = models.DateTimeField(auto_now=True)

@@ -15,7 +15,7 @@ from typing import Any
 from django.conf import settings
 
 from sendit import config
-from sendit.apps.main.models import Batch, Image, ImageStatus
+from sendit.apps.main.models import Batch, Hold, Image, ImageStatus
 
 #: The steps, in the order a batch goes through them (also the keys of batch.log["steps"]).
 STEPS = ("import", "identifiers", "deidentify", "send", "cleanup")
@@ -27,7 +27,7 @@ METADATA_FIELDS = ("Modality", "BodyPartExamined", "SeriesDescription", "StudyDe
 # records these on the Image so that sending does not read every header again.
 SEND_FIELDS = ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID") + METADATA_FIELDS
 
-#: The marker that begins the flag of an image held by de-identification (its original kept).
+#: The words that begin the flag of an image de-identification holds (Hold.DEID), for people.
 HOLD = "de-identification failed"
 
 
@@ -67,9 +67,9 @@ def next_step(batch: Batch) -> tuple[str, tuple[Any, ...]] | None:
         return "import", (str(folder),)
     images = Image.objects.filter(batch=batch)
     waiting = images.filter(status__in=[ImageStatus.NEW, ImageStatus.PROCESSING])
-    if waiting.exclude(flagged__startswith=HOLD).exists():
+    if waiting.exclude(hold=Hold.DEID).exists():
         return "identifiers", (batch.id,)
-    if sending() and images.filter(status=ImageStatus.DONEPROCESSING, flagged="").exists():
+    if sending() and images.filter(status=ImageStatus.DONEPROCESSING, hold=Hold.NONE).exists():
         return "send", (batch.id,)
     if images.exists() and not images.exclude(status__in=[ImageStatus.SENT, ImageStatus.DONE]).exists():
         return "cleanup", (batch.id,)

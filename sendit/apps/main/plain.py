@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from sendit.apps.main.pipeline import HOLD
+from sendit.apps.main.models import Hold
 
 #: How a destination is named for people.
 DESTINATION_NAMES = {"orthanc": "Orthanc", "gcs": "Google Cloud Storage", "google": "Google Cloud Storage",
@@ -193,16 +193,18 @@ def _set_aside(errors: list[dict]) -> str | None:
     return f"{total} file{'s' if total != 1 else ''} set aside{where}: {detail}"
 
 
+#: Each kind of hold in a few words.
+HOLD_WORDS = {Hold.DEID: "de-identification failed", Hold.BURNED_IN: "burned-in text suspected"}
+
+
 def _held(flags: Counter) -> str | None:
-    """"Held for review: burned-in text suspected (4 images)" from the images' flags."""
+    """"Held for review: burned-in text suspected (4 images)" from the held images' counts by
+    kind of hold (Image.hold)."""
     if not flags:
         return None
     reasons: Counter = Counter()
-    for flag, n in flags.items():
-        if str(flag).startswith(HOLD):
-            reasons["de-identification failed"] += n
-        else:
-            reasons["burned-in text suspected"] += n
+    for hold, n in flags.items():
+        reasons[HOLD_WORDS.get(hold, HOLD_WORDS[Hold.BURNED_IN])] += n
     parts = [f"{why} ({n} image{'s' if n != 1 else ''})" for why, n in reasons.most_common()]
     return "Held for review: " + ", ".join(parts)
 
@@ -211,7 +213,7 @@ def plain_state(batch, flags: Counter | None = None, image_statuses: Counter | N
                 now: datetime.datetime | None = None) -> str:
     """The batch's state in one sentence (or a few joined by '; ').
 
-    `flags` counts the batch's held images by flag and `image_statuses` its images by status;
+    `flags` counts the batch's held images by kind of hold and `image_statuses` its images by status;
     :func:`batch_facts` reads both in two queries when they are not given.
     """
     if flags is None or image_statuses is None:
@@ -279,13 +281,13 @@ def plain_state(batch, flags: Counter | None = None, image_statuses: Counter | N
 
 
 def batch_facts(batch) -> tuple[Counter, Counter]:
-    """(held images by flag, images by status): what plain_state needs beyond the batch row."""
+    """(held images by kind of hold, images by status): what plain_state needs beyond the batch row."""
     from django.db.models import Count
 
     from sendit.apps.main.models import Image
 
     rows = Image.objects.filter(batch_id=batch.pk)
-    flags = Counter(dict(rows.exclude(flagged="").values_list("flagged").annotate(n=Count("id")).order_by()))
+    flags = Counter(dict(rows.exclude(hold=Hold.NONE).values_list("hold").annotate(n=Count("id")).order_by()))
     statuses = Counter(dict(rows.values_list("status").annotate(n=Count("id")).order_by()))
     return flags, statuses
 
@@ -296,10 +298,10 @@ def facts_of_many(batch_ids: list[int]) -> dict[int, tuple[Counter, Counter]]:
 
     from sendit.apps.main.models import Image
 
-    facts = {pk: (Counter(), Counter()) for pk in batch_ids}
+    facts: dict[int, tuple[Counter, Counter]] = {pk: (Counter(), Counter()) for pk in batch_ids}
     rows = Image.objects.filter(batch_id__in=batch_ids)
-    for pk, flag, n in rows.exclude(flagged="").values_list("batch_id", "flagged").annotate(n=Count("id")).order_by():
-        facts[pk][0][flag] += n
+    for pk, hold, n in rows.exclude(hold=Hold.NONE).values_list("batch_id", "hold").annotate(n=Count("id")).order_by():
+        facts[pk][0][hold] += n
     for pk, status, n in rows.values_list("batch_id", "status").annotate(n=Count("id")).order_by():
         facts[pk][1][status] += n
     return facts
@@ -308,7 +310,7 @@ def facts_of_many(batch_ids: list[int]) -> dict[int, tuple[Counter, Counter]]:
 def image_state(image) -> str:
     """An image's state in a few words, beside its seed status."""
     if image.flagged:
-        why = "de-identification failed" if str(image.flagged).startswith(HOLD) else "burned-in text suspected"
+        why = "de-identification failed" if image.hold == Hold.DEID else "burned-in text suspected"
         return f"Held for review: {why}"
     if image.status in ("NEW", "PROCESSING"):
         return "Waiting to be de-identified"

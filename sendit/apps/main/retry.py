@@ -6,8 +6,8 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
-from sendit.apps.main.models import Batch, Image
-from sendit.apps.main.pipeline import HOLD, queue, resume
+from sendit.apps.main.models import Batch, Hold, Image
+from sendit.apps.main.pipeline import queue, resume
 
 
 def set_aside_folders(batch):
@@ -42,7 +42,7 @@ def _burned_in_again(held):
         except Exception:  # unreadable: de-identification fails on it again, and holds it
             continue
         if reason:
-            Image.objects.filter(pk=pk).update(flagged=reason[:255])
+            Image.objects.filter(pk=pk).update(hold=Hold.BURNED_IN, flagged=reason[:255])
 
 
 def retry_batch(batch):
@@ -68,8 +68,8 @@ def retry_batch(batch):
         # Images held by de-identification (not proven, an identifying value in the output,
         # not recorded) are tried again from their originals; any that fail again are held
         # again, the others go on.
-        held = list(Image.objects.filter(batch=locked, flagged__startswith=HOLD).values_list("id", "image"))
-        Image.objects.filter(pk__in=[pk for pk, _ in held]).update(flagged="", status="PROCESSING")
+        held = list(Image.objects.filter(batch=locked, hold=Hold.DEID).values_list("id", "image"))
+        Image.objects.filter(pk__in=[pk for pk, _ in held]).update(hold=Hold.NONE, flagged="", status="PROCESSING")
     _burned_in_again(held)
     folders = []
     for folder in set_aside_folders(batch):

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from sendit.apps.main import actions, destinations, plain, settings_doc
 from sendit.apps.main.pipeline import step_order
 from sendit.redact import scrub, scrub_errors
-from sendit.apps.main.models import BATCH_STATUS, Batch, Image
+from sendit.apps.main.models import BATCH_STATUS, Batch, Hold, Image
 from sendit.apps.main.preview import Cleaning, PreviewError, header_rows, pixel_cleaning, render_png
 from sendit.apps.watcher import daemon
 
@@ -183,10 +183,11 @@ def _plain(text: str, names: list[str]) -> str:
 def _deid_counts(log: dict, names: list[str]) -> dict:
     """The batch's deid_record counts as (count, what) pairs: the images whose pixels each
     set of rules cleaned, and what the recipe could not do as written."""
-    record = log.get("deid_record") if isinstance(log.get("deid_record"), dict) else {}
+    found = log.get("deid_record")
+    record: dict = found if isinstance(found, dict) else {}
 
-    def pairs(counts):
-        counts = counts if isinstance(counts, dict) else {}
+    def pairs(given: object) -> list:
+        counts = given if isinstance(given, dict) else {}
         ordered = sorted(counts.items(), key=lambda kv: (-_int(kv[1]), kv[0]))  # most images first
         return [(n, _plain(what, names)) for what, n in ordered]
 
@@ -245,7 +246,7 @@ def batch_detail(request, batch_id):
         + [scrub(str(note)) for note in log.get("notes", [])],
         "retries": log.get("retries", 0),
         "can_retry": batch.has_error or batch.status != "DONE",
-        "can_resend": images.filter(status__in=["SENT", "DONEPROCESSING"], flagged="").exists(),
+        "can_resend": images.filter(status__in=["SENT", "DONEPROCESSING"], hold=Hold.NONE).exists(),
     }
     return render(request, "main/batch.html", context)
 

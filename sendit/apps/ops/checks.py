@@ -6,11 +6,13 @@ accepts and never answers costs that long, not its own timeout), only the parts 
 are checked, and the destinations' answer is kept in Django's cache for DESTINATIONS_TTL
 seconds, so a flood of requests costs one round of remote checks.
 """
+import functools
 import hashlib
 import hmac
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 from django.conf import settings
@@ -64,6 +66,11 @@ LOCAL_PARTS = ("database", "broker", "watcher")
 _destinations_lock = threading.Lock()
 
 
+def _check_ok(destination: Any) -> bool:
+    """Whether a destination answers (its check's first value)."""
+    return bool(destination.check()[0])
+
+
 def bounded(checks: dict[str, Callable[[], bool]], seconds: float = CHECK_SECONDS) -> dict[str, bool]:
     """Run the checks side by side, each in a daemon thread; one that raises, or has not
     answered after `seconds`, is not ok (its thread is left to end on its own timeout)."""
@@ -102,7 +109,7 @@ def destinations_health() -> dict[str, bool]:
             except Exception:
                 answer = {"destinations": False}
             else:
-                answer = bounded({d.name: (lambda d=d: d.check()[0]) for d in destinations})
+                answer = bounded({d.name: functools.partial(_check_ok, d) for d in destinations})
             cache.set(key, answer, DESTINATIONS_TTL)
     return answer
 

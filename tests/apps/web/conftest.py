@@ -6,7 +6,8 @@ import pytest
 from django.utils import timezone
 from pydicom.data import get_testdata_file
 
-from sendit.apps.main.models import Batch, Image
+from sendit.apps.main.models import Batch, Hold, Image
+from sendit.apps.main.pipeline import HOLD
 
 PASSWORD = "correct horse battery staple"
 TOKEN = "test-api-token-0123456789abcdefghijklmn"
@@ -29,8 +30,9 @@ def make_batch(settings, data_folder):
                 target = media / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(source if Path(str(source)).is_absolute() else get_testdata_file(source), target)
+            hold = (Hold.NONE if not flagged else Hold.DEID if flagged.startswith(HOLD) else Hold.BURNED_IN)
             Image.objects.create(batch=batch, uid=f"2.25.{1000 + i}", status=image_status, image=relative,
-                                 destinations=destinations or {}, flagged=flagged or "")
+                                 destinations=destinations or {}, hold=hold, flagged=flagged or "")
         return batch
 
     return make

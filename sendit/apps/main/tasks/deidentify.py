@@ -20,7 +20,7 @@ from django.utils import timezone
 from sendit.apps.main import pipeline
 from sendit.apps.main.deidconfig import deid_options
 from sendit.apps.main.bulk import update_rows
-from sendit.apps.main.models import BatchIdentifiers, Image
+from sendit.apps.main.models import BatchIdentifiers, Hold, Image
 from sendit.apps.main.pipeline import HOLD, SEND_FIELDS
 from sendit.apps.main.tasks.common import (
     crash_point, keep_lease, media_dir, media_path, relative_media, run_step, timed_step,
@@ -90,7 +90,7 @@ def _replace(batch):
         spares = []
         while True:
             chunk = list(Image.objects.filter(batch=batch, status="PROCESSING")
-                         .exclude(flagged__startswith=HOLD).order_by("id")[:CHUNK])
+                         .exclude(hold=Hold.DEID).order_by("id")[:CHUNK])
             if not chunk:
                 break
             done, holds = [], []  # (image, its original, its output); (image, reason, its output)
@@ -159,7 +159,7 @@ def _record(done, holds, held):
     holds = holds + [(image, hold_reason(exc), outputs[id(image)]) for image, exc in failed]
     by_flag = defaultdict(list)
     for image, reason, target in holds:
-        if image.flagged and not image.flagged.startswith(HOLD):
+        if image.hold == Hold.BURNED_IN:
             # Held back already (burned-in text): said too; retry_batch checks it again.
             by_flag[f"{reason}; also held back: {image.flagged}"[:255]].append(image.pk)
         else:
@@ -175,7 +175,7 @@ def _record(done, holds, held):
             Image.objects.filter(pk=image.pk).update(header=image.header)  # the boxes a person reviews
     for flag, pks in by_flag.items():
         # Only the flag: a refused image's other fields were set for a record that failed.
-        Image.objects.filter(pk__in=pks).update(flagged=flag, modify_date=now)
+        Image.objects.filter(pk__in=pks).update(hold=Hold.DEID, flagged=flag, modify_date=now)
     return [source for image, source, _ in done if id(image) not in refused]
 
 
@@ -204,7 +204,7 @@ def _note_record(batch, options, checked, proven, notes):
     """The batch's de-identification record: what was applied and checked, the holds, the
     images whose pixels a recipe's rules cleaned, and what the recipe could not do as written."""
     previous = batch.log.get("deid_record") or {}
-    holds = dict(Image.objects.filter(batch=batch, flagged__startswith=HOLD).order_by()
+    holds = dict(Image.objects.filter(batch=batch, hold=Hold.DEID).order_by()
                  .values("flagged").annotate(n=Count("id")).values_list("flagged", "n"))
     headers = list(Image.objects.filter(batch=batch).order_by("id").values_list("id", "header"))
     cleaned = Counter(header["cleaned"] for _, header in headers if header and header.get("cleaned"))

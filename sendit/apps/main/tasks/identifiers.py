@@ -4,7 +4,7 @@ from django.conf import settings
 
 from sendit.apps.main import pipeline
 from sendit.apps.main.deidconfig import get_provider
-from sendit.apps.main.models import BatchIdentifiers, Image
+from sendit.apps.main.models import BatchIdentifiers, Hold, Image
 from sendit.apps.main.tasks.common import logger, run_step, timed_step
 from sendit.deid.identifiers import IdentifierError, extract_identifiers
 
@@ -22,7 +22,7 @@ def get_identifiers(self, batch_id, lease=None):
 
 
 def _get_identifiers(batch):
-    todo = Image.objects.filter(batch=batch, status__in=["NEW", "PROCESSING"]).exclude(flagged__startswith=pipeline.HOLD)
+    todo = Image.objects.filter(batch=batch, status__in=["NEW", "PROCESSING"]).exclude(hold=Hold.DEID)
     if not todo.exists():
         logger.info("batch=%s step=identifiers nothing to do", batch.id)
         return None

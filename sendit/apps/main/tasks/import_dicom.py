@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 
 from sendit.apps.main import importer, pipeline
 from sendit.apps.main.deidconfig import site_recipe
-from sendit.apps.main.models import Batch, BatchIdentifiers, Image
+from sendit.apps.main.models import Batch, BatchIdentifiers, Hold, Image
 from sendit.apps.main.tasks.common import (
     crash_point, keep_lease, logger, media_dir, relative_media, run_step, timed_step,
 )
@@ -236,7 +236,8 @@ def _register(batch, folder, path, identities, pending, problems, seen, known_na
     seen.add(header.sop_uid)
     known_names.add(target.name)
     pending.append(Image(batch=batch, uid=header.sop_uid, image=relative_media(target),
-                         identity=identities.index_of(header.identity, key), flagged=reason[:255]))
+                         identity=identities.index_of(header.identity, key),
+                         hold=Hold.BURNED_IN if reason else Hold.NONE, flagged=reason[:255]))
 
 
 def identity_key(identity):

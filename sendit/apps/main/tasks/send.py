@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from sendit.apps.main import pipeline
 from sendit.apps.main.bulk import update_rows
-from sendit.apps.main.models import Image
+from sendit.apps.main.models import Hold, Image
 from sendit.apps.main.pipeline import METADATA_FIELDS, SEND_FIELDS
 from sendit.apps.main.plain import retry_hint, send_failure
 from sendit.apps.main.tasks.common import (
@@ -81,7 +81,7 @@ def _send(batch):
         return False
     names = [d.name for d in destinations]
     batch.update_log(destinations=names)
-    ready = Image.objects.filter(batch=batch, status="DONEPROCESSING", flagged="")
+    ready = Image.objects.filter(batch=batch, status="DONEPROCESSING", hold=Hold.NONE)
     failures = Counter()
     delivered = Counter()  # (destination, "stored" | "already_stored")
     notes = Counter()
@@ -136,7 +136,7 @@ def _send(batch):
             f"{name}: {count} image(s): {note}" for (name, note), count in notes.items()])
     for (name, why), count in failures.items():
         batch.add_error("send", send_failure(name, count, why, batch.id))
-    held = Image.objects.filter(batch=batch).exclude(flagged="").count()
+    held = Image.objects.filter(batch=batch).exclude(hold=Hold.NONE).count()
     if held:
         batch.add_error("send", f"{held} image(s) held back and not sent (burned-in text suspected, or a "
                                 "de-identified copy not proven or holding an identifying value); their originals "
