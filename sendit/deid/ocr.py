@@ -26,7 +26,7 @@ import os
 import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,9 @@ class TextBox:
     confidence: float
     line: tuple[int, ...] = ()  # words of one line share it
     region: Box | None = None  # the box of the line of text it was read in (blanked whole)
+    #: read in the polarity that lost to the other one at the same place (:func:`_one_polarity`):
+    #: a match in it is blanked, but its noise never holds the image
+    shadow: bool = False
 
 
 @dataclass
@@ -108,11 +111,15 @@ class OcrDecision:
     blank: list[TextBox] = field(default_factory=list)
     undecided: list[TextBox] = field(default_factory=list)
     hold: str | None = None
+    #: boxes (frame, box) blanked besides the words': the rest of a value read in part, the
+    #: lines found next to a blanked one in its row
+    also: list[tuple[int, Box]] = field(default_factory=list)
 
     def regions(self, rows: int, columns: int) -> list[tuple[int, Box]]:
         """The boxes to blank as :mod:`sendit.deid.pixels` regions, padded to take in the
         edges of the letters (Tesseract's boxes are tight, anti-aliasing is not)."""
-        return [(0, padded(_union(box.box, box.region), rows, columns)) for box in self.blank]
+        boxes = [_union(word.box, word.region) for word in self.blank] + [box for _, box in self.also]
+        return [(0, padded(box, rows, columns)) for box in boxes]
 
     def record(self) -> dict[str, Any]:
         """What is recorded of this image (its page, the batch's de-identification record):
@@ -122,7 +129,7 @@ class OcrDecision:
             "blanked": len(self.blank),
             "held": self.hold is not None,
             "boxes": [[b.frame, *b.box] for b in self.boxes][:200],
-            "blanked_boxes": [[b.frame, *b.box] for b in self.blank][:200],
+            "blanked_boxes": ([[b.frame, *b.box] for b in self.blank] + [[f, *box] for f, box in self.also])[:200],
             "undecided_boxes": [[b.frame, *b.box] for b in self.undecided][:200],
         }
 
@@ -413,16 +420,20 @@ def _cut(grey: np.ndarray, line: Line) -> tuple[np.ndarray, int, int, float]:
     return crop, left, top, scale
 
 
-def read_frame(grey: np.ndarray, frame: int = 0, invert: bool = True) -> list[TextBox]:
+def read_frame(grey: np.ndarray, frame: int = 0, invert: bool = True,
+               found_lines: list[tuple[int, Box]] | None = None) -> list[TextBox]:
     """The words Tesseract reads in the lines of one 8-bit frame (:func:`find_lines`), each
     line cut out and read alone as one line, scaled up when small; ``invert`` False: dark
     text on light only. Every word carries the box of the line it was read in (``region``).
+    The boxes of the lines found, read or not, are added to ``found_lines`` (frame, box).
     """
     from PIL import Image
 
     api = _api()
     found: list[TextBox] = []
     lines = find_lines(grey, ("light", "dark") if invert else ("dark",))
+    if found_lines is not None:
+        found_lines.extend((frame, line.box) for line in lines)
     for number, line in enumerate(lines):
         crop, left, top, scale = _cut(grey, line)
         image = Image.fromarray(crop)
@@ -440,7 +451,8 @@ def read_frame(grey: np.ndarray, frame: int = 0, invert: bool = True) -> list[Te
                 words = again
         found.extend(words)
     api.Clear()
-    return _merge(_one_polarity(found, lines))
+    kept, shadows = _one_polarity(found, lines)
+    return _merge(kept) + shadows
 
 
 def _read_line(api: Any, image: Any, frame: int, number: int, line: Line, left: int, top: int, scale: float) -> list[TextBox]:
@@ -485,13 +497,16 @@ def _otsu(pixels: np.ndarray) -> int:
     return int(np.nanargmax(between[:-1])) if total else 127
 
 
-def _one_polarity(words: list[TextBox], lines: list[Line]) -> list[TextBox]:
-    """Words of ``words`` less those of a line that is the other side of a better one.
+def _one_polarity(words: list[TextBox], lines: list[Line]) -> tuple[list[TextBox], list[TextBox]]:
+    """Words of ``words`` less those of a line that is the other side of a better one, and
+    those (as shadows: see :class:`TextBox`).
 
     Dark text on light is light on dark between its letters: the same place is found
     in both polarities, and the reading of the wrong one is noise. Of two lines of
     opposite polarity that overlap, the reading with less to show (confidence times
-    characters) is dropped.
+    characters) is set apart; it is still matched with the identifying values (Tesseract
+    sometimes gives the right reading a confidence of 0), but not merged with the others
+    and never held for.
     """
     score: dict[int, float] = {}
     for word in words:
@@ -502,7 +517,10 @@ def _one_polarity(words: list[TextBox], lines: list[Line]) -> list[TextBox]:
             b = lines[j]
             if a.polarity != b.polarity and max(_covered(a.box, b.box), _covered(b.box, a.box)) >= 0.5:
                 dropped.add(j if score.get(i, 0.0) >= score.get(j, 0.0) else i)
-    return [word for word in words if word.line[1] not in dropped]
+    kept = [word for word in words if word.line[1] not in dropped]
+    shadows = [replace(word, line=(word.frame, -1 - word.line[1]), shadow=True)
+               for word in words if word.line[1] in dropped]
+    return kept, shadows
 
 
 def _merge(words: list[TextBox]) -> list[TextBox]:
@@ -549,11 +567,12 @@ def _covered(a: Sequence[int], b: Sequence[int]) -> float:
     return float(width * height / ((a[2] - a[0]) * (a[3] - a[1]) or 1))
 
 
-def read_image(ds: Dataset, invert: bool = True) -> list[TextBox]:
-    """Every word in every frame of ``ds``."""
+def read_image(ds: Dataset, invert: bool = True,
+               found_lines: list[tuple[int, Box]] | None = None) -> list[TextBox]:
+    """Every word in every frame of ``ds`` (and the lines found, in ``found_lines``)."""
     words: list[TextBox] = []
     for index, grey in enumerate(frames(ds)):
-        words.extend(read_frame(grey, index, invert))
+        words.extend(read_frame(grey, index, invert, found_lines))
     return words
 
 
@@ -641,30 +660,79 @@ def _find(pattern: str, text: str, edits: int) -> list[tuple[int, int]]:
     return spans
 
 
-def _part_of(text: str, forms: Sequence[Pattern]) -> bool:
-    """True when ``text`` (canonical) is a part of an identifying value as long as half of
-    it and 4 characters or more: a name or an id read in part (``KAMUR`` of ``NAKAMURA``,
-    ``A108`` of ``A1085238``), an edit allowed in 6 characters or more."""
+def _part_of(text: str, forms: Sequence[Pattern]) -> tuple[int, int, int] | None:
+    """Where ``text`` (canonical) lies in an identifying value, when it is a part of one as
+    long as half of it and 4 characters or more: a name or an id read in part (``KAMUR`` of
+    ``NAKAMURA``, ``A108`` of ``A1085238``), an edit allowed in 6 characters or more.
+    (start, end, length of the value), or None."""
     if len(text) < 4:
-        return False
+        return None
     for form in forms:
         if len(text) >= len(form.text) / 2 and len(text) <= len(form.text) + 1:
-            if _find(text, form.text, 0 if len(text) < 6 else 1):
-                return True
+            spans = _find(text, form.text, 0 if len(text) < 6 else 1)
+            if spans:
+                start, end = spans[0]
+                return start, end, len(form.text)
+    return None
+
+
+def _rest_of_value(word: TextBox, span: tuple[int, int, int]) -> Box:
+    """The box where the rest of a value read in part lies: the word's box widened by the
+    characters of the value not read, on the side they are missing from (and one more)."""
+    start, end, length = span
+    x0, y0, x1, y1 = word.box
+    width = (x1 - x0) / max(1, end - start)
+    before = round((start + 1) * width) if start else 0
+    after = round((length - end + 1) * width) if end < length else 0
+    return (max(0, x0 - before), y0, x1 + after, y1)
+
+
+def _close_to(text: str, forms: Sequence[Pattern]) -> bool:
+    """True when ``text`` (canonical, a doubtful reading) could be an identifying value
+    misread: half its characters or more agree with a part of one, or one lies in it."""
+    for form in forms:
+        if _find(text, form.text, len(text) // 2) or _find(form.text, text, len(form.text) // 2):
+            return True
     return False
 
 
-def decide(words: Sequence[TextBox], forms: Sequence[Pattern], scrub: str = "identifying") -> OcrDecision:
-    """Which words to blank, and whether the image must be held (see the module docstring)."""
+#: a reading with this many digits or more, most of its characters, is a number that
+#: identifies (an id, a date, a time): blanked whatever it matches
+LONG_NUMBER = 6
+
+
+def _long_number(text: str) -> bool:
+    digits = sum(char.isdigit() for char in text)
+    letters = sum(char.isalpha() for char in text)
+    return digits >= LONG_NUMBER and digits >= 2 * letters
+
+
+def _same_row(a: Box, b: Box) -> bool:
+    """Two boxes of one line of text: of like height, sharing most of it, a gap of about a
+    letter or two between them."""
+    ha, hb = a[3] - a[1], b[3] - b[1]
+    small, big = max(1, min(ha, hb)), max(ha, hb)
+    shared = min(a[3], b[3]) - max(a[1], b[1])
+    gap = max(a[0], b[0]) - min(a[2], b[2])
+    return shared >= 0.5 * small and big <= 2 * small + 2 and gap <= 1.5 * big
+
+
+def decide(words: Sequence[TextBox], forms: Sequence[Pattern], scrub: str = "identifying",
+           lines: Sequence[tuple[int, Box]] = ()) -> OcrDecision:
+    """Which words to blank, and whether the image must be held (see the module docstring).
+
+    ``lines``: the lines of text found (frame, box), read or not: those in the row of a
+    blanked line, next to it, are blanked too (a value cut in two lines, one read).
+    """
     if scrub not in SCRUB_MODES:
         raise ValueError(f"DEID_OCR_SCRUB is one of {', '.join(SCRUB_MODES)}")
     decision = OcrDecision(boxes=list(words))
     blank: set[int] = set()
-    near: set[int] = set()
-    lines: dict[tuple[int, ...], list[int]] = {}
+    grown: list[tuple[int, Box]] = []
+    groups: dict[tuple[int, ...], list[int]] = {}
     for index, word in enumerate(words):
-        lines.setdefault(word.line or (word.frame, index), []).append(index)
-    for members in lines.values():
+        groups.setdefault(word.line or (word.frame, index), []).append(index)
+    for members in groups.values():
         text, owner = "", []
         for index in members:
             piece = canonical(words[index].text)
@@ -675,35 +743,71 @@ def decide(words: Sequence[TextBox], forms: Sequence[Pattern], scrub: str = "ide
         for form in forms:
             for start, end in _find(form.text, text, form.edits):
                 blank.update(owner[start:end])
-            if len(form.text) >= 6:  # shorter: noise comes that close too often
+            if len(form.text) >= 6:
+                # one error more than a match: the value misread, or a number very like it;
+                # blanking it costs little (shorter values: noise comes that close too often)
                 for start, end in _find(form.text, text, form.edits + 1):
-                    near.update(owner[start:end])
+                    blank.update(owner[start:end])
+        if _long_number("".join(words[i].text for i in members)):
+            blank.update(members)
     for index, word in enumerate(words):
-        if index not in blank and _part_of(canonical(word.text), forms):
+        span = _part_of(canonical(word.text), forms)
+        if span is not None:
             blank.add(index)
-    for members in lines.values():
-        # a tall line read with little confidence, nothing of it identifying: text that
-        # cannot be decided and too large to be let go unread
-        if any(i in blank for i in members):
+            if span[0] > 0 or span[1] < span[2]:
+                grown.append((word.frame, _rest_of_value(word, span)))
+    done = [(words[i].frame, _union(words[i].box, words[i].region)) for i in blank]
+    also = _next_to(done, grown, lines)
+    done += also
+    for members in groups.values():
+        # a tall line read with little confidence, nothing of it identifying, that could be
+        # an identifying value misread: text that cannot be decided and too large to let go
+        # (a line blanked already, read in the other polarity or next to a value, is decided)
+        if any(i in blank for i in members) or words[members[0]].shadow:
+            continue
+        if all(any(f == words[i].frame and _covered(words[i].box, box) >= 0.5 for f, box in done) for i in members):
             continue
         height = max(words[i].box[3] - words[i].box[1] for i in members)
         doubtful = [words[i] for i in members if words[i].confidence < CONFIDENT and len(canonical(words[i].text)) >= 3]
         if height > HOLD_ABOVE and doubtful and max(words[i].confidence for i in members) < CONFIDENT:
-            decision.undecided.extend(doubtful)
-    for index, word in enumerate(words):
-        alnum = len(canonical(word.text))
-        if index in blank or word in decision.undecided:
-            continue
-        if scrub == "all" and alnum >= 2 and word.confidence >= 40:
-            blank.add(index)
-        elif index in near and word.confidence < CONFIDENT and alnum >= 3:
-            decision.undecided.append(word)
-    decision.blank = [words[i] for i in sorted(blank)]
+            if any(w.confidence < _GUESS or _close_to(canonical(w.text), forms) for w in doubtful):
+                decision.undecided.extend(doubtful)
+    if scrub == "all":
+        for index, word in enumerate(words):
+            if not word.shadow and len(canonical(word.text)) >= 2 and word.confidence >= 40:
+                blank.add(index)
+    decision.blank = [words[i] for i in sorted(blank) if words[i] not in decision.undecided]
+    decision.also = also
     if decision.undecided:
         decision.hold = "OCR found text it cannot read with confidence that may be identifying"
     return decision
 
 
+#: under this confidence a reading is a guess: it says nothing of what the text is
+_GUESS = 40.0
+
+
+def _next_to(blanked: Sequence[tuple[int, Box]], grown: Sequence[tuple[int, Box]],
+             lines: Sequence[tuple[int, Box]]) -> list[tuple[int, Box]]:
+    """The rest of values read in part (``grown``) and the lines found in the row of a
+    blanked one (``blanked``: frame, box), next to it (and next to those in turn)."""
+    done = list(blanked) + list(grown)
+    also = list(grown)
+    rest = [line for line in lines if not any(f == line[0] and _covered(line[1], box) >= 0.9 for f, box in done)]
+    changed = True
+    while changed and rest:
+        changed = False
+        for line in list(rest):
+            if any(f == line[0] and _same_row(line[1], box) for f, box in done):
+                done.append(line)
+                also.append(line)
+                rest.remove(line)
+                changed = True
+    return also
+
+
 def ocr_image(ds: Dataset, needles: Iterable[Sequence[Any]], scrub: str = "identifying") -> OcrDecision:
     """Read every frame of ``ds`` and decide (``needles``: the input's identifying values)."""
-    return decide(read_image(ds), patterns(needles), scrub)
+    found_lines: list[tuple[int, Box]] = []
+    words = read_image(ds, found_lines=found_lines)
+    return decide(words, patterns(needles), scrub, found_lines)

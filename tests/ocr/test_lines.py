@@ -76,11 +76,11 @@ def test_small_text_is_read_scaled_and_matched():
 def test_a_value_read_in_part_matches_but_a_decoy_does_not():
     forms = ocr.patterns([needle(b"NAKAMURA^OLUWASEUN", "the patient's name", name=True),
                           needle(b"A1085238", "the accession number")])
-    assert ocr._part_of("kamur", forms)  # of NAKAMURA
-    assert ocr._part_of(ocr.canonical("A108"), forms)  # of the accession number
-    assert not ocr._part_of("naka", ocr.patterns([needle(b"NAKAMURAOLUWASEUN")]))  # under half of it
-    assert not ocr._part_of("liver", forms)
-    assert not ocr._part_of("mur", forms)  # 3 characters: too short to say
+    assert ocr._part_of("kamur", forms) == (2, 7, 8)  # of NAKAMURA: where it lies in it
+    assert ocr._part_of(ocr.canonical("A108"), forms) == (0, 4, 8)  # of the accession number
+    assert ocr._part_of("naka", ocr.patterns([needle(b"NAKAMURAOLUWASEUN")])) is None  # under half of it
+    assert ocr._part_of("liver", forms) is None
+    assert ocr._part_of("mur", forms) is None  # 3 characters: too short to say
 
 
 def test_a_matched_word_blanks_its_whole_line():
@@ -89,8 +89,64 @@ def test_a_matched_word_blanks_its_whole_line():
              ocr.TextBox(0, (300, 10, 360, 30), "LIVER", 95.0, (0, 2), (300, 10, 360, 30))]
     decision = ocr.decide(words, ocr.patterns([needle(b"A8699117", "the accession number")]))
     assert [w.text for w in decision.blank] == ["A8699"]
-    (_, box), = decision.regions(512, 512)
-    assert box[0] <= 10 and box[2] >= 200  # the part read, and the rest of its line
+    boxes = [box for _, box in decision.regions(512, 512)]
+    assert min(b[0] for b in boxes) <= 10 and max(b[2] for b in boxes) >= 200  # the part read, the rest of its line
+    assert not any(b[2] > 300 for b in boxes)  # LIVER stays
+
+
+def test_the_rest_of_a_value_read_in_part_is_blanked_too():
+    # "A8699" read of "A8699117", the line found ending with it: the 3 characters not read
+    # lie to its right, about as wide as those read (16 px each here)
+    words = [ocr.TextBox(0, (100, 10, 180, 30), "A8699", 92.0, (0, 1), (100, 10, 180, 30))]
+    decision = ocr.decide(words, ocr.patterns([needle(b"A8699117", "the accession number")]))
+    right = max(box[2] for _, box in decision.regions(512, 512))
+    assert 180 + 3 * 16 <= right <= 180 + 5 * 16 + 8
+    assert min(box[0] for _, box in decision.regions(512, 512)) >= 100 - 8  # nothing missing on the left
+    # "KAMUR" of "NAKAMURA": two characters before it, one after
+    words = [ocr.TextBox(0, (200, 10, 250, 30), "KAMUR", 92.0, (0, 1), (200, 10, 250, 30))]
+    decision = ocr.decide(words, ocr.patterns([needle(b"NAKAMURA^JOHN", "the patient's name", name=True)]))
+    boxes = [box for _, box in decision.regions(512, 512)]
+    assert min(b[0] for b in boxes) <= 200 - 2 * 10 and max(b[2] for b in boxes) >= 250 + 10
+
+
+def test_lines_found_next_to_a_blanked_one_in_its_row_are_blanked():
+    # a name found as three lines, one of them read: the other two are blanked with it,
+    # a line below and one far along the row are not
+    found = [(0, (10, 100, 60, 112)), (0, (66, 100, 120, 112)), (0, (126, 101, 170, 112)),
+             (0, (10, 130, 60, 142)), (0, (400, 100, 450, 112))]
+    words = [ocr.TextBox(0, (66, 100, 120, 112), "KAMUR", 90.0, (0, 1), (66, 100, 120, 112))]
+    decision = ocr.decide(words, ocr.patterns([needle(b"NAKAMURA^JOHN", "the patient's name", name=True)]),
+                          lines=found)
+    assert sorted(box for _, box in decision.also if box in [b for _, b in found]) == [found[0][1], found[2][1]]
+    assert decision.record()["blanked"] == 1 and len(decision.record()["blanked_boxes"]) >= 3
+    untouched = ocr.decide([ocr.TextBox(0, (66, 100, 120, 112), "LIVER", 90.0, (0, 1), (66, 100, 120, 112))],
+                           ocr.patterns([needle(b"NAKAMURA^JOHN", "the patient's name", name=True)]), lines=found)
+    assert not untouched.blank and not untouched.also and not untouched.regions(512, 512)
+
+
+def test_long_numbers_are_blanked_short_ones_and_words_are_not():
+    forms = ocr.patterns([needle(b"A7581660", "the accession number")])
+
+    def words(*texts):
+        return [ocr.TextBox(0, (10 + 60 * i, 10, 60 + 60 * i, 24), t, 90.0, (0, i)) for i, t in enumerate(texts)]
+
+    decision = ocr.decide(words("43453313", "12:41:07", "GAIN 50", "12 cm", "C5-1", "LIVER"), forms)
+    assert [w.text for w in decision.blank] == ["43453313", "12:41:07"]
+
+
+def test_a_match_in_the_losing_polarity_is_blanked_but_its_noise_never_holds():
+    light, dark = ocr.Line((200, 80, 350, 114), "light"), ocr.Line((210, 93, 333, 114), "dark")
+    words = [ocr.TextBox(0, (215, 85, 300, 112), "Prey", 0.0, (0, 0), light.box),
+             ocr.TextBox(0, (212, 93, 330, 114), "2015/06/D", 0.0, (0, 1), dark.box)]
+    kept, shadows = ocr._one_polarity(words, [light, dark])
+    assert [w.text for w in kept] == ["Prey"] and [w.text for w in shadows] == ["2015/06/D"]
+    assert all(w.shadow for w in shadows)
+    forms = ocr.patterns([needle(b"20150614", "the study date", date=True)])
+    decision = ocr.decide(kept + shadows, forms)
+    assert [w.text for w in decision.blank] == ["2015/06/D"]
+    assert decision.hold is None  # "Prey" lies over the date blanked: nothing left to doubt
+    noise = ocr.decide(kept + [ocr.TextBox(0, (212, 93, 330, 114), "xqzv", 0.0, (0, -2), dark.box, True)], forms)
+    assert noise.hold is not None and [w.text for w in noise.undecided] == ["Prey"]
 
 
 def test_a_tall_doubtful_line_holds_a_small_one_or_a_sure_one_does_not():
@@ -110,7 +166,8 @@ def test_of_two_overlapping_readings_in_opposite_polarities_the_better_stays():
     light, dark = ocr.Line((0, 0, 100, 20), "light"), ocr.Line((2, 0, 98, 20), "dark")
     words = [ocr.TextBox(0, (0, 0, 100, 20), "GARCIA", 93.0, (0, 0)),
              ocr.TextBox(0, (2, 0, 50, 20), "~;", 10.0, (0, 1))]
-    assert [w.text for w in ocr._one_polarity(words, [light, dark])] == ["GARCIA"]
+    kept, shadows = ocr._one_polarity(words, [light, dark])
+    assert [w.text for w in kept] == ["GARCIA"] and [w.text for w in shadows] == ["~;"]
 
 
 def test_otsu_splits_two_levels():
