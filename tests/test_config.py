@@ -109,3 +109,14 @@ def test_importing_the_settings_writes_nothing(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == str(var)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_deid_options_come_from_the_settings_by_one_rule(tmp_path):
+    """Every DeidOptions flag is the setting DEID_ + its name; the key is DEID_SECRET."""
+    from sendit.deid import DeidOptions
+
+    c = load({"DEID_RETAIN_UIDS": "true", "DEID_CLEAN_DESCRIPTORS": "true", "DEID_UID_ROOT": "1.2.3."}, tmp=tmp_path)
+    options = DeidOptions.from_settings(config.values(c.deid))
+    assert options.retain_uids and options.clean_descriptors and options.uid_root == "1.2.3."
+    assert not options.retain_device_identity and options.retain_long_modified_dates
+    assert options.uid_secret == c.deid.deid_secret.encode()

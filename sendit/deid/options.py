@@ -7,8 +7,9 @@ are ``DEID_*`` (see docs/deidentify.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from sendit.deid.recipe import Recipe
@@ -65,6 +66,15 @@ class DeidOptions:
         from sendit.deid.uids import check_root
 
         self.uid_root = check_root(self.uid_root)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], recipe: Recipe | None = None) -> DeidOptions:
+        """The options a node's settings say, by NAME: each flag is ``DEID_`` + its name in
+        capitals (``DEID_RETAIN_UIDS``), the key is ``DEID_SECRET``. One rule, so a new
+        option is a field here and a setting of the same name in sendit.config."""
+        named = {f.name: settings["DEID_" + f.name.upper()] for f in fields(cls)
+                 if f.name not in ("uid_secret", "recipe")}
+        return cls(uid_secret=str(settings["DEID_SECRET"]).encode(), recipe=recipe, **named)
 
     def enabled(self) -> tuple[str, ...]:
         """The option flags that are on, in a stable order."""

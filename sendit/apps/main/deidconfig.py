@@ -10,6 +10,7 @@ from sendit.apps.main.models import LocalIdentifier
 from sendit.deid.identifiers import DasherClient, LocalProvider
 
 if TYPE_CHECKING:  # pragma: no cover - the recipe module is imported when a site has a recipe
+    from sendit.deid.options import DeidOptions
     from sendit.deid.recipe import Recipe
 
 # Domain of the table's keyed hash, apart from the provider's own (which makes pseudonyms).
@@ -64,22 +65,13 @@ def get_provider():
                          jitter_min=settings.LOCAL_JITTER_MIN, jitter_max=settings.LOCAL_JITTER_MAX)
 
 
-def deid_options():
-    """The de-identification options from settings."""
+def deid_options() -> "DeidOptions":
+    """The de-identification options the running settings say (DeidOptions.from_settings)."""
+    from sendit import config
     from sendit.deid import DeidOptions
 
-    return DeidOptions(
-        uid_secret=settings.DEID_SECRET.encode(),
-        uid_root=settings.DEID_UID_ROOT,
-        retain_long_modified_dates=settings.DEID_RETAIN_LONG_MODIFIED_DATES,
-        retain_patient_characteristics=settings.DEID_RETAIN_PATIENT_CHARACTERISTICS,
-        retain_device_identity=settings.DEID_RETAIN_DEVICE_IDENTITY,
-        retain_institution_identity=settings.DEID_RETAIN_INSTITUTION_IDENTITY,
-        clean_descriptors=settings.DEID_CLEAN_DESCRIPTORS,
-        retain_uids=settings.DEID_RETAIN_UIDS,
-        retain_safe_private=settings.DEID_RETAIN_SAFE_PRIVATE,
-        recipe=site_recipe(),
-    )
+    values = {name: getattr(settings, name) for name in config.names(config.Deid)}
+    return DeidOptions.from_settings(values, recipe=site_recipe())
 
 
 _RECIPES: dict[str, "Recipe"] = {}  # STUDY_DEID -> the recipe it names, parsed
