@@ -7,7 +7,8 @@ from pathlib import Path
 import pynetdicom
 import pytest
 from pydicom import dcmread
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID
+from pydicom.dataset import Dataset
+from pydicom.uid import UID, CTImageStorage, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
@@ -15,8 +16,20 @@ from pynetdicom.dsutils import create_file_meta, encode_file_meta
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import Verification
 
-from sendit.receiver import (RECEIVING, Receiver, ReceiverConfig, file_meta, instance_name, parse_command,
-                             store_response)
+from sendit.receiver import (
+    _UNUSUAL,
+    RECEIVING,
+    SPARES,
+    Receiver,
+    ReceiverConfig,
+    _FolderSync,
+    _walk_to_study_uid,
+    file_meta,
+    instance_name,
+    parse_command,
+    store_response,
+    study_uid_in,
+)
 from tests.services import free_port, make_ct_series, wait_for
 
 
@@ -157,3 +170,117 @@ def test_an_association_aborted_in_the_middle_of_a_dataset_leaves_nothing_half_w
     finally:
         assoc.release()
     assert receiver.stats.images == 1
+
+
+def _encoded(ds, syntax) -> bytes:
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = syntax.is_little_endian, syntax.is_implicit_VR
+    write_dataset(fp, ds)
+    return fp.getvalue()
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian])
+def test_the_study_uid_is_read_from_the_first_bytes_as_pydicom_reads_it(tmp_path, syntax):
+    """The tag walk (little endian) and pydicom (big endian) agree, and say "not yet" (None)
+    on every prefix too short to tell, the value on every longer one."""
+    [path] = make_ct_series(tmp_path, 1, rows=8, columns=8, study_uid="1.2.840.99.7")
+    data = _encoded(dcmread(path), syntax)
+    answers = [study_uid_in(data[:n], syntax) for n in range(0, 700)]
+    first = next(n for n, answer in enumerate(answers) if answer is not None)
+    assert set(answers[first:]) == {"1.2.840.99.7"} and first > 100
+
+
+def test_the_study_uid_walk_leaves_undefined_lengths_to_pydicom_and_tells_a_missing_one():
+    ds = Dataset()
+    ds.ReferencedImageSequence = [Dataset()]
+    ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID = "1.2.3"
+    ds.StudyInstanceUID = "1.2.840.5"
+    ds.SeriesInstanceUID = "1.2.840.6"
+    for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+        data = _encoded(ds, syntax)
+        assert study_uid_in(data, syntax) == "1.2.840.5"
+    ds["ReferencedImageSequence"].is_undefined_length = True
+    for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+        data = _encoded(ds, syntax)
+        assert b"\xff\xff\xff\xff" in data[:12]  # the sequence is of undefined length
+        assert _walk_to_study_uid(data, syntax.is_implicit_VR) is _UNUSUAL
+        assert study_uid_in(data, syntax) == "1.2.840.5"  # pydicom's answer
+    no_study = Dataset()
+    no_study.PatientID = "X"
+    no_study.SeriesInstanceUID = "1.2"
+    assert study_uid_in(_encoded(no_study, ExplicitVRLittleEndian), ExplicitVRLittleEndian) == ""
+
+
+def test_a_folder_fsync_is_shared_only_by_renames_done_before_it_began(tmp_path, monkeypatch):
+    """Group commit: every sync() returns after an fsync that began after it was called."""
+    import threading
+    import time
+
+    import sendit.receiver as receiver_module
+
+    log, lock = [], threading.Lock()  # ("begin"|"end", fsync number)
+    counter = iter(range(1, 10_000))
+
+    def slow_fsync(folder):
+        with lock:
+            number = next(counter)
+            log.append(("begin", number))
+        time.sleep(0.01)
+        with lock:
+            log.append(("end", number))
+
+    monkeypatch.setattr(receiver_module, "_fsync_folder", slow_fsync)
+    syncer = _FolderSync(tmp_path)
+    results = []
+
+    def caller():
+        with lock:
+            called = len([e for e in log if e[0] == "begin"])  # fsyncs begun before the call
+        syncer.sync()
+        with lock:
+            ended = [n for kind, n in log if kind == "end"]
+        results.append((called, ended))
+
+    threads = [threading.Thread(target=caller) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.003)
+    for thread in threads:
+        thread.join()
+    for called, ended in results:
+        assert any(number > called for number in ended)  # one begun after the call has ended
+    assert len([e for e in log if e[0] == "begin"]) < 12  # and some were shared
+
+
+def test_a_failed_folder_fsync_fails_every_store_it_covered(tmp_path, monkeypatch):
+    import sendit.receiver as receiver_module
+
+    def broken(folder):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(receiver_module, "_fsync_folder", broken)
+    with pytest.raises(OSError):
+        _FolderSync(tmp_path).sync()
+
+
+def test_each_association_makes_the_file_of_its_next_image_ahead_and_removes_it_at_the_end(receiver, tmp_path):
+    sent = make_ct_series(tmp_path / "study", 3, rows=32, columns=32)
+    spares = receiver.config.data_folder / SPARES
+    assoc = scu(receiver)
+    try:
+        for path in sent:
+            assert assoc.send_c_store(dcmread(path)).Status == 0x0000
+            assert wait_for(lambda: len(list(spares.glob("*.part"))) == 1, 5)
+    finally:
+        assoc.release()
+    assert wait_for(lambda: not list(spares.glob("*.part")), 10)
+    [folder] = list(receiver.config.data_folder.glob("*" + RECEIVING))
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        instance_name(str(dcmread(p).SOPInstanceUID)) for p in sent)
+    # A receiver started after a crash removes the spare files it finds.
+    (spares / "0123456789abcdef.part").write_bytes(b"")
+    receiver.folders.adopt()
+    assert not list(spares.iterdir())

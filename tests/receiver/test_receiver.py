@@ -5,7 +5,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from io import BytesIO
 from pathlib import Path
 
@@ -59,7 +58,9 @@ class Receiver:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def finished(self) -> list[Path]:
-        return sorted(p for p in self.data.iterdir() if p.is_dir() and not p.name.endswith(RECEIVING))
+        # (not the receiver's own SPARES folder: a dot folder, which the watcher leaves alone)
+        return sorted(p for p in self.data.iterdir()
+                      if p.is_dir() and not p.name.endswith(RECEIVING) and not p.name.startswith("."))
 
     def __enter__(self):
         return self.start()
