@@ -26,9 +26,9 @@ from typing import Any, ClassVar, get_type_hints
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
-#: Environment names accepted for another setting's (the original sendit spelled
-#: ORTHANC_PORT as ORTHAC_PORT).
-ALIASES = {"ORTHAC_PORT": "ORTHANC_PORT"}
+#: Environment names accepted for another setting's when it is not set itself (the original
+#: sendit spelled ORTHANC_PORT as ORTHAC_PORT; HTTPS is SECURE_SSL's older name).
+ALIASES = {"ORTHAC_PORT": "ORTHANC_PORT", "HTTPS": "SECURE_SSL"}
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
@@ -214,16 +214,10 @@ class Web:
     lockdown_lockout_seconds: int = setting(300, minimum=0)
     session_cookie_age: int = setting(12 * 3600, minimum=60)
     secure_ssl: bool = setting(False)
-    https: bool = setting(False)
     secure_ssl_redirect: bool = setting(True)
     secure_hsts_seconds: int = setting(31536000, minimum=0)
     secure_hsts_preload: bool = setting(True)
     secure_proxy_ssl_header: bool = setting(True)
-
-    @property
-    def served_over_https(self) -> bool:
-        """SECURE_SSL, or its older spelling HTTPS."""
-        return self.secure_ssl or self.https
 
 
 @dataclass(frozen=True)

@@ -36,9 +36,11 @@ def test_defaults_without_environment(tmp_path):
     assert c.deid.deid_ocr_modalities == ("US", "SC", "OT", "XA", "DX", "CR", "DOC")
 
 
-def test_the_original_spelling_of_orthanc_port_is_an_alias(tmp_path):
+def test_older_names_are_aliases(tmp_path):
     assert load({"ORTHAC_PORT": "4747"}, tmp=tmp_path).orthanc.orthanc_port == 4747
     assert load({"ORTHAC_PORT": "4747", "ORTHANC_PORT": "1"}, tmp=tmp_path).orthanc.orthanc_port == 1
+    assert load({"HTTPS": "true"}, tmp=tmp_path).web.secure_ssl is True
+    assert load({"HTTPS": "true", "SECURE_SSL": "false"}, tmp=tmp_path).web.secure_ssl is False
 
 
 @pytest.mark.parametrize("env, named", [

@@ -290,8 +290,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # HTTPS: SECURE_SSL=true (or HTTPS=true) when the node is served over https (nginx in front).
-SECURE_SSL = CONFIG.web.served_over_https
-if SECURE_SSL:
+if CONFIG.web.secure_ssl:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
