@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar, get_type_hints
@@ -268,16 +268,12 @@ class Config:
     operations: Operations
 
     def concerns(self) -> tuple[Any, ...]:
+        """Each concern's settings, in field order."""
         return tuple(getattr(self, f.name) for f in fields(self))
 
     def settings(self) -> dict[str, Any]:
         """Every setting by its NAME, as Django settings carry them."""
         return {name: value for concern in self.concerns() for name, value in values(concern).items()}
-
-    def storage_settings(self) -> dict[str, Any]:
-        """The settings sendit.storage reads, by NAME."""
-        return {name: value for concern in self.concerns() if type(concern) in STORAGE_CONCERNS
-                for name, value in values(concern).items()}
 
 
 #: Every concern, in the order of Config's fields.
@@ -287,6 +283,7 @@ STORAGE_CONCERNS: tuple[type[Any], ...] = (Orthanc, Dicomweb, Google, Sending)
 
 
 def env_name(field_name: str) -> str:
+    """A field's setting NAME (and environment variable): its name in capitals."""
     return field_name.upper()
 
 
@@ -375,22 +372,16 @@ def load(environ: Mapping[str, str] | None = None, site_secrets: ModuleType | No
     var_dir = Path(config.pipeline.var_dir)
     web, deid = config.web, config.deid
     if not web.secret_key:
-        web = _replace(web, secret_key=_read_local(var_dir, "secret_key"))
+        web = replace(web, secret_key=_read_local(var_dir, "secret_key"))
     if not deid.deid_secret:
-        deid = _replace(deid, deid_secret=_read_local(var_dir, "deid_secret"))
+        deid = replace(deid, deid_secret=_read_local(var_dir, "deid_secret"))
     if not web.lockdown_passwords:
         made = _read_local(var_dir, "lockdown_password")
         if made:
-            web = _replace(web, lockdown_passwords=(made,))
-    config = _replace(config, web=web, deid=deid)
+            web = replace(web, lockdown_passwords=(made,))
+    config = replace(config, web=web, deid=deid)
     _check(config)
     return config
-
-
-def _replace(obj: Any, **changes: Any) -> Any:
-    from dataclasses import replace
-
-    return replace(obj, **changes)
 
 
 def _read_local(var_dir: Path, name: str) -> str:
@@ -403,14 +394,11 @@ def _read_local(var_dir: Path, name: str) -> str:
 
 def _check(config: Config) -> None:
     """The rules that join two settings."""
-    if not config.web.secret_key:
-        raise ConfigError("SECRET_KEY is not set: set it in the environment or in sendit/settings/secrets.py "
-                          "(`python scripts/make_secrets.py`), or make development keys with "
-                          "`python scripts/make_secrets.py --local`")
-    if not config.deid.deid_secret:
-        raise ConfigError("DEID_SECRET is not set: set it in the environment or in sendit/settings/secrets.py "
-                          "(`python scripts/make_secrets.py`), or make development keys with "
-                          "`python scripts/make_secrets.py --local`")
+    for name, value in (("SECRET_KEY", config.web.secret_key), ("DEID_SECRET", config.deid.deid_secret)):
+        if not value:
+            raise ConfigError(f"{name} is not set: set it in the environment or in sendit/settings/secrets.py "
+                              "(`python scripts/make_secrets.py`), or make development keys with "
+                              "`python scripts/make_secrets.py --local`")
     if config.web.lockdown_enabled and not config.web.lockdown_passwords:
         raise ConfigError("LOCKDOWN_ENABLED is true but no LOCKDOWN_PASSWORDS is set: set it in the "
                           "environment or in sendit/settings/secrets.py (or set LOCKDOWN_ENABLED=false)")
@@ -458,8 +446,3 @@ def start() -> Config:
     config: Config = settings.CONFIG
     prepare(config)
     return config
-
-
-def defaults(concern: type) -> dict[str, Any]:
-    """A concern's defaults by NAME (for the documentation check)."""
-    return {env_name(f.name): f.default for f in fields(concern) if f.default is not MISSING}
