@@ -50,7 +50,7 @@ from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # made at import
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
@@ -312,7 +312,7 @@ class StudyFolders:
                     _fsync_folder(self.root)
                 except OSError as exc:
                     logger.error("receiver: could not hand over %s (%s); it stays as it is",
-                                 folder.name, errno.errorcode.get(exc.errno, type(exc).__name__))
+                                 folder.name, errno.errorcode.get(exc.errno or 0, type(exc).__name__))
                     continue
                 done.append(final.name)
         return done
@@ -764,7 +764,7 @@ class _DUL(DULServiceProvider):
                     abort_pdu.source = 0x02
                     abort_pdu.reason_diagnostic = 0x00
                     try:
-                        self.socket.send(abort_pdu.encode())
+                        self._wire().send(abort_pdu.encode())
                     finally:
                         self.assoc.is_aborted = True
                         self.assoc.is_established = False
@@ -788,13 +788,14 @@ class _DUL(DULServiceProvider):
         receiver = getattr(self.assoc._server, "receiver", None)
         if receiver is None or self.state_machine.current_state != "Sta6":
             return super()._read_pdu_data()
-        head = self.socket.recv(6)
+        wire = self._wire()
+        head = wire.recv(6)
         if len(head) == 6 and head[0] == 0x04:  # P-DATA-TF
-            body = self.socket.recv(int.from_bytes(head[2:6], "big"))
+            body = wire.recv(int.from_bytes(head[2:6], "big"))
             if self._take(receiver, body):
                 return None
             head += body
-        self.socket.unread(head)  # pynetdicom reads it again, as sent
+        wire.unread(head)  # pynetdicom reads it again, as sent
         return super()._read_pdu_data()
 
     def _take(self, receiver: Receiver, body: bytearray) -> bool:
@@ -828,7 +829,7 @@ class _DUL(DULServiceProvider):
             if control & 2:  # its last fragment
                 self._store = None
                 status = store.finish()
-                self.socket.send(store_response(store.context_id, store.message_id, store.sop_class,
+                self._wire().send(store_response(store.context_id, store.message_id, store.sop_class,
                                                 store.sop_instance, status))
                 if self._spare is None:
                     self._spare = receiver.folders.spare()  # while the sender readies the next
@@ -856,6 +857,12 @@ class _DUL(DULServiceProvider):
         spare, self._spare = self._spare, None
         return _IncomingStore(receiver, self.assoc.requestor.ae_title, context_id, syntax,
                               message_id, sop_class, sop_instance, spare)
+
+    def _wire(self) -> _Socket:
+        """Our socket (_RequestHandler gives every _DUL a _Socket)."""
+        wire = self.socket
+        assert isinstance(wire, _Socket)
+        return wire
 
     # -- woken instead of polling --
     def wake(self) -> None:
@@ -887,7 +894,7 @@ class _DUL(DULServiceProvider):
             sock = self.socket.socket if self.socket is not None else None
             waits = [self._wake_r]
             if sock is not None and sock.fileno() >= 0:
-                if self.socket._pending or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                if self._wire()._pending or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
                     waits = []  # already readable
                 else:
                     waits.append(sock)
@@ -924,9 +931,11 @@ class _Socket(AssociationSocket):
             got = min(nr_bytes, len(self._pending))
             buffer[:got] = self._pending[:got]
             self._pending = self._pending[got:]
+        sock = self.socket
+        assert sock is not None
         with memoryview(buffer) as view:
             while got < nr_bytes:
-                count = self.socket.recv_into(view[got:], nr_bytes - got)
+                count = sock.recv_into(view[got:], nr_bytes - got)
                 if not count:  # the connection is broken: what was read, as pynetdicom does
                     break
                 got += count
@@ -964,7 +973,7 @@ class _Acceptor(Association):
                 context_id, msg = self.dimse.msg_queue.get(timeout=_REACTOR_WAIT)
             except queue.Empty:
                 context_id, msg = None, None
-            if msg:
+            if msg and context_id is not None:
                 self._serve_request(msg, context_id)
 
             if self.is_established and self.acse.is_release_requested():
@@ -1025,7 +1034,7 @@ def start_server(ae: AE, address: tuple[str, int], handlers: list,
     made by _RequestHandler; C-STORE requests taken off the wire for ``receiver``, if given."""
     server = ae.make_server(address, evt_handlers=handlers, server_class=ThreadedAssociationServer,
                             request_handler=_RequestHandler)
-    server.receiver = receiver
+    server.receiver = receiver  # type: ignore[attr-defined]  # read by _DUL._read_pdu_data
     thread = threading.Thread(target=make_target(server.serve_forever), daemon=True,
                               name=f"AcceptorServer@{address[1]}")
     thread.start()
@@ -1040,7 +1049,7 @@ class Receiver:
         self.config = config
         self.folders = StudyFolders(config.data_folder, config.settle)
         self.stats = Stats()
-        self.server = None
+        self.server: ThreadedAssociationServer | None = None
         self.ae = make_ae(config)
 
     # -- handlers (each association runs in its own thread) ---------------------
@@ -1080,7 +1089,7 @@ class Receiver:
         self.stats.refused += 1
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
         logger.error("receiver: C-STORE from %s refused, not written: %s", safe_ae(calling),
-                     "the disk is full" if full else errno.errorcode.get(exc.errno, type(exc).__name__))
+                     "the disk is full" if full else errno.errorcode.get(exc.errno or 0, type(exc).__name__))
         return OUT_OF_RESOURCES if full else CANNOT_WRITE
 
     def on_echo(self, event) -> int:
@@ -1135,7 +1144,8 @@ def make_ae(config: ReceiverConfig) -> AE:
     ae.maximum_pdu_size = 0  # no limit: the sender's own largest PDU, fewer reads per image
     ae.require_calling_aet = list(config.allowed_aets)
     for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        if context.abstract_syntax:
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
     return ae
 
