@@ -152,7 +152,7 @@ def main():
                 code, stopping = 1, True
                 break
         time.sleep(0.5)
-    for name, proc in reversed(list(processes.items())):
+    for proc in reversed(list(processes.values())):
         if proc.poll() is None:
             proc.terminate()
     for proc in processes.values():

@@ -253,7 +253,7 @@ def test_uwsgi_ini():
     text = (ROOT / "uwsgi.ini").read_text()
     options = [line.split("=", 1)[0].strip() for line in text.splitlines()
                if "=" in line and not line.startswith(";")]
-    assert text.splitlines()[[i for i, l in enumerate(text.splitlines()) if l.strip() == "[uwsgi]"][0]] == "[uwsgi]"
+    assert text.splitlines()[[i for i, line in enumerate(text.splitlines()) if line.strip() == "[uwsgi]"][0]] == "[uwsgi]"
     for option in ("strict", "module", "master", "die-on-term", "socket", "need-app", "max-apps"):
         assert option in options, option
     assert "module = sendit.wsgi:application" in text
@@ -349,7 +349,7 @@ def test_setup_instance_env_file(env_file):
     assert keys["CELERY_BROKER_URL"] == f"redis://:{keys['REDIS_PASSWORD']}@redis:6379/0"
     # Again: nothing changes (DEID_SECRET must stay stable), a missing key is added back.
     before = env_file.read_text()
-    env_file.write_text("\n".join(l for l in before.splitlines() if not l.startswith("REDIS_PASSWORD=")) + "\n")
+    env_file.write_text("\n".join(line for line in before.splitlines() if not line.startswith("REDIS_PASSWORD=")) + "\n")
     subprocess.run([str(ROOT / "scripts/setup_instance.sh"), "--env-only", "--dir", str(env_file.parent)],
                    check=True, capture_output=True)
     after = env_keys(env_file)

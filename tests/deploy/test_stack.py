@@ -80,7 +80,7 @@ class Stack:
         return path.read_text(errors="replace")[-tail:] if path.exists() else ""
 
     def stop(self):
-        for name, proc in reversed(list(self.procs.items())):
+        for proc in reversed(list(self.procs.values())):
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGTERM)
         for proc in self.procs.values():

@@ -256,7 +256,7 @@ class _Walker:
     def run(self) -> Layout:
         data, size = self.data, self.size
         preamble = size >= 132 and data[128:132] == b"DICM"
-        pos, syntax, problem = (132 if preamble else 0), "", ""
+        pos, syntax = (132 if preamble else 0), ""
         if preamble:
             try:
                 while pos + 6 <= size and struct.unpack_from("<H", data, pos)[0] == 0x0002:

@@ -115,7 +115,7 @@ def run_step(task, batch_id, step, name=None, handed=None):
         logger.info("batch=%s no longer exists, nothing to do", batch_id)
         return None
     except BatchBusy:
-        raise task.retry(countdown=busy_countdown())
+        raise task.retry(countdown=busy_countdown()) from None
     except LeaseLost:
         logger.warning("batch=%s lease lost to another worker; this run stops", batch_id)
         return None

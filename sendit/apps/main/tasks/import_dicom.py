@@ -152,8 +152,7 @@ def _import_folder(batch, folder):
                               adopt=True)
 
         files, links = importer.list_files(folder)
-        for link in links:
-            problems.append("a symbolic link was refused (it may point outside the data folder)")
+        problems.extend("a symbolic link was refused (it may point outside the data folder)" for _ in links)
         for path in files:
             try:
                 _register(batch, folder, path, identities, pending, problems, seen, known_names)
