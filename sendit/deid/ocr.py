@@ -234,6 +234,8 @@ def _api() -> Any:
 
 #: a pixel this close to the frame's brightest (darkest) value may be text drawn at it
 _EXTREME = 24
+#: small text's blended strokes are taken down to this far from the extreme (with hysteresis)
+_LOW = 64
 #: more of the frame than this at the extreme is background, not text
 _MOST = 0.15
 #: text stands out of its surroundings by this much (0-255) at least (white or black top-hat)
@@ -273,8 +275,9 @@ def _filter(a: np.ndarray, k: int, op: np.ufunc) -> np.ndarray:
     return out
 
 
-def _pieces(mask: np.ndarray) -> np.ndarray:
-    """The 8-connected pieces of ``mask`` as rows of (x0, y0, x1, y1, pixels), found by runs."""
+def _pieces(mask: np.ndarray, seeds: np.ndarray | None = None) -> np.ndarray:
+    """The 8-connected pieces of ``mask`` as rows of (x0, y0, x1, y1, pixels), found by runs;
+    with ``seeds`` (a mask inside ``mask``), only the pieces that hold a seed pixel."""
     rows, columns = mask.shape
     edges = np.zeros((rows, columns + 2), np.int8)
     edges[:, 1:-1] = mask
@@ -317,13 +320,22 @@ def _pieces(mask: np.ndarray) -> np.ndarray:
     np.minimum.at(y0, label, run_row)
     np.maximum.at(y1, label, run_row + 1)
     np.add.at(pixels, label, run_end - run_start)
-    return np.stack([x0, y0, x1, y1, pixels], axis=1)
+    pieces = np.stack([x0, y0, x1, y1, pixels], axis=1)
+    if seeds is not None:
+        # seed pixels per run, from each row's running count
+        before = np.zeros((rows, columns + 1), np.int32)
+        np.cumsum(seeds, axis=1, out=before[:, 1:])
+        seeded = np.zeros(n, bool)
+        np.logical_or.at(seeded, label, before[run_row, run_end] > before[run_row, run_start])
+        pieces = pieces[seeded]
+    return pieces
 
 
-def _lines_of(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Boxes of the lines of letter-sized pieces of ``mask``: pieces of like height that
-    share most of their height and are closer than about a letter's height are one line."""
-    pieces = _pieces(mask)
+def _lines_of(mask: np.ndarray, seeds: np.ndarray | None = None) -> list[tuple[int, int, int, int]]:
+    """Boxes of the lines of letter-sized pieces of ``mask`` (those holding a pixel of
+    ``seeds``, when given): pieces of like height that share most of their height and are
+    closer than about a letter's height are one line."""
+    pieces = _pieces(mask, seeds)
     if len(pieces) == 0 or len(pieces) > _MOST_PIECES:
         return []
     height, width = pieces[:, 3] - pieces[:, 1], pieces[:, 2] - pieces[:, 0]
@@ -363,8 +375,12 @@ def _lines_of(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
         box = (min(x0[i] for i in members), min(y0[i] for i in members),
                max(x1[i] for i in members), max(y1[i] for i in members))
         w, h = box[2] - box[0], box[3] - box[1]
-        # a line: letter height, wider than tall, two letters or more (or one long piece)
-        if 4 <= h <= _TALLEST and w >= h and (len(members) >= 2 or w >= 1.5 * h):
+        # a line: letter height, wider than tall, two letters or more (or one long piece);
+        # of seeded pieces (small text taken down to a lower level), three letters or more
+        # as wide as them: grains of speckle line up in twos often enough
+        if not 4 <= h <= _TALLEST or w < h:
+            continue
+        if (seeds is None and (len(members) >= 2 or w >= 1.5 * h)) or (len(members) >= 3 and w >= 2.5 * h):
             lines.append(box)
     return lines
 
@@ -385,17 +401,30 @@ def find_lines(grey: np.ndarray, polarities: Sequence[str] = ("light", "dark")) 
         top, bottom = int(image.max()), int(image.min())
         if top - bottom <= 2 * _EXTREME:
             continue
-        masks = []
+        masks: list[tuple[np.ndarray, np.ndarray | None]] = []
         extreme = image >= top - _EXTREME
         if extreme.mean() < _MOST:
-            masks.append(extreme)
+            masks.append((extreme, None))
+            # small text's strokes are thinner than a pixel: few of them reach the extreme
+            # value, the rest are blended with what is under them. Taken down to a lower
+            # level, but only the pieces that hold an extreme pixel (hysteresis): speckle
+            # as bright as that, alone, is left out
+            masks.append((image >= top - _LOW, extreme))
         hat = image.astype(np.int16) - _filter(_filter(image, _HAT, np.minimum), _HAT, np.maximum)
-        masks.append(hat >= _CONTRAST)
-        boxes = [box for mask in masks for box in _lines_of(mask)]
+        masks.append((hat >= _CONTRAST, None))
         kept: list[tuple[int, int, int, int]] = []
-        for box in sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[3] - b[1])):
-            if not any(_covered(box, other) >= 0.6 for other in kept):
-                kept.append(box)
+        for mask, seeds in masks:
+            # the extreme pixels' lines first: a line of the top-hat's (text and the grain or
+            # the edges around it, read as nothing) does not hide a line of text within it
+            # one larger than a line kept, and much like it, widens it (a letter more)
+            for box in sorted(_lines_of(mask, seeds), key=lambda b: -(b[2] - b[0]) * (b[3] - b[1])):
+                for k, other in enumerate(kept):
+                    if _covered(box, other) >= 0.6:
+                        if _covered(other, box) >= 0.6:
+                            kept[k] = _union(other, box)
+                        break
+                else:
+                    kept.append(box)
         found.extend(Line(box, polarity) for box in kept)
     found.sort(key=lambda line: -(line.box[2] - line.box[0]) * (line.box[3] - line.box[1]))
     return found[:_MOST_LINES]
@@ -416,8 +445,12 @@ def _cut(grey: np.ndarray, line: Line) -> tuple[np.ndarray, int, int, float]:
     ink, paper = float(np.percentile(crop, 3)), float(np.median(crop))
     span = max(1.0, 0.6 * (paper - ink))
     crop = np.clip((crop - ink) * (255.0 / span), 0, 255).astype(np.uint8)
+    # and a white border: what lies around a line (speckle, the edge of a fan) at the edge
+    # of the image makes Tesseract find no text at all in a line it reads well bordered
+    border = max(3, (y1 - y0) // 2)
+    crop = np.pad(crop, border, constant_values=255)
     scale = min(_MAX_SCALE, max(1.0, _TARGET / max(1, y1 - y0)))
-    return crop, left, top, scale
+    return crop, left - border, top - border, scale
 
 
 def read_frame(grey: np.ndarray, frame: int = 0, invert: bool = True,
@@ -427,7 +460,7 @@ def read_frame(grey: np.ndarray, frame: int = 0, invert: bool = True,
     text on light only. Every word carries the box of the line it was read in (``region``).
     The boxes of the lines found, read or not, are added to ``found_lines`` (frame, box).
     """
-    from PIL import Image
+    from PIL import Image, ImageFilter
 
     api = _api()
     found: list[TextBox] = []
@@ -442,13 +475,18 @@ def read_frame(grey: np.ndarray, frame: int = 0, invert: bool = True,
                                  Image.Resampling.BICUBIC)
         words = _read_line(api, image, frame, number, line, left, top, scale)
         if not words or max(w.confidence for w in words) < CONFIDENT:
-            # doubtful: read once more, binarized at its own threshold (Otsu), and keep the
-            # reading with more to show
-            pixels = np.asarray(image)
-            binary = Image.fromarray(np.where(pixels > _otsu(pixels), 255, 0).astype(np.uint8))
-            again = _read_line(api, binary, frame, number, line, left, top, scale)
+            # doubtful: read once more with the specks left of speckle taken out (a 3x3
+            # median of the scaled line: its strokes are 3 px or more), then binarized at
+            # its own threshold (Otsu); the reading with most to show is kept
+            again = _read_line(api, image.filter(ImageFilter.MedianFilter(3)), frame, number, line, left, top, scale)
             if _score(again) > _score(words):
                 words = again
+            if not words or max(w.confidence for w in words) < CONFIDENT:
+                pixels = np.asarray(image)
+                binary = Image.fromarray(np.where(pixels > _otsu(pixels), 255, 0).astype(np.uint8))
+                again = _read_line(api, binary, frame, number, line, left, top, scale)
+                if _score(again) > _score(words):
+                    words = again
         found.extend(words)
     api.Clear()
     kept, shadows = _one_polarity(found, lines)
@@ -475,8 +513,8 @@ def _read_line(api: Any, image: Any, frame: int, number: int, line: Line, left: 
         bbox = word.BoundingBox(RIL.WORD)
         if bbox is None:
             continue
-        box = (left + int(bbox[0] / scale), top + int(bbox[1] / scale),
-               left + int(np.ceil(bbox[2] / scale)), top + int(np.ceil(bbox[3] / scale)))
+        box = (max(0, left + int(bbox[0] / scale)), max(0, top + int(bbox[1] / scale)),
+               max(0, left + int(np.ceil(bbox[2] / scale))), max(0, top + int(np.ceil(bbox[3] / scale))))
         words.append(TextBox(frame, box, text.strip(), float(word.Confidence(RIL.WORD)), (frame, number), line.box))
     return words
 
@@ -689,11 +727,18 @@ def _rest_of_value(word: TextBox, span: tuple[int, int, int]) -> Box:
 
 def _close_to(text: str, forms: Sequence[Pattern]) -> bool:
     """True when ``text`` (canonical, a doubtful reading) could be an identifying value
-    misread: half its characters or more agree with a part of one, or one lies in it."""
+    misread: two thirds of its characters or more agree with a part of one, or one lies in it."""
     for form in forms:
-        if _find(text, form.text, len(text) // 2) or _find(form.text, text, len(form.text) // 2):
+        if _find(text, form.text, len(text) // 3) or _find(form.text, text, len(form.text) // 3):
             return True
     return False
+
+
+def _wide(word: TextBox) -> bool:
+    """True when the line ``word`` was read in is at least twice as wide as tall: a line of
+    text of a few letters (a value), not a blob that a guess was read in."""
+    x0, y0, x1, y1 = _union(word.box, word.region)
+    return x1 - x0 >= 2 * (y1 - y0)
 
 
 #: a reading with this many digits or more, most of its characters, is a number that
@@ -763,14 +808,16 @@ def decide(words: Sequence[TextBox], forms: Sequence[Pattern], scrub: str = "ide
         # a tall line read with little confidence, nothing of it identifying, that could be
         # an identifying value misread: text that cannot be decided and too large to let go
         # (a line blanked already, read in the other polarity or next to a value, is decided)
-        if any(i in blank for i in members) or words[members[0]].shadow:
+        if words[members[0]].shadow:
             continue
-        if all(any(f == words[i].frame and _covered(words[i].box, box) >= 0.5 for f, box in done) for i in members):
+        members = [i for i in members if i not in blank and not any(
+            f == words[i].frame and _covered(words[i].box, box) >= 0.5 for f, box in done)]
+        if not members:
             continue
         height = max(words[i].box[3] - words[i].box[1] for i in members)
         doubtful = [words[i] for i in members if words[i].confidence < CONFIDENT and len(canonical(words[i].text)) >= 3]
         if height > HOLD_ABOVE and doubtful and max(words[i].confidence for i in members) < CONFIDENT:
-            if any(w.confidence < _GUESS or _close_to(canonical(w.text), forms) for w in doubtful):
+            if any((w.confidence < _GUESS and _wide(w)) or _close_to(canonical(w.text), forms) for w in doubtful):
                 decision.undecided.extend(doubtful)
     if scrub == "all":
         for index, word in enumerate(words):
