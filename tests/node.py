@@ -204,3 +204,33 @@ class Node:
 
     def logs(self):
         return "\n".join(p.read_text(errors="replace") for p in self.log_files())
+
+    def diagnostics(self, lines=100):
+        """What a failed end-to-end test needs to be read afterwards: which processes are
+        alive (the worker's exit code), the tail of every log, and what waits in the
+        embedded broker's folder. Safe to call at any point; never raises."""
+        out = []
+        for proc in self.procs:
+            code = proc.poll()
+            out.append(f"worker pid {proc.pid}: " + ("running" if code is None else f"exited with {code}"))
+        pid = self.watcher_pid()
+        if pid:
+            alive = Path(f"/proc/{pid}").exists()
+            out.append(f"watcher pid {pid}: {'running' if alive else 'gone'}")
+        broker = self.tmp / "var" / "broker"
+        if broker.is_dir():
+            out.append(f"--- broker folder {broker}")
+            for entry in sorted(broker.rglob("*")):
+                try:
+                    size = entry.stat().st_size if entry.is_file() else "dir"
+                except OSError:
+                    size = "gone"
+                out.append(f"  {entry.relative_to(broker)} {size}")
+        for path in sorted(self.log_files()):
+            try:
+                text = path.read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            out.append(f"--- {path.relative_to(self.tmp)} (last {min(lines, len(text))} of {len(text)} lines)")
+            out.extend(text[-lines:])
+        return "\n".join(out)

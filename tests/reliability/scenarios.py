@@ -43,6 +43,9 @@ class Row:
     # Seconds from the worker's restart (or, several workers, from the kill) to every batch DONE.
     recovery: float = 0.0
     notes: list = field(default_factory=list)
+    # On failure: the node's processes, log tails and broker folder (Node.diagnostics),
+    # printed by the tests so that a one-off CI failure can be read afterwards.
+    diagnostics: str = field(default="", repr=False)
 
 
 class Redis:
@@ -110,6 +113,7 @@ def finish(row, node, orthanc, names, expected, started, timeout):
         row.result = "PASS"
     else:
         row.notes.append(f"batches={batches}")
+        row.diagnostics = node.diagnostics()
         log = node.tmp / "worker.log"
         if log.exists():  # what the workers said about it: recovery, errors
             lines = [line for line in log.read_text(errors="replace").splitlines()
@@ -137,7 +141,9 @@ def kill_worker_at(tmp, orthanc, step, n, database="postgres", broker="redis", t
             started = time.monotonic()
             drop(node, "K", n)
             if not node.wait(marker.exists, timeout=timeout):
-                row.notes.append("the crash point was never reached")
+                row.notes.append(f"the crash point was never reached; batches={node.batches()}")
+                row.delivered = len(orthanc.instances())
+                row.diagnostics = node.diagnostics()
                 return row
             node.kill_worker()
             time.sleep(1)
@@ -167,6 +173,7 @@ def kill_one_of_three_workers(tmp, orthanc, studies=6, n=40, timeout=300, recove
             victim = workers[1]
             if not node.wait(lambda: node.worker_machine(victim), timeout=30, interval=0.1):
                 row.notes.append("the victim never started")
+                row.diagnostics = node.diagnostics()
                 return row
             machine = node.worker_machine(victim)
             node.wait(lambda: all(node.worker_machine(w) for w in workers), timeout=30, interval=0.1)
@@ -182,6 +189,7 @@ def kill_one_of_three_workers(tmp, orthanc, studies=6, n=40, timeout=300, recove
 
             if not node.wait(victim_at_work, timeout=timeout, interval=0.05):
                 row.notes.append("the victim never held a batch")
+                row.diagnostics = node.diagnostics()
                 return row
             held = node.query("SELECT uid, status FROM main_batch WHERE lease_owner LIKE %s", f"{machine}:%")
             node.kill_worker(victim)

@@ -10,7 +10,6 @@ import shutil
 import pytest
 
 from tests.reliability import scenarios
-
 from tests.services import reachable
 
 pytestmark = pytest.mark.e2e
@@ -26,6 +25,8 @@ needs_stack = pytest.mark.skipif(not (reachable(5432) and shutil.which("redis-se
 
 def check(row):
     scenarios.print_table([row])  # shown with pytest -s: the recovery times measured
+    if row.diagnostics:  # pytest shows a failed test's captured output: logs, broker folder
+        print(row.diagnostics)
     assert row.result == "PASS", row
     assert row.delivered == row.images_in and row.duplicates == 0
 
