@@ -178,11 +178,17 @@ CACHES = {"default": cache_from_url(
 # Celery: tasks take ids, acknowledge late, and are safe to run twice.
 if CONFIG.pipeline.celery_broker_url.startswith("filesystem://"):
     _broker_dir = Path(VAR_DIR) / "broker"  # made by sendit.config.prepare
+    # kombu's filesystem transport with whole-or-nothing message files and a consumer that
+    # passes over a file being written (kombu's own lost the message and stopped the worker
+    # on JSONDecodeError): sendit/broker.py. Wins over the URL's scheme, so only set here.
+    CELERY_BROKER_TRANSPORT = "sendit.broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir),
         "data_folder_out": str(_broker_dir),
         "processed_folder": str(_broker_dir / "processed"),
         "control_folder": str(_broker_dir / "control"),
+        # message files no consumer could read (empty, cut short), kept for a person to look at
+        "bad_folder": str(_broker_dir / "bad"),
         # The folder is listed this often; a step then waits at most this long for the next.
         # 0.05 s costs an idle worker 0.6% of one CPU (0.1 s: 0.35%, 0.02 s: 1.4%), and let
         # scripts/bench_pipeline.py's SQLite run go from about 275 to 300 images/s.
