@@ -802,7 +802,12 @@ def decide(words: Sequence[TextBox], forms: Sequence[Pattern], scrub: str = "ide
             if span[0] > 0 or span[1] < span[2]:
                 grown.append((word.frame, _rest_of_value(word, span)))
     done = [(words[i].frame, _union(words[i].box, words[i].region)) for i in blank]
-    also = _next_to(done, grown, lines)
+    # a tall line found that its reading does not account for: text the OCR could not read
+    # (ctbrain1's 22 px accession number read confidently as ``81!``), too large to let go
+    unread = [line for line in _unread(words, lines) if not any(
+        f == line[0] and _covered(line[1], box) >= 0.9 for f, box in done)]
+    done += unread
+    also = unread + _next_to(done, grown, lines)
     done += also
     for members in groups.values():
         # a tall line read with little confidence, nothing of it identifying, that could be
@@ -832,6 +837,38 @@ def decide(words: Sequence[TextBox], forms: Sequence[Pattern], scrub: str = "ide
 
 #: under this confidence a reading is a guess: it says nothing of what the text is
 _GUESS = 40.0
+#: in a found line, a stretch at least this many times its height wide that no word read
+#: covers is text not read (a letter is ~0.6 of the height wide, a space ~0.3)
+_UNREAD = 0.6
+
+
+def _unread(words: Sequence[TextBox], lines: Sequence[tuple[int, Box]]) -> list[tuple[int, Box]]:
+    """The lines found (frame, box) taller than HOLD_ABOVE that the words read do not account
+    for: a stretch of the line as wide as a letter or more that no word covers.
+
+    A line is found from the pixels, without reading: letter-sized pieces that line up.
+    Where Tesseract reads a word, the word's box accounts for its part of the line; where
+    it reads nothing (or only a part, ``81!`` of a 22 px ``A8199292``), what is left is
+    text that was not read, and large text that was not read is not sent. Words of the
+    losing polarity (shadows: noise between the letters) account for nothing.
+    """
+    unread: list[tuple[int, Box]] = []
+    for frame, box in lines:
+        x0, y0, x1, y1 = box
+        height = y1 - y0
+        if height <= HOLD_ABOVE:
+            continue
+        spans = sorted((max(x0, w.box[0]), min(x1, w.box[2])) for w in words
+                       if w.frame == frame and not w.shadow and w.box[0] < x1 and w.box[2] > x0
+                       and min(y1, w.box[3]) - max(y0, w.box[1]) >= 0.5 * min(height, w.box[3] - w.box[1]))
+        edge, gap = x0, 0
+        for start, end in spans:
+            gap = max(gap, start - edge)
+            edge = max(edge, end)
+        gap = max(gap, x1 - edge)
+        if gap >= _UNREAD * height:
+            unread.append((frame, box))
+    return unread
 
 
 def _next_to(blanked: Sequence[tuple[int, Box]], grown: Sequence[tuple[int, Box]],

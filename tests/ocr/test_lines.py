@@ -213,3 +213,52 @@ def test_the_corpus_is_seeded_and_draws_from_each_image_s_own_header():
             assert str(sample.ds.AccessionNumber) in ids
             assert any(str(sample.ds.PatientID) in t for t in ids)
     assert all(not s.has_text for s in first if s.own_text and s.name.endswith("-clean"))
+
+
+def test_a_tall_line_read_only_in_part_is_blanked_whole():
+    # ctbrain1's 22 px accession number, found as one line but read confidently in part as
+    # "81!": too short to be a part of a value, and most of the line not read
+    line = (153, 248, 309, 270)
+    words = [ocr.TextBox(0, (174, 248, 223, 270), "81!", 66.0, (0, 1), (181, 248, 215, 270))]
+    decision = ocr.decide(words, ocr.patterns([needle(b"A8199292", "the accession number")]), lines=[(0, line)])
+    assert line in [box for _, box in decision.also] and decision.hold is None
+    x0, _, x1, _ = max(decision.regions(512, 512), key=lambda r: r[1][2] - r[1][0])[1]
+    assert x0 <= 153 and x1 >= 309
+    assert decision.record()["blanked"] == 0  # no word matched: the line is blanked as text not read
+
+
+def test_a_tall_line_read_as_nothing_is_blanked_a_small_one_is_not():
+    forms = ocr.patterns([needle(b"A8199292", "the accession number")])
+    assert [box for _, box in ocr.decide([], forms, lines=[(0, (100, 100, 200, 120))]).also] == [(100, 100, 200, 120)]
+    assert not ocr.decide([], forms, lines=[(0, (100, 100, 200, 116))]).also  # 16 px: not
+    # the words of the losing polarity (noise between the letters) account for nothing
+    shadow = ocr.TextBox(0, (100, 100, 200, 120), "eee", 20.0, (0, -1), (100, 100, 200, 120), True)
+    assert ocr.decide([shadow], forms, lines=[(0, (100, 100, 200, 120))]).also
+
+
+def test_a_tall_line_read_whole_stays_spaces_and_edges_are_not_text_not_read():
+    forms = ocr.patterns([needle(b"A8199292", "the accession number")])
+    line = (244, 340, 320, 362)  # "kVp 80": a space between its words, a pixel or two at its ends
+    words = [ocr.TextBox(0, (245, 340, 273, 362), "kVp", 94.0, (0, 7), line),
+             ocr.TextBox(0, (280, 341, 318, 362), "80", 94.0, (0, 7), line)]
+    decision = ocr.decide(words, forms, lines=[(0, line)])
+    assert not decision.also and not decision.blank and decision.hold is None
+    # the same line with a letter's width at its end not read is blanked
+    decision = ocr.decide(words[:1] + [ocr.TextBox(0, (280, 341, 300, 362), "8", 94.0, (0, 7), line)], forms,
+                          lines=[(0, line)])
+    assert [box for _, box in decision.also] == [line]
+
+
+def test_a_line_blanked_as_not_read_blanks_the_lines_next_to_it_and_holds_nothing():
+    # "Homer Simpson", 31 px: "Homi" and "fson" read (no part of a value), the middle not
+    forms = ocr.patterns([needle(b"SIMPSON^HOMER", "the patient's name", name=True)])
+    words = [ocr.TextBox(0, (170, 245, 225, 268), "Homi", 95.0, (0, 5), (170, 245, 225, 268)),
+             ocr.TextBox(0, (359, 244, 415, 268), "fson", 72.0, (0, 10), (365, 250, 416, 268))]
+    found = [(0, (173, 240, 263, 268)), (0, (289, 240, 413, 285)), (0, (170, 245, 225, 268)),
+             (0, (365, 250, 416, 268))]
+    decision = ocr.decide(words, forms, lines=found)
+    blanked = np.zeros((456, 510), bool)
+    for _, (x0, y0, x1, y1) in decision.regions(456, 510):
+        blanked[y0:y1, x0:x1] = True
+    assert blanked[250:265, 170:263].all() and blanked[250:265, 289:413].all()
+    assert decision.hold is None
