@@ -91,7 +91,7 @@ class Deid:
     deid_ocr: bool = setting(False)
     deid_ocr_modalities: tuple[str, ...] = setting(("US", "SC", "OT", "XA", "DX", "CR", "DOC"))
     deid_ocr_scrub: str = setting("identifying", choices=("identifying", "all"))
-    deid_ocr_release: bool = setting(False)
+    deid_ocr_release: bool = setting(True)
     ocr_queue: str = setting("")
     tessdata_prefix: str = setting("")
 

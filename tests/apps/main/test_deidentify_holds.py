@@ -267,14 +267,24 @@ def test_deid_ultrasound_recipe_delivers_cleaned_ultrasounds_instead_of_holding_
         assert any(expected.shape == got.shape and (expected == got).all() for got in delivered)
 
 
-@pytest.mark.parametrize("release,held", [(False, True), (True, False)])
-def test_ocr_releases_held_images_only_when_the_site_says_so(node, data_folder, settings, release, held):
-    """DEID_OCR alone never lets an image a filter rule holds leave (the OCR's recall does not
-    replace review); DEID_OCR_RELEASE does, for rules other than blacklist ones."""
+@pytest.mark.parametrize("release,held", [(None, False), (False, True), (True, False)])
+def test_ocr_releases_held_images_unless_the_site_says_not(node, data_folder, settings, release, held):
+    """DEID_OCR alone (DEID_OCR_RELEASE's default, true) reads and sends, once scrubbed, an
+    image a filter rule other than a blacklist one holds for suspected text; a site that
+    sets DEID_OCR_RELEASE=false keeps it held for review."""
+    from dataclasses import fields
+
+    from sendit.config import Deid
+
     pytest.importorskip("tesserocr")
     deid_data = pytest.importorskip("deid_data")
     source = Path(deid_data.__file__).parent / "data" / "ultrasounds" / "RGB_IMAGE.dcm"  # graylist: ultrasound
-    settings.DEID_OCR, settings.DEID_OCR_RELEASE = True, release
+    settings.DEID_OCR = True
+    if release is None:  # the default, as the node's settings carry it
+        assert next(f.default for f in fields(Deid) if f.name == "deid_ocr_release") is True
+        assert settings.DEID_OCR_RELEASE is True
+    else:
+        settings.DEID_OCR_RELEASE = release
     folder = data_folder / "OCRUS"
     folder.mkdir()
     shutil.copy(source, folder / source.name)
