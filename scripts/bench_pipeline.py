@@ -21,6 +21,7 @@ broker; from /proc), which is what the ratio comes down to on a machine with few
 --scale 200,1000,5000 also times one study of each size (PostgreSQL + Redis) and prints
 milliseconds per image, to show that time per image stays flat with batch size.
 """
+
 import argparse
 import os
 import shutil
@@ -30,7 +31,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 
 from tests.node import Node  # noqa: E402
@@ -49,8 +49,13 @@ def orthanc_ingest(orthanc, paths, connections):
     return len(paths) / elapsed, cpu
 
 
-PARTS = {"worker": "celery", "watcher": "watcher", "Orthanc": "Orthanc", "database": "postgres",
-         "broker": "redis-server"}
+PARTS = {
+    "worker": "celery",
+    "watcher": "watcher",
+    "Orthanc": "Orthanc",
+    "database": "postgres",
+    "broker": "redis-server",
+}
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -73,8 +78,9 @@ def cpu_seconds_by_part() -> dict:
 
 def wait_done(node, names, timeout) -> bool:
     """True once every named batch is DONE; False when the timeout comes first."""
-    return node.wait(lambda: all(node.batches().get(n, ("",))[0] == "DONE" for n in names),
-                     timeout=timeout, interval=0.05)
+    return node.wait(
+        lambda: all(node.batches().get(n, ("",))[0] == "DONE" for n in names), timeout=timeout, interval=0.05
+    )
 
 
 def warm_up(node, tmp, workers, timeout):
@@ -96,8 +102,7 @@ def run_pipeline(tmp, orthanc, database, broker, studies, workers, timeout):
     """Drop every study at once; seconds until all are DONE and in Orthanc; peak MB;
     CPU milliseconds per image by part."""
     total = sum(len(list(s.iterdir())) for s in studies)
-    with Node(tmp, database, broker, workers=workers, ORTHANC_URL=orthanc.url,
-              WATCHER_SETTLE_SECONDS=0.5) as node:
+    with Node(tmp, database, broker, workers=workers, ORTHANC_URL=orthanc.url, WATCHER_SETTLE_SECONDS=0.5) as node:
         warm_up(node, tmp, workers, timeout)
         orthanc.clear()
         for study in studies:
@@ -132,9 +137,12 @@ def main():
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--scale", default="", help="e.g. 200,1000,5000: one study of each size")
     parser.add_argument("--timeout", type=int, default=3600)
-    parser.add_argument("--dir", default=None,
-                        help="where the node's folders and Orthanc's storage go (default: the "
-                             "system's temporary folder; /dev/shm puts them in memory)")
+    parser.add_argument(
+        "--dir",
+        default=None,
+        help="where the node's folders and Orthanc's storage go (default: the "
+        "system's temporary folder; /dev/shm puts them in memory)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="sendit-benchp-", dir=args.dir) as tmp:
@@ -146,41 +154,55 @@ def main():
             studies.append(folder)
         paths = sorted(str(p) for s in studies for p in s.iterdir())
         size = sum(os.path.getsize(p) for p in paths) / 1e6
-        print(f"{args.studies} studies x {args.images} CT images 512x512x16 bit = {len(paths)} images, "
-              f"{size:.0f} MB; {os.cpu_count()} CPUs; {args.workers} worker processes; files in {tmp}",
-              flush=True)
+        print(
+            f"{args.studies} studies x {args.images} CT images 512x512x16 bit = {len(paths)} images, "
+            f"{size:.0f} MB; {os.cpu_count()} CPUs; {args.workers} worker processes; files in {tmp}",
+            flush=True,
+        )
         with Orthanc(tmp / "orthanc") as orthanc:
             measured = {k: orthanc_ingest(orthanc, paths, k) for k in (1, 2, 4, 8)}
             ref = {k: rate for k, (rate, _cpu) in measured.items()}
             k_best = max(ref, key=ref.get)
-            print(f"Orthanc's own ingest (POST /instances, best of x1/x2/x4/x8: x{k_best}): "
-                  f"{ref[k_best]:7.1f} images/s  ({', '.join(f'x{k} {v:.0f}' for k, v in ref.items())})",
-                  flush=True)
+            print(
+                f"Orthanc's own ingest (POST /instances, best of x1/x2/x4/x8: x{k_best}): "
+                f"{ref[k_best]:7.1f} images/s  ({', '.join(f'x{k} {v:.0f}' for k, v in ref.items())})",
+                flush=True,
+            )
             print(f"    CPU ms per image: Orthanc {measured[k_best][1]:.2f}", flush=True)
-            labels = {"sqlite": ("sqlite", "filesystem", "SQLite + filesystem broker"),
-                      "postgres": ("postgres", "redis", "PostgreSQL + Redis")}
+            labels = {
+                "sqlite": ("sqlite", "filesystem", "SQLite + filesystem broker"),
+                "postgres": ("postgres", "redis", "PostgreSQL + Redis"),
+            }
             before = ref[k_best]
             for key in [b for b in args.backends.split(",") if b]:
                 database, broker, label = labels[key]
-                total, elapsed, memory, cpu = run_pipeline(tmp / f"node-{key}", orthanc, database, broker,
-                                                           studies, args.workers, args.timeout)
+                total, elapsed, memory, cpu = run_pipeline(
+                    tmp / f"node-{key}", orthanc, database, broker, studies, args.workers, args.timeout
+                )
                 # The machine's speed drifts: the reference is timed again right after each
                 # run, and the run is compared with the mean of the two around it.
                 after = orthanc_ingest(orthanc, paths, k_best)[0]
                 reference = (before + after) / 2
                 rate = total / elapsed
-                print(f"pipeline, {label:27s}: {rate:7.1f} images/s  {rate / reference:.2f}x Orthanc  "
-                      f"({total} images in {elapsed:.1f}s; Orthanc alone {before:.0f} before, {after:.0f} after; "
-                      f"worker peak RSS {', '.join(f'{m:.0f}' for m in memory)} MB)", flush=True)
+                print(
+                    f"pipeline, {label:27s}: {rate:7.1f} images/s  {rate / reference:.2f}x Orthanc  "
+                    f"({total} images in {elapsed:.1f}s; Orthanc alone {before:.0f} before, {after:.0f} after; "
+                    f"worker peak RSS {', '.join(f'{m:.0f}' for m in memory)} MB)",
+                    flush=True,
+                )
                 print(cpu_line(cpu), flush=True)
                 before = after
             for n in [int(x) for x in args.scale.split(",") if x]:
                 folder = tmp / "scale" / f"SCALE{n}"
                 make_ct_series(folder, n, patient_id=f"SCALE{n}", seed=n)
-                total, elapsed, memory, cpu = run_pipeline(tmp / f"node-scale-{n}", orthanc, "postgres",
-                                                           "redis", [folder], args.workers, args.timeout)
-                print(f"one study of {n:5d} images (PostgreSQL + Redis): {1000 * elapsed / n:6.1f} ms/image, "
-                      f"{n / elapsed:6.1f} images/s, worker peak RSS {max(memory):.0f} MB", flush=True)
+                total, elapsed, memory, cpu = run_pipeline(
+                    tmp / f"node-scale-{n}", orthanc, "postgres", "redis", [folder], args.workers, args.timeout
+                )
+                print(
+                    f"one study of {n:5d} images (PostgreSQL + Redis): {1000 * elapsed / n:6.1f} ms/image, "
+                    f"{n / elapsed:6.1f} images/s, worker peak RSS {max(memory):.0f} MB",
+                    flush=True,
+                )
                 shutil.rmtree(folder)
 
 

@@ -65,8 +65,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--file", help="a DICOM file (default: pydicom-data's 693_UNCI.dcm)")
     parser.add_argument("--rounds", type=int, default=200)
-    parser.add_argument("--coordinates", nargs="+", default=DEFAULT_COORDINATES, metavar="X0,Y0,X1,Y1",
-                        help="boxes to blank (default: %(default)s)")
+    parser.add_argument(
+        "--coordinates",
+        nargs="+",
+        default=DEFAULT_COORDINATES,
+        metavar="X0,Y0,X1,Y1",
+        help="boxes to blank (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     path = args.file or get_testdata_file("693_UNCI.dcm", download=False)
     if path is None:
@@ -87,8 +92,10 @@ def main(argv=None) -> int:
             clean_s.append(timed(clean, raw, coordinates))
             only_s.append(clean_only(raw, coordinates))
     b, c, o = (statistics.median(values) * 1000 for values in (bare_s, clean_s, only_s))
-    print(f"file: {Path(path).name}  {ds.Rows}x{ds.Columns}  {ds.BitsAllocated}-bit  {frames} frame(s)  "
-          f"{ds.file_meta.TransferSyntaxUID.name}  rounds: {args.rounds}")
+    print(
+        f"file: {Path(path).name}  {ds.Rows}x{ds.Columns}  {ds.BitsAllocated}-bit  {frames} frame(s)  "
+        f"{ds.file_meta.TransferSyntaxUID.name}  rounds: {args.rounds}"
+    )
     print(f"bare pydicom read+write:   {b:7.3f} ms")
     print(f"read+clean+write:          {c:7.3f} ms")
     print(f"ratio clean / bare:        {c / b:7.2f}")

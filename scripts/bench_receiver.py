@@ -33,6 +33,7 @@ children, storescp's forked ones included, from /proc, over the send only).
 
     .venv/bin/python scripts/bench_receiver.py [--images 500] [--rounds 5] [--dir /var/tmp]
 """
+
 import argparse
 import os
 import shutil
@@ -61,6 +62,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 def cpu_seconds(pid: int) -> float:
     """User + system time of process ``pid``, of its children it has waited for, and of
     those it has not (yet): storescp --fork reaps its children only now and then."""
+
     def times(p, own_only=False) -> float:
         fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         values = fields[11:13] if own_only else fields[11:15]  # utime stime [cutime cstime]
@@ -106,9 +108,26 @@ def send(port: int, files: list, associations: int, log_config: Path) -> tuple[f
     and the latency of each image (seconds)."""
     chunks = [files[i::associations] for i in range(associations)]
     start = time.perf_counter()
-    procs = [subprocess.Popen(["storescu", "-lc", str(log_config), "-aet", f"BENCH{i}", "-aec", "SENDIT",
-                               "127.0.0.1", str(port), *map(str, chunk)], env=NODELAY, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT) for i, chunk in enumerate(chunks)]
+    procs = [
+        subprocess.Popen(
+            [
+                "storescu",
+                "-lc",
+                str(log_config),
+                "-aet",
+                f"BENCH{i}",
+                "-aec",
+                "SENDIT",
+                "127.0.0.1",
+                str(port),
+                *map(str, chunk),
+            ],
+            env=NODELAY,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for i, chunk in enumerate(chunks)
+    ]
     logs = [proc.communicate()[0].decode(errors="replace") for proc in procs]
     seconds = time.perf_counter() - start
     for proc, log in zip(procs, logs):
@@ -120,21 +139,38 @@ def send(port: int, files: list, associations: int, log_config: Path) -> tuple[f
 def start_storescp(out: Path, port: int, durable: bool = False) -> subprocess.Popen:
     out.mkdir(parents=True)
     sync = ["--exec-on-reception", "sync #p/#f #p", "--exec-sync"] if durable else []
-    proc = subprocess.Popen(["storescp", "--fork", *sync, "-aet", "SENDIT", "-od", str(out), str(port)], env=NODELAY,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["storescp", "--fork", *sync, "-aet", "SENDIT", "-od", str(out), str(port)],
+        env=NODELAY,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_for(lambda: reachable(port), 30)
     return proc
 
 
 def start_sendit(out: Path, port: int, work: Path) -> subprocess.Popen:
     out.mkdir(parents=True)
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "sendit.settings", "LOCKDOWN_ENABLED": "false",
-           "SECRET_KEY": "bench-secret-key-0123456789abcdefghijklmnopqrstuvwxyz0123",
-           "DEID_SECRET": "bench-site-secret-0123456789abcdefgh", "DATABASE_URL": f"sqlite:///{work}/db.sqlite3",
-           "VAR_DIR": str(work / "var"), "DATA_FOLDER": str(out), "RECEIVER_PORT": str(port),
-           "RECEIVER_STUDY_SETTLE_SECONDS": "2", "SENDIT_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "manage.py", "dicom_receiver"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "sendit.settings",
+        "LOCKDOWN_ENABLED": "false",
+        "SECRET_KEY": "bench-secret-key-0123456789abcdefghijklmnopqrstuvwxyz0123",
+        "DEID_SECRET": "bench-site-secret-0123456789abcdefgh",
+        "DATABASE_URL": f"sqlite:///{work}/db.sqlite3",
+        "VAR_DIR": str(work / "var"),
+        "DATA_FOLDER": str(out),
+        "RECEIVER_PORT": str(port),
+        "RECEIVER_STUDY_SETTLE_SECONDS": "2",
+        "SENDIT_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "dicom_receiver"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_for(lambda: reachable(port), 60)
     return proc
 
@@ -158,8 +194,11 @@ def main():
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--dir", default=None, help="where the images are made and received (one disk)")
-    parser.add_argument("--no-durable-reference", action="store_true",
-                        help="leave out storescp+sync (storescp with a sync process per image)")
+    parser.add_argument(
+        "--no-durable-reference",
+        action="store_true",
+        help="leave out storescp+sync (storescp with a sync process per image)",
+    )
     args = parser.parse_args()
     targets = ("storescp", "sendit") if args.no_durable_reference else ("storescp", "storescp+sync", "sendit")
     work = Path(tempfile.mkdtemp(prefix="bench-receiver-", dir=args.dir))
@@ -197,24 +236,35 @@ def main():
                     latency = statistics.median(waits) * 1000 if waits else float("nan")
                     cpu_ms = cpu / args.images * 1000
                     figures.setdefault((name, associations), []).append((rate[name], latency, cpu_ms))
-                    print(f"round {round_}  {name:13s} {associations} association(s): {seconds:6.2f} s, "
-                          f"{rate[name]:6.1f} images/s, {size / seconds:6.1f} MB/s, "
-                          f"latency median {latency:5.2f} ms, CPU {cpu_ms:4.2f} ms/image", flush=True)
+                    print(
+                        f"round {round_}  {name:13s} {associations} association(s): {seconds:6.2f} s, "
+                        f"{rate[name]:6.1f} images/s, {size / seconds:6.1f} MB/s, "
+                        f"latency median {latency:5.2f} ms, CPU {cpu_ms:4.2f} ms/image",
+                        flush=True,
+                    )
                     shutil.rmtree(out)
                 for reference in targets[:-1]:
                     ratios.setdefault((reference, associations), []).append(rate["sendit"] / rate[reference])
             fsync_ms.append(durable_write_ms(work / "fsync", Path(files[0]).read_bytes()))
-            print(f"round {round_}  one image written + fdatasynced + renamed + folder fsynced: "
-                  f"{fsync_ms[-1]:.2f} ms", flush=True)
-        print(f"durable write of one image: median {statistics.median(fsync_ms):.2f} ms "
-              f"(min {min(fsync_ms):.2f}, max {max(fsync_ms):.2f})")
+            print(
+                f"round {round_}  one image written + fdatasynced + renamed + folder fsynced: {fsync_ms[-1]:.2f} ms",
+                flush=True,
+            )
+        print(
+            f"durable write of one image: median {statistics.median(fsync_ms):.2f} ms "
+            f"(min {min(fsync_ms):.2f}, max {max(fsync_ms):.2f})"
+        )
         for (name, associations), rows in figures.items():
             rates, waits, cpus = zip(*rows)
-            print(f"{name:13s} {associations} association(s): median {statistics.median(rates):6.1f} images/s, "
-                  f"latency {statistics.median(waits):5.2f} ms, CPU {statistics.median(cpus):4.2f} ms/image")
+            print(
+                f"{name:13s} {associations} association(s): median {statistics.median(rates):6.1f} images/s, "
+                f"latency {statistics.median(waits):5.2f} ms, CPU {statistics.median(cpus):4.2f} ms/image"
+            )
         for (reference, associations), r in ratios.items():
-            print(f"{associations} association(s): sendit / {reference} = {statistics.median(r):.2f}x "
-                  f"(median of {len(r)} rounds; min {min(r):.2f}x, max {max(r):.2f}x)")
+            print(
+                f"{associations} association(s): sendit / {reference} = {statistics.median(r):.2f}x "
+                f"(median of {len(r)} rounds; min {min(r):.2f}x, max {max(r):.2f}x)"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

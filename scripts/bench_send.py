@@ -67,10 +67,14 @@ INCLUDES = {
 def storescu_seconds(orthanc, paths, associations: int) -> float:
     """DCMTK storescu, `associations` processes each sending an interleaved share."""
     started = time.perf_counter()
-    procs = [subprocess.Popen(["storescu", "-aec", orthanc.aet, orthanc.host, str(orthanc.dicom_port),
-                               *map(str, paths[k::associations])],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for k in range(associations)]
+    procs = [
+        subprocess.Popen(
+            ["storescu", "-aec", orthanc.aet, orthanc.host, str(orthanc.dicom_port), *map(str, paths[k::associations])],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for k in range(associations)
+    ]
     if any(p.wait() for p in procs):
         raise RuntimeError("storescu failed")
     return time.perf_counter() - started
@@ -85,8 +89,9 @@ def stow_seconds(orthanc, paths, per_request: int, workers: int) -> float:
     for k in range(n):
         boundary = uuid.uuid4().hex
         part = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-        body = b"".join(part + open(p, "rb").read() + b"\r\n" for p in paths[k * len(paths) // n:
-                                                                          (k + 1) * len(paths) // n])
+        body = b"".join(
+            part + open(p, "rb").read() + b"\r\n" for p in paths[k * len(paths) // n : (k + 1) * len(paths) // n]
+        )
         bodies.append((boundary, body + f"--{boundary}--\r\n".encode()))
     local, opened = threading.local(), []
 
@@ -95,9 +100,15 @@ def stow_seconds(orthanc, paths, per_request: int, workers: int) -> float:
         if not hasattr(local, "conn"):
             local.conn = http.client.HTTPConnection(orthanc.host, orthanc.http_port, timeout=120)
             opened.append(local.conn)
-        local.conn.request("POST", "/dicom-web/studies", body=body, headers={
-            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
-            "Accept": "application/dicom+json"})
+        local.conn.request(
+            "POST",
+            "/dicom-web/studies",
+            body=body,
+            headers={
+                "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+                "Accept": "application/dicom+json",
+            },
+        )
         answer = local.conn.getresponse()
         answer.read()
         if answer.status != 200:
@@ -130,6 +141,7 @@ def own_cpu() -> float:
 def measure(orthanc, paths, items, args) -> dict:
     """{case: [(images/s, Orthanc CPU s/image or None, client CPU s/image) per round]},
     interleaved rounds."""
+
     def sendit(config):
         [dest] = get_destinations(config)
 
@@ -140,25 +152,32 @@ def measure(orthanc, paths, items, args) -> dict:
             bad = [r.error for r in results if not r.ok]
             assert not bad, bad[:3]
             return elapsed
+
         return run
 
     connections = (1, 2, 4, 8) if args.only != "dicomweb" else (4, 8)
-    cases = {f"(a) POST /instances x{k}": (lambda k=k: orthanc.ingest_seconds(paths, k))
-             for k in connections}
+    cases = {f"(a) POST /instances x{k}": (lambda k=k: orthanc.ingest_seconds(paths, k)) for k in connections}
     if args.only != "dicomweb":
         for letter, transport in (("b", "rest"), ("c", "dicom")):
-            cases[f"({letter}) sendit {transport.upper()} (sent+verified)"] = sendit(orthanc.settings(
-                ORTHANC_TRANSPORT=transport, SEND_WORKERS=args.workers,
-                ORTHANC_DICOM_ASSOCIATIONS=args.associations))
+            cases[f"({letter}) sendit {transport.upper()} (sent+verified)"] = sendit(
+                orthanc.settings(
+                    ORTHANC_TRANSPORT=transport, SEND_WORKERS=args.workers, ORTHANC_DICOM_ASSOCIATIONS=args.associations
+                )
+            )
     if orthanc.dicomweb:
-        cases["(e) sendit DICOMweb (sent+verified)"] = sendit({
-            "SEND_TO_DICOMWEB": True, "DICOMWEB_URL": orthanc.dicomweb_url,
-            "SEND_WORKERS": args.workers, "DICOMWEB_INSTANCES_PER_REQUEST": args.per_request})
+        cases["(e) sendit DICOMweb (sent+verified)"] = sendit(
+            {
+                "SEND_TO_DICOMWEB": True,
+                "DICOMWEB_URL": orthanc.dicomweb_url,
+                "SEND_WORKERS": args.workers,
+                "DICOMWEB_INSTANCES_PER_REQUEST": args.per_request,
+            }
+        )
         cases[f"(f) raw STOW-RS {args.per_request}/request"] = lambda: stow_seconds(
-            orthanc, paths, args.per_request, args.workers)
+            orthanc, paths, args.per_request, args.workers
+        )
     if args.only != "dicomweb" and shutil.which("storescu"):
-        cases[f"(d) DCMTK storescu x{args.associations}"] = lambda: storescu_seconds(
-            orthanc, paths, args.associations)
+        cases[f"(d) DCMTK storescu x{args.associations}"] = lambda: storescu_seconds(orthanc, paths, args.associations)
     rounds = {name: [] for name in cases}
     for _ in range(args.repeat):
         for name, run in cases.items():
@@ -167,9 +186,9 @@ def measure(orthanc, paths, items, args) -> dict:
             seconds = run()
             after, mine = orthanc_cpu(orthanc), own_cpu() - mine
             assert len(orthanc.instances()) == args.n, f"{name}: not every image was stored"
-            rounds[name].append((args.n / seconds,
-                                 None if cpu is None or after is None else (after - cpu) / args.n,
-                                 mine / args.n))
+            rounds[name].append(
+                (args.n / seconds, None if cpu is None or after is None else (after - cpu) / args.n, mine / args.n)
+            )
     return rounds
 
 
@@ -185,21 +204,31 @@ def report(rounds: dict, args) -> None:
         return statistics.median(server), statistics.median(r[2] for r in runs)
 
     ref_cpu = cpu(rounds[reference])
-    print(f"  {'case':<38}{'median':>9}{'best':>8}  {'ratio (median, range)':<24}"
-          "CPU/image: Orthanc + client = total (ratio)")
+    print(
+        f"  {'case':<38}{'median':>9}{'best':>8}  {'ratio (median, range)':<24}"
+        "CPU/image: Orthanc + client = total (ratio)"
+    )
     for name, runs in rounds.items():
         rates = [r[0] for r in runs]
         ratios = sorted(r[0] / ref[0] for r, ref in zip(runs, rounds[reference]))
-        ratio = ("reference" if name == reference else
-                 f"{statistics.median(ratios):.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})")
+        ratio = (
+            "reference" if name == reference else f"{statistics.median(ratios):.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+        )
         used = cpu(runs)
-        cpu_text = "-" if used is None else (
-            f"{used[0] * 1000:.2f} + {used[1] * 1000:.2f} = {sum(used) * 1000:.2f} ms"
-            + ("" if name == reference else f" ({sum(ref_cpu) / sum(used):.2f}x)"))
+        cpu_text = (
+            "-"
+            if used is None
+            else (
+                f"{used[0] * 1000:.2f} + {used[1] * 1000:.2f} = {sum(used) * 1000:.2f} ms"
+                + ("" if name == reference else f" ({sum(ref_cpu) / sum(used):.2f}x)")
+            )
+        )
         print(f"  {name:<38}{median[name]:7.1f}/s{max(rates):6.1f}/s  {ratio:<24}{cpu_text}")
-    print(f"  reference: {reference}, {len(rounds[reference])} interleaved rounds; ratio = median "
-          "over the rounds of rate / reference rate in the same round; CPU ratio = reference's "
-          "total CPU per image / the case's (what the ratio would be with both bound by CPU)")
+    print(
+        f"  reference: {reference}, {len(rounds[reference])} interleaved rounds; ratio = median "
+        "over the rounds of rate / reference rate in the same round; CPU ratio = reference's "
+        "total CPU per image / the case's (what the ratio would be with both bound by CPU)"
+    )
     print("  what each includes:")
     for letter, text in INCLUDES.items():
         if any(name.startswith(letter) for name in rounds):
@@ -209,16 +238,19 @@ def report(rounds: dict, args) -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=200, help="number of images (default 200)")
-    parser.add_argument("--workers", type=int, default=8,
-                        help="SEND_WORKERS for REST and DICOMweb (default 8)")
-    parser.add_argument("--associations", type=int, default=4,
-                        help="ORTHANC_DICOM_ASSOCIATIONS, and storescu processes (default 4)")
-    parser.add_argument("--repeat", type=int, default=None,
-                        help="interleaved rounds (default 3; 7 with --only dicomweb)")
-    parser.add_argument("--per-request", type=int, default=25,
-                        help="DICOMWEB_INSTANCES_PER_REQUEST (default 25)")
-    parser.add_argument("--only", choices=["dicomweb"],
-                        help="dicomweb: only the reference and the DICOMweb cases, one Orthanc (128 kB PDU)")
+    parser.add_argument("--workers", type=int, default=8, help="SEND_WORKERS for REST and DICOMweb (default 8)")
+    parser.add_argument(
+        "--associations", type=int, default=4, help="ORTHANC_DICOM_ASSOCIATIONS, and storescu processes (default 4)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="interleaved rounds (default 3; 7 with --only dicomweb)"
+    )
+    parser.add_argument("--per-request", type=int, default=25, help="DICOMWEB_INSTANCES_PER_REQUEST (default 25)")
+    parser.add_argument(
+        "--only",
+        choices=["dicomweb"],
+        help="dicomweb: only the reference and the DICOMweb cases, one Orthanc (128 kB PDU)",
+    )
     args = parser.parse_args()
     if args.repeat is None:
         args.repeat = 7 if args.only == "dicomweb" else 3
@@ -227,15 +259,17 @@ def main():
         paths = make_ct_series(os.path.join(tmp, "in"), args.n, patient_id="BENCH")
         size = sum(os.path.getsize(p) for p in paths) / 1e6
         items = [SendItem.from_file(p) for p in paths]
-        print(f"{args.n} CT images 512x512x16 bit, {size:.1f} MB, {os.cpu_count()} CPUs "
-              f"(load average {os.getloadavg()[0]:.1f} at start), {args.workers} workers, "
-              f"{args.associations} DICOM associations, {args.per_request} DICOMweb instances "
-              "per request")
-        sizes = PDU_SIZES if args.only != "dicomweb" else {
-            k: v for k, v in PDU_SIZES.items() if v == 131072}
+        print(
+            f"{args.n} CT images 512x512x16 bit, {size:.1f} MB, {os.cpu_count()} CPUs "
+            f"(load average {os.getloadavg()[0]:.1f} at start), {args.workers} workers, "
+            f"{args.associations} DICOM associations, {args.per_request} DICOMweb instances "
+            "per request"
+        )
+        sizes = PDU_SIZES if args.only != "dicomweb" else {k: v for k, v in PDU_SIZES.items() if v == 131072}
         for label, pdu in sizes.items():
-            with Orthanc(os.path.join(tmp, f"orthanc-{pdu}"), maximum_pdu_length=pdu,
-                         dicomweb=bool(dicomweb_plugin())) as orthanc:
+            with Orthanc(
+                os.path.join(tmp, f"orthanc-{pdu}"), maximum_pdu_length=pdu, dicomweb=bool(dicomweb_plugin())
+            ) as orthanc:
                 rounds = measure(orthanc, paths, items, args)
             print(f"\nOrthanc MaximumPduLength {label}")
             report(rounds, args)

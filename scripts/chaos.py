@@ -16,6 +16,7 @@ sendit/config.py, and the table's `recovery` column gives the seconds from the
 restart (hosts: from the kill) to every batch DONE. The other scenarios shorten them (lease
 20 s, sweep after 5 s, Redis visibility 30 s): they prove the sweeper and redelivery.
 """
+
 import argparse
 import os
 import sys
@@ -39,8 +40,7 @@ def bad_input(tmp, orthanc, n, timeout):
 
     orthanc.clear()
     row = scenarios.Row("bad input among good (broken pydicom files)", n)
-    with Node(tmp, "postgres", "redis", workers=2, ORTHANC_URL=orthanc.url,
-              **scenarios.FAST_RECOVERY) as node:
+    with Node(tmp, "postgres", "redis", workers=2, ORTHANC_URL=orthanc.url, **scenarios.FAST_RECOVERY) as node:
         started = time.monotonic()
         folder = node.data / "BAD.tmp1"
         scenarios.make_ct_series(folder, n, patient_id="CHAOS-BAD")
@@ -50,8 +50,9 @@ def bad_input(tmp, orthanc, n, timeout):
         (folder / "empty.dcm").write_bytes(b"")
         folder.rename(node.data / "BAD")
         # DONEPROCESSING comes before the send: wait for every good image to be SENT.
-        node.wait(lambda: node.query("SELECT count(*) FROM main_image WHERE status = %s", "SENT")[0][0] >= n,
-                  timeout=timeout)
+        node.wait(
+            lambda: node.query("SELECT count(*) FROM main_image WHERE status = %s", "SENT")[0][0] >= n, timeout=timeout
+        )
         row.seconds = round(time.monotonic() - started, 1)
         row.delivered = len(orthanc.instances())
         row.duplicates = max(0, row.delivered - n)
@@ -67,8 +68,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=500, help="images per study (default 500)")
     parser.add_argument("--only", default="", help="comma-separated scenario keys to run")
-    parser.add_argument("--big", type=int, default=0,
-                        help="also kill the worker during the send of one study of this many images")
+    parser.add_argument(
+        "--big", type=int, default=0, help="also kill the worker during the send of one study of this many images"
+    )
     parser.add_argument("--timeout", type=int, default=900)
     args = parser.parse_args()
     n, t = args.n, args.timeout
@@ -77,8 +79,9 @@ def main():
         "deidentify": lambda d, o: scenarios.kill_worker_at(d, o, "deidentify", n, timeout=t),
         "send": lambda d, o: scenarios.kill_worker_at(d, o, "send", n, timeout=t),
         "cleanup": lambda d, o: scenarios.kill_worker_at(d, o, "cleanup", n, timeout=t),
-        "sqlite": lambda d, o: scenarios.kill_worker_at(d, o, "send", n, database="sqlite",
-                                                        broker="filesystem", timeout=t),
+        "sqlite": lambda d, o: scenarios.kill_worker_at(
+            d, o, "send", n, database="sqlite", broker="filesystem", timeout=t
+        ),
         "watcher": lambda d, o: scenarios.kill_watcher(d, o, max(1, n // 5), timeout=t),
         "hosts": lambda d, o: scenarios.kill_one_of_three_workers(d, o, studies=6, n=max(1, n // 6), timeout=t),
         "redis": lambda d, o: scenarios.restart_redis(d, o, n, timeout=t),

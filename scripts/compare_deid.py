@@ -29,7 +29,7 @@ import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -197,9 +197,7 @@ def tool_deid():
 
     def run(src, dst):
         items = get_identifiers([str(src)])
-        parsed = replace_identifiers(
-            dicom_files=[str(src)], deid=recipe, ids=items, save=False, remove_private=True
-        )
+        parsed = replace_identifiers(dicom_files=[str(src)], deid=recipe, ids=items, save=False, remove_private=True)
         parsed[0].save_as(dst)
 
     return run
@@ -250,8 +248,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=50, help="number of synthetic CT files (default 50)")
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds, best is reported (default 5)")
-    parser.add_argument("--dir", type=Path, default=default_parent(),
-                        help="where the work folder is made (default /dev/shm when writable)")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=default_parent(),
+        help="where the work folder is made (default /dev/shm when writable)",
+    )
     parser.add_argument("--keep", type=Path, help="keep inputs and outputs in this folder")
     args = parser.parse_args(argv)
     work = args.keep or Path(tempfile.mkdtemp(prefix="compare-deid-", dir=args.dir))

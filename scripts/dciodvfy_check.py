@@ -121,8 +121,8 @@ def normalise(line: str) -> str:
     line = _PRIVATE_TAG.sub("(private)", line)
     out, last = [], 0
     for match in _ANGLE.finditer(line):
-        out.append(line[last:match.start()])
-        out.append(match.group(0) if _NAMED.search(line[:match.start()]) else "<…>")
+        out.append(line[last : match.start()])
+        out.append(match.group(0) if _NAMED.search(line[: match.start()]) else "<…>")
         last = match.end()
     out.append(line[last:])
     line = _HEX.sub("0x#", "".join(out))
@@ -174,9 +174,14 @@ def main(argv=None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="every file, and each new error line")
     parser.add_argument("--no-zip", action="store_true", help="skip zipped files")
     parser.add_argument("--only", default="", help="only files whose label contains this")
-    parser.add_argument("--option", action="append", default=[], metavar="FLAG",
-                        help="a DeidOptions flag to switch on (repeatable), e.g. retain_device_identity; "
-                             "--option no-dates switches off retain_long_modified_dates")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="a DeidOptions flag to switch on (repeatable), e.g. retain_device_identity; "
+        "--option no-dates switches off retain_long_modified_dates",
+    )
     args = parser.parse_args(argv)
     dciodvfy = shutil.which("dciodvfy")
     if dciodvfy is None:
@@ -232,8 +237,11 @@ def main(argv=None) -> int:
     print()
     print("| inputs | " + " | ".join(columns) + " |")
     print("|---|" + "---:|" * len(columns))
-    labels = {"read whole": "dciodvfy reads the input whole", "damaged": "damaged input (dciodvfy stops reading it)",
-              "all": "all"}
+    labels = {
+        "read whole": "dciodvfy reads the input whole",
+        "damaged": "damaged input (dciodvfy stops reading it)",
+        "all": "all",
+    }
     for kind, row in rows.items():
         print(f"| {labels[kind]} | " + " | ".join(str(row[c]) for c in columns) + " |")
     return 1 if rows["read whole"]["NEW errors"] else 0

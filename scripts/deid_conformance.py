@@ -57,7 +57,10 @@ def main() -> int:
         print(f"- {result.case.id}: {reason or 'UNLISTED'}")
         if args.diff or args.case or reason is None:
             if args.case:
-                print("  recipe:\n    " + (getattr(result.case, "recipe", "") or result.case.shipped).replace("\n", "\n    "))
+                print(
+                    "  recipe:\n    "
+                    + (getattr(result.case, "recipe", "") or result.case.shipped).replace("\n", "\n    ")
+                )
             print(result.diff)
     agreeing = {r.case.id for r in run.header + run.filters if r.agree}
     stale = sorted(set(DIFFERENCES) & agreeing)

@@ -29,11 +29,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 #: test files that call replace_identifiers or has_burned_pixels
-HEADER_FILES = ("test_action_interaction.py", "test_blank_action.py", "test_dicom_groups.py",
-                "test_file_meta.py", "test_nested_dicom_fields.py", "test_remove_action.py",
-                "test_replace_action.py", "test_replace_identifiers.py", "test_sequence_blank.py",
-                "test_sequence_jitter.py", "test_sequence_remove.py", "test_sequence_replace.py",
-                "test_dicom_funcs.py")
+HEADER_FILES = (
+    "test_action_interaction.py",
+    "test_blank_action.py",
+    "test_dicom_groups.py",
+    "test_file_meta.py",
+    "test_nested_dicom_fields.py",
+    "test_remove_action.py",
+    "test_replace_action.py",
+    "test_replace_identifiers.py",
+    "test_sequence_blank.py",
+    "test_sequence_jitter.py",
+    "test_sequence_remove.py",
+    "test_sequence_replace.py",
+    "test_dicom_funcs.py",
+)
 FILTER_FILES = ("test_filter_detect.py",)
 
 
@@ -89,9 +99,19 @@ def install_adapters() -> None:
             deid = DeidRecipe(deid)
         return Recipe.from_text(recipe_text(deid), functions=functions, variables=variables)
 
-    def replace_identifiers(dicom_files, ids=None, deid=None, save=False, overwrite=False, output_folder=None,
-                            force=True, config=None, strip_sequences=False, remove_private=False,
-                            disable_skip=False):
+    def replace_identifiers(
+        dicom_files,
+        ids=None,
+        deid=None,
+        save=False,
+        overwrite=False,
+        output_folder=None,
+        force=True,
+        config=None,
+        strip_sequences=False,
+        remove_private=False,
+        disable_skip=False,
+    ):
         if not isinstance(dicom_files, list):
             dicom_files = [dicom_files]
         ids = ids or {}
@@ -103,14 +123,18 @@ def install_adapters() -> None:
             functions = {k: v for k, v in item.items() if callable(v)}
             if strip_sequences:
                 from deid.dicom.tags import remove_sequences
+
                 remove_sequences(ds)
             if remove_private:
                 ds.remove_private_tags()
             variables = {k: v for k, v in item.items() if not callable(v)}
             as_recipe(deid, functions, tuple(variables)).apply(ds, variables, functions, protect=not disable_skip)
             if save:
-                done.append(utils.save_dicom(dicom=ds, dicom_file=str(dicom_file), output_folder=output_folder,
-                                             overwrite=overwrite))
+                done.append(
+                    utils.save_dicom(
+                        dicom=ds, dicom_file=str(dicom_file), output_folder=output_folder, overwrite=overwrite
+                    )
+                )
             else:
                 done.append(ds)
         return done
@@ -122,8 +146,7 @@ def install_adapters() -> None:
         single = None
         for dicom_file in files:
             ds = utils.load_dicom(dicom_file, force=force)
-            results = [{"reason": m.title, "group": m.group, "coordinates": m.coordinates}
-                       for m in recipe.detect(ds)]
+            results = [{"reason": m.title, "group": m.group, "coordinates": m.coordinates} for m in recipe.detect(ds)]
             single = {"flagged": bool(results), "results": results}
             if results:
                 decisions["flagged"][dicom_file] = single
@@ -144,14 +167,39 @@ def pytest_configure(config):  # the -p plugin hook: patch before the test modul
 
 # -- the runner ---------------------------------------------------------------------------------
 def run(tests: Path, files: tuple, engine: str) -> dict[str, tuple[int, int]]:
-    env = dict(os.environ, DEID_SUITE_ENGINE=engine,
-               PYTHONPATH=os.pathsep.join([str(tests.parent.parent), str(ROOT), str(ROOT / "scripts")]))
+    env = dict(
+        os.environ,
+        DEID_SUITE_ENGINE=engine,
+        PYTHONPATH=os.pathsep.join([str(tests.parent.parent), str(ROOT), str(ROOT / "scripts")]),
+    )
     counts = {}
     for name in files:
         report = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "deid_suite", "-p", "no:cacheprovider", "-p", "no:django",
-             "--rootdir", str(tests), "-o", "addopts=", "-o", "DJANGO_SETTINGS_MODULE=", str(tests / name)],
-            cwd=tests, env=env, capture_output=True, text=True, timeout=900)
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "deid_suite",
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "no:django",
+                "--rootdir",
+                str(tests),
+                "-o",
+                "addopts=",
+                "-o",
+                "DJANGO_SETTINGS_MODULE=",
+                str(tests / name),
+            ],
+            cwd=tests,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         tail = report.stdout.strip().splitlines()[-1] if report.stdout.strip() else report.stderr[-300:]
         passed = int(m.group(1)) if (m := re.search(r"(\d+) passed", tail)) else 0
         failed = int(m.group(1)) if (m := re.search(r"(\d+) failed", tail)) else 0
@@ -181,8 +229,10 @@ def main(argv=None) -> int:
             totals = [totals[0] + passed, totals[1] + ours, totals[2] + total]
             print(f"  {name:<34}{passed:>3}/{total:<3} {ours:>3}/{total}")
         share = totals[1] / totals[0] if totals[0] else 0
-        print(f"  {'all':<34}{totals[0]:>3}/{totals[2]:<3} {totals[1]:>3}/{totals[2]}"
-              f"   sendit passes {share:.1%} of what deid passes")
+        print(
+            f"  {'all':<34}{totals[0]:>3}/{totals[2]:<3} {totals[1]:>3}/{totals[2]}"
+            f"   sendit passes {share:.1%} of what deid passes"
+        )
     return 0
 
 

@@ -18,6 +18,7 @@ mutation kind, then one line per problem with the command that reproduces it. Th
 status is 1 when a file is lost (or kept with no reason, or never imported), a value
 leaked, a batch is stuck, Orthanc stopped answering or the worker died.
 """
+
 import argparse
 import os
 import shutil
@@ -40,8 +41,7 @@ def build_cases(args) -> list:
         kinds = tuple(k for k in kinds if k not in args.skip_kinds.split(","))
     unknown = set(kinds) - set(mutate.KINDS)
     if unknown:
-        raise SystemExit(f"unknown mutation kind(s): {', '.join(sorted(unknown))}; "
-                         f"known: {', '.join(mutate.KINDS)}")
+        raise SystemExit(f"unknown mutation kind(s): {', '.join(sorted(unknown))}; known: {', '.join(mutate.KINDS)}")
     bases = corpus.base_files(args.max_base_kb * 1024)
     huge = args.huge_mb << 20
     cases = []
@@ -50,7 +50,7 @@ def build_cases(args) -> list:
             cases.append(mutate.make_case(args.seed, n, bases=bases, huge_size=huge))
     else:
         n = 0
-        while sum(c.kind != "shipped" for c in cases) < args.count:   # file n has kind KINDS[n % 20]
+        while sum(c.kind != "shipped" for c in cases) < args.count:  # file n has kind KINDS[n % 20]
             if mutate.KINDS[n % len(mutate.KINDS)] in kinds:
                 cases.append(mutate.make_case(args.seed, n, bases=bases, huge_size=huge))
             n += 1
@@ -74,13 +74,16 @@ def main():
     parser.add_argument("--skip-kinds", default="", help="not these mutation kinds")
     parser.add_argument("--only", default="", help="only these file numbers of the seed (N,M,...)")
     parser.add_argument("--only-shipped", default="", help="only these shipped files (labels, comma-separated)")
-    parser.add_argument("--huge-mb", type=int, default=1024,
-                        help="size of the zeros_huge files in MiB (sparse: no room on disk)")
+    parser.add_argument(
+        "--huge-mb", type=int, default=1024, help="size of the zeros_huge files in MiB (sparse: no room on disk)"
+    )
     parser.add_argument("--max-base-kb", type=int, default=512, help="largest shipped file to mutate")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="seconds for every batch to come to rest (default 120 + 1 per file)")
-    parser.add_argument("--settle", type=float, default=15.0,
-                        help="seconds with no change before a batch with errors counts as at rest")
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds for every batch to come to rest (default 120 + 1 per file)"
+    )
+    parser.add_argument(
+        "--settle", type=float, default=15.0, help="seconds with no change before a batch with errors counts as at rest"
+    )
     parser.add_argument("--dir", default=None, help="where the node and Orthanc keep their files")
     parser.add_argument("--keep", action="store_true", help="keep that folder (printed) for a look")
     parser.add_argument("-v", "--verbose", action="store_true", help="print where every file ended, and why")
@@ -98,15 +101,26 @@ def main():
         return 0
 
     generated = sum(c.kind != "shipped" for c in cases)
-    print(f"seed {args.seed}: {generated} fuzzed files, {len(cases) - generated} shipped files, "
-          f"{args.studies} per study folder; {os.cpu_count()} CPUs", flush=True)
+    print(
+        f"seed {args.seed}: {generated} fuzzed files, {len(cases) - generated} shipped files, "
+        f"{args.studies} per study folder; {os.cpu_count()} CPUs",
+        flush=True,
+    )
     tmp = Path(tempfile.mkdtemp(prefix="sendit-fuzz-", dir=args.dir))
     started = time.monotonic()
     try:
         with Orthanc(tmp / "orthanc") as orthanc:
-            report = account.run(cases, tmp, orthanc, per_study=args.studies, workers=args.workers,
-                                 database=args.database, timeout=args.timeout, settle=args.settle,
-                                 log=lambda m: print(m, flush=True))
+            report = account.run(
+                cases,
+                tmp,
+                orthanc,
+                per_study=args.studies,
+                workers=args.workers,
+                database=args.database,
+                timeout=args.timeout,
+                settle=args.settle,
+                log=lambda m: print(m, flush=True),
+            )
     finally:
         if args.keep:
             print(f"files kept in {tmp}")
@@ -114,8 +128,10 @@ def main():
             shutil.rmtree(tmp, ignore_errors=True)
     if args.verbose:
         for e in report.entries:
-            print(f"  {e.name:18} {e.case.name:24} {e.case.origin:50} {e.outcome:9} {e.where} "
-                  f"{'| ' + e.reason[:160] if e.reason else ''}")
+            print(
+                f"  {e.name:18} {e.case.name:24} {e.case.origin:50} {e.outcome:9} {e.where} "
+                f"{'| ' + e.reason[:160] if e.reason else ''}"
+            )
     print()
     print(report.table())
     failures = report.failures()

@@ -13,6 +13,7 @@ An existing file is never overwritten: DEID_SECRET must stay stable once a node 
 it (docs/security.md says how to rotate the others). Standard library only, so it runs
 before the node's settings can load.
 """
+
 import argparse
 import os
 import secrets
@@ -43,17 +44,23 @@ DICOMWEB_TOKEN = ""
 
 def make() -> dict:
     """New random values: 64 characters for the keys, 24 for the password."""
-    return {"secret_key": secrets.token_urlsafe(48), "deid_secret": secrets.token_urlsafe(48),
-            "password": secrets.token_urlsafe(18)}
+    return {
+        "secret_key": secrets.token_urlsafe(48),
+        "deid_secret": secrets.token_urlsafe(48),
+        "password": secrets.token_urlsafe(18),
+    }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "sendit/settings/secrets.py"))
-    parser.add_argument("--local", action="store_true",
-                        help="make a development node's SECRET_KEY and DEID_SECRET in var/ instead "
-                             "(kept when they exist; used when neither the environment nor secrets.py "
-                             "sets them)")
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="make a development node's SECRET_KEY and DEID_SECRET in var/ instead "
+        "(kept when they exist; used when neither the environment nor secrets.py "
+        "sets them)",
+    )
     args = parser.parse_args(argv)
     if args.local:
         sys.path.insert(0, str(ROOT))
@@ -68,8 +75,7 @@ def main(argv=None) -> int:
         # O_EXCL: never replaces a file (a DEID_SECRET in use); 0600 from the start.
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        print(f"make_secrets: {out} exists; it is left as it is (edit it, or move it away first)",
-              file=sys.stderr)
+        print(f"make_secrets: {out} exists; it is left as it is (edit it, or move it away first)", file=sys.stderr)
         return 1
     with os.fdopen(fd, "w") as handle:
         handle.write(TEMPLATE.format(**values))

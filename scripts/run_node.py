@@ -7,6 +7,7 @@ On embedded defaults it needs no server: SQLite under var/ and kombu's filesyste
 broker. When SEND_TO_ORTHANC is on and nothing answers at ORTHANC_URL, it starts
 Debian's Orthanc on 127.0.0.1 (REST 8042, DICOM 4242) with its data under var/orthanc.
 """
+
 import json
 import os
 import secrets
@@ -65,19 +66,27 @@ def local_orthanc():
     home = VAR / "orthanc"
     (home / "db").mkdir(parents=True, exist_ok=True)
     config = {
-        "Name": "sendit-local", "StorageDirectory": str(home / "db"), "IndexDirectory": str(home / "db"),
-        "HttpPort": port, "DicomPort": int(os.environ.get("ORTHANC_PORT", os.environ.get("ORTHAC_PORT", 4242))),
-        "DicomAet": os.environ.get("ORTHANC_AET", "ORTHANC"), "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False, "Plugins": [], "DicomAlwaysAllowStore": True,
-        "DicomCheckCalledAet": False, "UnknownSopClassAccepted": True,
+        "Name": "sendit-local",
+        "StorageDirectory": str(home / "db"),
+        "IndexDirectory": str(home / "db"),
+        "HttpPort": port,
+        "DicomPort": int(os.environ.get("ORTHANC_PORT", os.environ.get("ORTHAC_PORT", 4242))),
+        "DicomAet": os.environ.get("ORTHANC_AET", "ORTHANC"),
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": [],
+        "DicomAlwaysAllowStore": True,
+        "DicomCheckCalledAet": False,
+        "UnknownSopClassAccepted": True,
         # 128 kB PDUs instead of DCMTK's 16 kB: a C-STORE of a CT slice in 4 PDUs, not 32.
         "MaximumPduLength": 131072,
     }
     (home / "orthanc.json").write_text(json.dumps(config, indent=2))
     log = open(home / "orthanc.log", "ab")
     # TCP_NODELAY=1 keeps DCMTK's Nagle delay off C-STORE answers (docs/storage.md).
-    proc = subprocess.Popen([binary, str(home / "orthanc.json")], stdout=log, stderr=log,
-                            env={**os.environ, "TCP_NODELAY": "1"})
+    proc = subprocess.Popen(
+        [binary, str(home / "orthanc.json")], stdout=log, stderr=log, env={**os.environ, "TCP_NODELAY": "1"}
+    )
     for _ in range(100):
         if answers(url):
             say(f"started a local Orthanc at {url} (data in var/orthanc)")
@@ -125,16 +134,32 @@ def main():
         processes["orthanc"] = orthanc
     address = os.environ.get("SENDIT_ADDRESS", "127.0.0.1:8000")
     processes["web"] = subprocess.Popen(manage + ["runserver", address, "--noreload", "--insecure"])
-    processes["worker"] = subprocess.Popen([PY, "-m", "celery", "-A", "sendit", "worker", "--loglevel", "INFO",
-                                            "--concurrency", os.environ.get("WORKER_CONCURRENCY", "2")])
+    processes["worker"] = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "celery",
+            "-A",
+            "sendit",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            os.environ.get("WORKER_CONCURRENCY", "2"),
+        ]
+    )
     processes["watcher"] = subprocess.Popen(manage + ["watcher_start", "--foreground"])
     # The DICOM receiver (C-STORE SCP) drops arriving studies into data/ for the watcher.
     processes["receiver"] = subprocess.Popen(manage + ["dicom_receiver"])
-    say(f"status page: http://{address}/"
-        + (f" (password in {password_file.relative_to(ROOT)})" if password_file else ""))
-    say("drop a study folder into data/ as NAME.tmp1, then rename it to NAME, or send it over DICOM to "
+    say(
+        f"status page: http://{address}/"
+        + (f" (password in {password_file.relative_to(ROOT)})" if password_file else "")
+    )
+    say(
+        "drop a study folder into data/ as NAME.tmp1, then rename it to NAME, or send it over DICOM to "
         f"{os.environ.get('RECEIVER_AET', 'SENDIT')} at {os.environ.get('RECEIVER_BIND', '127.0.0.1')}:"
-        f"{os.environ.get('RECEIVER_PORT', '11112')}. Ctrl-C stops the node.")
+        f"{os.environ.get('RECEIVER_PORT', '11112')}. Ctrl-C stops the node."
+    )
 
     stopping = False
 

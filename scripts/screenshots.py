@@ -6,6 +6,7 @@ watcher), a private Orthanc, `manage.py runserver` and headless Chromium, and ta
 same walk as the browser test (tests/apps/web/browser.py). Needs Debian's orthanc,
 chromium and chromium-driver. Usage: .venv/bin/python scripts/screenshots.py [OUT_DIR]
 """
+
 import shutil
 import sys
 import tempfile

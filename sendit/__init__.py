@@ -1,4 +1,5 @@
 """Sendit: a DICOM de-identification and forwarding node."""
+
 from .celery import app as celery_app
 
 __all__ = ("celery_app",)

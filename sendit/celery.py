@@ -1,4 +1,5 @@
 """The Celery app; tasks live in sendit/apps/main/tasks/."""
+
 from celery import Celery, signals
 
 from sendit.config import use_django_settings

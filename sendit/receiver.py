@@ -12,6 +12,7 @@ folder was opened: never a patient value, and never the name of an earlier batch
 A receiver restarted after a crash takes back the ``.tmprecv`` folders it finds and hands
 them over in turn; a half-written file (``.part``) was never acknowledged and is removed.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -311,8 +312,11 @@ class StudyFolders:
                     os.rename(folder, final)
                     _fsync_folder(self.root)
                 except OSError as exc:
-                    logger.error("receiver: could not hand over %s (%s); it stays as it is",
-                                 folder.name, errno.errorcode.get(exc.errno or 0, type(exc).__name__))
+                    logger.error(
+                        "receiver: could not hand over %s (%s); it stays as it is",
+                        folder.name,
+                        errno.errorcode.get(exc.errno or 0, type(exc).__name__),
+                    )
                     continue
                 done.append(final.name)
         return done
@@ -335,20 +339,21 @@ def file_meta(sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
     instance: the bytes pynetdicom's ``event.encoded_dataset(include_meta=True)`` puts before the
     dataset (its ``create_file_meta``), written here by hand because pydicom's encoder took
     about 1 ms of each C-STORE."""
-    body = b"".join((
-        _element(2, 0x0001, b"OB", b"\x00\x01"),
-        _element(2, 0x0002, b"UI", _padded(sop_class, b"\0")),
-        _element(2, 0x0003, b"UI", _padded(sop_instance, b"\0")),
-        _element(2, 0x0010, b"UI", _padded(transfer_syntax, b"\0")),
-        _element(2, 0x0012, b"UI", _padded(PYNETDICOM_IMPLEMENTATION_UID, b"\0")),
-        _element(2, 0x0013, b"SH", _padded(PYNETDICOM_IMPLEMENTATION_VERSION, b" ")),
-    ))
+    body = b"".join(
+        (
+            _element(2, 0x0001, b"OB", b"\x00\x01"),
+            _element(2, 0x0002, b"UI", _padded(sop_class, b"\0")),
+            _element(2, 0x0003, b"UI", _padded(sop_instance, b"\0")),
+            _element(2, 0x0010, b"UI", _padded(transfer_syntax, b"\0")),
+            _element(2, 0x0012, b"UI", _padded(PYNETDICOM_IMPLEMENTATION_UID, b"\0")),
+            _element(2, 0x0013, b"SH", _padded(PYNETDICOM_IMPLEMENTATION_VERSION, b" ")),
+        )
+    )
     return b"\0" * 128 + b"DICM" + _element(2, 0x0000, b"UL", struct.pack("<I", len(body))) + body
 
 
 #: Explicit VRs whose length is 4 bytes after 2 reserved ones (PS3.5 7.1.2).
-_LONG_VRS = frozenset((b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
-                       b"UT", b"UV"))
+_LONG_VRS = frozenset((b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"))
 _UNDEFINED = 0xFFFFFFFF
 _UNUSUAL = object()  # the tag walk below met something it leaves to pydicom
 
@@ -369,7 +374,7 @@ def _walk_to_study_uid(data, implicit: bool):
             length = unpack("<I", data, offset + 4)[0]
             offset += 8
         else:
-            vr = bytes(data[offset + 4:offset + 6])
+            vr = bytes(data[offset + 4 : offset + 6])
             if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
                 return _UNUSUAL
             if vr in _LONG_VRS:
@@ -387,7 +392,7 @@ def _walk_to_study_uid(data, implicit: bool):
         if tag == _STUDY_UID:
             if offset + length > end:
                 return None
-            return bytes(data[offset:offset + length])
+            return bytes(data[offset : offset + length])
         offset += length
 
 
@@ -429,8 +434,9 @@ def study_uid_of(event) -> str:
         return str(event.dataset.get("StudyInstanceUID", "") or "")
     stream = event.request.DataSet
     stream.seek(0)
-    ds = read_dataset(stream, syntax.is_implicit_VR, syntax.is_little_endian,
-                      stop_when=lambda tag, vr, length: tag > _STUDY_UID)
+    ds = read_dataset(
+        stream, syntax.is_implicit_VR, syntax.is_little_endian, stop_when=lambda tag, vr, length: tag > _STUDY_UID
+    )
     stream.seek(0)
     elem = ds.get_item(_STUDY_UID)
     if elem is None:
@@ -499,7 +505,7 @@ def parse_command(data) -> dict[int, bytes]:
         offset += 8
         if group != 0 or offset + length > end:
             raise ValueError("not a command set")
-        elements[element] = bytes(data[offset:offset + length])
+        elements[element] = bytes(data[offset : offset + length])
         offset += length
     return elements
 
@@ -518,18 +524,19 @@ def _command_element(element: int, value: bytes) -> bytes:
     return struct.pack("<HHI", 0, element, len(value)) + value
 
 
-def store_response(context_id: int, message_id: int, sop_class: str, sop_instance: str,
-                   status: int) -> bytes:
+def store_response(context_id: int, message_id: int, sop_class: str, sop_instance: str, status: int) -> bytes:
     """A P-DATA-TF PDU carrying the C-STORE-RSP (the whole command set, in one fragment) that
     pynetdicom's storage SCP would send."""
-    elements = b"".join((
-        _command_element(0x0002, _padded(sop_class, b"\0")),
-        _command_element(0x0100, struct.pack("<H", C_STORE_RSP)),
-        _command_element(0x0120, struct.pack("<H", message_id)),
-        _command_element(0x0800, struct.pack("<H", _NO_DATASET)),
-        _command_element(0x0900, struct.pack("<H", status)),
-        _command_element(0x1000, _padded(sop_instance, b"\0")),
-    ))
+    elements = b"".join(
+        (
+            _command_element(0x0002, _padded(sop_class, b"\0")),
+            _command_element(0x0100, struct.pack("<H", C_STORE_RSP)),
+            _command_element(0x0120, struct.pack("<H", message_id)),
+            _command_element(0x0800, struct.pack("<H", _NO_DATASET)),
+            _command_element(0x0900, struct.pack("<H", status)),
+            _command_element(0x1000, _padded(sop_instance, b"\0")),
+        )
+    )
     command = _command_element(0x0000, struct.pack("<I", len(elements))) + elements
     pdv = struct.pack(">IBB", len(command) + 2, context_id, 0x03) + command
     return struct.pack(">BxI", 0x04, len(pdv)) + pdv
@@ -592,9 +599,17 @@ class _IncomingStore:
     final fdatasync has little left to wait for); finish() makes it durable and says the
     status."""
 
-    def __init__(self, receiver: Receiver, calling: str, context_id: int, syntax,
-                 message_id: int, sop_class: str, sop_instance: str,
-                 spare: tuple[int, Path] | None = None):
+    def __init__(
+        self,
+        receiver: Receiver,
+        calling: str,
+        context_id: int,
+        syntax,
+        message_id: int,
+        sop_class: str,
+        sop_instance: str,
+        spare: tuple[int, Path] | None = None,
+    ):
         self.receiver, self.calling, self.context_id, self.syntax = receiver, calling, context_id, syntax
         self.message_id, self.sop_class, self.sop_instance = message_id, sop_class, sop_instance
         self.spare = spare  # StudyFolders.spare(), until the data goes into it
@@ -661,8 +676,11 @@ class _IncomingStore:
             if final:
                 self.status = CANNOT_UNDERSTAND
                 self.receiver.stats.refused += 1
-                logger.warning("receiver: C-STORE from %s refused: dataset unreadable (%s)",
-                               safe_ae(self.calling), type(exc).__name__)
+                logger.warning(
+                    "receiver: C-STORE from %s refused: dataset unreadable (%s)",
+                    safe_ae(self.calling),
+                    type(exc).__name__,
+                )
                 return
         if study_uid is None:
             if not final:
@@ -758,8 +776,9 @@ class _DUL(DULServiceProvider):
                         self._idle_timer.restart()
                 except Exception as exc:
                     # pynetdicom's own answer: an A-ABORT, bypassing the state machine.
-                    logger.error("receiver: error in the DICOM upper layer, association aborted (%s)",
-                                 type(exc).__name__)
+                    logger.error(
+                        "receiver: error in the DICOM upper layer, association aborted (%s)", type(exc).__name__
+                    )
                     abort_pdu = A_ABORT_RQ()
                     abort_pdu.source = 0x02
                     abort_pdu.reason_diagnostic = 0x00
@@ -807,7 +826,7 @@ class _DUL(DULServiceProvider):
             length, context_id, control = struct.unpack_from(">IBB", body, offset)
             if length < 2 or offset + 4 + length > len(body):
                 return False
-            pdvs.append((context_id, control, view[offset + 6:offset + 4 + length]))
+            pdvs.append((context_id, control, view[offset + 6 : offset + 4 + length]))
             offset += 4 + length
         store, rest = self._store, pdvs
         if store is None:
@@ -829,8 +848,9 @@ class _DUL(DULServiceProvider):
             if control & 2:  # its last fragment
                 self._store = None
                 status = store.finish()
-                self._wire().send(store_response(store.context_id, store.message_id, store.sop_class,
-                                                store.sop_instance, status))
+                self._wire().send(
+                    store_response(store.context_id, store.message_id, store.sop_class, store.sop_instance, status)
+                )
                 if self._spare is None:
                     self._spare = receiver.folders.spare()  # while the sender readies the next
         return True
@@ -842,7 +862,7 @@ class _DUL(DULServiceProvider):
             return None
         try:
             command = parse_command(data)
-            if (_us(command[0x0100]) != C_STORE_RQ or _us(command[0x0800]) == _NO_DATASET):
+            if _us(command[0x0100]) != C_STORE_RQ or _us(command[0x0800]) == _NO_DATASET:
                 return None
             context = self.assoc._accepted_cx.get(context_id)
             sop_class, sop_instance = _uid(command[0x0002]), _uid(command[0x1000])
@@ -855,8 +875,9 @@ class _DUL(DULServiceProvider):
         if syntax == DeflatedExplicitVRLittleEndian:
             return None
         spare, self._spare = self._spare, None
-        return _IncomingStore(receiver, self.assoc.requestor.ae_title, context_id, syntax,
-                              message_id, sop_class, sop_instance, spare)
+        return _IncomingStore(
+            receiver, self.assoc.requestor.ae_title, context_id, syntax, message_id, sop_class, sop_instance, spare
+        )
 
     def _wire(self) -> _Socket:
         """Our socket (_RequestHandler gives every _DUL a _Socket)."""
@@ -889,8 +910,12 @@ class _DUL(DULServiceProvider):
         """Wait until the peer sends, the user has a primitive for the peer or the DUL is told
         to stop (at most _DUL_IDLE_WAIT), then let pynetdicom look as it does. With its socket
         closed it waits on the wake pipe alone (until stop_dul), never spinning."""
-        if (not self._kill_thread and self.event_queue.empty() and not self.to_provider_queue.queue
-                and self.state_machine.current_state != "Sta13"):
+        if (
+            not self._kill_thread
+            and self.event_queue.empty()
+            and not self.to_provider_queue.queue
+            and self.state_machine.current_state != "Sta13"
+        ):
             sock = self.socket.socket if self.socket is not None else None
             waits = [self._wake_r]
             if sock is not None and sock.fileno() >= 0:
@@ -1028,15 +1053,18 @@ class _RequestHandler(RequestHandler):
         return assoc
 
 
-def start_server(ae: AE, address: tuple[str, int], handlers: list,
-                 receiver: Receiver | None = None) -> ThreadedAssociationServer:
+def start_server(
+    ae: AE, address: tuple[str, int], handlers: list, receiver: Receiver | None = None
+) -> ThreadedAssociationServer:
     """``ae.start_server(address, block=False, evt_handlers=handlers)``, its associations
     made by _RequestHandler; C-STORE requests taken off the wire for ``receiver``, if given."""
-    server = ae.make_server(address, evt_handlers=handlers, server_class=ThreadedAssociationServer,
-                            request_handler=_RequestHandler)
+    server = ae.make_server(
+        address, evt_handlers=handlers, server_class=ThreadedAssociationServer, request_handler=_RequestHandler
+    )
     server.receiver = receiver  # type: ignore[attr-defined]  # read by _DUL._read_pdu_data
-    thread = threading.Thread(target=make_target(server.serve_forever), daemon=True,
-                              name=f"AcceptorServer@{address[1]}")
+    thread = threading.Thread(
+        target=make_target(server.serve_forever), daemon=True, name=f"AcceptorServer@{address[1]}"
+    )
     thread.start()
     ae._servers.append(server)
     return server
@@ -1060,13 +1088,13 @@ class Receiver:
             study_uid = study_uid_of(event)
             request = event.request
             sop_uid = str(request.AffectedSOPInstanceUID or "")
-            meta = file_meta(str(request.AffectedSOPClassUID or ""), sop_uid,
-                             str(event.context.transfer_syntax))
+            meta = file_meta(str(request.AffectedSOPClassUID or ""), sop_uid, str(event.context.transfer_syntax))
             dataset = request.DataSet  # a BytesIO: written from its buffer, not copied
         except Exception as exc:  # pydicom raises many kinds on a broken dataset
             self.stats.refused += 1
-            logger.warning("receiver: C-STORE from %s refused: dataset unreadable (%s)",
-                           safe_ae(calling), type(exc).__name__)
+            logger.warning(
+                "receiver: C-STORE from %s refused: dataset unreadable (%s)", safe_ae(calling), type(exc).__name__
+            )
             return CANNOT_UNDERSTAND
         prefix = study_prefix(self.config.key, calling, study_uid)
         stored = False
@@ -1088,8 +1116,11 @@ class Receiver:
     def _refuse(self, calling: str, exc: OSError) -> int:
         self.stats.refused += 1
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-        logger.error("receiver: C-STORE from %s refused, not written: %s", safe_ae(calling),
-                     "the disk is full" if full else errno.errorcode.get(exc.errno or 0, type(exc).__name__))
+        logger.error(
+            "receiver: C-STORE from %s refused, not written: %s",
+            safe_ae(calling),
+            "the disk is full" if full else errno.errorcode.get(exc.errno or 0, type(exc).__name__),
+        )
         return OUT_OF_RESOURCES if full else CANNOT_WRITE
 
     def on_echo(self, event) -> int:
@@ -1111,12 +1142,20 @@ class Receiver:
         self.config.data_folder.mkdir(parents=True, exist_ok=True)
         for name in self.folders.adopt():
             logger.info("receiver: RESUMED %s (left receiving by an earlier receiver)", name)
-        handlers = [(evt.EVT_C_STORE, self.on_store), (evt.EVT_C_ECHO, self.on_echo),
-                    (evt.EVT_ACCEPTED, self.on_open), (evt.EVT_CONN_OPEN, self.on_connect)]
+        handlers = [
+            (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_C_ECHO, self.on_echo),
+            (evt.EVT_ACCEPTED, self.on_open),
+            (evt.EVT_CONN_OPEN, self.on_connect),
+        ]
         self.server = start_server(self.ae, (self.config.bind, self.config.port), handlers, self)
-        logger.info("receiver: listening on %s:%s as %s%s", self.config.bind, self.config.port,
-                    self.config.ae_title,
-                    f" for {', '.join(self.config.allowed_aets)}" if self.config.allowed_aets else "")
+        logger.info(
+            "receiver: listening on %s:%s as %s%s",
+            self.config.bind,
+            self.config.port,
+            self.config.ae_title,
+            f" for {', '.join(self.config.allowed_aets)}" if self.config.allowed_aets else "",
+        )
 
     def tick(self, everything: bool = False) -> None:
         for name in self.folders.hand_over(everything):
@@ -1131,9 +1170,14 @@ class Receiver:
         self.tick(everything=True)
 
     def status(self) -> dict:
-        return {"listening": self.server is not None, "ae_title": self.config.ae_title,
-                "port": self.config.port, "bind": self.config.bind, "associations": len(self.server.active_associations) if self.server else 0,
-                "images_today": self.stats.images_today}
+        return {
+            "listening": self.server is not None,
+            "ae_title": self.config.ae_title,
+            "port": self.config.port,
+            "bind": self.config.bind,
+            "associations": len(self.server.active_associations) if self.server else 0,
+            "images_today": self.stats.images_today,
+        }
 
 
 def make_ae(config: ReceiverConfig) -> AE:
@@ -1176,6 +1220,10 @@ def serve(config: ReceiverConfig, stop: threading.Event, report=None, report_eve
         receiver.stop()
         if report is not None:
             publish()
-        logger.info("receiver: stopped (%s images stored, %s refused, %s studies handed over)",
-                    receiver.stats.images, receiver.stats.refused, receiver.stats.handed_over)
+        logger.info(
+            "receiver: stopped (%s images stored, %s refused, %s studies handed over)",
+            receiver.stats.images,
+            receiver.stats.refused,
+            receiver.stats.handed_over,
+        )
     return receiver

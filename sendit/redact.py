@@ -12,6 +12,7 @@ become ``[path]``, DICOM UIDs (traceable to the source PACS) ``[uid]``, e-mail a
 ``[email]``; counts, step names and the batch name stay (senders must not name folders after
 patients: docs/interface.md). Settings are shown through :func:`mask_setting`.
 """
+
 import logging
 import re
 from urllib.parse import urlsplit, urlunsplit
@@ -26,7 +27,7 @@ UID = re.compile(r"(?<![\w.])\d+(?:\.\d+){3,}(?![\w.])")  # 1.2.840.113619.2.55.
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # An absolute or home path, a Windows path, or a relative path with at least one slash.
 PATH = re.compile(
-    r"(?:(?<![\w/])(?:~?/|[A-Za-z]:\\)[^\s'\"<>,;:]*)"      # /abs/path, ~/x, C:\x
+    r"(?:(?<![\w/])(?:~?/|[A-Za-z]:\\)[^\s'\"<>,;:]*)"  # /abs/path, ~/x, C:\x
     r"|(?:(?<![\w/.])[\w.-]+(?:[/\\][\w .-]*[\w-])+(?:\.\w+)?)"  # rel/path/file.dcm
 )
 QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
@@ -167,8 +168,13 @@ def scrub_errors(errors):
     shown = []
     for error in errors or []:
         if isinstance(error, dict):
-            shown.append({"time": error.get("time", ""), "step": scrub(str(error.get("step", ""))),
-                          "message": scrub(str(error.get("message", "")))})
+            shown.append(
+                {
+                    "time": error.get("time", ""),
+                    "step": scrub(str(error.get("step", ""))),
+                    "message": scrub(str(error.get("message", ""))),
+                }
+            )
         else:
             shown.append({"time": "", "step": "", "message": scrub(str(error))})
     return shown

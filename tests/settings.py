@@ -3,6 +3,7 @@
 The database is PostgreSQL when it answers on 127.0.0.1:5432 (this machine kind runs
 it), else SQLite; DATABASE_URL in the environment wins.
 """
+
 import os
 import socket
 import tempfile

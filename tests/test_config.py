@@ -1,5 +1,6 @@
 """sendit.config: every setting typed, read from the environment, secrets.py or its default,
 checked once with a message naming it, and loading writes nothing."""
+
 import subprocess
 import sys
 import types
@@ -10,8 +11,11 @@ import pytest
 from sendit import config
 
 ROOT = Path(__file__).resolve().parent.parent
-BASE = {"SECRET_KEY": "test-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
-        "DEID_SECRET": "test-site-secret-0123456789abcdefghij", "LOCKDOWN_ENABLED": "false"}
+BASE = {
+    "SECRET_KEY": "test-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
+    "DEID_SECRET": "test-site-secret-0123456789abcdefghij",
+    "LOCKDOWN_ENABLED": "false",
+}
 
 
 def load(env, secrets=None, tmp=None):
@@ -22,8 +26,17 @@ def load(env, secrets=None, tmp=None):
 
 
 def test_types_follow_the_fields(tmp_path):
-    c = load({"SEND_TO_ORTHANC": "false", "ORTHANC_PORT": "4747", "SEND_BACKOFF": "0.5",
-              "SOM_STUDY": "prod", "RECEIVER_ALLOWED_AETS": "A, B,", "DEID_OCR": "yes"}, tmp=tmp_path)
+    c = load(
+        {
+            "SEND_TO_ORTHANC": "false",
+            "ORTHANC_PORT": "4747",
+            "SEND_BACKOFF": "0.5",
+            "SOM_STUDY": "prod",
+            "RECEIVER_ALLOWED_AETS": "A, B,",
+            "DEID_OCR": "yes",
+        },
+        tmp=tmp_path,
+    )
     assert c.orthanc.send_to_orthanc is False and c.orthanc.orthanc_port == 4747
     assert c.sending.send_backoff == 0.5 and c.deid.som_study == "prod" and c.deid.deid_ocr is True
     assert c.receiver.receiver_allowed_aets == ("A", "B")
@@ -43,15 +56,18 @@ def test_older_names_are_aliases(tmp_path):
     assert load({"HTTPS": "true", "SECURE_SSL": "false"}, tmp=tmp_path).web.secure_ssl is False
 
 
-@pytest.mark.parametrize("env, named", [
-    ({"SEND_TO_ORTHANC": "maybe"}, "SEND_TO_ORTHANC must be true or false"),
-    ({"ORTHANC_PORT": "eighty"}, "ORTHANC_PORT must be a whole number"),
-    ({"ORTHANC_TRANSPORT": "ftp"}, "ORTHANC_TRANSPORT must be one of rest, http, dicom"),
-    ({"SEND_WORKERS": "0"}, "SEND_WORKERS must be at least 1"),
-    ({"DICOMWEB_AUTH": "kerberos"}, "DICOMWEB_AUTH must be one of"),
-    ({"LOCAL_JITTER_MIN": "5", "LOCAL_JITTER_MAX": "1"}, "LOCAL_JITTER_MIN must not be above"),
-    ({"LOCKDOWN_ENABLED": "true"}, "no LOCKDOWN_PASSWORDS"),
-])
+@pytest.mark.parametrize(
+    "env, named",
+    [
+        ({"SEND_TO_ORTHANC": "maybe"}, "SEND_TO_ORTHANC must be true or false"),
+        ({"ORTHANC_PORT": "eighty"}, "ORTHANC_PORT must be a whole number"),
+        ({"ORTHANC_TRANSPORT": "ftp"}, "ORTHANC_TRANSPORT must be one of rest, http, dicom"),
+        ({"SEND_WORKERS": "0"}, "SEND_WORKERS must be at least 1"),
+        ({"DICOMWEB_AUTH": "kerberos"}, "DICOMWEB_AUTH must be one of"),
+        ({"LOCAL_JITTER_MIN": "5", "LOCAL_JITTER_MAX": "1"}, "LOCAL_JITTER_MIN must not be above"),
+        ({"LOCKDOWN_ENABLED": "true"}, "no LOCKDOWN_PASSWORDS"),
+    ],
+)
 def test_a_value_that_cannot_be_used_is_refused_by_name(tmp_path, env, named):
     with pytest.raises(config.ConfigError, match=named):
         load(env, tmp=tmp_path)
@@ -64,8 +80,9 @@ def test_a_secret_is_never_in_the_message(tmp_path):
 
 
 def test_secrets_py_comes_after_the_environment(tmp_path):
-    site = types.SimpleNamespace(ORTHANC_PASSWORD="from-file", LOCKDOWN_PASSWORDS=("p" * 20,),
-                                 DICOMWEB_TOKEN="file-token")
+    site = types.SimpleNamespace(
+        ORTHANC_PASSWORD="from-file", LOCKDOWN_PASSWORDS=("p" * 20,), DICOMWEB_TOKEN="file-token"
+    )
     c = load({"ORTHANC_PASSWORD": "from-env", "LOCKDOWN_ENABLED": "true"}, site, tmp=tmp_path)
     assert c.orthanc.orthanc_password == "from-env"
     assert c.dicomweb.dicomweb_token == "file-token" and c.web.lockdown_passwords == ("p" * 20,)
@@ -105,8 +122,14 @@ def test_importing_the_settings_writes_nothing(tmp_path):
     """A fresh process importing sendit.settings with folders that do not exist leaves them so."""
     var = tmp_path / "var"
     code = "import sendit.settings as s; print(s.CONFIG.pipeline.var_dir)"
-    env = {"PATH": "/usr/bin:/bin", "VAR_DIR": str(var), "MEDIA_ROOT": str(tmp_path / "media"),
-           "LOG_DIR": str(var / "logs"), "LOCKDOWN_ENABLED": "false", **{k: v for k, v in BASE.items()}}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "VAR_DIR": str(var),
+        "MEDIA_ROOT": str(tmp_path / "media"),
+        "LOG_DIR": str(var / "logs"),
+        "LOCKDOWN_ENABLED": "false",
+        **{k: v for k, v in BASE.items()},
+    }
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == str(var)

@@ -4,6 +4,7 @@ that do not import it back (directly or through others).
 Imports inside functions (made when called, often on purpose to keep a task module from
 importing the next step's) and under ``if TYPE_CHECKING:`` do not count.
 """
+
 import ast
 from pathlib import Path
 
@@ -25,7 +26,8 @@ def modules() -> dict[str, Path]:
 def _type_checking(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def top_level_imports(name: str, path: Path, known: set[str]) -> set[str]:

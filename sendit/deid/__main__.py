@@ -1,4 +1,5 @@
 """python -m sendit.deid INPUT_FOLDER OUTPUT_FOLDER (see sendit.deid.cli)."""
+
 import sys
 
 from sendit.deid.cli import main

@@ -11,6 +11,7 @@ written. INPUT is only read.
 Outputs are named by their new UIDs, ``OUTPUT/STUDY/SERIES/INSTANCE.dcm``: input file
 names are not carried over, since they may name a patient.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,14 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def deidentify_folder(src: Path, dst: Path, options: DeidOptions, provider: LocalProvider,
-                      max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = DEFAULT_MAX_DEPTH) -> Run:
+def deidentify_folder(
+    src: Path,
+    dst: Path,
+    options: DeidOptions,
+    provider: LocalProvider,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+) -> Run:
     """De-identify every DICOM file under ``src`` into ``dst``; ``src`` is only read."""
     from sendit.apps.main import importer  # plain functions (no Django): the import's own checks
 
@@ -132,25 +139,38 @@ def _shown(path: Path, src: Path) -> str:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m sendit.deid", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m sendit.deid",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Exit status: 0 when every DICOM file was written, 1 when any file was held, "
-               "2 when the command could not run (bad arguments, a broken recipe).")
+        "2 when the command could not run (bad arguments, a broken recipe).",
+    )
     p.add_argument("input", type=Path, metavar="INPUT_FOLDER", help="the files to de-identify (never changed)")
     p.add_argument("output", type=Path, metavar="OUTPUT_FOLDER", help="where the de-identified files go")
-    p.add_argument("--recipe", help="a recipe in deid's format: a file, or deid's deid.dicom, "
-                                    "deid.dicom.ultrasound, deid.dicom.xray.chest (docs/deidentify.md)")
-    p.add_argument("--secret", help="keys the pseudonyms, the date shifts and the new UIDs: the same secret "
-                                    "gives the same output (default: DEID_SECRET, else a random one for "
-                                    "this run only)")
+    p.add_argument(
+        "--recipe",
+        help="a recipe in deid's format: a file, or deid's deid.dicom, "
+        "deid.dicom.ultrasound, deid.dicom.xray.chest (docs/deidentify.md)",
+    )
+    p.add_argument(
+        "--secret",
+        help="keys the pseudonyms, the date shifts and the new UIDs: the same secret "
+        "gives the same output (default: DEID_SECRET, else a random one for "
+        "this run only)",
+    )
     p.add_argument("--uid-root", default="2.25.", help="root of the new UIDs (default 2.25.)")
     p.add_argument("--jitter-min", type=int, default=-30, help="smallest date shift in days (default -30)")
     p.add_argument("--jitter-max", type=int, default=-1, help="largest date shift in days (default -1)")
-    p.add_argument("--no-retain-long-modified-dates", action="store_true",
-                   help="PS3.15 option off: remove dates instead of shifting them")
+    p.add_argument(
+        "--no-retain-long-modified-dates",
+        action="store_true",
+        help="PS3.15 option off: remove dates instead of shifting them",
+    )
     for flag in OPTION_COLUMNS:
         if flag != "retain_long_modified_dates":
-            p.add_argument("--" + flag.replace("_", "-"), action="store_true",
-                           help=f"PS3.15 option: {flag.replace('_', ' ')}")
+            p.add_argument(
+                "--" + flag.replace("_", "-"), action="store_true", help=f"PS3.15 option: {flag.replace('_', ' ')}"
+            )
     p.add_argument("--quiet", action="store_true", help="print only held files and the summary")
     return p
 
@@ -165,8 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.input} is not a folder", file=sys.stderr)
         return 2
     if _inside(dst, src) or _inside(src, dst):
-        print("error: OUTPUT_FOLDER and INPUT_FOLDER must not contain each other (INPUT is never changed)",
-              file=sys.stderr)
+        print(
+            "error: OUTPUT_FOLDER and INPUT_FOLDER must not contain each other (INPUT is never changed)",
+            file=sys.stderr,
+        )
         return 2
     try:
         recipe = Recipe.load(args.recipe) if args.recipe else None
@@ -176,12 +198,17 @@ def main(argv: list[str] | None = None) -> int:
     secret = args.secret or build(Deid).deid_secret
     if not secret:
         secret = secrets.token_urlsafe(32)
-        print("note: no --secret (or DEID_SECRET): a random one for this run, so its pseudonyms and "
-              "UIDs match no other run", file=sys.stderr)
+        print(
+            "note: no --secret (or DEID_SECRET): a random one for this run, so its pseudonyms and "
+            "UIDs match no other run",
+            file=sys.stderr,
+        )
     options = DeidOptions(
-        uid_secret=secret.encode(), uid_root=args.uid_root,
+        uid_secret=secret.encode(),
+        uid_root=args.uid_root,
         retain_long_modified_dates=not args.no_retain_long_modified_dates,
-        recipe=recipe, **{flag: getattr(args, flag) for flag in OPTION_COLUMNS if flag != "retain_long_modified_dates"},
+        recipe=recipe,
+        **{flag: getattr(args, flag) for flag in OPTION_COLUMNS if flag != "retain_long_modified_dates"},
     )
     provider = LocalProvider(secret.encode(), store={}, jitter_min=args.jitter_min, jitter_max=args.jitter_max)
     run = deidentify_folder(src, dst, options, provider)
@@ -192,6 +219,5 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quiet:
         for path in run.written:
             print(f"WROTE {path.relative_to(dst)}")
-    print(f"{len(run.written)} written, {len(run.held)} held, {len(run.skipped)} skipped "
-          f"(into {args.output})")
+    print(f"{len(run.written)} written, {len(run.held)} held, {len(run.skipped)} skipped (into {args.output})")
     return 1 if run.held else 0

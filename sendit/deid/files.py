@@ -103,7 +103,9 @@ def _plain_header(ds: Dataset, meta: FileMetaDataset) -> bool:
     """A header-only dataset in a standard, non-deflated syntax, its meta matching it."""
     syntax = meta.TransferSyntaxUID
     return (
-        0x7FE00010 not in ds and syntax.is_transfer_syntax and not syntax.is_private
+        0x7FE00010 not in ds
+        and syntax.is_transfer_syntax
+        and not syntax.is_private
         and syntax != DeflatedExplicitVRLittleEndian
         and _value(meta, 0x00020003) == _value(ds, 0x00080018)
         and _value(meta, 0x00020002) == _value(ds, 0x00080016)
@@ -140,8 +142,7 @@ def _complete_meta(meta: FileMetaDataset) -> None:
     """pydicom's ``validate_file_meta(enforce_standard=True)``: the same additions and
     errors, judged on the elements as read, so that none is converted (and re-encoded)."""
     if any(tag >> 16 != 0x0002 for tag in meta.keys()):
-        raise ValueError("Only File Meta Information group (0002,eeee) elements may be "
-                         "present in 'file_meta'.")
+        raise ValueError("Only File Meta Information group (0002,eeee) elements may be present in 'file_meta'.")
 
     def blank(tag: int) -> bool:
         elem = meta.get_item(tag)
@@ -155,8 +156,9 @@ def _complete_meta(meta: FileMetaDataset) -> None:
         meta.ImplementationVersionName = f"PYDICOM {'.'.join(pydicom_version_info)}"
     missing = [f"{Tag(tag)} {dictionary_description(tag)}" for tag in _REQUIRED_META if blank(tag)]
     if missing:
-        raise AttributeError("Required File Meta Information elements are either missing "
-                             f"or have an empty value: {', '.join(missing)}")
+        raise AttributeError(
+            f"Required File Meta Information elements are either missing or have an empty value: {', '.join(missing)}"
+        )
 
 
 def _write_meta(fp: DicomIO, meta: FileMetaDataset) -> None:
@@ -180,8 +182,10 @@ def _write_meta(fp: DicomIO, meta: FileMetaDataset) -> None:
 
 _UNDEFINED = 0xFFFFFFFF
 #: element headers by endianness: explicit VR short and long length, implicit VR
-_HEADS = {little: tuple(struct.Struct(order + fmt) for fmt in ("HH2sH", "HH2sHL", "HHL"))
-          for little, order in ((True, "<"), (False, ">"))}
+_HEADS = {
+    little: tuple(struct.Struct(order + fmt) for fmt in ("HH2sH", "HH2sHL", "HHL"))
+    for little, order in ((True, "<"), (False, ">"))
+}
 #: struct codes of the binary integer VRs, for a single int value
 _INT_CODES = {"US": "H", "UL": "L", "SS": "h", "SL": "l"}
 
@@ -404,9 +408,16 @@ class DeidentifiedFile(TypedDict):
     notes: list[str]
 
 
-def deidentify_file(src: PathArg, dst: PathArg, ids: StudyIdentifiers, options: DeidOptions,
-                    fields: Iterable[str] = (), reuse: PathArg | None = None, require_pixels: bool = False,
-                    ocr: OcrOptions | None = None) -> DeidentifiedFile:
+def deidentify_file(
+    src: PathArg,
+    dst: PathArg,
+    ids: StudyIdentifiers,
+    options: DeidOptions,
+    fields: Iterable[str] = (),
+    reuse: PathArg | None = None,
+    require_pixels: bool = False,
+    ocr: OcrOptions | None = None,
+) -> DeidentifiedFile:
     """Read ``src``, de-identify it, write ``dst``, prove it; return the new instance/series/study UIDs.
 
     Only the header is parsed: when the pixel data element ends the file (nearly
@@ -460,17 +471,22 @@ def deidentify_file(src: PathArg, dst: PathArg, ids: StudyIdentifiers, options: 
             ds = dcmread(fp, force=True)
             lost = sum(1 for tag in header_tags if tag not in ds)
             if lost:
-                raise OutputNotProven(f"reading the whole input lost {lost} element(s) that its header read "
-                                      "found (the file is damaged)")
+                raise OutputNotProven(
+                    f"reading the whole input lost {lost} element(s) that its header read found (the file is damaged)"
+                )
         facts = identifying_values(ds, ids, options)
         if facts.truncated is not None:
-            raise OutputNotProven(f"the length of {describe((facts.truncated,))} runs past the end of the input "
-                                  "file, so what follows it cannot be checked (the file is damaged or cut short)")
+            raise OutputNotProven(
+                f"the length of {describe((facts.truncated,))} runs past the end of the input "
+                "file, so what follows it cannot be checked (the file is damaged or cut short)"
+            )
         if not stream:
             input_pixels = {tag: _pixel_bytes(ds.get_item(tag)) for tag in PIXEL_TAGS if tag in ds}
             if require_pixels and not input_pixels and pixel_at is None and declares_pixels(ds):
-                raise OutputNotProven("the input is an image (by its SOP class, or rows and columns) without "
-                                      "pixel data: the file is cut short or damaged")
+                raise OutputNotProven(
+                    "the input is an image (by its SOP class, or rows and columns) without "
+                    "pixel data: the file is cut short or damaged"
+                )
         regions: list[Region] | None = None
         if cleaning is not None:
             try:

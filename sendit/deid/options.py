@@ -72,8 +72,9 @@ class DeidOptions:
         """The options a node's settings say, by NAME: each flag is ``DEID_`` + its name in
         capitals (``DEID_RETAIN_UIDS``), the key is ``DEID_SECRET``. One rule, so a new
         option is a field here and a setting of the same name in sendit.config."""
-        named = {f.name: settings["DEID_" + f.name.upper()] for f in fields(cls)
-                 if f.name not in ("uid_secret", "recipe")}
+        named = {
+            f.name: settings["DEID_" + f.name.upper()] for f in fields(cls) if f.name not in ("uid_secret", "recipe")
+        }
         return cls(uid_secret=str(settings["DEID_SECRET"]).encode(), recipe=recipe, **named)
 
     def enabled(self) -> tuple[str, ...]:

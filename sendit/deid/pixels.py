@@ -92,7 +92,7 @@ def _boxes(ds: Dataset, item: Any) -> list[tuple[int, int, int, int]]:
             raise ValueError("coordinates 'all' need the image's Rows and Columns")
         return [(0, 0, int(columns), int(rows))]
     if text.startswith("from:"):
-        return _boxes_from(ds, text[len("from:"):].strip())
+        return _boxes_from(ds, text[len("from:") :].strip())
     return [_parse_box(text)]
 
 
@@ -220,8 +220,8 @@ def _decode(ds: Dataset, tsyntax: UID, decoder: Decoder) -> tuple[io.BytesIO | N
         writable = io.BytesIO(pixel_bytes)  # shares the bytes until getbuffer() copies them
         view = writable.getbuffer()
         # pydicom annotates **kwargs as DecodeOptions where it means Unpack[DecodeOptions]
-        arr, pixel = decoder.as_array(view, view_only=True, pixel_keyword="PixelData",  # type: ignore[arg-type]
-                                      **as_pixel_options(ds))
+        options: dict[str, Any] = {"view_only": True, "pixel_keyword": "PixelData", **as_pixel_options(ds)}
+        arr, pixel = decoder.as_array(view, **options)
         return (writable if np.may_share_memory(arr, view) else None), arr, pixel
     arr, pixel = decoder.as_array(ds)
     return None, arr, pixel
@@ -269,7 +269,7 @@ def _apply_regions(frames: np.ndarray, regions: Sequence[Region]) -> bool:
     mask = np.ones((bottom - top, right - left), dtype=bool)  # True keeps, as in deid
     for value, (x0, y0, x1, y1) in regions:
         # shifted into the rectangle; a start above or left of it is clamped (numpy would wrap it)
-        mask[max(y0 - top, 0):max(y1 - top, 0), max(x0 - left, 0):max(x1 - left, 0)] = bool(value)
+        mask[max(y0 - top, 0) : max(y1 - top, 0), max(x0 - left, 0) : max(x1 - left, 0)] = bool(value)
     blank = np.logical_not(mask, out=mask)
     if not blank.any():
         return False

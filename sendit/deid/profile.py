@@ -66,8 +66,9 @@ REFERENCE_SEQUENCES = frozenset({0x00081110, 0x00081111})  # Referenced Study / 
 ANIMAL_ZEROED = (0x00102297, 0x00102299)  # Responsible Person, Responsible Organization
 #: keys that a DICOMDIR's directory records (PS3.3 F.5) require: Type 1 (a dummy where
 #: the profile would empty or remove them) and Type 2 (emptied where it would remove them)
-RECORD_TYPE1_KEYS = frozenset({0x00100020, 0x00080020, 0x00080030, 0x00200010, 0x00080023, 0x00080033,
-                               0x00700082, 0x00700083})
+RECORD_TYPE1_KEYS = frozenset(
+    {0x00100020, 0x00080020, 0x00080030, 0x00200010, 0x00080023, 0x00080033, 0x00700082, 0x00700083}
+)
 RECORD_TYPE2_KEYS = frozenset({0x00100010, 0x00080050, 0x00081030, 0x00700081, 0x00700084})
 #: the repeating overlay groups (PS3.5 7.6): even groups 6000-601E
 OVERLAY_GROUPS = range(0x6000, 0x601F, 2)
@@ -136,8 +137,13 @@ def resolve_row(row: ProfileRow, enabled_columns: frozenset[str]) -> str:
 class Profile:
     """Resolved actions for one set of options: ``action(tag)`` in O(1)."""
 
-    def __init__(self, enabled_columns: frozenset[str] = frozenset(), overrides: dict[int, str] | None = None,
-                 animal: bool = False, records: bool = False) -> None:
+    def __init__(
+        self,
+        enabled_columns: frozenset[str] = frozenset(),
+        overrides: dict[int, str] | None = None,
+        animal: bool = False,
+        records: bool = False,
+    ) -> None:
         self.actions: dict[int, str] = {}
         self.curve_action = "X"  # (50xx,xxxx)
         self.overlay_actions: dict[int, str] = {}  # element -> action in 60xx groups
@@ -189,8 +195,9 @@ class Profile:
 
 
 @lru_cache(maxsize=64)
-def profile_for(enabled_flags: tuple[str, ...], keep_tags: frozenset[int] = frozenset(), animal: bool = False,
-                records: bool = False) -> Profile:
+def profile_for(
+    enabled_flags: tuple[str, ...], keep_tags: frozenset[int] = frozenset(), animal: bool = False, records: bool = False
+) -> Profile:
     """The cached :class:`Profile` for option flags (names as in DeidOptions); ``animal``
     for a patient that is an animal (Responsible Person/Organization emptied, not removed);
     ``records`` for the items of a DICOMDIR's Directory Record Sequence (their required

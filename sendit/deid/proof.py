@@ -93,13 +93,37 @@ class IdentifyingValueFound(Exception):
 
 
 # -- reading an output's structure --------------------------------------------------
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
-                       b"UV"})
-_SHORT_VRS = frozenset({b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT",
-                        b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"})
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_SHORT_VRS = frozenset(
+    {
+        b"AE",
+        b"AS",
+        b"AT",
+        b"CS",
+        b"DA",
+        b"DS",
+        b"DT",
+        b"FD",
+        b"FL",
+        b"IS",
+        b"LO",
+        b"LT",
+        b"PN",
+        b"SH",
+        b"SL",
+        b"SS",
+        b"ST",
+        b"TM",
+        b"UI",
+        b"UL",
+        b"US",
+    }
+)
 #: explicit VR element head (short length), implicit VR element head, 32-bit length
-_HEADS = {little: (struct.Struct(order + "HH2sH"), struct.Struct(order + "HHL"), struct.Struct(order + "L"))
-          for little, order in ((True, "<"), (False, ">"))}
+_HEADS = {
+    little: (struct.Struct(order + "HH2sH"), struct.Struct(order + "HHL"), struct.Struct(order + "L"))
+    for little, order in ((True, "<"), (False, ">"))
+}
 _MAX_DEPTH = 64
 _DEFLATED = "1.2.840.10008.1.2.1.99"
 
@@ -115,11 +139,13 @@ def _dictionary_vr_bytes(tag: int) -> bytes:
 
 def describe(path: TagPath) -> str:
     """'(0008,0100) CodeValue in (0008,2218) AnatomicRegionSequence' for a path of tags."""
+
     def one(tag: int) -> str:
         if tag >> 16 & 1:
             return f"{tag_text(tag)} (private)"
         name = keyword_for_tag(tag)
         return f"{tag_text(tag)} {name}" if name else tag_text(tag)
+
     if not path:
         return "the preamble"
     return " in ".join(one(tag) for tag in reversed(path))
@@ -151,8 +177,9 @@ class _Walk:
         self.stop_at_pixels = stop_at_pixels
         self.stopped: int | None = None  # where the walk stopped at the pixel data element
 
-    def dataset(self, pos: int, end: int, implicit: bool, little: bool, path: TagPath, depth: int,
-                in_item: bool = False) -> int:
+    def dataset(
+        self, pos: int, end: int, implicit: bool, little: bool, path: TagPath, depth: int, in_item: bool = False
+    ) -> int:
         """Walk elements from pos to end; return where the walk stopped.
 
         ``in_item``: an undefined-length item, which ends at its delimiter.
@@ -212,9 +239,13 @@ class _Walk:
                 raise _Bad(f"the length of {tag_text(tag)} runs past the end of its data set{_at(path)}")
             if vr == b"SQ":
                 self.sequence(value, stop, implicit, little, inner, depth, False)
-            elif not (implicit and vr == b"UN" and length >= 8
-                      and implicit_head.unpack_from(buf, value)[:2] == (0xFFFE, 0xE000)
-                      and self.try_sequence(value, stop, implicit, little, inner, depth)):
+            elif not (
+                implicit
+                and vr == b"UN"
+                and length >= 8
+                and implicit_head.unpack_from(buf, value)[:2] == (0xFFFE, 0xE000)
+                and self.try_sequence(value, stop, implicit, little, inner, depth)
+            ):
                 spans.append((value, stop, inner, vr))
             pos = stop
         if in_item:
@@ -232,8 +263,9 @@ class _Walk:
             del self.spans[mark:]
             return False
 
-    def sequence(self, pos: int, end: int, implicit: bool, little: bool, path: TagPath, depth: int,
-                 undefined: bool) -> int:
+    def sequence(
+        self, pos: int, end: int, implicit: bool, little: bool, path: TagPath, depth: int, undefined: bool
+    ) -> int:
         buf = self.buf
         order = "<" if little else ">"
         head = order + "HHL"
@@ -272,13 +304,12 @@ class _Walk:
         raise _Bad("the encapsulated pixel data has no end")
 
 
-
 def _at(path: TagPath) -> str:
     return f" in {describe(path)}" if path else ""
 
 
 def _text(buf: Buffer, span: tuple[int, int]) -> str:
-    return bytes(buf[span[0]:span[1]]).decode("latin-1").strip("\0 ")
+    return bytes(buf[span[0] : span[1]]).decode("latin-1").strip("\0 ")
 
 
 def read_layout(buf: Buffer, stop_at_pixels: bool = False) -> Layout:
@@ -338,7 +369,7 @@ def _meta_element(walk: _Walk, pos: int) -> int:
     length: int
     if len(buf) - pos < 8:
         raise _Bad("its file meta is cut short")
-    vr = bytes(buf[pos + 4:pos + 6])
+    vr = bytes(buf[pos + 4 : pos + 6])
     if vr in _LONG_VRS:
         length, value = struct.unpack_from("<L", buf, pos + 8)[0], pos + 12
     else:
@@ -372,16 +403,19 @@ KEYWORD_KINDS = {
 #: person names other than the patient's: physicians, operators (any other PN at any
 #: depth is "a person's name")
 _PHYSICIAN = "a physician's or operator's name"
-PERSON_KINDS = {tag: _PHYSICIAN for tag in (
-    0x00080090,  # ReferringPhysicianName
-    0x00081048,  # PhysiciansOfRecord
-    0x00081050,  # PerformingPhysicianName
-    0x00081060,  # NameOfPhysiciansReadingStudy
-    0x00081070,  # OperatorsName
-    0x00321032,  # RequestingPhysician
-    0x0040A075,  # VerifyingObserverName
-    0x00400006,  # ScheduledPerformingPhysicianName
-)}
+PERSON_KINDS = {
+    tag: _PHYSICIAN
+    for tag in (
+        0x00080090,  # ReferringPhysicianName
+        0x00081048,  # PhysiciansOfRecord
+        0x00081050,  # PerformingPhysicianName
+        0x00081060,  # NameOfPhysiciansReadingStudy
+        0x00081070,  # OperatorsName
+        0x00321032,  # RequestingPhysician
+        0x0040A075,  # VerifyingObserverName
+        0x00400006,  # ScheduledPerformingPhysicianName
+    )
+}
 _OTHER_IDS_SEQUENCE = 0x00101002  # OtherPatientIDsSequence: its items' PatientID, Issuer
 _UID, _DATE = "an original UID", "an original date"
 _BIRTH_DATE = KEYWORD_KINDS[0x00100030][0]
@@ -413,12 +447,45 @@ class Needle(NamedTuple):
 
 #: name parts that name nobody (placeholders of test and QA data, particles, titles) and
 #: are ordinary words in headers (a manufacturer "... TEST", a "PHANTOM" protocol)
-NOT_NAMES = frozenset({
-    b"test", b"patient", b"anonymous", b"anonymized", b"anon", b"unknown", b"phantom", b"doctor",
-    b"referring", b"physician", b"operator", b"name", b"first", b"last", b"middle", b"none",
-    b"mrs", b"mr.", b"mrs.", b"ms.", b"dr.", b"prof", b"prof.", b"jr.", b"sr.", b"iii",
-    b"van", b"von", b"der", b"den", b"del", b"della", b"les", b"the", b"and",
-})
+NOT_NAMES = frozenset(
+    {
+        b"test",
+        b"patient",
+        b"anonymous",
+        b"anonymized",
+        b"anon",
+        b"unknown",
+        b"phantom",
+        b"doctor",
+        b"referring",
+        b"physician",
+        b"operator",
+        b"name",
+        b"first",
+        b"last",
+        b"middle",
+        b"none",
+        b"mrs",
+        b"mr.",
+        b"mrs.",
+        b"ms.",
+        b"dr.",
+        b"prof",
+        b"prof.",
+        b"jr.",
+        b"sr.",
+        b"iii",
+        b"van",
+        b"von",
+        b"der",
+        b"den",
+        b"del",
+        b"della",
+        b"les",
+        b"the",
+        b"and",
+    }
+)
 
 #: a well-formed code string value (PS3.5 6.2: capitals, digits, space, underscore)
 _CODE_STRING = re.compile(rb"[A-Z0-9 _\\]*")
@@ -444,9 +511,19 @@ def _written_text(patient_suid: str, study_suid: str, recipe: Recipe | None) -> 
     """Everything sendit writes into an output, lower-cased, one value per line: values
     found in it cannot be told apart from sendit's own."""
     ids = type("Ids", (), {"patient_suid": patient_suid, "study_suid": study_suid})
-    parts = [DUMMY_TEXT, *[v for v in DUMMIES.values() if isinstance(v, str)], patient_suid, study_suid,
-             "YES", "MODIFIED", "REMOVED", "DCM", *BASIC_PROFILE_CODE,
-             *[text for code in OPTION_CODES.values() for text in code], *_recipe_values(recipe, ids)]
+    parts = [
+        DUMMY_TEXT,
+        *[v for v in DUMMIES.values() if isinstance(v, str)],
+        patient_suid,
+        study_suid,
+        "YES",
+        "MODIFIED",
+        "REMOVED",
+        "DCM",
+        *BASIC_PROFILE_CODE,
+        *[text for code in OPTION_CODES.values() for text in code],
+        *_recipe_values(recipe, ids),
+    ]
     return "\n".join(str(p) for p in parts).lower().encode("utf-8", "replace")
 
 
@@ -491,8 +568,7 @@ def _option_kept(enabled: tuple[str, ...], keep_tags: frozenset[int]) -> frozens
     if not enabled:
         return frozenset()
     basic, chosen = profile_for((), keep_tags), profile_for(enabled, keep_tags)
-    return frozenset(tag for tag, action in chosen.actions.items()
-                     if action == "K" and basic.actions.get(tag) != "K")
+    return frozenset(tag for tag, action in chosen.actions.items() if action == "K" and basic.actions.get(tag) != "K")
 
 
 _SKIP, _SEQUENCE, _KEPT, _UID_NEEDLE, _UID_KEPT, _DATE_VALUE, _BIRTH, _NAME_PARTS, _WHOLE = range(9)
@@ -543,8 +619,11 @@ def _plain_tags() -> frozenset[int]:
     """Dictionary attributes of other VRs than :data:`_VALUE_VRS` and not listed by kind."""
     from pydicom.datadict import DicomDictionary
 
-    return frozenset(tag for tag, entry in DicomDictionary.items()
-                     if not set(entry[0].split(" or ")) & _VALUE_VRS and tag not in KEYWORD_KINDS)
+    return frozenset(
+        tag
+        for tag, entry in DicomDictionary.items()
+        if not set(entry[0].split(" or ")) & _VALUE_VRS and tag not in KEYWORD_KINDS
+    )
 
 
 @lru_cache(maxsize=64)
@@ -681,8 +760,11 @@ def _encodings(ds: Dataset) -> list[str]:
     from pydicom.charset import convert_encodings
 
     try:
-        names = [v.decode("ascii") for v in _raw_values(elem)] if isinstance(elem.value, bytes) else \
-            [str(v) for v in (elem.value if isinstance(elem.value, (list, tuple)) else [elem.value])]
+        names = (
+            [v.decode("ascii") for v in _raw_values(elem)]
+            if isinstance(elem.value, bytes)
+            else [str(v) for v in (elem.value if isinstance(elem.value, (list, tuple)) else [elem.value])]
+        )
         return convert_encodings(names or [default_encoding])
     except Exception:
         return [default_encoding]
@@ -790,8 +872,11 @@ def scan(layout: Layout, needles: Iterable[Needle]) -> None:
         while at >= 0:
             after = at + len(value)
             before_ok = not at or hay[at - 1] not in (_NUMBER_BYTES if needle.leading_digit else _WORD_BYTES)
-            after_ok = (after == len(hay) or needle.date
-                        or hay[after] not in (_NUMBER_BYTES if needle.trailing_digit else _WORD_BYTES))
+            after_ok = (
+                after == len(hay)
+                or needle.date
+                or hay[after] not in (_NUMBER_BYTES if needle.trailing_digit else _WORD_BYTES)
+            )
             if before_ok and after_ok:
                 index = bisect.bisect_right(starts, at) - 1
                 value_start, value_end, path, vr = spans[index]
@@ -815,7 +900,6 @@ def declares_pixels(ds: Dataset) -> bool:
         return False
     uid = b"".join(_raw_values(sop_class)).decode("latin-1")
     return "Image Storage" in (UID_dictionary.get(uid, ("",))[0])
-
 
 
 #: bytes of streamed pixel data compared with the source at each end of the element
@@ -848,8 +932,9 @@ def check_identity(layout: Layout, facts: InputFacts) -> None:
         raise OutputNotProven("the output kept the input's SOP Instance UID")
 
 
-def prove_streamed(out_fd: int, src_fd: int, header_end: int, start: int, size: int,
-                   pixel_header: bytes, facts: InputFacts) -> Layout:
+def prove_streamed(
+    out_fd: int, src_fd: int, header_end: int, start: int, size: int, pixel_header: bytes, facts: InputFacts
+) -> Layout:
     """Prove an output whose pixel data element was copied from ``src[start:size]`` after
     a header of ``header_end`` bytes; then scan its header.
 
@@ -861,16 +946,18 @@ def prove_streamed(out_fd: int, src_fd: int, header_end: int, start: int, size: 
     written = os.fstat(out_fd).st_size
     expected = header_end + size - start
     if written != expected:
-        raise OutputNotProven(f"the output holds {written} bytes where {expected} were written "
-                              "(its pixel data is not whole)")
+        raise OutputNotProven(
+            f"the output holds {written} bytes where {expected} were written (its pixel data is not whole)"
+        )
     head = _pread(out_fd, header_end + len(pixel_header), 0)
     layout = read_layout(head, stop_at_pixels=True)
     if layout.end != header_end or head[header_end:] != pixel_header:
         raise OutputNotProven("the output's pixel data element is not the input's (tag, VR or length differ)")
     check_identity(layout, facts)
     edge = min(EDGE, size - start)
-    if (_pread(out_fd, edge, header_end) != _pread(src_fd, edge, start)
-            or _pread(out_fd, edge, expected - edge) != _pread(src_fd, edge, size - edge)):
+    if _pread(out_fd, edge, header_end) != _pread(src_fd, edge, start) or _pread(
+        out_fd, edge, expected - edge
+    ) != _pread(src_fd, edge, size - edge):
         raise OutputNotProven("the output's pixel data differs from the input's")
     scan(layout, facts.needles)
     return layout
@@ -902,6 +989,6 @@ def _equal(buf: Buffer, start: int, end: int, value: bytes, chunk: int = 1 << 20
         return False
     for offset in range(0, len(value), chunk):
         stop = min(offset + chunk, len(value))
-        if buf[start + offset:start + stop] != value[offset:stop]:
+        if buf[start + offset : start + stop] != value[offset:stop]:
             return False
     return True

@@ -85,11 +85,19 @@ EXPANDERS = ("contains", "startswith", "endswith", "except", "select")
 #: timestamps are the birth date and study date shifted by the jitter)
 VARIABLES = ("patient_suid", "study_suid", "jitter", "entity_id", "item_id", "entity_timestamp", "item_timestamp")
 #: elements deid never offers to a header action (pixel and look-up data, the transfer syntax)
-SKIPPED_KEYWORDS = frozenset({
-    "PixelData", "RedPaletteColorLookupTableData", "GreenPaletteColorLookupTableData",
-    "BluePaletteColorLookupTableData", "VOILUTSequence", "FileMetaInformationGroupLength",
-    "FileMetaInformationVersion", "TransferSyntaxUID", "ImplementationClassUID",
-})
+SKIPPED_KEYWORDS = frozenset(
+    {
+        "PixelData",
+        "RedPaletteColorLookupTableData",
+        "GreenPaletteColorLookupTableData",
+        "BluePaletteColorLookupTableData",
+        "VOILUTSequence",
+        "FileMetaInformationGroupLength",
+        "FileMetaInformationVersion",
+        "TransferSyntaxUID",
+        "ImplementationClassUID",
+    }
+)
 _WORDS_RE = re.compile(r"""(?:[^\s"']+|"(?:\\.|[^"])*"|'(?:\\.|[^'])*')+""")
 _EXPANDER_RE = re.compile(r'^([^:"]*(?:"[^"]*"[^:"]*)*):(.*)$')
 _PAREN_TAG_RE = re.compile(r"^\(([0-9A-Fa-f]{4}),\s*([0-9A-Fa-f]{4})\)$")
@@ -140,7 +148,9 @@ class Rule:
 
     label: str
     lines: list[FilterLine] = field(default_factory=list)
-    coordinates: list[RuleRegion] = field(default_factory=list)  # [[0 blank | 1 keep, "x0,y0,x1,y1" | "all" | "from:..."]]
+    coordinates: list[RuleRegion] = field(
+        default_factory=list
+    )  # [[0 blank | 1 keep, "x0,y0,x1,y1" | "all" | "from:..."]]
 
     @property
     def title(self) -> str:
@@ -236,6 +246,7 @@ DEID_FUNCTIONS: dict[str, Function] = {
 def builtin_functions(uid_secret: bytes | None = None, uid_root: str = "2.25.") -> dict[str, Function]:
     """The ``func:`` functions sendit gives every recipe: ``hashuid`` maps a UID the way the
     profile does (so references stay consistent), ``is_true`` / ``is_false`` for conditions."""
+
     def hashuid(field: Field | None = None, **_: object) -> str:
         if not uid_secret:
             raise RecipeError("func:hashuid needs the node's DEID_SECRET")
@@ -265,7 +276,7 @@ def jitter_value(element: DataElement, days: int) -> str | bytes | None:
         return None
     many = isinstance(value, (list, tuple, MultiValue))
     out: list[str] = []
-    for text in (list(value) if many else [value]):
+    for text in list(value) if many else [value]:
         text = as_text(text).strip()
         vr = element.VR
         if vr not in ("DA", "DT"):
@@ -288,8 +299,15 @@ def jitter_value(element: DataElement, days: int) -> str | bytes | None:
                 raise CannotJitter("not a date-time")
             y, mo, d, h, mi, s, frac, zone = match.groups()
             try:
-                moved = datetime(int(y), int(mo or 1), int(d or 1), int(h or 0), int(mi or 0), int(s or 0),
-                                 int(((frac or ".0")[1:] + "000000")[:6])) + timedelta(days=days)
+                moved = datetime(
+                    int(y),
+                    int(mo or 1),
+                    int(d or 1),
+                    int(h or 0),
+                    int(mi or 0),
+                    int(s or 0),
+                    int(((frac or ".0")[1:] + "000000")[:6]),
+                ) + timedelta(days=days)
             except ValueError:
                 raise CannotJitter("not a date-time") from None
             out.append(moved.strftime("%Y%m%d%H%M%S.%f") + (zone or ""))
@@ -321,8 +339,14 @@ class Field:
             elem = self.element
             tag = elem.tag
             name, keyword = _names(elem)
-            keys = [self.name.lower(), f"({tag.group:04x},{tag.element:04x})", self.stripped_tag.lower(),
-                    name.lower(), keyword.lower(), self.uid.lower()]
+            keys = [
+                self.name.lower(),
+                f"({tag.group:04x},{tag.element:04x})",
+                self.stripped_tag.lower(),
+                name.lower(),
+                keyword.lower(),
+                self.uid.lower(),
+            ]
             creator = _creator(elem)
             if creator is not None:
                 private = f'{tag.group:04X},"{creator}",{tag.element & 0xFF:02X}'.lower()
@@ -340,8 +364,13 @@ class Field:
         if found is None:
             tag = elem.tag
             name, keyword = _names(elem)
-            found = bool(pattern.search(self.name.lower()) or pattern.search(f"({tag.group:04x},{tag.element:04x})")
-                         or pattern.search(self.stripped_tag) or pattern.search(name) or pattern.search(keyword))
+            found = bool(
+                pattern.search(self.name.lower())
+                or pattern.search(f"({tag.group:04x},{tag.element:04x})")
+                or pattern.search(self.stripped_tag)
+                or pattern.search(name)
+                or pattern.search(keyword)
+            )
             if not found and creator is not None:
                 private = f'{tag.group:04X},"{creator}",{tag.element & 0xFF:02X}'
                 found = bool(pattern.search(private) or pattern.search(f"({private})"))
@@ -475,8 +504,9 @@ class Recipe:
 
     # loading --------------------------------------------------------------------------
     @classmethod
-    def load(cls, name_or_path: str, functions: Mapping[str, Function] | None = None,
-             variables: Iterable[str] = VARIABLES) -> Recipe:
+    def load(
+        cls, name_or_path: str, functions: Mapping[str, Function] | None = None, variables: Iterable[str] = VARIABLES
+    ) -> Recipe:
         """A recipe file, or one of deid's shipped recipes by name (``deid.dicom``,
         ``deid.dicom.ultrasound``, ``deid.dicom.xray.chest``)."""
         path = Path(name_or_path)
@@ -485,8 +515,9 @@ class Recipe:
         return cls.from_file(path, functions=functions, variables=variables)
 
     @classmethod
-    def from_file(cls, path: str | Path, functions: Mapping[str, Function] | None = None,
-                  variables: Iterable[str] = VARIABLES) -> Recipe:
+    def from_file(
+        cls, path: str | Path, functions: Mapping[str, Function] | None = None, variables: Iterable[str] = VARIABLES
+    ) -> Recipe:
         try:
             text = Path(path).read_bytes().decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -496,8 +527,13 @@ class Recipe:
         return cls.from_text(text, source=str(path), functions=functions, variables=variables)
 
     @classmethod
-    def from_text(cls, text: str, source: str = "<recipe>", functions: Mapping[str, Function] | None = None,
-                  variables: Iterable[str] = VARIABLES) -> Recipe:
+    def from_text(
+        cls,
+        text: str,
+        source: str = "<recipe>",
+        functions: Mapping[str, Function] | None = None,
+        variables: Iterable[str] = VARIABLES,
+    ) -> Recipe:
         """Parse ``text``; ``functions`` and ``variables`` name what ``func:`` and ``var:``
         may use (a name the recipe uses that is not among them is an error)."""
         recipe = cls(source)
@@ -526,9 +562,14 @@ class Recipe:
         fields = Fields(ds)
         return {f.element.tag for a in keeps for f in expand(a.field, fields)}
 
-    def apply(self, ds: Dataset, variables: Mapping[str, object] | None = None,
-              functions: Mapping[str, Function] | None = None,
-              spare: Callable[[int, str], str | None] | None = None, protect: bool = True) -> Applied:
+    def apply(
+        self,
+        ds: Dataset,
+        variables: Mapping[str, object] | None = None,
+        functions: Mapping[str, Function] | None = None,
+        spare: Callable[[int, str], str | None] | None = None,
+        protect: bool = True,
+    ) -> Applied:
         """Apply the header actions to ``ds`` in place, as deid's DicomParser would.
 
         ``spare(tag, expression)`` lets the caller keep an element a ``REMOVE`` names
@@ -547,8 +588,13 @@ class Recipe:
         for group, rules in self.filters.items():
             for rule in rules:
                 if rule.matches(ds):
-                    found.append(Match(group, rule.label, [[mask, _regions_from(ds, str(coordinate))]
-                                                           for mask, coordinate in rule.coordinates]))
+                    found.append(
+                        Match(
+                            group,
+                            rule.label,
+                            [[mask, _regions_from(ds, str(coordinate))] for mask, coordinate in rule.coordinates],
+                        )
+                    )
         return found
 
     def __repr__(self) -> str:
@@ -566,8 +612,11 @@ def region_locations(ds: Dataset, keyword: str) -> list[str]:
         return []
     value = ds[keyword].value
     items = list(value) if isinstance(value, Sequence) else [value]
-    return [",".join(str(item[k].value) for k in _REGION_KEYWORDS)
-            for item in items if isinstance(item, Dataset) and all(k in item for k in _REGION_KEYWORDS)]
+    return [
+        ",".join(str(item[k].value) for k in _REGION_KEYWORDS)
+        for item in items
+        if isinstance(item, Dataset) and all(k in item for k in _REGION_KEYWORDS)
+    ]
 
 
 def _regions_from(ds: Dataset, coordinate: str) -> str | list[str]:
@@ -687,8 +736,9 @@ class _Parser:
             elif line.upper().startswith(HEADER_ACTIONS):
                 self.header_line(number, line)
             else:
-                raise self.error(number, f"not a recipe line: {line.split()[0]!r} "
-                                         "(expected an action, a section or a filter LABEL)")
+                raise self.error(
+                    number, f"not a recipe line: {line.split()[0]!r} (expected an action, a section or a filter LABEL)"
+                )
 
     def start_section(self, number: int, line: str) -> None:
         line = line.split("#", 1)[0].strip()
@@ -742,8 +792,10 @@ class _Parser:
         words = _WORDS_RE.findall(line)
         action = words[0]
         if action not in HEADER_ACTIONS:
-            raise self.error(number, f"{action!r}: actions are written in capitals "
-                                     f"({', '.join(HEADER_ACTIONS)}); deid would skip this line")
+            raise self.error(
+                number,
+                f"{action!r}: actions are written in capitals ({', '.join(HEADER_ACTIONS)}); deid would skip this line",
+            )
         if len(words) < 2:
             raise self.error(number, f"{action} needs a field")
         value = " ".join(words[2:]).split("#")[0].strip() if len(words) > 2 else None
@@ -792,19 +844,24 @@ class _Parser:
         if tag_for_keyword(expression) is None:
             self.recipe.warnings.append(
                 f"{self.recipe.source}, line {number}: {expression!r} is no DICOM keyword; it matches only "
-                "an element whose name is written that way")
+                "an element whose name is written that way"
+            )
 
     def check_value(self, number: int, action: str, field_name: str, value: str) -> None:
         kind, _, option = value.partition(":")
         if kind.lower() == "var":
             if option not in self.recipe.variables:
-                raise self.error(number, f"unknown variable {option!r} (sendit gives "
-                                         f"{', '.join(self.recipe.variables)})")
+                raise self.error(
+                    number, f"unknown variable {option!r} (sendit gives {', '.join(self.recipe.variables)})"
+                )
             return
         if kind.lower() == "func":
             if option not in self.recipe.functions:
-                raise self.error(number, f"unknown function {option!r}: register it with "
-                                         "sendit.deid.recipe.register_function or DEID_FUNCTIONS")
+                raise self.error(
+                    number,
+                    f"unknown function {option!r}: register it with "
+                    "sendit.deid.recipe.register_function or DEID_FUNCTIONS",
+                )
             return
         if kind.lower() == "deid_func":
             name = option.split(" ", 1)[0]
@@ -823,8 +880,10 @@ class _Parser:
                 try:
                     _typed(dictionary_VR(tag), value)
                 except ValueError:
-                    raise self.error(number, f"{value!r} is not a valid {dictionary_VR(tag)} value "
-                                             f"for {keyword_for_tag(tag) or field_name}") from None
+                    raise self.error(
+                        number,
+                        f"{value!r} is not a valid {dictionary_VR(tag)} value for {keyword_for_tag(tag) or field_name}",
+                    ) from None
 
     def label(self, number: int, line: str, members: list[tuple[int, str]]) -> None:
         rule = Rule(line.replace("label", "", 1).split("#")[0].strip())
@@ -832,7 +891,7 @@ class _Parser:
             low = member.lower()
             word = next((w for w in COORDINATE_WORDS if low.startswith(w)), None)
             if word is not None:
-                raw = member[len(word):].strip()
+                raw = member[len(word) :].strip()
                 try:
                     coordinate = _coordinate(raw, ctp=word.startswith("ctp"))
                 except ValueError as exc:
@@ -847,8 +906,10 @@ class _Parser:
             if member.startswith("#"):
                 continue
             if not member.lower().startswith(CRITERIA):
-                raise self.error(member_number, f"unknown filter criterion {member.split()[0]!r} "
-                                                f"({', '.join(CRITERIA)}, or coordinates)")
+                raise self.error(
+                    member_number,
+                    f"unknown filter criterion {member.split()[0]!r} ({', '.join(CRITERIA)}, or coordinates)",
+                )
             try:
                 rule.lines.append(_filter_line(member, operator))
             except ValueError as exc:
@@ -931,9 +992,15 @@ def _typed(vr: str, value: object) -> object:
 class _Apply:
     """One dataset under one recipe."""
 
-    def __init__(self, recipe: Recipe, ds: Dataset, variables: Mapping[str, object],
-                 functions: Mapping[str, Function], spare: Callable[[int, str], str | None] | None = None,
-                 protect: bool = True) -> None:
+    def __init__(
+        self,
+        recipe: Recipe,
+        ds: Dataset,
+        variables: Mapping[str, object],
+        functions: Mapping[str, Function],
+        spare: Callable[[int, str], str | None] | None = None,
+        protect: bool = True,
+    ) -> None:
         self.recipe, self.ds, self.variables, self.functions = recipe, ds, variables, functions
         self.spare = spare
         self.result = Applied()
@@ -977,7 +1044,7 @@ class _Apply:
                 if action == "FIELD":
                     if value in ("", None):
                         continue
-                    for item in (value if isinstance(value, MultiValue) else [value]):
+                    for item in value if isinstance(value, MultiValue) else [value]:
                         if item not in values:
                             values.append(item)
                 else:
@@ -1108,8 +1175,11 @@ class _Apply:
             except (CannotJitter, TypeError, ValueError):
                 new = None
         if new in (None, ""):
-            self.drop(f, f"line {action.line}: JITTER cannot shift {f.element.keyword or f.stripped_tag} "
-                         f"({f.element.VR}): removed")
+            self.drop(
+                f,
+                f"line {action.line}: JITTER cannot shift {f.element.keyword or f.stripped_tag} "
+                f"({f.element.VR}): removed",
+            )
             return
         self.set_value(action, f, new)
 

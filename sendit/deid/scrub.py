@@ -233,11 +233,28 @@ def is_safe_descriptor(text: str, identifying: tuple[str, ...]) -> bool:
 class _Run:
     """State of one dataset's scrub: options, jitter and what was done."""
 
-    __slots__ = ("profile", "fallback", "options", "jitter", "shift", "keep_uids",
-                 "safe_private", "identifying", "shifted", "keep_tags", "named")
+    __slots__ = (
+        "profile",
+        "fallback",
+        "options",
+        "jitter",
+        "shift",
+        "keep_uids",
+        "safe_private",
+        "identifying",
+        "shifted",
+        "keep_tags",
+        "named",
+    )
 
-    def __init__(self, ds: Dataset, jitter: int, options: DeidOptions, keep_tags: frozenset[int],
-                 named: dict[int, DataElement] | None = None) -> None:
+    def __init__(
+        self,
+        ds: Dataset,
+        jitter: int,
+        options: DeidOptions,
+        keep_tags: frozenset[int],
+        named: dict[int, DataElement] | None = None,
+    ) -> None:
         self.options = options
         self.profile = profile_for(options.enabled(), keep_tags, is_animal(ds))
         self.fallback = _fallbacks()
@@ -252,9 +269,7 @@ class _Run:
         needs_clean = (
             options.clean_descriptors or options.retain_device_identity or options.retain_patient_characteristics
         )
-        self.identifying = (
-            _identifying_tokens(ds, options.retain_institution_identity) if needs_clean else ()
-        )
+        self.identifying = _identifying_tokens(ds, options.retain_institution_identity) if needs_clean else ()
 
 
 def is_animal(ds: Dataset) -> bool:
@@ -379,9 +394,32 @@ _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END = 0xFFFEE000, 0xFFFEE00D
 #: explicit VRs with a 2-byte reserved field and a 4-byte length
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
-_EXPLICIT_VRS = _LONG_VRS | frozenset(vr.encode("ascii") for vr in (
-    "AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "PN", "SH", "SL", "SS", "ST", "TM",
-    "UI", "UL", "US"))
+_EXPLICIT_VRS = _LONG_VRS | frozenset(
+    vr.encode("ascii")
+    for vr in (
+        "AE",
+        "AS",
+        "AT",
+        "CS",
+        "DA",
+        "DS",
+        "DT",
+        "FD",
+        "FL",
+        "IS",
+        "LO",
+        "LT",
+        "PN",
+        "SH",
+        "SL",
+        "SS",
+        "ST",
+        "TM",
+        "UI",
+        "UL",
+        "US",
+    )
+)
 _RAW_ITEM_BAIL = DATE_VRS | {"SQ", "PN", "UN"}
 
 
@@ -397,8 +435,10 @@ def _scrub_raw_items(raw: RawDataElement, run: _Run) -> RawDataElement | None:
     cases handled here; the items are written back with defined lengths.
     """
     data = raw.value
-    if raw.length == _UNDEFINED or not isinstance(data, bytes) or not (
-        raw.VR == "SQ" or (raw.VR is None and raw.is_implicit_VR)
+    if (
+        raw.length == _UNDEFINED
+        or not isinstance(data, bytes)
+        or not (raw.VR == "SQ" or (raw.VR is None and raw.is_implicit_VR))
     ):
         return None
     implicit, little = raw.is_implicit_VR, raw.is_little_endian
@@ -434,7 +474,7 @@ def _scrub_raw_items(raw: RawDataElement, run: _Run) -> RawDataElement | None:
                     head = 8
                     vr = _element_vr(tag, None)
                 else:
-                    code = data[pos + 4:pos + 6]
+                    code = data[pos + 4 : pos + 6]
                     if code not in _EXPLICIT_VRS:  # e.g. items written in implicit VR: pydicom copes
                         return None
                     if code in _LONG_VRS:
@@ -453,7 +493,7 @@ def _scrub_raw_items(raw: RawDataElement, run: _Run) -> RawDataElement | None:
                 elif action == "X":
                     changed = True
                 elif vr == "UI" and action in ("U", "D"):
-                    text = data[pos + head:value_end].decode("ascii").strip("\0 ")
+                    text = data[pos + head : value_end].decode("ascii").strip("\0 ")
                     new = map_uids(text, options.uid_secret, options.uid_root)
                     if new == text:
                         parts.append(data[pos:value_end])
@@ -649,8 +689,9 @@ def sync_file_meta(ds: Dataset, options: DeidOptions | None = None) -> None:
                 meta[target] = DataElement(target, "UI", map_uids(value, options.uid_secret, options.uid_root))
 
 
-def deidentify_dataset(ds: Dataset, ids: StudyIdentifiers, options: DeidOptions,
-                       notes: list[str] | None = None) -> Dataset:
+def deidentify_dataset(
+    ds: Dataset, ids: StudyIdentifiers, options: DeidOptions, notes: list[str] | None = None
+) -> Dataset:
     """De-identify ``ds`` in place with the profile, options and recipe; return it.
 
     ``ids`` is a :class:`~sendit.deid.identifiers.StudyIdentifiers`: its suids
@@ -668,8 +709,9 @@ def deidentify_dataset(ds: Dataset, ids: StudyIdentifiers, options: DeidOptions,
         # The recipe first, on the values as they came, exactly as deid would; then the
         # profile, for every element the recipe did not name.
         profile = profile_for(options.enabled(), recipe.keep_tags(), is_animal(ds))
-        applied = recipe.apply(ds, recipe_variables(ds, ids), recipe_functions(options),
-                               spare=functools.partial(_spared, profile))
+        applied = recipe.apply(
+            ds, recipe_variables(ds, ids), recipe_functions(options), spare=functools.partial(_spared, profile)
+        )
         named = applied.named
         if notes is not None:
             notes.extend(applied.notes)
@@ -711,8 +753,13 @@ def recipe_variables(ds: Dataset, ids: StudyIdentifiers) -> dict[str, str | int]
     deid's recipes use (``entity_*`` the patient, ``item_*`` the study; the timestamps are
     the birth and study dates shifted, absent when the input has no valid date)."""
     jitter = int(ids.jitter)
-    variables: dict[str, str | int] = {"patient_suid": ids.patient_suid, "study_suid": ids.study_suid, "jitter": jitter,
-                 "entity_id": ids.patient_suid, "item_id": ids.study_suid}
+    variables: dict[str, str | int] = {
+        "patient_suid": ids.patient_suid,
+        "study_suid": ids.study_suid,
+        "jitter": jitter,
+        "entity_id": ids.patient_suid,
+        "item_id": ids.study_suid,
+    }
     for name, tag in (("entity_timestamp", 0x00100030), ("item_timestamp", 0x00080020)):
         elem = ds.get_item(tag)
         if elem is not None and elem.value:

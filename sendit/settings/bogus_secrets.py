@@ -6,6 +6,7 @@ DEBUG off refuses to start on its "change-me" values. Generate a real one instea
 Any of these can instead come from an environment variable of the same name, which wins
 over secrets.py (docker compose: .env, made by scripts/setup_instance.sh).
 """
+
 # Django's signing key, 50+ characters: python -c "import secrets; print(secrets.token_urlsafe(48))"
 SECRET_KEY = "change-me"
 DEBUG = False

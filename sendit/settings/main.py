@@ -5,6 +5,7 @@ Every setting of sendit.config is exported here under its NAME, so the code read
 from the environment, then an untracked secrets.py (see bogus_secrets.py), then the
 defaults. Importing this module writes nothing (sendit.config.prepare makes the folders).
 """
+
 import importlib
 from pathlib import Path
 from types import ModuleType
@@ -37,9 +38,11 @@ API_TOKENS = CONFIG.web.api_tokens
 # production node (DEBUG off): the minimum length of each, in characters.
 SECRET_MINIMUM = {"SECRET_KEY": 50, "DEID_SECRET": 32, "LOCKDOWN_PASSWORDS": 16, "API_TOKENS": 32}
 _PLACEHOLDERS = ("change-me", "changeme", "change_me", "django-insecure", "replace-me")
-MAKE_SECRETS = ("Make real ones: `python scripts/make_secrets.py` writes sendit/settings/secrets.py, "
-                "`scripts/setup_instance.sh --env-only` writes .env for docker compose, or make one with "
-                "`python -c \"import secrets; print(secrets.token_urlsafe(48))\"`.")
+MAKE_SECRETS = (
+    "Make real ones: `python scripts/make_secrets.py` writes sendit/settings/secrets.py, "
+    "`scripts/setup_instance.sh --env-only` writes .env for docker compose, or make one with "
+    '`python -c "import secrets; print(secrets.token_urlsafe(48))"`.'
+)
 
 
 def weak_secret(value: str, minimum: int) -> str | None:
@@ -63,8 +66,7 @@ def refuse_weak_secrets() -> None:
     for name, value in named:
         reason = weak_secret(value, SECRET_MINIMUM[name])
         if reason:
-            raise ImproperlyConfigured(
-                f"{name} {reason}: a node with DEBUG off refuses to start on it. {MAKE_SECRETS}")
+            raise ImproperlyConfigured(f"{name} {reason}: a node with DEBUG off refuses to start on it. {MAKE_SECRETS}")
 
 
 if not CONFIG.web.debug:
@@ -154,14 +156,12 @@ CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 
 
-
 def cache_from_url(url: str) -> dict:
     """Django's CACHES entry for CACHE_URL (redis://, rediss://, file:///path, locmem://)."""
     if url.startswith(("redis://", "rediss://")):
-        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url,
-                "KEY_PREFIX": "sendit"}
+        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url, "KEY_PREFIX": "sendit"}
     if url.startswith("file://"):
-        return {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": url[len("file://"):]}
+        return {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": url[len("file://") :]}
     if url.startswith("locmem://"):
         return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     raise ImproperlyConfigured("CACHE_URL must start with redis://, rediss://, file:// or locmem://")
@@ -170,10 +170,13 @@ def cache_from_url(url: str) -> dict:
 # Shared by every process (uwsgi's, the worker's), so that a count of wrong passwords is one
 # count: the Redis broker's server when there is one, else files under VAR_DIR (one machine).
 _broker_first = CONFIG.pipeline.celery_broker_url.split(";")[0].strip()
-CACHES = {"default": cache_from_url(
-    CONFIG.pipeline.cache_url
-    or (_broker_first if _broker_first.startswith(("redis://", "rediss://")) else "")
-    or "file://" + str(Path(VAR_DIR) / "cache"))}
+CACHES = {
+    "default": cache_from_url(
+        CONFIG.pipeline.cache_url
+        or (_broker_first if _broker_first.startswith(("redis://", "rediss://")) else "")
+        or "file://" + str(Path(VAR_DIR) / "cache")
+    )
+}
 
 # Celery: tasks take ids, acknowledge late, and are safe to run twice.
 if CONFIG.pipeline.celery_broker_url.startswith("filesystem://"):
@@ -218,8 +221,14 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(process)d %(name)s %(message)s"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]},
-        "file": {"class": "logging.handlers.RotatingFileHandler", "formatter": "plain", "filters": ["redact"],
-                 "filename": str(Path(CONFIG.operations.log_dir) / "sendit.log"), "maxBytes": 10 * 1024 * 1024, "backupCount": 5},
+        "file": {
+            "class": "logging.handlers.RotatingFileHandler",
+            "formatter": "plain",
+            "filters": ["redact"],
+            "filename": str(Path(CONFIG.operations.log_dir) / "sendit.log"),
+            "maxBytes": 10 * 1024 * 1024,
+            "backupCount": 5,
+        },
         "mail_admins": {"level": "ERROR", "class": "sendit.redact.AdminMailHandler"},
     },
     "root": {"handlers": ["console", "file"], "level": "WARNING"},
@@ -257,9 +266,13 @@ if CONFIG.operations.sentry_dsn:
     from sendit.redact import scrub_sentry_event
 
     sentry_sdk.init(
-        dsn=CONFIG.operations.sentry_dsn, integrations=[DjangoIntegration(), CeleryIntegration()],
-        send_default_pii=False, include_local_variables=False, max_request_body_size="never",
-        before_send=scrub_sentry_event, environment=CONFIG.operations.sentry_environment,
+        dsn=CONFIG.operations.sentry_dsn,
+        integrations=[DjangoIntegration(), CeleryIntegration()],
+        send_default_pii=False,
+        include_local_variables=False,
+        max_request_body_size="never",
+        before_send=scrub_sentry_event,
+        environment=CONFIG.operations.sentry_environment,
     )
 
 # --- Web interface and REST API (docs/interface.md) -------------------------------------
@@ -281,7 +294,7 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "Sendit API",
     "DESCRIPTION": "Read-only status of sendit's batches and images. Behind the site's lockdown "
-                   "password, or send `Authorization: Token <token>` (tokens from API_TOKENS).",
+    "password, or send `Authorization: Token <token>` (tokens from API_TOKENS).",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -289,9 +302,16 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     # No deep links: each would be a link inside the operation's button (axe: nested-interactive).
     "SWAGGER_UI_SETTINGS": {"deepLinking": False},
-    "APPEND_COMPONENTS": {"securitySchemes": {"Token": {
-        "type": "apiKey", "in": "header", "name": "Authorization",
-        "description": "`Token <token>`, one of API_TOKENS"}}},
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "Token": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "Authorization",
+                "description": "`Token <token>`, one of API_TOKENS",
+            }
+        }
+    },
     "SECURITY": [{"Token": []}],
 }
 
@@ -301,12 +321,10 @@ if CONFIG.web.secure_ssl:
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     # nginx terminates TLS and says so in X-Forwarded-Proto; only trust it behind that proxy.
-    SECURE_PROXY_SSL_HEADER = (("HTTP_X_FORWARDED_PROTO", "https") if CONFIG.web.secure_proxy_ssl_header
-                               else None)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if CONFIG.web.secure_proxy_ssl_header else None
 else:
     SECURE_PROXY_SSL_HEADER = None
     SECURE_SSL_REDIRECT = False
     SECURE_HSTS_SECONDS = 0
     SECURE_HSTS_PRELOAD = False
 CSRF_COOKIE_HTTPONLY = True
-

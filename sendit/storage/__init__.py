@@ -30,8 +30,16 @@ from .base import (
     setting_str,
 )
 
-__all__ = ["get_destinations", "Destination", "DestinationError", "SendItem", "SendResult",
-           "REGISTRY", "register", "orthanc_id"]
+__all__ = [
+    "get_destinations",
+    "Destination",
+    "DestinationError",
+    "SendItem",
+    "SendResult",
+    "REGISTRY",
+    "register",
+    "orthanc_id",
+]
 
 logger = logging.getLogger("sendit.storage")
 
@@ -53,8 +61,10 @@ def get_destinations(config: Config | None) -> list[Destination]:
     if setting_bool(config, "SEND_TO_DICOMWEB"):
         destinations.append(REGISTRY["dicomweb"](config))
     if setting_bool(config, "SEND_TO_GOOGLE"):
-        destinations.append(REGISTRY["gcs"](config))   # + Datastore entities if GOOGLE_DATASTORE
+        destinations.append(REGISTRY["gcs"](config))  # + Datastore entities if GOOGLE_DATASTORE
     elif setting_bool(config, "GOOGLE_DATASTORE"):
-        logger.warning("GOOGLE_DATASTORE is on but SEND_TO_GOOGLE is off: Datastore entities "
-                       "describe Cloud Storage objects, so nothing is written")
+        logger.warning(
+            "GOOGLE_DATASTORE is on but SEND_TO_GOOGLE is off: Datastore entities "
+            "describe Cloud Storage objects, so nothing is written"
+        )
     return destinations

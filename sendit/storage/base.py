@@ -82,17 +82,27 @@ class SendItem:
 
         ds = pydicom.dcmread(str(path), stop_before_pixels=True)
         meta: dict[str, str] = {}
-        for keyword in ("Modality", "BodyPartExamined", "SeriesDescription",
-                        "StudyDescription", "SOPClassUID", "InstanceNumber"):
+        for keyword in (
+            "Modality",
+            "BodyPartExamined",
+            "SeriesDescription",
+            "StudyDescription",
+            "SOPClassUID",
+            "InstanceNumber",
+        ):
             value = ds.get(keyword)
             if value not in (None, ""):
                 meta[keyword] = str(value)
         if metadata:
             meta.update(metadata)
-        return cls(path=str(path), sop_instance_uid=str(ds.SOPInstanceUID),
-                   study_instance_uid=str(ds.StudyInstanceUID),
-                   series_instance_uid=str(ds.SeriesInstanceUID),
-                   patient_id=str(ds.get("PatientID", "")), metadata=meta)
+        return cls(
+            path=str(path),
+            sop_instance_uid=str(ds.SOPInstanceUID),
+            study_instance_uid=str(ds.StudyInstanceUID),
+            series_instance_uid=str(ds.SeriesInstanceUID),
+            patient_id=str(ds.get("PatientID", "")),
+            metadata=meta,
+        )
 
 
 @dataclass
@@ -124,8 +134,8 @@ class Outcome:
     already_stored: bool = False
     error: str | None = None
     note: str | None = None
-    unreachable: bool = False   # the destination itself is down: skip the rest of the round
-    abort_batch: bool = False   # permanent for every item (e.g. authentication failed)
+    unreachable: bool = False  # the destination itself is down: skip the rest of the round
+    abort_batch: bool = False  # permanent for every item (e.g. authentication failed)
     stored_fresh: bool = False  # this attempt stored the item, though it failed afterwards
 
     @classmethod
@@ -188,6 +198,7 @@ def setting_str(config: Config, key: str, default: str | None = None) -> str | N
 
 # -- small shared functions ------------------------------------------------------------------
 
+
 def orthanc_id(*values: str) -> str:
     """Orthanc's resource id: SHA-1 of the '|'-joined identifiers as 5 dash-separated groups.
 
@@ -195,7 +206,7 @@ def orthanc_id(*values: str) -> str:
     series: the first three; study: the first two; patient: PatientID alone.
     """
     digest = hashlib.sha1("|".join(v.strip() for v in values).encode("utf-8")).hexdigest()
-    return "-".join(digest[i:i + 8] for i in range(0, 40, 8))
+    return "-".join(digest[i : i + 8] for i in range(0, 40, 8))
 
 
 def file_md5(path: str, chunk: int = 1 << 20) -> tuple[str, str]:
@@ -210,6 +221,7 @@ def file_md5(path: str, chunk: int = 1 << 20) -> tuple[str, str]:
 def describe_oserror(exc: OSError) -> str:
     """An OSError without its file name (input file names may carry patient data)."""
     import errno as _errno
+
     name = _errno.errorcode.get(exc.errno or 0, type(exc).__name__)
     return f"{name}: {exc.strerror or type(exc).__name__}"
 
@@ -225,10 +237,12 @@ REGISTRY: dict[str, type[Destination]] = {}
 
 def register(kind: str) -> Callable[[type[_D]], type[_D]]:
     """Class decorator: make a destination kind available to get_destinations()."""
+
     def wrap(cls: type[_D]) -> type[_D]:
         REGISTRY[kind] = cls
         cls.kind = kind
         return cls
+
     return wrap
 
 
@@ -272,11 +286,15 @@ class Destination:
 
     # -- shared machinery ------------------------------------------------------------------
     def delay(self, failed_rounds: int) -> float:
-        factor: int = 2 ** failed_rounds
+        factor: int = 2**failed_rounds
         return min(self.backoff * factor, self.backoff_max)
 
-    def send_batch(self, items: list[SendItem], heartbeat: Callable[[], object] | None = None,
-                   on_wait: Callable[[str, float], object] | None = None) -> list[SendResult]:
+    def send_batch(
+        self,
+        items: list[SendItem],
+        heartbeat: Callable[[], object] | None = None,
+        on_wait: Callable[[str, float], object] | None = None,
+    ) -> list[SendResult]:
         """Send and verify every item; one SendResult per item, in the same order.
 
         ``heartbeat``, when given, is called before every round: a caller holding a lease
@@ -290,7 +308,7 @@ class Destination:
         started = time.monotonic()
         results: list[SendResult | None] = [None] * len(items)
         attempts = [0] * len(items)
-        fresh: set[int] = set()         # stored by an earlier attempt of this call
+        fresh: set[int] = set()  # stored by an earlier attempt of this call
         last_error: dict[int, str] = {}
         pending = list(range(len(items)))
         failed_rounds = 0
@@ -303,23 +321,20 @@ class Destination:
                 next_pending, progress, abort = [], False, None
                 for i in pending:
                     attempts[i] += 1
-                    out = outcomes.get(i) or Outcome.retry("not attempted: destination unreachable",
-                                                           unreachable=True)
+                    out = outcomes.get(i) or Outcome.retry("not attempted: destination unreachable", unreachable=True)
                     if out.abort_batch and abort is None:
                         abort = out.error
                     if out.ok:
                         progress = True
                         already = out.already_stored and i not in fresh
-                        results[i] = SendResult(items[i], True, out.remote_id, already,
-                                                None, out.note, attempts[i])
+                        results[i] = SendResult(items[i], True, out.remote_id, already, None, out.note, attempts[i])
                     elif out.transient:
                         last_error[i] = out.error or "transient failure"
                         if out.stored_fresh:
                             fresh.add(i)
                         next_pending.append(i)
                     else:
-                        results[i] = SendResult(items[i], False, out.remote_id, False,
-                                                out.error, out.note, attempts[i])
+                        results[i] = SendResult(items[i], False, out.remote_id, False, out.error, out.note, attempts[i])
                 if abort is not None:
                     for i in next_pending:
                         results[i] = SendResult(items[i], False, None, False, abort, None, attempts[i])
@@ -332,15 +347,27 @@ class Destination:
                 if failed_rounds >= self.retries:
                     for i in pending:
                         results[i] = SendResult(
-                            items[i], False, None, False,
+                            items[i],
+                            False,
+                            None,
+                            False,
                             f"{self.name}: gave up after {attempts[i]} attempts: {last_error[i]}",
-                            None, attempts[i])
+                            None,
+                            attempts[i],
+                        )
                     break
                 wait = self.delay(failed_rounds)
                 failed_rounds += 1
-                self.log.warning("%s: %d of %d images not delivered yet (%s); retry %d/%d in %.1fs",
-                                 self.name, len(pending), len(items), last_error[pending[0]],
-                                 failed_rounds, self.retries, wait)
+                self.log.warning(
+                    "%s: %d of %d images not delivered yet (%s); retry %d/%d in %.1fs",
+                    self.name,
+                    len(pending),
+                    len(items),
+                    last_error[pending[0]],
+                    failed_rounds,
+                    self.retries,
+                    wait,
+                )
                 if on_wait is not None:
                     on_wait(last_error[pending[0]], wait)
                 time.sleep(wait)
@@ -353,13 +380,23 @@ class Destination:
         n_ok = sum(r.ok for r in done)
         elapsed = time.monotonic() - started
         if n_ok == len(items):
-            self.log.info("%s: %d images sent and verified in %.2fs (%d already stored)",
-                          self.name, n_ok, elapsed, sum(r.already_stored for r in done))
+            self.log.info(
+                "%s: %d images sent and verified in %.2fs (%d already stored)",
+                self.name,
+                n_ok,
+                elapsed,
+                sum(r.already_stored for r in done),
+            )
         else:
             failed = [i for i, r in enumerate(done) if not r.ok]
-            self.log.error("%s: %d of %d images failed (indexes %s); first error: %s",
-                           self.name, len(failed), len(items), _short_list(failed),
-                           done[failed[0]].error)
+            self.log.error(
+                "%s: %d of %d images failed (indexes %s); first error: %s",
+                self.name,
+                len(failed),
+                len(items),
+                _short_list(failed),
+                done[failed[0]].error,
+            )
         return done
 
     def reopen(self) -> None:
@@ -376,8 +413,7 @@ class Destination:
             self.log.exception("%s: unexpected error during a send round", self.name)
             return {i: Outcome.retry(f"unexpected {type(exc).__name__}") for i, _ in batch}
 
-    def parallel(self, batch: list[tuple[int, SendItem]],
-                 fn: Callable[[int, SendItem], Outcome]) -> dict[int, Outcome]:
+    def parallel(self, batch: list[tuple[int, SendItem]], fn: Callable[[int, SendItem], Outcome]) -> dict[int, Outcome]:
         """Run fn over the batch in a small thread pool; stop early when unreachable."""
         stop = threading.Event()
         cause: list[Outcome] = []
@@ -402,8 +438,7 @@ class Destination:
 
         if self.workers == 1 or len(batch) == 1:
             return {i: out for i, out in map(one, batch) if out is not None}
-        with concurrent.futures.ThreadPoolExecutor(self.workers,
-                                                   thread_name_prefix=f"send-{self.name}") as ex:
+        with concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix=f"send-{self.name}") as ex:
             return {i: out for i, out in ex.map(one, batch) if out is not None}
 
 
@@ -412,8 +447,9 @@ def _short_list(values: list[int], limit: int = 20) -> str:
     return text + (f",... ({len(values)} total)" if len(values) > limit else "")
 
 
-def probe(call: Callable[[], _T], classify: Callable[[Exception, str], Outcome],
-          what: str) -> tuple[bool, _T | str | None]:
+def probe(
+    call: Callable[[], _T], classify: Callable[[Exception, str], Outcome], what: str
+) -> tuple[bool, _T | str | None]:
     """Run a destination's reachability check: (True, its value) or (False, why).
 
     ``classify`` maps the client library's exception to an Outcome in the destination's

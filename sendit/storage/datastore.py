@@ -53,23 +53,64 @@ FieldValue = str | int | float | list[str | int | float]
 
 logger = logging.getLogger("sendit.storage.datastore")
 
-DEFAULT_FIELDS = ("Modality", "BodyPartExamined", "SeriesDescription", "StudyDate",
-                  "Manufacturer", "ManufacturerModelName", "SliceThickness", "PixelSpacing")
+DEFAULT_FIELDS = (
+    "Modality",
+    "BodyPartExamined",
+    "SeriesDescription",
+    "StudyDate",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "SliceThickness",
+    "PixelSpacing",
+)
 
 # Never written to Datastore, even de-identified: they name or locate a person, or a visit.
-IDENTIFYING = frozenset({
-    "PatientName", "PatientID", "OtherPatientIDs", "OtherPatientIDsSequence", "OtherPatientNames",
-    "PatientBirthDate", "PatientBirthTime", "PatientBirthName", "PatientMotherBirthName",
-    "PatientAddress", "PatientTelephoneNumbers", "PatientTelecomInformation", "IssuerOfPatientID",
-    "MedicalRecordLocator", "MilitaryRank", "BranchOfService", "Occupation", "EthnicGroup",
-    "PatientComments", "AdditionalPatientHistory", "PatientReligiousPreference",
-    "AccessionNumber", "StudyID", "AdmissionID", "RequestedProcedureID",
-    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName",
-    "ReferringPhysicianName", "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers",
-    "PerformingPhysicianName", "NameOfPhysiciansReadingStudy", "OperatorsName",
-    "PhysiciansOfRecord", "RequestingPhysician", "StationName", "DeviceSerialNumber",
-    "ContentCreatorName", "PersonName", "ResponsiblePerson", "ResponsibleOrganization",
-})
+IDENTIFYING = frozenset(
+    {
+        "PatientName",
+        "PatientID",
+        "OtherPatientIDs",
+        "OtherPatientIDsSequence",
+        "OtherPatientNames",
+        "PatientBirthDate",
+        "PatientBirthTime",
+        "PatientBirthName",
+        "PatientMotherBirthName",
+        "PatientAddress",
+        "PatientTelephoneNumbers",
+        "PatientTelecomInformation",
+        "IssuerOfPatientID",
+        "MedicalRecordLocator",
+        "MilitaryRank",
+        "BranchOfService",
+        "Occupation",
+        "EthnicGroup",
+        "PatientComments",
+        "AdditionalPatientHistory",
+        "PatientReligiousPreference",
+        "AccessionNumber",
+        "StudyID",
+        "AdmissionID",
+        "RequestedProcedureID",
+        "InstitutionName",
+        "InstitutionAddress",
+        "InstitutionalDepartmentName",
+        "ReferringPhysicianName",
+        "ReferringPhysicianAddress",
+        "ReferringPhysicianTelephoneNumbers",
+        "PerformingPhysicianName",
+        "NameOfPhysiciansReadingStudy",
+        "OperatorsName",
+        "PhysiciansOfRecord",
+        "RequestingPhysician",
+        "StationName",
+        "DeviceSerialNumber",
+        "ContentCreatorName",
+        "PersonName",
+        "ResponsiblePerson",
+        "ResponsibleOrganization",
+    }
+)
 STUDY_LEVEL_EXTRA = frozenset({"PatientAge", "PatientSex", "PatientSize", "PatientWeight"})
 OBJECT_LIST_LIMIT = 2000
 
@@ -80,6 +121,7 @@ def _NO_RETRY() -> Retry:
     (google-cloud-datastore reads retry=None as "use the default retries", up to a minute.)
     """
     from google.api_core.retry import Retry
+
     return Retry(predicate=lambda exc: False)
 
 
@@ -98,8 +140,9 @@ def parse_fields(value: str | Iterable[object] | None) -> tuple[str, ...]:
         if tag is None:
             raise DestinationError(f"datastore: GOOGLE_DATASTORE_FIELDS: {name!r} is not a DICOM keyword")
         if name in IDENTIFYING or dictionary_VR(tag) in ("PN", "SQ"):
-            raise DestinationError(f"datastore: GOOGLE_DATASTORE_FIELDS: {name} identifies a person "
-                                   "or is a sequence; it is never written")
+            raise DestinationError(
+                f"datastore: GOOGLE_DATASTORE_FIELDS: {name} identifies a person or is a sequence; it is never written"
+            )
         if name not in fields:
             fields.append(name)
     return tuple(fields)
@@ -120,6 +163,7 @@ def _typed(elem: DataElement) -> FieldValue | None:
         if vr in ("IS", "US", "SS", "UL", "SL", "UV", "SV"):
             return int(v)
         return str(v).strip()
+
     try:
         if isinstance(value, (MultiValue, list, tuple)):
             return [one(v) for v in value]
@@ -128,8 +172,9 @@ def _typed(elem: DataElement) -> FieldValue | None:
         return str(value)
 
 
-def header_fields(path: str | None, keywords: Iterable[str],
-                  metadata: Mapping[str, str] | None = None) -> dict[str, FieldValue]:
+def header_fields(
+    path: str | None, keywords: Iterable[str], metadata: Mapping[str, str] | None = None
+) -> dict[str, FieldValue]:
     """The configured fields of one de-identified file (header only), typed.
 
     Falls back to the item's metadata strings for fields the file lacks or when the
@@ -140,6 +185,7 @@ def header_fields(path: str | None, keywords: Iterable[str],
     if path:
         try:
             import pydicom
+
             ds = pydicom.dcmread(str(path), stop_before_pixels=True)
         except Exception:
             ds = None
@@ -158,7 +204,7 @@ def header_fields(path: str | None, keywords: Iterable[str],
 class StoredObject:
     name: str
     size: int | None
-    md5: str | None   # hex
+    md5: str | None  # hex
 
 
 @dataclass
@@ -174,11 +220,11 @@ class SeriesRecord:
 @dataclass
 class StudyRecord:
     collection: str
-    entity: str           # patient pseudonym
+    entity: str  # patient pseudonym
     study_uid: str
     bucket: str
     storage_format: str
-    objects: list[StoredObject]           # study-level objects (study JSON, tar.gz)
+    objects: list[StoredObject]  # study-level objects (study JSON, tar.gz)
     series: list[SeriesRecord] = field(default_factory=list)
 
 
@@ -189,17 +235,29 @@ def _classify(exc: Exception, what: str) -> Outcome:
         RefreshError,
         TransportError,
     )
+
     if isinstance(exc, DefaultCredentialsError):
-        raise DestinationError("datastore: no Google credentials found (set GOOGLE_APPLICATION_CREDENTIALS "
-                               "or DATASTORE_EMULATOR_HOST)")
-    if isinstance(exc, (gexc.Unauthenticated, gexc.PermissionDenied, gexc.Unauthorized,
-                        gexc.Forbidden, RefreshError)):
-        return Outcome.failed(f"datastore: authentication failed ({type(exc).__name__} on {what}): "
-                              "check the service account", abort_batch=True)
+        raise DestinationError(
+            "datastore: no Google credentials found (set GOOGLE_APPLICATION_CREDENTIALS or DATASTORE_EMULATOR_HOST)"
+        )
+    if isinstance(exc, (gexc.Unauthenticated, gexc.PermissionDenied, gexc.Unauthorized, gexc.Forbidden, RefreshError)):
+        return Outcome.failed(
+            f"datastore: authentication failed ({type(exc).__name__} on {what}): check the service account",
+            abort_batch=True,
+        )
     if isinstance(exc, (gexc.Aborted, gexc.Conflict)):
         return Outcome.retry(f"datastore: transaction contention on {what}")
-    if isinstance(exc, (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError,
-                        TransportError, ConnectionError, TimeoutError)):
+    if isinstance(
+        exc,
+        (
+            gexc.ServiceUnavailable,
+            gexc.DeadlineExceeded,
+            gexc.RetryError,
+            TransportError,
+            ConnectionError,
+            TimeoutError,
+        ),
+    ):
         return Outcome.retry(f"datastore: unavailable on {what} ({type(exc).__name__})", unreachable=True)
     if isinstance(exc, (gexc.TooManyRequests, gexc.ResourceExhausted, gexc.InternalServerError)):
         return Outcome.retry(f"datastore: {type(exc).__name__} on {what}")
@@ -217,8 +275,10 @@ def _union(old: list[str] | None, new: list[str]) -> list[str]:
 def _objects(old: Mapping[str, Any] | None, new: Iterable[StoredObject]) -> dict[str, tuple[int | None, str | None]]:
     """name -> (size, md5) of the objects an earlier entity listed, updated by this call's."""
     old = old or {}
-    objects = {name: (size, md5) for name, size, md5 in zip(
-        old.get("objects") or [], old.get("object_sizes") or [], old.get("object_md5") or [])}
+    objects = {
+        name: (size, md5)
+        for name, size, md5 in zip(old.get("objects") or [], old.get("object_sizes") or [], old.get("object_md5") or [])
+    }
     objects.update((obj.name, (obj.size, obj.md5)) for obj in new)
     return objects
 
@@ -248,13 +308,15 @@ class DatastoreIndex:
     # -- client ------------------------------------------------------------------------------
     def _make_client(self) -> Client:
         from google.cloud import datastore
-        kwargs = {"project": self.project or ("sendit" if self.emulator else None),
-                  "namespace": self.namespace}
+
+        kwargs = {"project": self.project or ("sendit" if self.emulator else None), "namespace": self.namespace}
         if self.emulator:
             from google.auth.credentials import AnonymousCredentials
+
             try:
-                return datastore.Client(credentials=AnonymousCredentials(),
-                                        client_options={"api_endpoint": self.emulator}, **kwargs)
+                return datastore.Client(
+                    credentials=AnonymousCredentials(), client_options={"api_endpoint": self.emulator}, **kwargs
+                )
             except ValueError:
                 # DATASTORE_EMULATOR_HOST is in the process environment: the library then talks
                 # to that emulator itself and refuses explicit credentials.
@@ -263,11 +325,15 @@ class DatastoreIndex:
             return datastore.Client(**kwargs)
         except Exception as exc:
             from google.auth.exceptions import DefaultCredentialsError
+
             if isinstance(exc, DefaultCredentialsError):
-                raise DestinationError("datastore: no Google credentials found (set "
-                                       "GOOGLE_APPLICATION_CREDENTIALS or DATASTORE_EMULATOR_HOST)") from None
-            raise DestinationError(f"datastore: cannot create the client ({type(exc).__name__}): "
-                                   "check GOOGLE_PROJECT_NAME") from None
+                raise DestinationError(
+                    "datastore: no Google credentials found (set "
+                    "GOOGLE_APPLICATION_CREDENTIALS or DATASTORE_EMULATOR_HOST)"
+                ) from None
+            raise DestinationError(
+                f"datastore: cannot create the client ({type(exc).__name__}): check GOOGLE_PROJECT_NAME"
+            ) from None
 
     def open(self) -> None:
         if self.client is None:
@@ -293,40 +359,57 @@ class DatastoreIndex:
         return key
 
     # -- entities ----------------------------------------------------------------------------
-    def _series_entity(self, key: Key, old: Mapping[str, Any] | None, study: StudyRecord, rec: SeriesRecord,
-                       now: datetime.datetime) -> Entity:
+    def _series_entity(
+        self, key: Key, old: Mapping[str, Any] | None, study: StudyRecord, rec: SeriesRecord, now: datetime.datetime
+    ) -> Entity:
         from google.cloud import datastore
+
         props: dict[str, Any] = {k: v for k, v in rec.fields.items()}
-        props.update({"collection": study.collection, "entity": study.entity,
-                      "StudyInstanceUID": study.study_uid, "SeriesInstanceUID": rec.series_uid})
+        props.update(
+            {
+                "collection": study.collection,
+                "entity": study.entity,
+                "StudyInstanceUID": study.study_uid,
+                "SeriesInstanceUID": rec.series_uid,
+            }
+        )
         sops = _union(old.get("sop_instance_uids") if old else None, rec.sop_instance_uids)
         same_listing = old and old.get("objects_listed", True) and old.get("storage_format") == rec.storage_format
         objects = _objects(old if same_listing else None, rec.objects)
         names = sorted(objects)
         listed = len(names) <= OBJECT_LIST_LIMIT
         prefix = os.path.commonprefix(names) if names else ""
-        props.update({
-            "images": len(sops),
-            "sop_instance_uids": sops,
-            "storage_bucket": study.bucket,
-            "storage_format": rec.storage_format,
-            "objects_listed": listed,
-            "object_prefix": prefix[:1400],
-            "objects": names if listed else [],
-            "object_sizes": [objects[n][0] for n in names] if listed else [],
-            "object_md5": [objects[n][1] for n in names] if listed else [],
-            "bytes": sum(objects[n][0] or 0 for n in names),
-            "note": rec.note,
-            "sent": now,
-            "first_sent": (old or {}).get("first_sent") or now,
-        })
+        props.update(
+            {
+                "images": len(sops),
+                "sop_instance_uids": sops,
+                "storage_bucket": study.bucket,
+                "storage_format": rec.storage_format,
+                "objects_listed": listed,
+                "object_prefix": prefix[:1400],
+                "objects": names if listed else [],
+                "object_sizes": [objects[n][0] for n in names] if listed else [],
+                "object_md5": [objects[n][1] for n in names] if listed else [],
+                "bytes": sum(objects[n][0] or 0 for n in names),
+                "note": rec.note,
+                "sent": now,
+                "first_sent": (old or {}).get("first_sent") or now,
+            }
+        )
         entity = datastore.Entity(key, exclude_from_indexes=self.SERIES_UNINDEXED)
         entity.update(props)
         return entity
 
-    def _study_entity(self, key: Key, old: Mapping[str, Any] | None, study: StudyRecord, series_entities: list[Entity],
-                      now: datetime.datetime) -> Entity:
+    def _study_entity(
+        self,
+        key: Key,
+        old: Mapping[str, Any] | None,
+        study: StudyRecord,
+        series_entities: list[Entity],
+        now: datetime.datetime,
+    ) -> Entity:
         from google.cloud import datastore
+
         old = old or {}
         per_series = dict(zip(old.get("series") or [], old.get("series_images") or []))
         modalities = set(old.get("modalities") or [])
@@ -344,21 +427,30 @@ class DatastoreIndex:
             for k in self.study_fields:
                 if k in rec.fields and k not in props:
                     props[k] = rec.fields[k]
-        for k in self.study_fields:   # keep what an earlier call wrote when this one lacks it
+        for k in self.study_fields:  # keep what an earlier call wrote when this one lacks it
             if k not in props and k in old:
                 props[k] = old[k]
         series = sorted(per_series)
-        props.update({
-            "collection": study.collection, "entity": study.entity,
-            "StudyInstanceUID": study.study_uid,
-            "series": series, "series_images": [per_series[s] for s in series],
-            "series_count": len(series), "images": sum(per_series.values()),
-            "modalities": sorted(modalities), "body_parts": sorted(body_parts),
-            "storage_bucket": study.bucket, "storage_format": study.storage_format,
-            "objects": names, "object_sizes": [objects[n][0] for n in names],
-            "object_md5": [objects[n][1] for n in names],
-            "sent": now, "first_sent": old.get("first_sent") or now,
-        })
+        props.update(
+            {
+                "collection": study.collection,
+                "entity": study.entity,
+                "StudyInstanceUID": study.study_uid,
+                "series": series,
+                "series_images": [per_series[s] for s in series],
+                "series_count": len(series),
+                "images": sum(per_series.values()),
+                "modalities": sorted(modalities),
+                "body_parts": sorted(body_parts),
+                "storage_bucket": study.bucket,
+                "storage_format": study.storage_format,
+                "objects": names,
+                "object_sizes": [objects[n][0] for n in names],
+                "object_md5": [objects[n][1] for n in names],
+                "sent": now,
+                "first_sent": old.get("first_sent") or now,
+            }
+        )
         entity = datastore.Entity(key, exclude_from_indexes=self.STUDY_UNINDEXED)
         entity.update(props)
         return entity
@@ -375,10 +467,10 @@ class DatastoreIndex:
             txn.begin(retry=_NO_RETRY(), timeout=self.timeout)
             found = client.get_multi([skey] + keys, transaction=txn, retry=_NO_RETRY(), timeout=self.timeout)
             existing = {ent.key.flat_path: ent for ent in found}
-            series_entities = [self._series_entity(k, existing.get(k.flat_path), study, rec, now)
-                               for k, rec in zip(keys, study.series)]
-            study_entity = self._study_entity(skey, existing.get(skey.flat_path), study,
-                                              series_entities, now)
+            series_entities = [
+                self._series_entity(k, existing.get(k.flat_path), study, rec, now) for k, rec in zip(keys, study.series)
+            ]
+            study_entity = self._study_entity(skey, existing.get(skey.flat_path), study, series_entities, now)
             for ent in [study_entity] + series_entities:
                 txn.put(ent)
             txn.commit(retry=_NO_RETRY(), timeout=self.timeout)
@@ -405,15 +497,15 @@ class DatastoreIndex:
                 return Outcome.retry(f"datastore: {ent.key.kind} entity missing right after the write")
             if dict(got) != dict(ent):
                 differ = sorted(k for k in set(got) | set(ent) if got.get(k) != ent.get(k))
-                return Outcome.retry(f"datastore: {ent.key.kind} entity read back differs "
-                                     f"({', '.join(differ[:5])})")
+                return Outcome.retry(f"datastore: {ent.key.kind} entity read back differs ({', '.join(differ[:5])})")
         return Outcome.success(None)
 
     def check(self) -> tuple[bool, str]:
         def get() -> None:
             client = self._make_client()
-            client.get(client.key(self.study_kind, "sendit-health-check"), retry=_NO_RETRY(),
-                       timeout=min(self.timeout, 10))
+            client.get(
+                client.key(self.study_kind, "sendit-health-check"), retry=_NO_RETRY(), timeout=min(self.timeout, 10)
+            )
 
         ok, why = probe(get, _classify, "health check")
         if not ok:

@@ -102,7 +102,7 @@ REFERENCED_SOP_INSTANCE_UID = "00081155"
 FAILURE_REASON = "00081197"
 WARNING_REASON = "00081196"
 STUDY_UID, SERIES_UID, SOP_UID = "0020000D", "0020000E", "00080018"
-SERIES_SIZE = "00201209"            # NumberOfSeriesRelatedInstances
+SERIES_SIZE = "00201209"  # NumberOfSeriesRelatedInstances
 # SOP Instance UIDs per QIDO-RS search (a UID list in the query string: 50 UIDs of 64
 # characters keep its URL under 4 kB, which every server and proxy takes).
 UIDS_PER_SEARCH = 50
@@ -134,8 +134,9 @@ def dicomweb_settings(config: Config) -> tuple[str, str]:
     """(service root without a trailing slash, auth kind); DestinationError when wrong."""
     url = setting_str(config, "DICOMWEB_URL")
     if not url:
-        raise DestinationError("dicomweb: SEND_TO_DICOMWEB needs DICOMWEB_URL (the service root, "
-                               "e.g. http://host:8042/dicom-web)")
+        raise DestinationError(
+            "dicomweb: SEND_TO_DICOMWEB needs DICOMWEB_URL (the service root, e.g. http://host:8042/dicom-web)"
+        )
     if not url.startswith(("http://", "https://")):
         raise DestinationError("dicomweb: DICOMWEB_URL must start with http:// or https://")
     auth = (setting_str(config, "DICOMWEB_AUTH", "none") or "none").lower()
@@ -159,6 +160,7 @@ class Credentials:
         self._lock = threading.Lock()
         if kind == "basic":
             import base64
+
             token = f"{setting_str(config, 'DICOMWEB_USERNAME')}:{config.get('DICOMWEB_PASSWORD') or ''}"
             self.header = "Basic " + base64.b64encode(token.encode("utf-8")).decode("ascii")
         elif kind == "bearer":
@@ -173,6 +175,7 @@ class Credentials:
         import google.auth
         import google.auth.exceptions
         from google.auth.transport.requests import Request
+
         with self._lock:
             try:
                 if self._google is None:
@@ -180,8 +183,10 @@ class Credentials:
                 if not self._google.valid:
                     self._google.refresh(Request())
             except google.auth.exceptions.DefaultCredentialsError:
-                raise DestinationError("dicomweb: DICOMWEB_AUTH=google but no Application Default "
-                                       "Credentials were found (GOOGLE_APPLICATION_CREDENTIALS)") from None
+                raise DestinationError(
+                    "dicomweb: DICOMWEB_AUTH=google but no Application Default "
+                    "Credentials were found (GOOGLE_APPLICATION_CREDENTIALS)"
+                ) from None
             except google.auth.exceptions.GoogleAuthError as exc:
                 raise RequestFailed(f"Google credentials could not be refreshed ({type(exc).__name__})") from None
             token = self._google.token
@@ -231,19 +236,21 @@ def http_failure(what: str, code: int) -> Outcome:
     """An answer that concerns the destination as a whole, or one request to it."""
     message = f"dicomweb: HTTP {code} on {what}"
     if code in (401, 403):
-        return Outcome.failed(f"dicomweb: authentication failed (HTTP {code} on {what}): check "
-                              "DICOMWEB_AUTH and its credentials", abort_batch=True)
+        return Outcome.failed(
+            f"dicomweb: authentication failed (HTTP {code} on {what}): check DICOMWEB_AUTH and its credentials",
+            abort_batch=True,
+        )
     if code in TRANSIENT_HTTP:
         return Outcome.retry(message)
     if code in (404, 405):
-        return Outcome.failed(message + " (is DICOMWEB_URL the DICOMweb service root?)",
-                              abort_batch=True)
+        return Outcome.failed(message + " (is DICOMWEB_URL the DICOMweb service root?)", abort_batch=True)
     return Outcome.failed(message)
 
 
 def library_failure(what: str, exc: Exception) -> Outcome:
     """dicomweb-client's (requests') exception as an Outcome, in words without data."""
     import requests
+
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         return http_failure(what, exc.response.status_code)
     if isinstance(exc, requests.Timeout):
@@ -268,7 +275,7 @@ class DicomWeb(Destination):
         self.credentials = Credentials(config, self.auth_kind)
         self.http: Client | None = None
         self.web: DICOMwebClient | None = None
-        self._not_listed: dict[int, int] = {}   # index -> times stored but not listed
+        self._not_listed: dict[int, int] = {}  # index -> times stored but not listed
 
     # -- sessions ----------------------------------------------------------------------------
     def _web_client(self) -> DICOMwebClient:
@@ -277,16 +284,19 @@ class DicomWeb(Destination):
 
         if self.auth_kind == "google":
             from dicomweb_client.ext.gcp.session_utils import create_session_from_gcp_credentials
+
             try:
                 session = create_session_from_gcp_credentials()
             except Exception as exc:  # google.auth's DefaultCredentialsError
-                raise DestinationError("dicomweb: DICOMWEB_AUTH=google but no Application Default "
-                                       f"Credentials were found ({type(exc).__name__})") from None
+                raise DestinationError(
+                    "dicomweb: DICOMWEB_AUTH=google but no Application Default "
+                    f"Credentials were found ({type(exc).__name__})"
+                ) from None
         else:
             session = requests.Session()
             session.headers.update(self.credentials.headers())
         client = DICOMwebClient(self.url, session=session, timeout=self.timeout)
-        client.set_http_retry_params(retry=False)   # the rounds are the retry policy
+        client.set_http_retry_params(retry=False)  # the rounds are the retry policy
         return client
 
     def open(self) -> None:
@@ -320,8 +330,12 @@ class DicomWeb(Destination):
                 pass
             self.web = None
 
-    def send_batch(self, items: list[SendItem], heartbeat: Callable[[], object] | None = None,
-                   on_wait: Callable[[str, float], object] | None = None) -> list[SendResult]:
+    def send_batch(
+        self,
+        items: list[SendItem],
+        heartbeat: Callable[[], object] | None = None,
+        on_wait: Callable[[str, float], object] | None = None,
+    ) -> list[SendResult]:
         self._not_listed = {}
         return super().send_batch(items, heartbeat, on_wait)
 
@@ -331,15 +345,13 @@ class DicomWeb(Destination):
         series = self._by_series(batch)
         sizes, failure = self._series_sizes(series)
         if failure is None:
-            stored, failure = self._listed({key: uids for key, uids in series.items()
-                                            if sizes.get(key) != 0})
+            stored, failure = self._listed({key: uids for key, uids in series.items() if sizes.get(key) != 0})
         if failure is not None:
             return {i: failure for i, _ in batch}
         to_send: Batch = []
         to_compare: Batch = []
         for i, item in batch:
-            (to_compare if item.sop_instance_uid in stored.get(_series_key(item), ()) else
-             to_send).append((i, item))
+            (to_compare if item.sop_instance_uid in stored.get(_series_key(item), ()) else to_send).append((i, item))
         if to_compare:
             outcomes.update(self.parallel(to_compare, self._compare))
         if any(out.abort_batch or out.unreachable for out in outcomes.values()):
@@ -350,8 +362,9 @@ class DicomWeb(Destination):
         # Step 3's choice: WADO-RS series metadata where it lists at most twice what it must
         # find (QIDO-RS costs Orthanc about twice as much per instance listed).
         sending = self._by_series(to_send)
-        by_metadata = {key for key, uids in sending.items()
-                       if (size := sizes.get(key)) is not None and size <= len(uids)}
+        by_metadata = {
+            key for key, uids in sending.items() if (size := sizes.get(key)) is not None and size <= len(uids)
+        }
         outcomes.update(self._stow_all(to_send, counts, by_metadata))
         return outcomes
 
@@ -372,8 +385,10 @@ class DicomWeb(Destination):
         for study, serie in series:
             try:
                 found = self.web_client.search_for_series(
-                    study_instance_uid=study, search_filters={"SeriesInstanceUID": serie},
-                    fields=[SERIES_UID, SERIES_SIZE])
+                    study_instance_uid=study,
+                    search_filters={"SeriesInstanceUID": serie},
+                    fields=[SERIES_UID, SERIES_SIZE],
+                )
             except Exception as exc:
                 return sizes, library_failure(what, exc)
             found = [d for d in found if isinstance(d, dict)]
@@ -383,7 +398,7 @@ class DicomWeb(Destination):
                     sizes[(study, serie)] = max(0, int(_first(this[0], SERIES_SIZE)))
                 except (TypeError, ValueError):
                     sizes[(study, serie)] = None
-            else:    # not there, unless an answer without SeriesInstanceUID hides it
+            else:  # not there, unless an answer without SeriesInstanceUID hides it
                 sizes[(study, serie)] = 0 if all(_first(d, SERIES_UID) for d in found) else None
         return sizes, None
 
@@ -403,19 +418,25 @@ class DicomWeb(Destination):
             seen: set[str] = set()
             uids = sorted(wanted)
             for start in range(0, len(uids), UIDS_PER_SEARCH):
-                chunk = uids[start:start + UIDS_PER_SEARCH]
+                chunk = uids[start : start + UIDS_PER_SEARCH]
                 offset = 0
                 while True:
                     try:
                         page = self.web_client.search_for_instances(
-                            study_instance_uid=study, series_instance_uid=serie,
-                            fields=[STUDY_UID, SERIES_UID, SOP_UID], offset=offset or None,
-                            search_filters={"SOPInstanceUID": ",".join(chunk)})
+                            study_instance_uid=study,
+                            series_instance_uid=serie,
+                            fields=[STUDY_UID, SERIES_UID, SOP_UID],
+                            offset=offset or None,
+                            search_filters={"SOPInstanceUID": ",".join(chunk)},
+                        )
                     except Exception as exc:
                         return listed, library_failure(what, exc)
                     for d in page:
-                        if isinstance(d, dict) and _first(d, STUDY_UID) in (None, study) \
-                                and _first(d, SERIES_UID) in (None, serie):
+                        if (
+                            isinstance(d, dict)
+                            and _first(d, STUDY_UID) in (None, study)
+                            and _first(d, SERIES_UID) in (None, serie)
+                        ):
                             seen.add(_first(d, SOP_UID))
                     offset += len(page)
                     if not page or seen.issuperset(chunk):
@@ -423,7 +444,9 @@ class DicomWeb(Destination):
             listed[(study, serie)] = seen & wanted
         return listed, None
 
-    def _metadata_listed(self, series: Mapping[SeriesKey, set[str]]) -> tuple[dict[tuple[str, str], set[str]], Outcome | None]:
+    def _metadata_listed(
+        self, series: Mapping[SeriesKey, set[str]]
+    ) -> tuple[dict[tuple[str, str], set[str]], Outcome | None]:
         """As _listed, from one WADO-RS series metadata request per series: the instances
         whose metadata carries this study's and this series' UIDs. A series whose metadata
         cannot be had (any error: a server without it, a 404 for a series not there yet, a
@@ -441,20 +464,25 @@ class DicomWeb(Destination):
                 listed.update(found)
                 continue
             listed[(study, serie)] = {
-                _first(d, SOP_UID) for d in metadata
-                if isinstance(d, dict) and _first(d, STUDY_UID) == study
-                and _first(d, SERIES_UID) == serie} & wanted
+                _first(d, SOP_UID)
+                for d in metadata
+                if isinstance(d, dict) and _first(d, STUDY_UID) == study and _first(d, SERIES_UID) == serie
+            } & wanted
         return listed, None
 
     def _compare(self, index: int, item: SendItem) -> Outcome:
         """Is the instance the server keeps under these UIDs the one in this local file?
         (WADO-RS in the stored transfer syntax; data sets compared, file meta aside.)"""
         import pydicom
+
         what = "WADO-RS GET /studies/{uid}/series/{uid}/instances/{uid}"
         try:
-            stored = self.web_client.retrieve_instance(item.study_instance_uid, item.series_instance_uid,
-                                                item.sop_instance_uid,
-                                                media_types=(("application/dicom", "*"),))
+            stored = self.web_client.retrieve_instance(
+                item.study_instance_uid,
+                item.series_instance_uid,
+                item.sop_instance_uid,
+                media_types=(("application/dicom", "*"),),
+            )
         except Exception as exc:
             return library_failure(what, exc)
         try:
@@ -464,14 +492,16 @@ class DicomWeb(Destination):
         try:
             same = _without_group_lengths(local) == _without_group_lengths(stored)
         except Exception:
-            return Outcome.failed("dicomweb: an instance with this UID is already stored and cannot "
-                                  "be compared with this one")
+            return Outcome.failed(
+                "dicomweb: an instance with this UID is already stored and cannot be compared with this one"
+            )
         if same:
             return Outcome.success(item.sop_instance_uid, already_stored=True)
         return Outcome.failed(f"dicomweb: {DIFFERENT_INSTANCE}")
 
-    def _stow_all(self, batch: Batch, counts: dict[str, int],
-                  by_metadata: AbstractSet[SeriesKey] = frozenset()) -> dict[int, Outcome]:
+    def _stow_all(
+        self, batch: Batch, counts: dict[str, int], by_metadata: AbstractSet[SeriesKey] = frozenset()
+    ) -> dict[int, Outcome]:
         """STOW-RS requests over SEND_WORKERS threads: enough requests to keep every worker
         busy, none with more than DICOMWEB_INSTANCES_PER_REQUEST instances, and no two items
         with one SOP Instance UID in one request (the answer names instances by that UID).
@@ -489,7 +519,7 @@ class DicomWeb(Destination):
             slot = k * n // len(batch)
             while item.sop_instance_uid in uids[slot]:
                 slot = (slot + 1) % n
-                if slot == k * n // len(batch):     # every request holds this UID: a new one
+                if slot == k * n // len(batch):  # every request holds this UID: a new one
                     requests_.append([])
                     uids.append(set())
                     slot = len(requests_) - 1
@@ -513,15 +543,13 @@ class DicomWeb(Destination):
             # the requests not started yet are not attempted.
             if stop.is_set():
                 first = cause[0]
-                out = first if first.abort_batch else Outcome.retry(
-                    f"{first.error} (not attempted)", unreachable=True)
+                out = first if first.abort_batch else Outcome.retry(f"{first.error} (not attempted)", unreachable=True)
                 got = {i: out for i, _ in members}
             else:
                 got = self._stow(members)
             with lock:
                 outcomes.update(got)
-            self._verify([m for m in members if _series_key(m[1]) not in by_metadata],
-                         outcomes, counts, self._listed)
+            self._verify([m for m in members if _series_key(m[1]) not in by_metadata], outcomes, counts, self._listed)
             ready: list[SeriesKey] = []
             with lock:
                 for key in {_series_key(item) for _, item in members} & set(by_metadata):
@@ -540,8 +568,9 @@ class DicomWeb(Destination):
         if len(pieces) == 1:
             one(pieces[0])
             return outcomes
-        with concurrent.futures.ThreadPoolExecutor(min(self.workers, len(pieces)),
-                                                   thread_name_prefix="send-dicomweb") as pool:
+        with concurrent.futures.ThreadPoolExecutor(
+            min(self.workers, len(pieces)), thread_name_prefix="send-dicomweb"
+        ) as pool:
             for _ in pool.map(one, pieces):
                 pass
         return outcomes
@@ -559,14 +588,16 @@ class DicomWeb(Destination):
                 files.append(f)
                 body += [part, f, b"\r\n"]
             body.append(f"--{boundary}--\r\n".encode())
-            headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
-                       "Accept": "application/dicom+json", **self.credentials.headers()}
+            headers = {
+                "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+                "Accept": "application/dicom+json",
+                **self.credentials.headers(),
+            }
             r = self.http_client.post(self.url + "/studies", data=body, headers=headers, timeout=self.timeout)
         except OSError as exc:
-            if len(members) > 1:   # which file? each alone says
+            if len(members) > 1:  # which file? each alone says
                 return {i: out for m in members for i, out in self._stow([m]).items()}
-            return {members[0][0]: Outcome.failed(
-                f"dicomweb: cannot read the local file ({describe_oserror(exc)})")}
+            return {members[0][0]: Outcome.failed(f"dicomweb: cannot read the local file ({describe_oserror(exc)})")}
         except RequestFailed as exc:
             out = Outcome.retry(f"dicomweb: {exc.reason} on {what}", unreachable=True)
             return {i: out for i, _ in members}
@@ -575,7 +606,7 @@ class DicomWeb(Destination):
                 opened.close()
         answer = stow_answer(r) if r.status_code in (200, 202, 400, 409) else None
         if answer is None:
-            if r.status_code in (200, 202):   # stored, without a DICOM JSON answer: verified after
+            if r.status_code in (200, 202):  # stored, without a DICOM JSON answer: verified after
                 return {i: Outcome.success(item.sop_instance_uid) for i, item in members}
             if r.status_code in (400, 409, 413, 415, 422) and len(members) > 1:
                 # The answer names no instance: each one alone, so one refusal fails one image.
@@ -583,8 +614,10 @@ class DicomWeb(Destination):
             out = http_failure(what, r.status_code)
             if not out.transient and not out.abort_batch:
                 why = uid_problems(members[0][1].path)
-                out = Outcome.failed(f"dicomweb: the DICOMweb server refused this instance: "
-                                     f"{why + ' ' if why else ''}(HTTP {r.status_code})")
+                out = Outcome.failed(
+                    f"dicomweb: the DICOMweb server refused this instance: "
+                    f"{why + ' ' if why else ''}(HTTP {r.status_code})"
+                )
             return {i: out for i, _ in members}
         return self._read_answer(members, answer, r.status_code)
 
@@ -608,39 +641,50 @@ class DicomWeb(Destination):
                 why = uid_problems(item.path)
                 outcomes[i] = Outcome.failed(
                     "dicomweb: the DICOMweb server refused this instance: "
-                    + (f"{why} " if why else "") + f"(FailureReason {reason_text(reason)})")
+                    + (f"{why} " if why else "")
+                    + f"(FailureReason {reason_text(reason)})"
+                )
             elif uid in referenced:
                 warning = referenced[uid]
-                outcomes[i] = Outcome.success(
-                    uid, note=f"DICOMweb warning {reason_text(warning)}" if warning else None)
+                outcomes[i] = Outcome.success(uid, note=f"DICOMweb warning {reason_text(warning)}" if warning else None)
             elif code in (400, 409):
                 why = uid_problems(item.path) or "not a DICOM instance the server could read"
-                outcomes[i] = Outcome.failed("dicomweb: the DICOMweb server refused this instance: "
-                                             f"{why} (HTTP {code}, not named in its answer)")
+                outcomes[i] = Outcome.failed(
+                    f"dicomweb: the DICOMweb server refused this instance: {why} (HTTP {code}, not named in its answer)"
+                )
             else:
-                outcomes[i] = Outcome.success(uid)   # not named, not refused: verified below
+                outcomes[i] = Outcome.success(uid)  # not named, not refused: verified below
         return outcomes
 
-    def _verify(self, members: Batch, outcomes: dict[int, Outcome], counts: dict[str, int],
-                listing: Listing) -> None:
+    def _verify(self, members: Batch, outcomes: dict[int, Outcome], counts: dict[str, int], listing: Listing) -> None:
         """Every instance a request stored must be listed by its series (`listing`: QIDO-RS
         or WADO-RS metadata), with its study, series and SOP Instance UIDs; items sharing
         UIDs are compared with the one kept. Updates `outcomes` in place."""
-        fresh = [(i, item) for i, item in members if outcomes.get(i) is not None
-                 and outcomes[i].ok and not outcomes[i].already_stored]
+        fresh = [
+            (i, item)
+            for i, item in members
+            if outcomes.get(i) is not None and outcomes[i].ok and not outcomes[i].already_stored
+        ]
         if not fresh:
             return
         listed, failure = listing(self._by_series(fresh))
         for i, item in fresh:
             out = outcomes[i]
             if failure is not None:
-                bad = Outcome(ok=False, transient=failure.transient, error=failure.error,
-                              unreachable=failure.unreachable, abort_batch=failure.abort_batch)
+                bad = Outcome(
+                    ok=False,
+                    transient=failure.transient,
+                    error=failure.error,
+                    unreachable=failure.unreachable,
+                    abort_batch=failure.abort_batch,
+                )
             elif item.sop_instance_uid not in listed.get(_series_key(item), ()):
                 self._not_listed[i] = self._not_listed.get(i, 0) + 1
-                bad = (Outcome.failed(f"dicomweb: {NOT_KEPT} (stored, then not listed in its series)")
-                       if self._not_listed[i] > 1 else
-                       Outcome.retry("dicomweb: instance accepted but not listed in its series"))
+                bad = (
+                    Outcome.failed(f"dicomweb: {NOT_KEPT} (stored, then not listed in its series)")
+                    if self._not_listed[i] > 1
+                    else Outcome.retry("dicomweb: instance accepted but not listed in its series")
+                )
             elif counts[item.sop_instance_uid] > 1:
                 bad = self._compare(i, item)
                 if bad.ok:
@@ -648,7 +692,7 @@ class DicomWeb(Destination):
             else:
                 out.stored_fresh = True
                 continue
-            bad.stored_fresh = True     # this call stored it: found again later, it is ours
+            bad.stored_fresh = True  # this call stored it: found again later, it is ours
             outcomes[i] = bad
 
     def check(self) -> tuple[bool, str]:

@@ -77,13 +77,32 @@ class SeriesInfo(TypedDict):
     note: str | None
     objects: list[str] | None  # the volume and its sidecar (None: sent as DICOM)
 
+
 FORMATS = ("dicom", "dicom.tar.gz", "nifti")
 # De-identified header fields written to each NIfTI's JSON sidecar (plus GOOGLE_DATASTORE_FIELDS).
-SIDECAR_FIELDS = ("Modality", "Manufacturer", "ManufacturerModelName", "BodyPartExamined",
-                  "SeriesDescription", "SeriesNumber", "StudyDate", "SliceThickness", "PixelSpacing",
-                  "ImageOrientationPatient", "KVP", "ConvolutionKernel", "MagneticFieldStrength",
-                  "RepetitionTime", "EchoTime", "InversionTime", "FlipAngle", "ScanningSequence",
-                  "SequenceVariant", "ImageType", "PatientPosition")
+SIDECAR_FIELDS = (
+    "Modality",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "BodyPartExamined",
+    "SeriesDescription",
+    "SeriesNumber",
+    "StudyDate",
+    "SliceThickness",
+    "PixelSpacing",
+    "ImageOrientationPatient",
+    "KVP",
+    "ConvolutionKernel",
+    "MagneticFieldStrength",
+    "RepetitionTime",
+    "EchoTime",
+    "InversionTime",
+    "FlipAngle",
+    "ScanningSequence",
+    "SequenceVariant",
+    "ImageType",
+    "PatientPosition",
+)
 
 
 def _crc32c_b64(path: str) -> str | None:
@@ -120,13 +139,18 @@ def _classify(exc: Exception, what: str) -> Outcome:
         RefreshError,
         TransportError,
     )
+
     if isinstance(exc, (gexc.Unauthorized, gexc.Forbidden, RefreshError)):
         code = getattr(exc, "code", None)
-        return Outcome.failed(f"gcs: authentication failed ({'HTTP %s' % code if code else type(exc).__name__} "
-                              f"on {what}): check the service account", abort_batch=True)
+        return Outcome.failed(
+            f"gcs: authentication failed ({'HTTP %s' % code if code else type(exc).__name__} "
+            f"on {what}): check the service account",
+            abort_batch=True,
+        )
     if isinstance(exc, DefaultCredentialsError):
-        raise DestinationError("gcs: no Google credentials found (set GOOGLE_APPLICATION_CREDENTIALS "
-                               "or STORAGE_EMULATOR_HOST)")
+        raise DestinationError(
+            "gcs: no Google credentials found (set GOOGLE_APPLICATION_CREDENTIALS or STORAGE_EMULATOR_HOST)"
+        )
     if isinstance(exc, gexc.PreconditionFailed):
         return Outcome.retry(f"gcs: object changed concurrently during {what}")
     if isinstance(exc, gexc.NotFound):
@@ -137,10 +161,14 @@ def _classify(exc: Exception, what: str) -> Outcome:
         return Outcome.failed(f"gcs: HTTP {exc.code} on {what}")
     if isinstance(exc, gexc.RetryError):
         return Outcome.retry(f"gcs: retries exhausted on {what}", unreachable=True)
-    if isinstance(exc, (requests.ConnectionError, requests.Timeout, TransportError,
-                        ConnectionError, TimeoutError)):
-        reason = "connection refused" if "refused" in str(exc).lower() else \
-            "timed out" if isinstance(exc, (requests.Timeout, TimeoutError)) else "connection failed"
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout, TransportError, ConnectionError, TimeoutError)):
+        reason = (
+            "connection refused"
+            if "refused" in str(exc).lower()
+            else "timed out"
+            if isinstance(exc, (requests.Timeout, TimeoutError))
+            else "connection failed"
+        )
         return Outcome.retry(f"gcs: {reason} on {what}", unreachable=True)
     if isinstance(exc, OSError):
         return Outcome.failed(f"gcs: local file error ({describe_oserror(exc)})")
@@ -170,14 +198,16 @@ class GoogleStorage(Destination):
             raise DestinationError(f"gcs: GOOGLE_STORAGE_FORMAT must be one of {', '.join(FORMATS)}")
         if self.emulator and not self.emulator.startswith(("http://", "https://")):
             self.emulator = "http://" + self.emulator
-        self.datastore = DatastoreIndex(config, self.timeout) \
-            if setting_bool(config, "GOOGLE_DATASTORE") else None
-        self.sidecar_fields = tuple(dict.fromkeys(
-            SIDECAR_FIELDS + (self.datastore.fields if self.datastore else
-                              parse_fields(config.get("GOOGLE_DATASTORE_FIELDS")))))
+        self.datastore = DatastoreIndex(config, self.timeout) if setting_bool(config, "GOOGLE_DATASTORE") else None
+        self.sidecar_fields = tuple(
+            dict.fromkeys(
+                SIDECAR_FIELDS
+                + (self.datastore.fields if self.datastore else parse_fields(config.get("GOOGLE_DATASTORE_FIELDS")))
+            )
+        )
         self.client: Client | None = None
         self.bucket: Bucket | None = None
-        self._objects: dict[str, StoredObject] = {}   # name -> size, md5 of what put_file verified
+        self._objects: dict[str, StoredObject] = {}  # name -> size, md5 of what put_file verified
         self._series_info: dict[tuple[str, str, str], SeriesInfo] = {}  # (patient, study, series) -> nifti outcome
 
     # -- naming ----------------------------------------------------------------------------
@@ -185,8 +215,7 @@ class GoogleStorage(Destination):
         return f"Collection/{self.collection}/Entity/{item.patient_id}"
 
     def image_name(self, item: SendItem) -> str:
-        return (f"{self.prefix(item)}/{item.study_instance_uid}/{item.series_instance_uid}/"
-                f"{item.sop_instance_uid}.dcm")
+        return f"{self.prefix(item)}/{item.study_instance_uid}/{item.series_instance_uid}/{item.sop_instance_uid}.dcm"
 
     def tar_name(self, item: SendItem) -> str:
         return f"{self.prefix(item)}/{item.study_instance_uid}.tar.gz"
@@ -203,23 +232,31 @@ class GoogleStorage(Destination):
     # -- client ----------------------------------------------------------------------------
     def _make_client(self) -> Client:
         from google.cloud import storage
+
         if self.emulator:
             from google.auth.credentials import AnonymousCredentials
-            return storage.Client(project=self.project or "sendit", credentials=AnonymousCredentials(),
-                                  client_options={"api_endpoint": self.emulator})
+
+            return storage.Client(
+                project=self.project or "sendit",
+                credentials=AnonymousCredentials(),
+                client_options={"api_endpoint": self.emulator},
+            )
         try:
             return storage.Client(project=self.project)
         except Exception as exc:
-            raise DestinationError(f"gcs: cannot create the storage client ({type(exc).__name__}): "
-                                   "check GOOGLE_APPLICATION_CREDENTIALS / GOOGLE_PROJECT_NAME") from None
+            raise DestinationError(
+                f"gcs: cannot create the storage client ({type(exc).__name__}): "
+                "check GOOGLE_APPLICATION_CREDENTIALS / GOOGLE_PROJECT_NAME"
+            ) from None
 
     def open(self) -> None:
         if self.client is None:
-            self._objects.clear()       # what this send_batch call stored (for Datastore)
+            self._objects.clear()  # what this send_batch call stored (for Datastore)
             self._series_info.clear()
             self.client = self._make_client()
             try:
                 import requests.adapters
+
                 adapter = requests.adapters.HTTPAdapter(pool_maxsize=max(self.workers, 10))
                 self.client._http.mount("http://", adapter)
                 self.client._http.mount("https://", adapter)
@@ -262,8 +299,7 @@ class GoogleStorage(Destination):
             self._objects[name] = StoredObject(name, size, md5_hex)
         return out
 
-    def _put_file(self, name: str, path: str, content_type: str, md5_b64: str,
-                  replace: bool = True) -> Outcome:
+    def _put_file(self, name: str, path: str, content_type: str, md5_b64: str, replace: bool = True) -> Outcome:
         crc = _crc32c_b64(path)
         try:
             blob = self.open_bucket.get_blob(name, timeout=self.timeout, retry=None)
@@ -275,15 +311,23 @@ class GoogleStorage(Destination):
                 return Outcome.success(name, already_stored=True)
             if not replace:
                 if same is None:
-                    return Outcome.failed("gcs: an object with this UID is already stored and "
-                                          "cannot be compared with this one (no checksum returned)")
+                    return Outcome.failed(
+                        "gcs: an object with this UID is already stored and "
+                        "cannot be compared with this one (no checksum returned)"
+                    )
                 return Outcome.failed(f"gcs: {DIFFERENT_INSTANCE}")
         generation = blob.generation if blob is not None else 0
         try:
             new = self.open_bucket.blob(name)
             new.md5_hash = md5_b64  # the server rejects the upload if the bytes differ
-            new.upload_from_filename(path, content_type=content_type, if_generation_match=generation,
-                                     checksum="md5", timeout=self.timeout, retry=None)
+            new.upload_from_filename(
+                path,
+                content_type=content_type,
+                if_generation_match=generation,
+                checksum="md5",
+                timeout=self.timeout,
+                retry=None,
+            )
         except Exception as exc:
             out = _classify(exc, "upload")
             if "PreconditionFailed" in type(exc).__name__:  # someone stored it meanwhile: recheck
@@ -328,8 +372,9 @@ class GoogleStorage(Destination):
         return self._send_metadata(batch, outcomes)
 
     def _send_images(self, batch: Batch) -> dict[int, Outcome]:
-        return self.parallel(batch, lambda i, item: self.put_file(
-            self.image_name(item), item.path, "application/dicom", replace=False))
+        return self.parallel(
+            batch, lambda i, item: self.put_file(self.image_name(item), item.path, "application/dicom", replace=False)
+        )
 
     # -- NIfTI -----------------------------------------------------------------------------
     def _send_nifti(self, batch: Batch) -> dict[int, Outcome]:
@@ -341,7 +386,7 @@ class GoogleStorage(Destination):
             outs = self._send_series_nifti(key, members)
             outcomes.update(outs)
             if any(o.unreachable or o.abort_batch for o in outs.values()):
-                break   # the rest is "not attempted" (retried by the base class)
+                break  # the rest is "not attempted" (retried by the base class)
         return outcomes
 
     def _send_series_nifti(self, key: tuple[str, str, str], members: Batch) -> dict[int, Outcome]:
@@ -373,8 +418,10 @@ class GoogleStorage(Destination):
                 except NotConvertible as exc:
                     reason = str(exc)
                 except OSError as exc:
-                    return {i: Outcome.failed(f"gcs: cannot write the NIfTI file ({describe_oserror(exc)})")
-                            for i, _ in members}
+                    return {
+                        i: Outcome.failed(f"gcs: cannot write the NIfTI file ({describe_oserror(exc)})")
+                        for i, _ in members
+                    }
             if reason is not None:
                 note = f"nifti: series not converted ({reason}); sent as DICOM"
                 self._series_info[key] = {"format": "dicom", "note": note, "objects": None}
@@ -384,13 +431,15 @@ class GoogleStorage(Destination):
                         out.note = note
                 return outs
             sidecar: dict[str, object] = dict(fields)
-            sidecar.update({
-                "StudyInstanceUID": first.study_instance_uid,
-                "SeriesInstanceUID": first.series_instance_uid,
-                "SourceSOPInstanceUIDs": volume.sop_instance_uids,
-                "SliceStep": round(volume.slice_step, 6),
-                "ConversionSoftware": "sendit (nibabel)",
-            })
+            sidecar.update(
+                {
+                    "StudyInstanceUID": first.study_instance_uid,
+                    "SeriesInstanceUID": first.series_instance_uid,
+                    "SourceSOPInstanceUIDs": volume.sop_instance_uids,
+                    "SliceStep": round(volume.slice_step, 6),
+                    "ConversionSoftware": "sendit (nibabel)",
+                }
+            )
             data = json.dumps(sidecar, sort_keys=True, indent=1).encode()
             out_nii = self.put_file(nii_name, tmp, "application/gzip")
             if not out_nii.ok:
@@ -401,8 +450,7 @@ class GoogleStorage(Destination):
                 return {i: out_json for i, _ in members}
         finally:
             os.unlink(tmp)
-        self._series_info[key] = {"format": "nifti", "note": None,
-                                  "objects": [nii_name, sidecar_name]}
+        self._series_info[key] = {"format": "nifti", "note": None, "objects": [nii_name, sidecar_name]}
         done = Outcome.success(nii_name, already_stored=out_nii.already_stored and out_json.already_stored)
         return {i: done for i, _ in members}
 
@@ -434,11 +482,12 @@ class GoogleStorage(Destination):
         os.close(fd)
         try:
             try:
-                with open(tmp, "wb") as raw, \
-                        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
-                        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                    for _, item in sorted(members, key=lambda m: (m[1].series_instance_uid,
-                                                                   m[1].sop_instance_uid)):
+                with (
+                    open(tmp, "wb") as raw,
+                    gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
+                    tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+                ):
+                    for _, item in sorted(members, key=lambda m: (m[1].series_instance_uid, m[1].sop_instance_uid)):
                         info = tarfile.TarInfo(f"{item.series_instance_uid}/{item.sop_instance_uid}.dcm")
                         info.size = os.path.getsize(item.path)
                         info.mtime, info.mode, info.uid, info.gid = 0, 0o644, 0, 0
@@ -464,9 +513,14 @@ class GoogleStorage(Destination):
             if out.ok:
                 continue
             for i, _ in members:
-                failed = Outcome(ok=False, transient=out.transient, error=f"{out.error} (study metadata)",
-                                 unreachable=out.unreachable, abort_batch=out.abort_batch,
-                                 stored_fresh=not outcomes[i].already_stored)
+                failed = Outcome(
+                    ok=False,
+                    transient=out.transient,
+                    error=f"{out.error} (study metadata)",
+                    unreachable=out.unreachable,
+                    abort_batch=out.abort_batch,
+                    stored_fresh=not outcomes[i].already_stored,
+                )
                 outcomes[i] = failed
         return outcomes
 
@@ -491,16 +545,25 @@ class GoogleStorage(Destination):
             else:  # the images stored (an ok outcome names its object)
                 names = sorted({rid for i, _ in group if (rid := outcomes[i].remote_id) is not None})
                 fmt = "dicom"
-            records.append(SeriesRecord(
-                series_uid=series_uid,
-                fields=header_fields(item0.path, datastore.fields, item0.metadata),
-                sop_instance_uids=sorted(item.sop_instance_uid for _, item in group),
-                objects=[self._stored(n) for n in names], storage_format=fmt,
-                note=info["note"] if info is not None else None))
-        study = StudyRecord(collection=self.collection, entity=first.patient_id,
-                            study_uid=first.study_instance_uid, bucket=self.bucket_name,
-                            storage_format=self.format,
-                            objects=[self._stored(n) for n in study_objects], series=records)
+            records.append(
+                SeriesRecord(
+                    series_uid=series_uid,
+                    fields=header_fields(item0.path, datastore.fields, item0.metadata),
+                    sop_instance_uids=sorted(item.sop_instance_uid for _, item in group),
+                    objects=[self._stored(n) for n in names],
+                    storage_format=fmt,
+                    note=info["note"] if info is not None else None,
+                )
+            )
+        study = StudyRecord(
+            collection=self.collection,
+            entity=first.patient_id,
+            study_uid=first.study_instance_uid,
+            bucket=self.bucket_name,
+            storage_format=self.format,
+            objects=[self._stored(n) for n in study_objects],
+            series=records,
+        )
         return datastore.write_study(study)
 
     def _stored(self, name: str) -> StoredObject:
@@ -527,18 +590,25 @@ class GoogleStorage(Destination):
             instances[item.sop_instance_uid] = {
                 "series": item.series_instance_uid,
                 "size": size,
-                "object": (out.remote_id if out is not None and out.remote_id else
-                           self.image_name(item) if self.format == "dicom" else self.tar_name(item)),
+                "object": (
+                    out.remote_id
+                    if out is not None and out.remote_id
+                    else self.image_name(item)
+                    if self.format == "dicom"
+                    else self.tar_name(item)
+                ),
                 "metadata": meta,
             }
-        doc = study_document(self.collection, first.patient_id, first.study_instance_uid,
-                             self.format, instances)
+        doc = study_document(self.collection, first.patient_id, first.study_instance_uid, self.format, instances)
         data = json.dumps(doc, sort_keys=True, indent=1).encode()
         return self.put_bytes(name, data, "application/json")
 
     def check(self) -> tuple[bool, str]:
-        ok, exists = probe(lambda: self._make_client().bucket(self.bucket_name).exists(
-            timeout=min(self.timeout, 10), retry=None), _classify, "bucket check")
+        ok, exists = probe(
+            lambda: self._make_client().bucket(self.bucket_name).exists(timeout=min(self.timeout, 10), retry=None),
+            _classify,
+            "bucket check",
+        )
         if not ok:
             return False, exists or ""
         if not exists:
@@ -555,13 +625,13 @@ def _jsonable(value: object) -> bool:
     return isinstance(value, (str, int, float, bool, type(None), list, dict))
 
 
-def study_document(collection: str, entity: str, study_uid: str, fmt: str,
-                   instances: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def study_document(
+    collection: str, entity: str, study_uid: str, fmt: str, instances: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     """The per-study JSON: summary per series plus the instance list (no input paths)."""
     series: dict[str, dict[str, Any]] = {}
     for _sop, inst in sorted(instances.items()):
-        s = series.setdefault(inst["series"], {"SeriesInstanceUID": inst["series"], "images": 0,
-                                               "bytes": 0})
+        s = series.setdefault(inst["series"], {"SeriesInstanceUID": inst["series"], "images": 0, "bytes": 0})
         s["images"] += 1
         s["bytes"] += inst.get("size") or 0
         meta = inst.get("metadata") or {}
@@ -570,8 +640,14 @@ def study_document(collection: str, entity: str, study_uid: str, fmt: str,
                 s[key] = meta[key]
     modalities = sorted({s["Modality"] for s in series.values() if s.get("Modality")})
     body_parts = sorted({s["BodyPartExamined"] for s in series.values() if s.get("BodyPartExamined")})
-    study_desc = next((i["metadata"].get("StudyDescription") for i in instances.values()
-                       if (i.get("metadata") or {}).get("StudyDescription")), None)
+    study_desc = next(
+        (
+            i["metadata"].get("StudyDescription")
+            for i in instances.values()
+            if (i.get("metadata") or {}).get("StudyDescription")
+        ),
+        None,
+    )
     return {
         "collection": collection,
         "entity": entity,

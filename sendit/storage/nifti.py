@@ -46,16 +46,14 @@ if TYPE_CHECKING:  # pragma: no cover - pydicom and nibabel are imported when a 
 #: a vector of the patient coordinate system, or of numbers read from a header
 Vector = NDArray[np.float64]
 
-__all__ = ["NotConvertible", "SeriesVolume", "build_volume", "write_nifti", "bids_stem",
-           "clean_header", "HEADER_TEXT"]
+__all__ = ["NotConvertible", "SeriesVolume", "build_volume", "write_nifti", "bids_stem", "clean_header", "HEADER_TEXT"]
 
 # Fixed values of every text field of the NIfTI-1 header (nothing comes from DICOM).
-HEADER_TEXT = {"descrip": b"sendit", "aux_file": b"", "intent_name": b"", "db_name": b"",
-               "data_type": b""}
+HEADER_TEXT = {"descrip": b"sendit", "aux_file": b"", "intent_name": b"", "db_name": b"", "data_type": b""}
 
-_POSITION_TOL = 1e-3   # relative tolerance on slice steps / geometry equality
-_ABS_TOL = 1e-3        # mm
-COMPRESS_LEVEL = 3     # gzip level of .nii.gz (module constant: changing it changes every MD5)
+_POSITION_TOL = 1e-3  # relative tolerance on slice steps / geometry equality
+_ABS_TOL = 1e-3  # mm
+COMPRESS_LEVEL = 3  # gzip level of .nii.gz (module constant: changing it changes every MD5)
 
 
 class NotConvertible(Exception):
@@ -68,8 +66,8 @@ class SeriesVolume:
 
     data: np.ndarray
     affine: np.ndarray
-    sop_instance_uids: list[str] = field(default_factory=list)   # in slice order (k)
-    slice_step: float = 0.0                                      # mm between slices
+    sop_instance_uids: list[str] = field(default_factory=list)  # in slice order (k)
+    slice_step: float = 0.0  # mm between slices
 
 
 def _floats(value: Any, n: int, name: str) -> Vector:
@@ -94,8 +92,9 @@ def _geometry(ds: Dataset) -> tuple[Vector, Vector, Vector, Vector]:
     if np.any(spacing <= 0):
         raise NotConvertible("PixelSpacing is not positive")
     row, col = iop[:3], iop[3:]
-    if not (abs(np.linalg.norm(row) - 1) < 1e-2 and abs(np.linalg.norm(col) - 1) < 1e-2
-            and abs(float(row @ col)) < 1e-2):
+    if not (
+        abs(np.linalg.norm(row) - 1) < 1e-2 and abs(np.linalg.norm(col) - 1) < 1e-2 and abs(float(row @ col)) < 1e-2
+    ):
         raise NotConvertible("ImageOrientationPatient is not two orthonormal vectors")
     row, col = row / np.linalg.norm(row), col / np.linalg.norm(col)
     return row, col, ipp, spacing
@@ -142,8 +141,7 @@ def build_volume(paths: list[str]) -> SeriesVolume:
         _check_single_frame(ds)
         row, col, ipp, spacing = _geometry(ds)
         shape = (int(ds.Rows), int(ds.Columns))
-        headers.append((path, str(ds.get("SOPInstanceUID", "")), row, col, ipp, spacing, shape,
-                        _rescale(ds)))
+        headers.append((path, str(ds.get("SOPInstanceUID", "")), row, col, ipp, spacing, shape, _rescale(ds)))
     _, _, row0, col0, _, spacing0, shape0, _ = headers[0]
     for _, _, row, col, _, spacing, shape, _ in headers[1:]:
         if shape != shape0:
@@ -176,7 +174,7 @@ def build_volume(paths: list[str]) -> SeriesVolume:
             raise NotConvertible("pixel data does not match Rows x Columns")
         slope, intercept = scales[k]
         values = pixels.astype(np.float64) * slope + intercept
-        if integral and (values.min() < -(2 ** 31) or values.max() >= 2 ** 31):
+        if integral and (values.min() < -(2**31) or values.max() >= 2**31):
             raise NotConvertible("rescaled values exceed 32 bits")
         data[:, :, k] = values.T
         uids.append(uid)
@@ -190,8 +188,7 @@ def build_volume(paths: list[str]) -> SeriesVolume:
     lps[:3, 2] = step
     lps[:3, 3] = positions[0]
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
-    return SeriesVolume(data=data, affine=affine, sop_instance_uids=uids,
-                        slice_step=float(abs(step @ normal)))
+    return SeriesVolume(data=data, affine=affine, sop_instance_uids=uids, slice_step=float(abs(step @ normal)))
 
 
 def _pixels(path: str) -> np.ndarray:
@@ -226,8 +223,10 @@ def write_nifti(volume: SeriesVolume, out_path: str) -> None:
     img.set_sform(volume.affine, code=1)
     clean_header(header)
     del header.extensions[:]
-    with open(out_path, "wb") as raw, \
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=COMPRESS_LEVEL) as gz:
+    with (
+        open(out_path, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=COMPRESS_LEVEL) as gz,
+    ):
         img.to_file_map(img.make_file_map({"image": gz}))
 
 
@@ -248,8 +247,7 @@ def bids_stem(patient_id: str, study_uid: str, metadata: Mapping[str, object]) -
     """
     import hashlib
 
-    parts = [f"sub-{_label(patient_id) or 'unknown'}",
-             "ses-" + hashlib.sha1(study_uid.encode()).hexdigest()[:10]]
+    parts = [f"sub-{_label(patient_id) or 'unknown'}", "ses-" + hashlib.sha1(study_uid.encode()).hexdigest()[:10]]
     acq = _label(metadata.get("SeriesDescription", ""), 32)
     if acq:
         parts.append(f"acq-{acq}")

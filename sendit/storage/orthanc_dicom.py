@@ -58,8 +58,11 @@ Context = tuple[str, str]
 #: what is C-STOREd: (index in the batch, item, its header)
 Share = list[tuple[int, SendItem, "_Header"]]
 
-WARNING_STATUSES = {0xB000: "coercion of data elements", 0xB006: "elements discarded",
-                    0xB007: "data set does not match SOP class"}
+WARNING_STATUSES = {
+    0xB000: "coercion of data elements",
+    0xB006: "elements discarded",
+    0xB007: "data set does not match SOP class",
+}
 MAX_CONTEXTS = 128
 
 _config_lock = threading.Lock()
@@ -68,16 +71,17 @@ _config_lock = threading.Lock()
 class _Header:
     """What a C-STORE needs from a file, read once per batch."""
 
-    __slots__ = ("sop_class", "transfer_syntax", "patient_id", "study", "series", "sop",
-                 "streamable", "error")
+    __slots__ = ("sop_class", "transfer_syntax", "patient_id", "study", "series", "sop", "streamable", "error")
 
     def __init__(self, path: str) -> None:
         import pydicom
+
         self.error: str | None = None
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         except OSError as exc:
             from .base import describe_oserror
+
             self.error = f"cannot read the local file ({describe_oserror(exc)})"
             return
         except Exception as exc:
@@ -90,12 +94,12 @@ class _Header:
         self.patient_id = str(ds.get("PatientID") or "")
         self.study = str(ds.get("StudyInstanceUID") or "")
         self.series = str(ds.get("SeriesInstanceUID") or "")
-        self.streamable = all(k in meta for k in ("MediaStorageSOPClassUID",
-                                                  "MediaStorageSOPInstanceUID",
-                                                  "TransferSyntaxUID"))
+        self.streamable = all(
+            k in meta for k in ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferSyntaxUID")
+        )
         if not (self.sop_class and self.sop and self.transfer_syntax):
             self.error = "file has no SOP Class UID, SOP Instance UID or Transfer Syntax UID"
-        elif missing_uids(ds):   # a Storage SCP cannot file it (Orthanc: 0xA700, "try later")
+        elif missing_uids(ds):  # a Storage SCP cannot file it (Orthanc: 0xA700, "try later")
             self.error = f"this instance cannot be stored: {missing_uids(ds)}"
 
     @property
@@ -132,12 +136,13 @@ class OrthancDicom(Destination):
         self._headers: dict[int, _Header] = {}
         # instance id -> indexes whose C-STORE this call had answered with success
         self._cstored: dict[str, set[int]] = {}
-        self._absent: set[int] = set()        # C-STORE success, yet not in Orthanc, once
+        self._absent: set[int] = set()  # C-STORE success, yet not in Orthanc, once
         self._paths: dict[int, str] = {}
 
     # -- association -----------------------------------------------------------------------
     def _ae(self, contexts: Iterable[Context]) -> ApplicationEntity:
         from pynetdicom import AE
+
         ae = AE(ae_title=self.calling_aet)
         ae.maximum_pdu_size = self.max_pdu
         ae.acse_timeout = min(self.timeout, 30)
@@ -151,18 +156,22 @@ class OrthancDicom(Destination):
     def _associate(self, contexts: Iterable[Context]) -> Association | Outcome:
         """An established association, or why there is none."""
         ae = self._ae(contexts)
-        assoc = ae.associate(self.host, self.port, ae_title=self.called_aet,
-                             max_pdu=self.max_pdu)
+        assoc = ae.associate(self.host, self.port, ae_title=self.called_aet, max_pdu=self.max_pdu)
         if assoc.is_established:
             _tune_socket(assoc)
             return assoc
         where = f"{self.called_aet}@{self.host}:{self.port}"
         if assoc.is_rejected:
-            return Outcome.failed(f"orthanc: association rejected by {where} "
-                                  "(check ORTHANC_AET / SENDIT_AET and the peer's "
-                                  "modality list)", abort_batch=True)
-        return Outcome.retry(f"orthanc: cannot connect to {where} (connection refused, "
-                             "timed out or association aborted)", unreachable=True)
+            return Outcome.failed(
+                f"orthanc: association rejected by {where} "
+                "(check ORTHANC_AET / SENDIT_AET and the peer's "
+                "modality list)",
+                abort_batch=True,
+            )
+        return Outcome.retry(
+            f"orthanc: cannot connect to {where} (connection refused, timed out or association aborted)",
+            unreachable=True,
+        )
 
     def open(self) -> None:
         if self.url and self.session is None:
@@ -214,8 +223,7 @@ class OrthancDicom(Destination):
             stored, problem = self._stored_ids({h.series_id for _, _, h in todo})
             if problem is not None:
                 if not problem.abort_batch:
-                    problem = Outcome.retry(problem.error or "pre-check failed",
-                                            unreachable=problem.unreachable)
+                    problem = Outcome.retry(problem.error or "pre-check failed", unreachable=problem.unreachable)
                 outcomes.update({i: problem for i, _, _ in todo})
                 return outcomes
         to_send: Share = []
@@ -230,8 +238,11 @@ class OrthancDicom(Destination):
                 to_compare.append((i, item))
         if to_compare:
             ids = {i: h.instance_id for i, _, h in todo}
-            outcomes.update(self.parallel(to_compare, lambda i, item: compare_stored(
-                *self._rest(), ids[i], item.path, self.timeout)))
+            outcomes.update(
+                self.parallel(
+                    to_compare, lambda i, item: compare_stored(*self._rest(), ids[i], item.path, self.timeout)
+                )
+            )
         if not to_send:
             return outcomes
 
@@ -240,7 +251,7 @@ class OrthancDicom(Destination):
         contexts = sorted({(h.sop_class, h.transfer_syntax) for _, _, h in to_send})
         sent: list[tuple[int, _Header, str | None]] = []
         for start in range(0, len(contexts), MAX_CONTEXTS):
-            chunk = set(contexts[start:start + MAX_CONTEXTS])
+            chunk = set(contexts[start : start + MAX_CONTEXTS])
             group = [t for t in to_send if (t[2].sop_class, t[2].transfer_syntax) in chunk]
             n = max(1, min(self.associations, len(group)))
             shares = [group[k::n] for k in range(n)]
@@ -259,16 +270,17 @@ class OrthancDicom(Destination):
             return outcomes
         if self.session is None:
             for i, h, note in sent:
-                outcomes[i] = Outcome.success(h.instance_id, note=_join(
-                    note, "not verified in Orthanc (ORTHANC_URL not set); C-STORE status success"))
+                outcomes[i] = Outcome.success(
+                    h.instance_id,
+                    note=_join(note, "not verified in Orthanc (ORTHANC_URL not set); C-STORE status success"),
+                )
             return outcomes
         for i, h, _ in sent:
             self._cstored.setdefault(h.instance_id, set()).add(i)
         stored, problem = self._stored_ids({h.series_id for _, h, _ in sent})
         for i, h, note in sent:
             if problem is not None:
-                out = Outcome.retry(problem.error or "verification failed",
-                                    unreachable=problem.unreachable)
+                out = Outcome.retry(problem.error or "verification failed", unreachable=problem.unreachable)
                 out.stored_fresh = True
                 outcomes[i] = out
             elif h.instance_id in stored:
@@ -276,7 +288,8 @@ class OrthancDicom(Destination):
             elif i in self._absent:
                 outcomes[i] = Outcome.failed(
                     "orthanc: Orthanc did not keep this instance (it answered the C-STORE with "
-                    "success twice but does not list it: a filter configured in Orthanc refuses it?)")
+                    "success twice but does not list it: a filter configured in Orthanc refuses it?)"
+                )
             else:
                 self._absent.add(i)
                 outcomes[i] = Outcome.retry("orthanc: C-STORE succeeded but the instance is not in Orthanc")
@@ -291,8 +304,9 @@ class OrthancDicom(Destination):
                 outcomes[i] = out
         return outcomes
 
-    def _store_share(self, contexts: list[Context],
-                     share: Share) -> tuple[dict[int, Outcome], list[tuple[int, _Header, str | None]]]:
+    def _store_share(
+        self, contexts: list[Context], share: Share
+    ) -> tuple[dict[int, Outcome], list[tuple[int, _Header, str | None]]]:
         """One association: C-STORE each (index, item, header) of `share`, then release."""
         outcomes: dict[int, Outcome] = {}
         sent: list[tuple[int, _Header, str | None]] = []
@@ -322,9 +336,12 @@ class OrthancDicom(Destination):
                 pass
         return outcomes, sent
 
-    def _store_one(self, assoc: Association, index: int, h: _Header, item: SendItem) -> tuple[Outcome | None, str | None]:
+    def _store_one(
+        self, assoc: Association, index: int, h: _Header, item: SendItem
+    ) -> tuple[Outcome | None, str | None]:
         """C-STORE one file. (None, note) when stored; (Outcome, None) otherwise."""
         from pynetdicom import _config
+
         try:
             with _config_lock:
                 _config.STORE_SEND_CHUNKED_DATASET = True
@@ -332,18 +349,21 @@ class OrthancDicom(Destination):
                 status = assoc.send_c_store(item.path, msg_id=(index % 65535) + 1)
             else:
                 import pydicom
+
                 ds = pydicom.dcmread(item.path)
                 status = assoc.send_c_store(ds, msg_id=(index % 65535) + 1)
         except ValueError:
-            return Outcome.failed("orthanc: the peer accepted no presentation context for this "
-                                  "file's SOP class and transfer syntax"), None
+            return Outcome.failed(
+                "orthanc: the peer accepted no presentation context for this file's SOP class and transfer syntax"
+            ), None
         except (OSError, RuntimeError, AttributeError) as exc:
             if not assoc.is_established:
                 return Outcome.retry("orthanc: association lost during C-STORE", unreachable=True), None
             return Outcome.failed(f"orthanc: C-STORE could not be sent ({type(exc).__name__})"), None
         if not status or "Status" not in status:
-            return Outcome.retry("orthanc: no C-STORE response (association aborted or timed out)",
-                                 unreachable=True), None
+            return Outcome.retry(
+                "orthanc: no C-STORE response (association aborted or timed out)", unreachable=True
+            ), None
         code = int(status.Status)
         if code == 0x0000:
             return None, None
@@ -351,11 +371,14 @@ class OrthancDicom(Destination):
             return None, f"C-STORE warning 0x{code:04X} ({WARNING_STATUSES[code]})"
         if 0xA700 <= code <= 0xA7FF:
             return Outcome.retry(f"orthanc: C-STORE status 0x{code:04X} (out of resources)"), None
-        return Outcome.failed(f"orthanc: C-STORE failed with status 0x{code:04X}"
-                              f"{_status_meaning(code)}"), None
+        return Outcome.failed(f"orthanc: C-STORE failed with status 0x{code:04X}{_status_meaning(code)}"), None
 
-    def send_batch(self, items: list[SendItem], heartbeat: Callable[[], object] | None = None,
-                   on_wait: Callable[[str, float], object] | None = None) -> list[SendResult]:
+    def send_batch(
+        self,
+        items: list[SendItem],
+        heartbeat: Callable[[], object] | None = None,
+        on_wait: Callable[[str, float], object] | None = None,
+    ) -> list[SendResult]:
         self._headers, self._cstored, self._absent, self._paths = {}, {}, set(), {}
         try:
             return super().send_batch(items, heartbeat, on_wait)
@@ -364,6 +387,7 @@ class OrthancDicom(Destination):
 
     def check(self) -> tuple[bool, str]:
         from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # made at import time
+
         ae = self._ae([])
         ae.add_requested_context(Verification)
         try:
@@ -418,6 +442,7 @@ def _status_meaning(code: int) -> str:
     """' (Refused: SOP Class Not Supported)': the standard meaning of a C-STORE status."""
     try:
         from pynetdicom.status import GENERAL_STATUS, STORAGE_SERVICE_CLASS_STATUS
+
         meaning = {**GENERAL_STATUS, **STORAGE_SERVICE_CLASS_STATUS}.get(code, ("", ""))[1]
     except ImportError:  # pragma: no cover
         meaning = ""

@@ -61,8 +61,12 @@ TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
 DIFFERENT_INSTANCE = "a different instance with this UID is already stored"
 # Whose answer a 4xx without an Orthanc error body is: the file's (the request was
 # understood and refused for what it carried) or the address's (nothing there takes DICOM).
-REFUSED_FILE_HTTP = {400: "bad request", 413: "file too large", 415: "unsupported media type",
-                     422: "unprocessable content"}
+REFUSED_FILE_HTTP = {
+    400: "bad request",
+    413: "file too large",
+    415: "unsupported media type",
+    422: "unprocessable content",
+}
 WRONG_ADDRESS_HTTP = {404, 405}
 # Orthanc's error names (OrthancError) for a file it cannot take, in plain words.
 ORTHANC_REFUSALS = {
@@ -104,15 +108,16 @@ def http_failure(what: str, response: Response) -> Outcome:
     """An answer other than 200 that concerns the destination, or one request to it."""
     code = response.status_code
     if code in (401, 403):
-        return Outcome.failed(f"orthanc: authentication failed (HTTP {code} on {what}): "
-                              "check ORTHANC_USERNAME / ORTHANC_PASSWORD", abort_batch=True)
+        return Outcome.failed(
+            f"orthanc: authentication failed (HTTP {code} on {what}): check ORTHANC_USERNAME / ORTHANC_PASSWORD",
+            abort_batch=True,
+        )
     error = orthanc_error(response)
     message = f"orthanc: HTTP {code} on {what}" + (f": {error}" if error else "")
     if code in TRANSIENT_HTTP:
         return Outcome.retry(message)
     if code in WRONG_ADDRESS_HTTP and what.startswith("POST") and error in (None, "Unknown resource"):
-        return Outcome.failed(message + " (is ORTHANC_URL the root of an Orthanc server?)",
-                              abort_batch=True)
+        return Outcome.failed(message + " (is ORTHANC_URL the root of an Orthanc server?)", abort_batch=True)
     return Outcome.failed(message)
 
 
@@ -125,14 +130,13 @@ def refused_instance(response: Response, path: str) -> Outcome:
     code = response.status_code
     error = orthanc_error(response)
     if error is None and code not in REFUSED_FILE_HTTP:
-        return out          # not Orthanc's answer about this file: say what was answered
+        return out  # not Orthanc's answer about this file: say what was answered
     why = uid_problems(path)
     if error is not None:
         plain = why or ORTHANC_REFUSALS.get(error)
         reason = f"{plain} (Orthanc: {error}, HTTP {code})" if plain else f"Orthanc: {error}, HTTP {code}"
         return Outcome.failed(f"orthanc: Orthanc refused this instance: {reason}")
-    reason = f"{why} (HTTP {code}, {REFUSED_FILE_HTTP[code]})" if why else \
-        f"HTTP {code}, {REFUSED_FILE_HTTP[code]}"
+    reason = f"{why} (HTTP {code}, {REFUSED_FILE_HTTP[code]})" if why else f"HTTP {code}, {REFUSED_FILE_HTTP[code]}"
     return Outcome.failed(f"orthanc: the destination refused this instance: {reason}")
 
 
@@ -140,6 +144,7 @@ def uid_problems(path: str) -> str | None:
     """Which identifying UID the file lacks, in words naming the tag (never its value); None
     when the three are there or the file's header cannot be read."""
     import pydicom
+
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
     except Exception:
@@ -161,8 +166,7 @@ def connection_failure(what: str, exc: RequestFailed) -> Outcome:
     return Outcome.retry(f"orthanc: {exc.reason} on {what}", unreachable=True)
 
 
-def series_instances(client: Client, url: str, series_id: str,
-                     timeout: float) -> tuple[set[str], Outcome | None]:
+def series_instances(client: Client, url: str, series_id: str, timeout: float) -> tuple[set[str], Outcome | None]:
     """The Orthanc instance ids one series lists (none when Orthanc has no such series),
     or the failure that kept them from being read."""
     what = "GET /series/{id}"
@@ -180,8 +184,9 @@ def series_instances(client: Client, url: str, series_id: str,
         return set(), Outcome.retry("orthanc: GET /series/{id} did not answer JSON")
 
 
-def compare_stored(client: Client, url: str, remote_id: str, path: str, timeout: float,
-                   local_md5: str | None = None) -> Outcome:
+def compare_stored(
+    client: Client, url: str, remote_id: str, path: str, timeout: float, local_md5: str | None = None
+) -> Outcome:
     """Is the instance Orthanc already keeps under remote_id the one in this local file?
 
     Orthanc keeps the first instance stored under a set of four UIDs and answers any later
@@ -220,8 +225,9 @@ def compare_stored(client: Client, url: str, remote_id: str, path: str, timeout:
         return http_failure(what, r)
     same = same_dataset(local, r.content)
     if same is None:
-        return Outcome.failed("orthanc: an instance with this UID is already stored and cannot "
-                              "be compared with this one", remote_id)
+        return Outcome.failed(
+            "orthanc: an instance with this UID is already stored and cannot be compared with this one", remote_id
+        )
     if same:
         return Outcome.success(remote_id, already_stored=True)
     return Outcome.failed(f"orthanc: {DIFFERENT_INSTANCE}", remote_id)
@@ -233,14 +239,13 @@ def dataset_bytes(data: bytes) -> bytes:
     if len(data) < 132 or data[128:132] != b"DICM":
         return data
     pos = 132
-    long_vrs = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
-                b"UT", b"UV"}
-    while pos + 8 <= len(data) and data[pos:pos + 2] == b"\x02\x00":
-        vr = data[pos + 4:pos + 6]
+    long_vrs = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+    while pos + 8 <= len(data) and data[pos : pos + 2] == b"\x02\x00":
+        vr = data[pos + 4 : pos + 6]
         if vr in long_vrs:
-            pos += 12 + int.from_bytes(data[pos + 8:pos + 12], "little")
+            pos += 12 + int.from_bytes(data[pos + 8 : pos + 12], "little")
         else:
-            pos += 8 + int.from_bytes(data[pos + 6:pos + 8], "little")
+            pos += 8 + int.from_bytes(data[pos + 6 : pos + 8], "little")
     return data[pos:]
 
 
@@ -251,10 +256,11 @@ def same_dataset(local: bytes, stored: bytes) -> bool | None:
     if dataset_bytes(local) == dataset_bytes(stored):
         return True
     import pydicom
+
     try:
         a = _without_group_lengths(pydicom.dcmread(io.BytesIO(local)))
         b = _without_group_lengths(pydicom.dcmread(io.BytesIO(stored)))
-        return a == b   # the data sets' elements; file_meta is not part of the comparison
+        return a == b  # the data sets' elements; file_meta is not part of the comparison
     except Exception:
         return None
 
@@ -304,8 +310,12 @@ class OrthancRest(Destination):
             raise RuntimeError("orthanc: no session: open() was not called")
         return self.session
 
-    def send_batch(self, items: list[SendItem], heartbeat: Callable[[], object] | None = None,
-                   on_wait: Callable[[str, float], object] | None = None) -> list[SendResult]:
+    def send_batch(
+        self,
+        items: list[SendItem],
+        heartbeat: Callable[[], object] | None = None,
+        on_wait: Callable[[str, float], object] | None = None,
+    ) -> list[SendResult]:
         # Indexes whose POST was answered Success during this call: answered AlreadyStored on a
         # later attempt, they are this call's own copy and need no comparison.
         self._stored_here = set()
@@ -330,8 +340,12 @@ class OrthancRest(Destination):
                 data = f.read() if self.verify == "md5" else f
                 if isinstance(data, bytes):  # ORTHANC_VERIFY=md5
                     local_md5 = hashlib.md5(data).hexdigest()
-                r = self.client.post(self.url + "/instances", data=data, timeout=self.timeout,
-                                      headers={"Content-Type": "application/dicom"})
+                r = self.client.post(
+                    self.url + "/instances",
+                    data=data,
+                    timeout=self.timeout,
+                    headers={"Content-Type": "application/dicom"},
+                )
         except OSError as exc:  # open or read: the client turns its own into RequestFailed
             return Outcome.failed(f"orthanc: cannot read the local file ({describe_oserror(exc)})")
         except RequestFailed as exc:
@@ -344,25 +358,27 @@ class OrthancRest(Destination):
         except (ValueError, KeyError, TypeError):
             return Outcome.retry("orthanc: POST /instances returned an unexpected answer")
         if status == "FilteredOut":
-            return Outcome.failed("orthanc: Orthanc did not keep this instance (Status FilteredOut: "
-                                  "a filter configured in Orthanc refused it)", remote_id)
+            return Outcome.failed(
+                "orthanc: Orthanc did not keep this instance (Status FilteredOut: "
+                "a filter configured in Orthanc refused it)",
+                remote_id,
+            )
         if status not in ("Success", "AlreadyStored"):
-            return Outcome.failed(f"orthanc: Orthanc did not store this instance (Status {status})",
-                                  remote_id)
+            return Outcome.failed(f"orthanc: Orthanc did not store this instance (Status {status})", remote_id)
         fresh = status == "Success"
         if fresh:
             self._stored_here.add(index)
-        expected = orthanc_id(item.patient_id, item.study_instance_uid,
-                              item.series_instance_uid, item.sop_instance_uid)
+        expected = orthanc_id(item.patient_id, item.study_instance_uid, item.series_instance_uid, item.sop_instance_uid)
         note = None
         if remote_id != expected:
-            note = ("Orthanc id differs from the one computed from the item's identifiers "
-                    "(SendItem does not match the file header)")
+            note = (
+                "Orthanc id differs from the one computed from the item's identifiers "
+                "(SendItem does not match the file header)"
+            )
         if not fresh and (self.verify == "md5" or index not in self._stored_here):
             # Orthanc kept an instance with these UIDs from before: is it this one? (In md5
             # mode this is the verification too.)
-            out = compare_stored(self.client, self.url, remote_id, item.path, self.timeout,
-                                 local_md5)
+            out = compare_stored(self.client, self.url, remote_id, item.path, self.timeout, local_md5)
         elif self.verify == "md5":
             out = self._verify(remote_id, local_md5, fresh)
         else:
@@ -371,7 +387,8 @@ class OrthancRest(Destination):
             out.stored_fresh = fresh
             series = body.get("ParentSeries") if isinstance(body.get("ParentSeries"), str) else None
             self._series_of[index] = series or orthanc_id(
-                item.patient_id, item.study_instance_uid, item.series_instance_uid)
+                item.patient_id, item.study_instance_uid, item.series_instance_uid
+            )
         if out.ok and note:
             out.note = note if not out.note else f"{out.note}; {note}"
         return out
@@ -393,8 +410,13 @@ class OrthancRest(Destination):
                 if failure is None and out.remote_id in listed:
                     continue
                 if failure is not None:
-                    bad = Outcome(ok=False, transient=failure.transient, error=failure.error,
-                                  unreachable=failure.unreachable, abort_batch=failure.abort_batch)
+                    bad = Outcome(
+                        ok=False,
+                        transient=failure.transient,
+                        error=failure.error,
+                        unreachable=failure.unreachable,
+                        abort_batch=failure.abort_batch,
+                    )
                 else:
                     bad = Outcome.retry("orthanc: instance accepted but not listed in its series")
                 bad.stored_fresh = out.stored_fresh
@@ -404,8 +426,7 @@ class OrthancRest(Destination):
         """ORTHANC_VERIFY=md5, for an instance this call stored: its stored MD5 is the file's."""
         what = "GET /instances/{id}/attachments/dicom/md5"
         try:
-            r = self.client.get(f"{self.url}/instances/{remote_id}/attachments/dicom/md5",
-                                 timeout=self.timeout)
+            r = self.client.get(f"{self.url}/instances/{remote_id}/attachments/dicom/md5", timeout=self.timeout)
         except RequestFailed as exc:
             out = connection_failure(what, exc)
             out.stored_fresh = fresh
@@ -424,8 +445,9 @@ class OrthancRest(Destination):
             except RequestFailed as exc:
                 return connection_failure("GET /instances/{id}", exc)
             if r2.status_code == 200:
-                return Outcome.success(remote_id, already_stored=not fresh,
-                                       note="verified by existence (Orthanc stores no MD5)")
+                return Outcome.success(
+                    remote_id, already_stored=not fresh, note="verified by existence (Orthanc stores no MD5)"
+                )
             out = http_failure("GET /instances/{id}", r2)
             if r2.status_code == 404:
                 out = Outcome.retry("orthanc: instance accepted but not found afterwards")

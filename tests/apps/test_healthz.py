@@ -3,6 +3,7 @@
 The destination here is a TCP port that accepts and never answers (the worst case: a
 refused connection fails at once), counting the connections it is offered.
 """
+
 import socket
 import threading
 import time

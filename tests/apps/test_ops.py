@@ -1,5 +1,5 @@
 """/healthz, /metrics, and the redaction that keeps patient values out of logs, Sentry and mail."""
-import json
+
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -48,8 +48,9 @@ def test_redact_removes_values_but_keeps_the_sense():
 def test_library_log_records_are_redacted(caplog):
     from sendit.redact import RedactFilter
 
-    record = logging.LogRecord("pydicom", logging.WARNING, __file__, 1,
-                               "Invalid value %r for PatientID", ("PHI-MRN-31337",), None)
+    record = logging.LogRecord(
+        "pydicom", logging.WARNING, __file__, 1, "Invalid value %r for PatientID", ("PHI-MRN-31337",), None
+    )
     RedactFilter().filter(record)
     assert "31337" not in record.getMessage()
 
@@ -78,8 +79,12 @@ def test_a_sentry_event_reaches_a_local_endpoint_without_patient_values():
     server = HTTPServer(("127.0.0.1", port), _Sink)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        client = sentry_sdk.Client(f"http://public@127.0.0.1:{port}/1", send_default_pii=False,
-                                   include_local_variables=False, before_send=scrub_sentry_event)
+        client = sentry_sdk.Client(
+            f"http://public@127.0.0.1:{port}/1",
+            send_default_pii=False,
+            include_local_variables=False,
+            before_send=scrub_sentry_event,
+        )
         with sentry_sdk.isolation_scope() as scope:
             scope.set_client(client)
             try:

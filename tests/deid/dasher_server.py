@@ -52,7 +52,7 @@ class DasherServer:
         self._thread = None
 
     # -- lifecycle -------------------------------------------------------
-    def start(self) -> "DasherServer":
+    def start(self) -> DasherServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -232,16 +232,25 @@ class DasherServer:
         with self._lock:
             for entity in body["identifiers"]:
                 known = self._pseudonym(study, entity["id_source"], entity["id"], save)
-                result = {"id": entity["id"], "id_source": entity["id_source"], "suid": known["suid"],
-                          "jitter": known["jitter"], "items": []}
+                result = {
+                    "id": entity["id"],
+                    "id_source": entity["id_source"],
+                    "suid": known["suid"],
+                    "jitter": known["jitter"],
+                    "items": [],
+                }
                 if entity.get("id_timestamp"):
                     result["jittered_timestamp"] = self._jittered(entity["id_timestamp"], known["jitter"])
                 if entity.get("custom_fields"):
                     result["custom_fields"] = entity["custom_fields"]
                 for item in entity.get("items", []):
                     item_known = self._pseudonym(study, item["id_source"], item["id"], save)
-                    answer = {"id": item["id"], "id_source": item["id_source"], "suid": item_known["suid"],
-                              "jitter": known["jitter"]}
+                    answer = {
+                        "id": item["id"],
+                        "id_source": item["id_source"],
+                        "suid": item_known["suid"],
+                        "jitter": known["jitter"],
+                    }
                     if item.get("id_timestamp"):
                         answer["jittered_timestamp"] = self._jittered(item["id_timestamp"], known["jitter"])
                     result["items"].append(answer)

@@ -1,4 +1,5 @@
 """python -m sendit.deid INPUT OUTPUT, run as a process on pydicom's and deid-data's files."""
+
 import hashlib
 import os
 import subprocess
@@ -19,14 +20,23 @@ COOKIES = Path(deid_data.__file__).parent / "data" / "dicom-cookies"
 
 def run(*args):
     env = {k: v for k, v in os.environ.items() if k not in ("DEID_SECRET", "DJANGO_SETTINGS_MODULE")}
-    return subprocess.run([sys.executable, "-m", "sendit.deid", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "sendit.deid", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def tree(folder: Path) -> dict:
     """Every file under a folder with its content hash and modification time."""
-    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def header_values(folder: Path) -> set[str]:
@@ -85,8 +95,9 @@ def test_deid_data_images_that_may_show_text_are_held(tmp_path):
     result = run(COOKIES, tmp_path / "out", "--secret", "a-test-secret-0123456789")
     assert result.returncode == 1
     inputs = sorted(p.name for p in COOKIES.glob("*.dcm"))
-    assert [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("HELD")] == \
-        [f"HELD {name}" for name in inputs]
+    assert [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("HELD")] == [
+        f"HELD {name}" for name in inputs
+    ]
     assert "matched filter rule" in result.stdout
     assert f"0 written, {len(inputs)} held" in result.stdout
     assert not list((tmp_path / "out").rglob("*.dcm"))
@@ -126,11 +137,18 @@ def test_help_and_refusals(tmp_path):
 
 
 def test_no_django_is_set_up(tmp_path, studies):
-    probe = ("import runpy, sys\nsys.argv = ['sendit.deid', sys.argv[1], sys.argv[2], '--quiet', '--secret', "
-             "'x-0123456789']\ntry:\n    runpy.run_module('sendit.deid', run_name='__main__')\nexcept SystemExit:\n"
-             "    pass\nfrom django.conf import settings\nprint('configured', settings.configured)\n"
-             "print('apps', 'django.apps.registry' in sys.modules and __import__('django').apps.apps.ready)\n")
-    result = subprocess.run([sys.executable, "-c", probe, str(studies), str(tmp_path / "out")], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300,
-                            env={k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"})
+    probe = (
+        "import runpy, sys\nsys.argv = ['sendit.deid', sys.argv[1], sys.argv[2], '--quiet', '--secret', "
+        "'x-0123456789']\ntry:\n    runpy.run_module('sendit.deid', run_name='__main__')\nexcept SystemExit:\n"
+        "    pass\nfrom django.conf import settings\nprint('configured', settings.configured)\n"
+        "print('apps', 'django.apps.registry' in sys.modules and __import__('django').apps.apps.ready)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(studies), str(tmp_path / "out")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
+    )
     assert "apps False" in result.stdout, result.stdout + result.stderr

@@ -2,7 +2,6 @@
 
 import shutil
 import subprocess
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,6 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from sendit.deid import OutputNotProven, deidentify_file, read_identity
 from sendit.deid.proof import DICOMDIR_CLASS, PIXEL_TAGS, declares_pixels
-
 
 PINNED = Path(__file__).resolve().parents[1] / "data" / "pydicom_files.txt"
 SITE = Path(pydicom.__file__).resolve().parents[1]
@@ -96,8 +94,16 @@ def test_most_pydicom_files_are_proven(tmp_path, ids, options):
 def test_read_identity():
     path = get_testdata_file("CT_small.dcm")
     identity = read_identity(path)
-    assert set(identity) == {"patient_id", "birth_date", "accession", "study_date", "study_time", "study_uid",
-                             "sop_uid", "burned_in"}
+    assert set(identity) == {
+        "patient_id",
+        "birth_date",
+        "accession",
+        "study_date",
+        "study_time",
+        "study_uid",
+        "sop_uid",
+        "burned_in",
+    }
     ds = dcmread(path)
     assert identity["patient_id"] == ds.PatientID
     assert identity["study_uid"] == ds.StudyInstanceUID
@@ -147,11 +153,12 @@ def _ct(path):
 # -- reusing a file no longer needed ------------------------------------------------
 @pytest.mark.parametrize("name", ["CT_small.dcm", "JPEG2000.dcm", "rtplan.dcm"])
 @pytest.mark.parametrize("kernel_copy", [True, False], ids=["copy_file_range", "python-copy"])
-def test_a_reused_file_holds_the_same_bytes_as_a_new_one(name, kernel_copy, tmp_path, ids, options,
-                                                         monkeypatch):
+def test_a_reused_file_holds_the_same_bytes_as_a_new_one(name, kernel_copy, tmp_path, ids, options, monkeypatch):
     if not kernel_copy:
+
         def refuse(*args):
             raise OSError("copy_file_range refused")
+
         monkeypatch.setattr("sendit.deid.files.os.copy_file_range", refuse)
     src = get_testdata_file(name)
     fresh = tmp_path / "fresh.dcm"
@@ -189,6 +196,7 @@ def test_a_failed_write_into_a_reused_file_leaves_nothing_half_written(tmp_path,
     def fail(ds, fp):
         fp.write(b"\0" * 200)
         raise ValueError("cannot encode")
+
     monkeypatch.setattr("sendit.deid.files.write_dataset", fail)
     spare = tmp_path / "spare.dcm"
     spare.write_bytes(b"DOE^JANE " * 10_000)

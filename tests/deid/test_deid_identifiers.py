@@ -19,14 +19,38 @@ from sendit.deid.identifiers import (
 from sendit.deid.identifiers.dasher import split_request
 
 IDENTITIES = [
-    {"patient_id": "MRN1", "birth_date": "19800102", "accession": "ACC1", "study_date": "20200315",
-     "study_time": "101112.5", "study_uid": "1.2.3.1"},
-    {"patient_id": "MRN1", "birth_date": "19800102", "accession": "ACC1", "study_date": "20200315",
-     "study_time": "101112", "study_uid": "1.2.3.1"},  # same study, another file
-    {"patient_id": "MRN1", "birth_date": "19800102", "accession": "ACC2", "study_date": "20210101",
-     "study_time": "", "study_uid": "1.2.3.2"},
-    {"patient_id": "MRN2", "birth_date": "", "accession": "", "study_date": "", "study_time": "",
-     "study_uid": "1.2.3.3"},
+    {
+        "patient_id": "MRN1",
+        "birth_date": "19800102",
+        "accession": "ACC1",
+        "study_date": "20200315",
+        "study_time": "101112.5",
+        "study_uid": "1.2.3.1",
+    },
+    {
+        "patient_id": "MRN1",
+        "birth_date": "19800102",
+        "accession": "ACC1",
+        "study_date": "20200315",
+        "study_time": "101112",
+        "study_uid": "1.2.3.1",
+    },  # same study, another file
+    {
+        "patient_id": "MRN1",
+        "birth_date": "19800102",
+        "accession": "ACC2",
+        "study_date": "20210101",
+        "study_time": "",
+        "study_uid": "1.2.3.2",
+    },
+    {
+        "patient_id": "MRN2",
+        "birth_date": "",
+        "accession": "",
+        "study_date": "",
+        "study_time": "",
+        "study_uid": "1.2.3.3",
+    },
 ]
 
 
@@ -34,14 +58,19 @@ def test_build_request():
     body = build_request(IDENTITIES)
     first, second = body["identifiers"]
     assert first == {
-        "id": "MRN1", "id_source": "Stanford MRN", "id_timestamp": "1980-01-02T00:00:00Z",
+        "id": "MRN1",
+        "id_source": "Stanford MRN",
+        "id_timestamp": "1980-01-02T00:00:00Z",
         "items": [
             {"id": "ACC1", "id_source": "DCM Accession #", "id_timestamp": "2020-03-15T10:11:12Z"},
             {"id": "ACC2", "id_source": "DCM Accession #", "id_timestamp": "2021-01-01T00:00:00Z"},
         ],
     }
-    assert second == {"id": "MRN2", "id_source": "Stanford MRN",
-                      "items": [{"id": "1.2.3.3", "id_source": "DCM StudyInstanceUID"}]}
+    assert second == {
+        "id": "MRN2",
+        "id_source": "Stanford MRN",
+        "items": [{"id": "1.2.3.3", "id_source": "DCM StudyInstanceUID"}],
+    }
 
 
 def test_build_request_without_patient_id_or_anything():
@@ -105,8 +134,12 @@ def test_extract_identifiers_errors():
 
 def test_split_request():
     items = [{"id": str(i), "id_source": "DCM Accession #"} for i in range(2500)]
-    body = {"identifiers": [{"id": "BIG", "id_source": "Stanford MRN", "items": items},
-                            {"id": "SMALL", "id_source": "Stanford MRN", "items": items[:3]}]}
+    body = {
+        "identifiers": [
+            {"id": "BIG", "id_source": "Stanford MRN", "items": items},
+            {"id": "SMALL", "id_source": "Stanford MRN", "items": items[:3]},
+        ]
+    }
     parts = split_request(body)
     assert [len(p["identifiers"]) for p in parts] == [1, 1, 1, 1]
     assert parts[0]["identifiers"][0]["id"] == "SMALL"
@@ -115,6 +148,7 @@ def test_split_request():
 
 
 # -- DasherClient against the local DASHER -------------------------------------------
+
 
 @pytest.fixture
 def client(dasher, tmp_path):

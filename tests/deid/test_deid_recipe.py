@@ -53,8 +53,10 @@ def test_deid_ultrasound_recipe_regions():
 
 
 def test_ctp_coordinates_become_corners():
-    recipe = Recipe.from_text("%filter graylist\nLABEL x\n  equals Modality US\n  ctpcoordinates 10,20,30,40\n"
-                              "  keepcoordinates 0,0,5,5\n  ctpkeepcoordinates 1,2,3,4")
+    recipe = Recipe.from_text(
+        "%filter graylist\nLABEL x\n  equals Modality US\n  ctpcoordinates 10,20,30,40\n"
+        "  keepcoordinates 0,0,5,5\n  ctpkeepcoordinates 1,2,3,4"
+    )
     assert recipe.filters["graylist"][0].coordinates == [[0, "10,20,40,60"], [1, "0,0,5,5"], [1, "1,2,4,6"]]
 
 
@@ -100,8 +102,9 @@ def test_empty_and_undecodable_recipes(tmp_path):
 
 
 def test_comments_and_quoted_private_creator():
-    recipe = Recipe.from_text('%header\nREPLACE InstitutionName A B # not the value\n'
-                              'KEEP (0033,"MITRA OBJECT UTF8 ATTRIBUTES 1.0",1E)\n')
+    recipe = Recipe.from_text(
+        '%header\nREPLACE InstitutionName A B # not the value\nKEEP (0033,"MITRA OBJECT UTF8 ATTRIBUTES 1.0",1E)\n'
+    )
     assert recipe.header[0].value == "A B"
     assert recipe.header[1].field == '(0033,"MITRA OBJECT UTF8 ATTRIBUTES 1.0",1E)'
 
@@ -121,16 +124,24 @@ def test_actions_reach_every_depth():
 
 def test_keep_wins_over_remove_and_replace_over_remove():
     ds = ds_with(PatientName="Doe^John", StudyDate="20200102", InstitutionName="MKINST")
-    Recipe.from_text("%header\nKEEP PatientName\nREMOVE PatientName\nREMOVE StudyDate\nJITTER StudyDate 2\n"
-                     "REMOVE InstitutionName\nREPLACE InstitutionName X").apply(ds)
+    Recipe.from_text(
+        "%header\nKEEP PatientName\nREMOVE PatientName\nREMOVE StudyDate\nJITTER StudyDate 2\n"
+        "REMOVE InstitutionName\nREPLACE InstitutionName X"
+    ).apply(ds)
     assert ds.PatientName == "Doe^John" and ds.StudyDate == "20200104" and ds.InstitutionName == "X"
 
 
 def test_values_and_fields_lists():
-    ds = ds_with(PatientName="Cookie^Monster", StudyDescription="scan of monster", SeriesDescription="plain",
-                 OperatorsName="Grover")
-    Recipe.from_text('%values names\nSPLIT PatientName by="^";minlength=4\n%fields people\nFIELD OperatorsName\n'
-                     "%header\nREMOVE values:names\nREMOVE fields:people").apply(ds)
+    ds = ds_with(
+        PatientName="Cookie^Monster",
+        StudyDescription="scan of monster",
+        SeriesDescription="plain",
+        OperatorsName="Grover",
+    )
+    Recipe.from_text(
+        '%values names\nSPLIT PatientName by="^";minlength=4\n%fields people\nFIELD OperatorsName\n'
+        "%header\nREMOVE values:names\nREMOVE fields:people"
+    ).apply(ds)
     assert "StudyDescription" not in ds and "PatientName" not in ds and "OperatorsName" not in ds
     assert ds.SeriesDescription == "plain"
 
@@ -138,16 +149,20 @@ def test_values_and_fields_lists():
 def test_conditional_remove_and_deid_functions():
     ds = ds_with(Manufacturer="ACME", StationName="ST1", SeriesInstanceUID="1.2.3.4")
     register_function("never", lambda **_: False)
-    Recipe.from_text("%header\nREMOVE Manufacturer func:is_false\nREMOVE StationName func:is_true\n"
-                     "REMOVE SeriesDescription func:never\n"
-                     "REPLACE SeriesInstanceUID deid_func:pydicom_uuid prefix=1.2.826.0.1.3680043.10.1.").apply(ds)
+    Recipe.from_text(
+        "%header\nREMOVE Manufacturer func:is_false\nREMOVE StationName func:is_true\n"
+        "REMOVE SeriesDescription func:never\n"
+        "REPLACE SeriesInstanceUID deid_func:pydicom_uuid prefix=1.2.826.0.1.3680043.10.1."
+    ).apply(ds)
     assert ds.Manufacturer == "ACME" and "StationName" not in ds
     assert ds.SeriesInstanceUID.startswith("1.2.826.0.1.3680043.10.1.") and ds.SeriesInstanceUID != "1.2.3.4"
 
 
 def test_filter_lines_all_hold_and_operators_join_inside_a_line():
-    recipe = Recipe.from_text("%filter graylist\nLABEL both\n  equals Modality US\n  || equals Manufacturer ACME\n"
-                              "LABEL either\n  equals Modality US || equals Manufacturer ACME\n")
+    recipe = Recipe.from_text(
+        "%filter graylist\nLABEL both\n  equals Modality US\n  || equals Manufacturer ACME\n"
+        "LABEL either\n  equals Modality US || equals Manufacturer ACME\n"
+    )
     labels = lambda ds: [m.title for m in recipe.detect(ds)]  # noqa: E731
     assert labels(ds_with(Modality="US", Manufacturer="ACME")) == ["both", "either"]
     assert labels(ds_with(Modality="US", Manufacturer="X")) == ["either"]
@@ -156,12 +171,23 @@ def test_filter_lines_all_hold_and_operators_join_inside_a_line():
 
 # -- layered over the profile ----------------------------------------------------------------
 def test_what_the_recipe_names_follows_the_recipe(ids):
-    ds = ds_with(PatientWeight="80", PatientName="Doe^John", StudyDate="20200101", SeriesDescription="MK KEPT",
-                 StationName="ST1", Modality="CT", SeriesInstanceUID="1.2.3.4.5")
+    ds = ds_with(
+        PatientWeight="80",
+        PatientName="Doe^John",
+        StudyDate="20200101",
+        SeriesDescription="MK KEPT",
+        StationName="ST1",
+        Modality="CT",
+        SeriesInstanceUID="1.2.3.4.5",
+    )
     ds.add_new(0x00110010, "LO", "ACME 1")
     ds.add_new(0x00111004, "LO", "private secret")
-    scrubbed(ds, ids, "%header\nREPLACE PatientWeight 501\nBLANK 00111004\nKEEP SeriesDescription\n"
-                      "JITTER StudyDate 3\nREPLACE SeriesInstanceUID func:hashuid\nADD PatientIdentityRemoved NO")
+    scrubbed(
+        ds,
+        ids,
+        "%header\nREPLACE PatientWeight 501\nBLANK 00111004\nKEEP SeriesDescription\n"
+        "JITTER StudyDate 3\nREPLACE SeriesInstanceUID func:hashuid\nADD PatientIdentityRemoved NO",
+    )
     assert ds.PatientWeight == 501  # the profile would have removed it
     assert ds[0x00111004].value in (None, "", b"")  # blanked, not removed by the profile
     assert ds.SeriesDescription == "MK KEPT"
@@ -234,8 +260,10 @@ def test_recipe_without_filters_uses_defaults():
 
 
 def test_rules_with_regions_clean_and_rules_without_hold():
-    recipe = Recipe.from_text("%filter blacklist\nLABEL screen\n  contains ImageType SCREEN\n"
-                              "%filter graylist\nLABEL top bar\n  equals Modality US\n  coordinates 0,0,640,40\n")
+    recipe = Recipe.from_text(
+        "%filter blacklist\nLABEL screen\n  contains ImageType SCREEN\n"
+        "%filter graylist\nLABEL top bar\n  equals Modality US\n  coordinates 0,0,640,40\n"
+    )
     decision = pixel_decision(ds_with(Modality="US"), recipe)
     assert decision.hold is None and decision.coordinates == [[0, "0,0,640,40"]]
     assert decision.rules == "graylist: top bar"
@@ -269,8 +297,9 @@ def test_deid_ultrasound_recipe_cleans_instead_of_holding(name):
     assert decision.coordinates[0] == [0, "all"]
 
 
-@pytest.mark.parametrize("name,flagged", [("CT_small.dcm", False), ("MR_small.dcm", False),
-                                          ("US1_J2KR.dcm", True), ("SC_rgb.dcm", True)])
+@pytest.mark.parametrize(
+    "name,flagged", [("CT_small.dcm", False), ("MR_small.dcm", False), ("US1_J2KR.dcm", True), ("SC_rgb.dcm", True)]
+)
 def test_burned_in_on_pydicom_files(name, flagged):
     ds = dcmread(get_testdata_file(name), stop_before_pixels=True)
     assert (burned_in_reason(ds) is not None) is flagged

@@ -53,8 +53,14 @@ def test_nested_sequences_three_deep(ids):
                         item(
                             ReferencedSOPClassUID=CTImageStorage,
                             ReferencedImageSequence=Sequence(
-                                [item(ReferencedSOPInstanceUID="1.2.3.4.1", ContentDate="20200316",
-                                      PersonName="MKDEEP^NAME", ReferringPhysicianName="MKREF")]
+                                [
+                                    item(
+                                        ReferencedSOPInstanceUID="1.2.3.4.1",
+                                        ContentDate="20200316",
+                                        PersonName="MKDEEP^NAME",
+                                        ReferringPhysicianName="MKREF",
+                                    )
+                                ]
                             ),
                         )
                     ]
@@ -292,49 +298,98 @@ def code(value, meaning, scheme="99MK"):
 
 def person_identification(marker):
     """A Person Identification Macro item whose code is a person's id (PS3.3 10.1)."""
-    return item(PersonIdentificationCodeSequence=Sequence([code(f"{marker}ID", f"{marker}DOE^JANE", f"{marker}SCHEME")]),
-                InstitutionName=f"{marker}HOSPITAL")
+    return item(
+        PersonIdentificationCodeSequence=Sequence([code(f"{marker}ID", f"{marker}DOE^JANE", f"{marker}SCHEME")]),
+        InstitutionName=f"{marker}HOSPITAL",
+    )
 
 
 def report(ds):
     """An SR content tree: the person's id two levels deep, and every kind of leaf."""
-    ds.ContentSequence = Sequence([
-        item(RelationshipType="CONTAINS", ValueType="CONTAINER", ContinuityOfContent="SEPARATE",
-             ConceptNameCodeSequence=Sequence([code("MKC1", "MKFINDINGS")]),
-             ContentSequence=Sequence([
-                 item(RelationshipType="HAS OBS CONTEXT", ValueType="CODE",
-                      ConceptNameCodeSequence=Sequence([code("MKC2", "MKPERSON OBSERVER")]),
-                      ConceptCodeSequence=Sequence([code("MKPATIENTID2", "MKSMITH^JOHN")])),
-                 item(RelationshipType="CONTAINS", ValueType="TEXT", TextValue="MKFREE TEXT ABOUT JOHN"),
-                 item(RelationshipType="HAS OBS CONTEXT", ValueType="PNAME", PersonName="MKSMITH^JOHN"),
-                 item(RelationshipType="CONTAINS", ValueType="NUM",
-                      MeasuredValueSequence=Sequence([item(NumericValue="4242",
-                                                           MeasurementUnitsCodeSequence=Sequence([code("MKmm", "MKmm", "UCUM")]))])),
-                 item(RelationshipType="CONTAINS", ValueType="DATETIME", DateTime="20200101101010"),
-                 item(RelationshipType="CONTAINS", ValueType="UIDREF", UID="1.2.3.4.77"),
-                 item(RelationshipType="CONTAINS", ValueType="IMAGE",
-                      ReferencedSOPSequence=Sequence([item(ReferencedSOPClassUID=CTImageStorage,
-                                                           ReferencedSOPInstanceUID="1.2.3.4.1",
-                                                           ReferencedFrameNumber="3")])),
-             ])),
-    ])
+    ds.ContentSequence = Sequence(
+        [
+            item(
+                RelationshipType="CONTAINS",
+                ValueType="CONTAINER",
+                ContinuityOfContent="SEPARATE",
+                ConceptNameCodeSequence=Sequence([code("MKC1", "MKFINDINGS")]),
+                ContentSequence=Sequence(
+                    [
+                        item(
+                            RelationshipType="HAS OBS CONTEXT",
+                            ValueType="CODE",
+                            ConceptNameCodeSequence=Sequence([code("MKC2", "MKPERSON OBSERVER")]),
+                            ConceptCodeSequence=Sequence([code("MKPATIENTID2", "MKSMITH^JOHN")]),
+                        ),
+                        item(RelationshipType="CONTAINS", ValueType="TEXT", TextValue="MKFREE TEXT ABOUT JOHN"),
+                        item(RelationshipType="HAS OBS CONTEXT", ValueType="PNAME", PersonName="MKSMITH^JOHN"),
+                        item(
+                            RelationshipType="CONTAINS",
+                            ValueType="NUM",
+                            MeasuredValueSequence=Sequence(
+                                [
+                                    item(
+                                        NumericValue="4242",
+                                        MeasurementUnitsCodeSequence=Sequence([code("MKmm", "MKmm", "UCUM")]),
+                                    )
+                                ]
+                            ),
+                        ),
+                        item(RelationshipType="CONTAINS", ValueType="DATETIME", DateTime="20200101101010"),
+                        item(RelationshipType="CONTAINS", ValueType="UIDREF", UID="1.2.3.4.77"),
+                        item(
+                            RelationshipType="CONTAINS",
+                            ValueType="IMAGE",
+                            ReferencedSOPSequence=Sequence(
+                                [
+                                    item(
+                                        ReferencedSOPClassUID=CTImageStorage,
+                                        ReferencedSOPInstanceUID="1.2.3.4.1",
+                                        ReferencedFrameNumber="3",
+                                    )
+                                ]
+                            ),
+                        ),
+                    ]
+                ),
+            ),
+        ]
+    )
 
 
-ALL_BUT_INSTITUTION = dict(retain_long_modified_dates=True, retain_patient_characteristics=True,
-                           retain_device_identity=True, clean_descriptors=True, retain_uids=True,
-                           retain_safe_private=True)
+ALL_BUT_INSTITUTION = dict(
+    retain_long_modified_dates=True,
+    retain_patient_characteristics=True,
+    retain_device_identity=True,
+    clean_descriptors=True,
+    retain_uids=True,
+    retain_safe_private=True,
+)
 
 
 @pytest.mark.parametrize("flags", [{}, ALL_BUT_INSTITUTION], ids=["default", "all-options"])
 def test_codes_names_and_text_in_dummied_sequences_leave_nothing(flags, ids, tmp_path):
     ds = base()
     ds.OperatorIdentificationSequence = Sequence([person_identification("MKOP")])  # X/D
-    ds.VerifyingObserverSequence = Sequence([item(  # D
-        VerifyingObserverName="MKVERIFIER^ANN", VerifyingOrganization="MKORG", VerificationDateTime="20200101",
-        VerifyingObserverIdentificationCodeSequence=Sequence([code("MKVOID", "MKVERIFIER")]))])
-    ds.ReferencedImageSequence = Sequence([item(  # U: items scrubbed by the table, and deeper...
-        ReferencedSOPClassUID=CTImageStorage, ReferencedSOPInstanceUID="1.2.3.4.9",
-        PersonIdentificationCodeSequence=Sequence([code("MKDEEPID", "MKDEEP^NAME")]))])  # ...a D again
+    ds.VerifyingObserverSequence = Sequence(
+        [
+            item(  # D
+                VerifyingObserverName="MKVERIFIER^ANN",
+                VerifyingOrganization="MKORG",
+                VerificationDateTime="20200101",
+                VerifyingObserverIdentificationCodeSequence=Sequence([code("MKVOID", "MKVERIFIER")]),
+            )
+        ]
+    )
+    ds.ReferencedImageSequence = Sequence(
+        [
+            item(  # U: items scrubbed by the table, and deeper...
+                ReferencedSOPClassUID=CTImageStorage,
+                ReferencedSOPInstanceUID="1.2.3.4.9",
+                PersonIdentificationCodeSequence=Sequence([code("MKDEEPID", "MKDEEP^NAME")]),
+            )
+        ]
+    )  # ...a D again
     report(ds)
     src = tmp_path / "in.dcm"
     ds.save_as(src, enforce_file_format=True)
@@ -377,9 +432,17 @@ def test_codes_names_and_text_in_dummied_sequences_leave_nothing(flags, ids, tmp
 
 def test_a_dummied_value_keeps_its_multiplicity_and_an_empty_one_stays_empty(ids):
     ds = base()
-    ds.ContentSequence = Sequence([item(ValueType="TEXT", RelationshipType="CONTAINS", TextValue="",
-                                       ReferencedWaveformChannels=[1, 2],
-                                       ReferencedTimeOffsets=["1.5", "2.5"])])
+    ds.ContentSequence = Sequence(
+        [
+            item(
+                ValueType="TEXT",
+                RelationshipType="CONTAINS",
+                TextValue="",
+                ReferencedWaveformChannels=[1, 2],
+                ReferencedTimeOffsets=["1.5", "2.5"],
+            )
+        ]
+    )
     deidentify_dataset(ds, ids, DeidOptions(uid_secret=SECRET))
     leaf = ds.ContentSequence[0]
     assert leaf.TextValue == ""
@@ -400,8 +463,11 @@ def test_recipe_keep_wins_inside_a_dummied_sequence(ids):
 @pytest.mark.parametrize("keyword", ["ReferencedStudySequence", "ReferencedPerformedProcedureStepSequence"])
 def test_reference_sequences_keep_their_items_with_mapped_uids(keyword, ids, tmp_path):
     ds = base()
-    setattr(ds, keyword, Sequence([item(ReferencedSOPClassUID="1.2.840.10008.3.1.2.3.1",
-                                        ReferencedSOPInstanceUID="1.2.3.4.55")]))
+    setattr(
+        ds,
+        keyword,
+        Sequence([item(ReferencedSOPClassUID="1.2.840.10008.3.1.2.3.1", ReferencedSOPInstanceUID="1.2.3.4.55")]),
+    )
     src = tmp_path / "in.dcm"
     ds.save_as(src, enforce_file_format=True)
     out = tmp_path / "out.dcm"
@@ -518,20 +584,28 @@ def _raw_file(tmp_path, ds, syntax):
 
 def _references():
     ds = base()
-    ds.ReferencedStudySequence = Sequence([item(ReferencedSOPClassUID="1.2.840.10008.3.1.2.3.1",
-                                                ReferencedSOPInstanceUID="1.2.3.4.55")])
-    ds.ReferencedImageSequence = Sequence([
-        item(ReferencedSOPClassUID=CTImageStorage, ReferencedSOPInstanceUID="1.2.3.4.1", ReferencedFrameNumber="2"),
-        item(ReferencedSOPClassUID=CTImageStorage, ReferencedSOPInstanceUID="1.2.3.4.56")])
-    ds.ReferencedPerformedProcedureStepSequence = Sequence([item(ReferencedSOPInstanceUID="1.2.3.4.57",
-                                                                 InstanceCreationDate="20200101")])  # a date: parsed
+    ds.ReferencedStudySequence = Sequence(
+        [item(ReferencedSOPClassUID="1.2.840.10008.3.1.2.3.1", ReferencedSOPInstanceUID="1.2.3.4.55")]
+    )
+    ds.ReferencedImageSequence = Sequence(
+        [
+            item(ReferencedSOPClassUID=CTImageStorage, ReferencedSOPInstanceUID="1.2.3.4.1", ReferencedFrameNumber="2"),
+            item(ReferencedSOPClassUID=CTImageStorage, ReferencedSOPInstanceUID="1.2.3.4.56"),
+        ]
+    )
+    ds.ReferencedPerformedProcedureStepSequence = Sequence(
+        [item(ReferencedSOPInstanceUID="1.2.3.4.57", InstanceCreationDate="20200101")]
+    )  # a date: parsed
     ds.SourceImageSequence = Sequence([item(ReferencedSOPInstanceUID="1.2.3.4.58", InstitutionAddress="MKSTREET")])
     ds.CTExposureSequence = Sequence([item(KVP="120", ExposureTimeInms=12.5)])  # not in the table: unchanged
     return ds
 
 
-@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian],
-                         ids=["implicit", "explicit", "big-endian"])
+@pytest.mark.parametrize(
+    "syntax",
+    [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian],
+    ids=["implicit", "explicit", "big-endian"],
+)
 @pytest.mark.parametrize("retain_uids", [False, True])
 def test_reference_sequences_on_their_bytes_match_the_parsed_scrub(syntax, retain_uids, tmp_path, monkeypatch):
     make = _raw_file(tmp_path, _references(), syntax)

@@ -82,8 +82,17 @@ def test_shift_value(vr, value, days, expected):
     assert shift_value(vr, value, days) == expected
 
 
-@pytest.mark.parametrize("vr,value", [("DA", "20201301"), ("DA", "2020-01-01"), ("DA", "yesterday"),
-                                      ("DT", "2020130101"), ("TM", "251010"), ("DA", "20200101\\bad")])
+@pytest.mark.parametrize(
+    "vr,value",
+    [
+        ("DA", "20201301"),
+        ("DA", "2020-01-01"),
+        ("DA", "yesterday"),
+        ("DT", "2020130101"),
+        ("TM", "251010"),
+        ("DA", "20200101\\bad"),
+    ],
+)
 def test_invalid_dates(vr, value):
     with pytest.raises(InvalidDate) as info:
         shift_value(vr, value, -1)

@@ -56,13 +56,18 @@ def test_no_new_dciodvfy_error(package, name, tmp_path):
 
 def test_the_comparison_sees_a_new_error(tmp_path):
     """The check itself: an error the scrub would cause is reported, whatever its values."""
-    before = ["Error - Missing attribute Type 2 Required Element=<Manufacturer> Module=<GeneralEquipment>",
-              "Error - Unrecognized enumerated value <PVAL> for value 1 of attribute <Rescale Type>"]
-    after = ["Error - Unrecognized enumerated value <OTHER> for value 1 of attribute <Rescale Type>",
-             "Error - Missing attribute Type 1 Required Element=<OverlayData> Module=<OverlayPlane>",
-             "Error - Missing attribute Type 2 Required Element=<Manufacturer> Module=<GeneralEquipment>"]
+    before = [
+        "Error - Missing attribute Type 2 Required Element=<Manufacturer> Module=<GeneralEquipment>",
+        "Error - Unrecognized enumerated value <PVAL> for value 1 of attribute <Rescale Type>",
+    ]
+    after = [
+        "Error - Unrecognized enumerated value <OTHER> for value 1 of attribute <Rescale Type>",
+        "Error - Missing attribute Type 1 Required Element=<OverlayData> Module=<OverlayPlane>",
+        "Error - Missing attribute Type 2 Required Element=<Manufacturer> Module=<GeneralEquipment>",
+    ]
     assert list(check.new_errors(before, after)) == [
-        "Error - Missing attribute Type 1 Required Element=<OverlayData> Module=<OverlayPlane>"]
+        "Error - Missing attribute Type 1 Required Element=<OverlayData> Module=<OverlayPlane>"
+    ]
 
 
 @pytest.mark.filterwarnings("ignore")

@@ -32,8 +32,9 @@ def deid_cleaned(path: Path, recipe_name: str) -> np.ndarray:
         return cleaner.clean()
 
 
-@pytest.mark.parametrize("name", ["ultrasounds/GREYSCALE_IMAGE.dcm", "ultrasounds/RGB_IMAGE.dcm",
-                                  "ultrasounds/ultrasound-multiframe.dcm"])
+@pytest.mark.parametrize(
+    "name", ["ultrasounds/GREYSCALE_IMAGE.dcm", "ultrasounds/RGB_IMAGE.dcm", "ultrasounds/ultrasound-multiframe.dcm"]
+)
 def test_deid_ultrasound_recipe_cleans_like_deid(name, tmp_path):
     src = DEID_DATA / name
     before = hashlib.sha256(src.read_bytes()).hexdigest()
@@ -83,10 +84,13 @@ def test_pixels_no_installed_decoder_reads_are_held_with_a_clear_reason(tmp_path
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("name,reason", [
-    ("nested_priv_SQ.dcm", "coordinates 'all' need the image's Rows and Columns"),  # pixel data, no Rows
-    ("badVR.dcm", "cannot be decoded"),  # NumberOfFrames '1A': the decoder fails with a TypeError
-])
+@pytest.mark.parametrize(
+    "name,reason",
+    [
+        ("nested_priv_SQ.dcm", "coordinates 'all' need the image's Rows and Columns"),  # pixel data, no Rows
+        ("badVR.dcm", "cannot be decoded"),  # NumberOfFrames '1A': the decoder fails with a TypeError
+    ],
+)
 def test_a_file_whose_pixels_cannot_be_cleaned_is_held_not_crashed(name, reason, tmp_path):
     """deid's ultrasound recipe blanks every image: a file it cannot clean is held with a
     reason (never a bare exception from the decoder), and nothing is written."""

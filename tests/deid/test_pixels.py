@@ -186,8 +186,11 @@ def test_boxes_across_the_edges_clean_like_deid(path, edge_recipe, tmp_path):
 def test_shipped_recipes_give_real_boxes():
     """The comparison above covers rules with boxes, keeps and from:, not only 'all'."""
     ultrasound = deid_utils.get_deid("dicom.ultrasound")
-    seen = {(value, coordinate if isinstance(coordinate, str) else "list")
-            for _, path in IMAGES for value, coordinate in _coordinates(path, ultrasound)}
+    seen = {
+        (value, coordinate if isinstance(coordinate, str) else "list")
+        for _, path in IMAGES
+        for value, coordinate in _coordinates(path, ultrasound)
+    }
     assert (BLANK, "all") in seen and (KEEP, "list") in seen
     default = deid_utils.get_deid("dicom")
     boxes = [c for _, path in IMAGES for v, c in _coordinates(path, default) if v == BLANK and c != "all"]
@@ -304,8 +307,10 @@ def test_palette_cleans_indices_and_big_endian_luts_are_swapped(edge_recipe, tmp
     for colour in ("Red", "Green", "Blue"):
         keyword = f"{colour}PaletteColorLookupTableData"
         assert big[keyword].value == little[keyword].value
-        assert big[f"{colour}PaletteColorLookupTableDescriptor"].value == \
-            little[f"{colour}PaletteColorLookupTableDescriptor"].value
+        assert (
+            big[f"{colour}PaletteColorLookupTableDescriptor"].value
+            == little[f"{colour}PaletteColorLookupTableDescriptor"].value
+        )
 
 
 def test_bit_packed_stays_bit_packed(edge_recipe, tmp_path):
@@ -317,8 +322,9 @@ def test_bit_packed_stays_bit_packed(edge_recipe, tmp_path):
 def test_box_partly_outside_is_clipped_like_numpy(tmp_path):
     path = _testdata("CT_small.dcm")
     recipe = tmp_path / "deid.outside"
-    recipe.write_text("FORMAT dicom\n\n%filter graylist\n\nLABEL Off the corner\n  present Rows\n"
-                      "  coordinates 100,90,5000,4000\n")
+    recipe.write_text(
+        "FORMAT dicom\n\n%filter graylist\n\nLABEL Off the corner\n  present Rows\n  coordinates 100,90,5000,4000\n"
+    )
     ds = assert_matches_deid(path, str(recipe), tmp_path)
     original, ours = _original(path), ds.pixel_array
     assert original.shape == (128, 128)
@@ -374,8 +380,15 @@ def test_from_sequence_of_ultrasound_regions_matches_deid():
     deids = deid_pixels.detect.extract_coordinates(ds, "from:SequenceOfUltrasoundRegions")
     assert deids and ours == resolve_regions(ds, [[KEEP, deids]])
     region = ds.SequenceOfUltrasoundRegions[0]
-    assert ours[0] == (KEEP, (region.RegionLocationMinX0, region.RegionLocationMinY0,
-                              region.RegionLocationMaxX1, region.RegionLocationMaxY1))
+    assert ours[0] == (
+        KEEP,
+        (
+            region.RegionLocationMinX0,
+            region.RegionLocationMinY0,
+            region.RegionLocationMaxX1,
+            region.RegionLocationMaxY1,
+        ),
+    )
     ct = _quiet(dcmread, _testdata("CT_small.dcm"), stop_before_pixels=True)
     assert resolve_regions(ct, [[KEEP, "from:SequenceOfUltrasoundRegions"]]) == []  # absent: no box, as in deid
 

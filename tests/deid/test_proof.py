@@ -4,6 +4,7 @@ Inputs are pydicom's own test files, cut or edited byte by byte as a broken send
 hostile one would: a JPEG file cut in half, an element whose length runs past the end of
 the file (or over the elements after it) in front of RequestingPhysician and AdmissionID.
 """
+
 import io
 import struct
 from pathlib import Path
@@ -14,9 +15,8 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from sendit.deid import DeidOptions, IdentifyingValueFound, OutputNotProven, Recipe, deidentify_file
+from sendit.deid import DeidOptions, IdentifyingValueFound, OutputNotProven, Recipe, deidentify_file, proof
 from sendit.deid import files as deid_files
-from sendit.deid import proof
 from sendit.deid.identifiers import StudyIdentifiers
 
 IDS = StudyIdentifiers(patient_suid="PSUID01", study_suid="SSUID01", jitter=-12)
@@ -51,7 +51,7 @@ def test_a_jpeg_file_cut_in_half_is_not_proven_and_its_original_stays(name, with
     with an empty SOP Instance UID, and the original was then deleted."""
     whole = open(get_testdata_file(name), "rb").read()
     src = tmp_path / "half.dcm"
-    src.write_bytes(whole[:len(whole) // 2])
+    src.write_bytes(whole[: len(whole) // 2])
     spare = None
     if with_spare:
         spare = tmp_path / "spare.dcm"
@@ -59,7 +59,7 @@ def test_a_jpeg_file_cut_in_half_is_not_proven_and_its_original_stays(name, with
     out = tmp_path / "out.dcm"
     with pytest.raises(OutputNotProven) as caught:
         deidentify_file(src, out, IDS, OPTIONS, reuse=spare, require_pixels=True)
-    assert src.read_bytes() == whole[:len(whole) // 2]  # the original, byte for byte
+    assert src.read_bytes() == whole[: len(whole) // 2]  # the original, byte for byte
     assert nothing_beside(out)
     original = dcmread(get_testdata_file(name), stop_before_pixels=True)
     message = str(caught.value)
@@ -133,21 +133,31 @@ def test_the_patients_id_in_a_kept_attribute_is_found_and_not_shown(tmp_path):
     assert nothing_beside(out)
 
 
-@pytest.mark.parametrize("value, kind", [
-    ("Johnathan", "a physician's or operator's name"),
-    ("ACC778899", "the accession number"),
-    ("19600512", "the patient's birth date"),
-    ("SINAI WEST HOSPITAL ID", "the issuer of the patient's id"),
-    ("555-0134", "a telephone number"),
-    ("1 Main Street Springfield", "the patient's address"),
-])
+@pytest.mark.parametrize(
+    "value, kind",
+    [
+        ("Johnathan", "a physician's or operator's name"),
+        ("ACC778899", "the accession number"),
+        ("19600512", "the patient's birth date"),
+        ("SINAI WEST HOSPITAL ID", "the issuer of the patient's id"),
+        ("555-0134", "a telephone number"),
+        ("1 Main Street Springfield", "the patient's address"),
+    ],
+)
 def test_each_kind_of_value_is_looked_for(tmp_path, value, kind):
     """A value of the input's header, carried in an attribute the profile keeps
     (WindowCenterWidthExplanation, outside the table), is found and named by its kind."""
-    src = edited("CT_small.dcm", tmp_path, OperatorsName="Rivers^Johnathan", AccessionNumber="ACC778899",
-                 PatientBirthDate="19600512", IssuerOfPatientID="SINAI WEST HOSPITAL ID",
-                 PatientTelephoneNumbers="555-0134", PatientAddress="1 Main Street Springfield",
-                 WindowCenterWidthExplanation=f"window {value.lower()}")
+    src = edited(
+        "CT_small.dcm",
+        tmp_path,
+        OperatorsName="Rivers^Johnathan",
+        AccessionNumber="ACC778899",
+        PatientBirthDate="19600512",
+        IssuerOfPatientID="SINAI WEST HOSPITAL ID",
+        PatientTelephoneNumbers="555-0134",
+        PatientAddress="1 Main Street Springfield",
+        WindowCenterWidthExplanation=f"window {value.lower()}",
+    )
     with pytest.raises(IdentifyingValueFound) as caught:
         deidentify_file(src, tmp_path / "out.dcm", IDS, OPTIONS)
     assert str(caught.value) == f"{kind} found in (0028,1055) WindowCenterWidthExplanation"
@@ -176,8 +186,9 @@ def test_a_value_nested_in_a_kept_sequence_is_found(tmp_path):
     src = save(ds, tmp_path / "nested.dcm")
     with pytest.raises(IdentifyingValueFound) as caught:
         deidentify_file(src, tmp_path / "out.dcm", IDS, OPTIONS)
-    assert str(caught.value) == ("the patient's name found in (0008,0104) CodeMeaning "
-                                 "in (0008,2218) AnatomicRegionSequence")
+    assert str(caught.value) == (
+        "the patient's name found in (0008,0104) CodeMeaning in (0008,2218) AnatomicRegionSequence"
+    )
 
 
 def test_a_value_in_private_data_kept_as_safe_is_found(tmp_path):
@@ -203,8 +214,9 @@ def test_what_the_options_and_the_recipe_keep_is_not_a_finding(tmp_path):
     assert dcmread(tmp_path / "out.dcm").PatientID == "12345678"
     # Retain UIDs: the input's UIDs stay, SOP Instance UID included.
     original = dcmread(src)
-    result = deidentify_file(get_testdata_file("CT_small.dcm"), tmp_path / "uids.dcm", IDS,
-                             DeidOptions(uid_secret=b"k", retain_uids=True))
+    result = deidentify_file(
+        get_testdata_file("CT_small.dcm"), tmp_path / "uids.dcm", IDS, DeidOptions(uid_secret=b"k", retain_uids=True)
+    )
     assert result["sop_uid"] == original.SOPInstanceUID
 
 
@@ -213,8 +225,7 @@ def test_common_words_and_defined_terms_are_not_findings(tmp_path):
     name (Test^Patient beside a manufacturer "... TEST") and a fragment of a longer word
     ("Ann" in "Channel") hold nothing."""
     deidentify_file(get_testdata_file("eCT_Supplemental.dcm"), tmp_path / "a.dcm", IDS, OPTIONS)
-    src = edited("CT_small.dcm", tmp_path, PatientName="Ann^Test", Manufacturer="CHANNEL TEST",
-                 PatientID="P12345")
+    src = edited("CT_small.dcm", tmp_path, PatientName="Ann^Test", Manufacturer="CHANNEL TEST", PatientID="P12345")
     deidentify_file(src, tmp_path / "b.dcm", IDS, OPTIONS)
     # ...while the same name as a word of its own is found.
     src = edited("CT_small.dcm", tmp_path, PatientName="Ann^Test", Manufacturer="ANN TEST")
@@ -238,18 +249,24 @@ def test_a_short_copy_of_the_pixels_is_not_proven(tmp_path, monkeypatch):
 
 def test_pixels_copied_from_the_wrong_place_are_not_proven(tmp_path, monkeypatch):
     real = deid_files._copy_tail
-    monkeypatch.setattr(deid_files, "_copy_tail", lambda src, dst, start, size: (
-        real(src, dst, start, start + 12), dst.write(b"\0" * (size - start - 12))))
+    monkeypatch.setattr(
+        deid_files,
+        "_copy_tail",
+        lambda src, dst, start, size: (real(src, dst, start, start + 12), dst.write(b"\0" * (size - start - 12))),
+    )
     out = tmp_path / "out.dcm"
     with pytest.raises(OutputNotProven, match="pixel data differs"):
         deidentify_file(get_testdata_file("emri_small.dcm"), out, IDS, OPTIONS)
     assert nothing_beside(out)
 
 
-@pytest.mark.parametrize("change, reason", [
-    (lambda ds: ds.__delitem__("PixelData"), "the input has pixel data and the output has none"),
-    (lambda ds: setattr(ds, "PixelData", ds.PixelData[:-2] + b"\0\0"), "pixel data differs"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda ds: ds.__delitem__("PixelData"), "the input has pixel data and the output has none"),
+        (lambda ds: setattr(ds, "PixelData", ds.PixelData[:-2] + b"\0\0"), "pixel data differs"),
+    ],
+)
 def test_a_file_read_whole_must_keep_its_pixels_byte_for_byte(tmp_path, monkeypatch, change, reason):
     """A deflated file is read whole and written back whole: its pixels are compared whole."""
     real = deid_files.deidentify_dataset
@@ -258,6 +275,7 @@ def test_a_file_read_whole_must_keep_its_pixels_byte_for_byte(tmp_path, monkeypa
         real(ds, ids, options, notes)
         change(ds)
         return ds
+
     monkeypatch.setattr(deid_files, "deidentify_dataset", scrub_and_break)
     out = tmp_path / "out.dcm"
     with pytest.raises(OutputNotProven, match=reason):
@@ -268,10 +286,13 @@ def test_a_file_read_whole_must_keep_its_pixels_byte_for_byte(tmp_path, monkeypa
 MR_SOP = dcmread(get_testdata_file("MR_small.dcm"), stop_before_pixels=True).SOPInstanceUID
 
 
-@pytest.mark.parametrize("header, reason", [
-    ("BLANK SOPInstanceUID", "has no SOP Instance UID"),
-    (f"ADD SOPInstanceUID {MR_SOP}", "kept the input's SOP Instance UID"),
-])
+@pytest.mark.parametrize(
+    "header, reason",
+    [
+        ("BLANK SOPInstanceUID", "has no SOP Instance UID"),
+        (f"ADD SOPInstanceUID {MR_SOP}", "kept the input's SOP Instance UID"),
+    ],
+)
 def test_the_output_must_name_a_new_instance(tmp_path, header, reason):
     recipe = Recipe.from_text(f"FORMAT dicom\n%header\n{header}\n")
     out = tmp_path / "out.dcm"
@@ -290,10 +311,14 @@ def test_a_written_header_that_does_not_read_back_is_not_proven(tmp_path, monkey
         last = data.rindex(b"\x28\x00\x51\x10DS")  # WindowWidth, the header's last element
         struct.pack_into("<H", data, last + 6, 0xFF00)  # a length past the header's end
         out.write(bytes(data))
+
     monkeypatch.setattr(deid_files, "write_dataset", write_damaged)
     out = tmp_path / "out.dcm"
-    with pytest.raises(OutputNotProven, match="does not read back as DICOM: the length of "
-                                               r"\(0028,1051\) runs past the end of its data set"):
+    with pytest.raises(
+        OutputNotProven,
+        match="does not read back as DICOM: the length of "
+        r"\(0028,1051\) runs past the end of its data set",
+    ):
         deidentify_file(get_testdata_file("MR_small.dcm"), out, IDS, OPTIONS)
     assert nothing_beside(out)
 

@@ -1,4 +1,5 @@
 """deidentify_file copies pixel data as bytes: its output equals the read-everything path's."""
+
 import io
 
 import pytest
@@ -106,8 +107,9 @@ def test_untouched_elements_are_written_as_pydicom_writes_them(path):
     from pydicom.filewriter import write_dataset as pydicom_write_dataset
 
     patient_name = {0x00100010}  # reading it converts it: one element through pydicom
-    assert (_header_bytes(path, deid_files._write_body, patient_name)
-            == _header_bytes(path, pydicom_write_dataset, patient_name))
+    assert _header_bytes(path, deid_files._write_body, patient_name) == _header_bytes(
+        path, pydicom_write_dataset, patient_name
+    )
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.rsplit("/", 1)[-1])
@@ -134,8 +136,7 @@ def test_the_file_meta_is_written_as_pydicom_writes_it(path):
         pytest.skip("no file meta")
     for converted in (False, True):
         written = []
-        for writer in (lambda fp, m: write_file_meta_info(fp, m, enforce_standard=True),
-                       deid_files._write_meta):
+        for writer in (lambda fp, m: write_file_meta_info(fp, m, enforce_standard=True), deid_files._write_meta):
             copy = dcmread(path, stop_before_pixels=True).file_meta
             if converted:
                 list(copy)
@@ -162,6 +163,7 @@ def test_a_missing_required_meta_element_is_refused_as_pydicom_refuses_it():
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.rsplit("/", 1)[-1])
 def test_a_deidentified_header_is_written_as_save_as_writes_it(path):
     """The whole header writer (preamble, meta, body) against pydicom's save_as."""
+
     def deidentified():
         ds = dcmread(path, stop_before_pixels=True)
         deidentify_dataset(ds, IDS, OPTIONS)
@@ -192,8 +194,7 @@ def test_the_method_code_sequence_goes_in_encoded_as_the_file_is(tmp_path, name)
     deidentify_file(source, tmp_path / "out.dcm", IDS, options)
     in_memory = deidentify_dataset(dcmread(source), IDS, options)
     for ds in (dcmread(tmp_path / "out.dcm"), in_memory):
-        codes = {c.CodeValue: (c.CodingSchemeDesignator, c.CodeMeaning)
-                 for c in ds.DeidentificationMethodCodeSequence}
+        codes = {c.CodeValue: (c.CodingSchemeDesignator, c.CodeMeaning) for c in ds.DeidentificationMethodCodeSequence}
         assert codes["113100"] == ("DCM", "Basic Application Confidentiality Profile")
         assert codes["113109"] == ("DCM", "Retain Device Identity Option")
         assert len(codes) == len(ds.DeidentificationMethod)

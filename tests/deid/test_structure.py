@@ -1,5 +1,6 @@
 """Structural validation (sendit.deid.structure) on real files and on real files broken
 the way an outside review broke them."""
+
 import os
 import struct
 from pathlib import Path
@@ -34,8 +35,8 @@ def _with_marker_elements(tmp_path, name: str, implicit: bool) -> bytes:
 def _set_length(data: bytes, tag_bytes: bytes, implicit: bool, length: int) -> bytes:
     at = data.index(tag_bytes)
     if implicit:
-        return data[:at + 4] + struct.pack("<L", length) + data[at + 8:]
-    return data[:at + 6] + struct.pack("<H", length) + data[at + 8:]
+        return data[: at + 4] + struct.pack("<L", length) + data[at + 8 :]
+    return data[: at + 6] + struct.pack("<H", length) + data[at + 8 :]
 
 
 SLICE_LOCATION = b"\x20\x00\x41\x10"
@@ -118,11 +119,11 @@ def test_a_repeated_element_is_refused_unless_it_is_the_same_bytes():
     data = _real("CT_small.dcm")
     at = data.index(b"\x08\x00\x18\x00UI")  # SOPInstanceUID
     length = struct.unpack_from("<H", data, at + 6)[0]
-    element = data[at:at + 8 + length]
-    check_bytes(data[:at + len(element)] + element + data[at + len(element):])
+    element = data[at : at + 8 + length]
+    check_bytes(data[: at + len(element)] + element + data[at + len(element) :])
     other = element[:-2] + b"9\0"
     with pytest.raises(BadStructure, match=r"\(0008,0018\) is repeated"):
-        check_bytes(data[:at + len(element)] + other + data[at + len(element):])
+        check_bytes(data[: at + len(element)] + other + data[at + len(element) :])
 
 
 def test_out_of_order_elements_are_refused():
@@ -139,7 +140,7 @@ def test_control_bytes_in_text_are_refused_but_real_carriage_returns_pass():
     data = _real("CT_small.dcm")
     at = data.index(b"\x10\x00\x10\x00PN")
     length = struct.unpack_from("<H", data, at + 6)[0]
-    bad = data[:at + 8] + b"\x08\x00" + data[at + 10:]
+    bad = data[: at + 8] + b"\x08\x00" + data[at + 10 :]
     with pytest.raises(BadStructure, match=r"\(0010,0010\) \(PN\) holds control bytes"):
         check_bytes(bad)
     assert length > 2
@@ -174,6 +175,7 @@ def test_every_shipped_file_pydicom_reads_whole_passes():
     """Every file pydicom ships that pydicom itself reads without a warning passes the walk,
     but for the two that pydicom ships as truncated (and reads without a word)."""
     import warnings
+
     refused = []
     for path in sorted(p for p in TEST_FILES.rglob("*") if p.is_file() and p.suffix in ("", ".dcm")):
         with warnings.catch_warnings():
@@ -199,7 +201,7 @@ def test_a_single_valued_number_grown_to_swallow_what_follows_is_refused(tmp_pat
     data = _with_marker_elements(tmp_path, "CT_small.dcm", False)
     at = data.index(b"\x28\x00\x00\x01US")  # BitsAllocated
     swallowed = 40
-    grown = data[:at + 6] + struct.pack("<H", 2 + swallowed) + data[at + 8:]
+    grown = data[: at + 6] + struct.pack("<H", 2 + swallowed) + data[at + 8 :]
     # Remove the 40 bytes' worth of elements from the stream's point of view: they are now
     # inside the value, so the walk must refuse the value itself.
     with pytest.raises(BadStructure, match=r"\(0028,0100\) \(US\) holds 21 values where the standard allows one"):
@@ -216,5 +218,5 @@ def test_the_pixel_data_found_is_the_top_level_one_not_an_icons(tmp_path):
     ds.save_as(path, enforce_file_format=True)
     layout = check_structure(path)
     assert layout.pixel_length == 128 * 128 * 2
-    assert path.read_bytes()[layout.pixel_offset:layout.pixel_offset + 4] == b"\xe0\x7f\x10\x00"
+    assert path.read_bytes()[layout.pixel_offset : layout.pixel_offset + 4] == b"\xe0\x7f\x10\x00"
     assert layout.pixel_value == layout.pixel_offset + 12

@@ -19,6 +19,7 @@ by the test included). The first run also builds the images: 80 s for the stand-
 (debootstrap 31 s, then Debian's packages) and 2 min for sendit (uwsgi compiled, wheels and
 tesseract installed): 4 min in all from an empty engine. Later runs reuse them.
 """
+
 import http.cookiejar
 import json
 import os
@@ -63,14 +64,17 @@ def run(args, cwd=None, timeout=900, check=True, env=None, quiet=False):
     started = time.monotonic()
     result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, args))} exited {result.returncode}\n"
-                             f"--- stdout\n{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-6000:]}")
+        raise AssertionError(
+            f"{' '.join(map(str, args))} exited {result.returncode}\n"
+            f"--- stdout\n{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-6000:]}"
+        )
     if not quiet and time.monotonic() - started > 5:
         log(f"{' '.join(map(str, args[:4]))} ... took {time.monotonic() - started:.0f} s")
     return result
 
 
 # -- the engine --------------------------------------------------------------------------------
+
 
 def docker_answers():
     if not shutil.which("docker"):
@@ -80,8 +84,7 @@ def docker_answers():
 
 def compose_command():
     """`docker compose` (the v2 plugin) or Debian's docker-compose (1.29)."""
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"],
-                                                 capture_output=True).returncode == 0:
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
         return ["docker", "compose"]
     if shutil.which("docker-compose"):
         return ["docker-compose"]
@@ -95,14 +98,15 @@ def engine(tmp_path_factory):
     if not shutil.which("docker"):
         pytest.skip("no docker client (Debian: apt-get install docker.io docker-compose debootstrap)")
     if compose_command() is None:
-        pytest.skip("neither `docker compose` nor docker-compose is installed "
-                    "(Debian: apt-get install docker-compose)")
+        pytest.skip("neither `docker compose` nor docker-compose is installed (Debian: apt-get install docker-compose)")
     started = None
     if not docker_answers():
         dockerd = shutil.which("dockerd") or ("/usr/sbin/dockerd" if os.path.exists("/usr/sbin/dockerd") else None)
         if os.getuid() != 0 or not dockerd:
-            pytest.skip("the Docker daemon does not answer, and this test can start it only as root "
-                        "with dockerd installed (apt-get install docker.io)")
+            pytest.skip(
+                "the Docker daemon does not answer, and this test can start it only as root "
+                "with dockerd installed (apt-get install docker.io)"
+            )
         log_file = tmp_path_factory.mktemp("dockerd") / "dockerd.log"
         out = open(log_file, "w")
         started = subprocess.Popen([dockerd], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -135,14 +139,27 @@ def local_images(engine):
 
 # -- the scratch instance -----------------------------------------------------------------------
 
-SKIPPED_IN_COPY = shutil.ignore_patterns(".git", ".venv", "var", "data", "media", "test-artifacts", ".env",
-                                         "__pycache__", ".pytest_cache", "certs", "acme", "secrets.py")
+SKIPPED_IN_COPY = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "var",
+    "data",
+    "media",
+    "test-artifacts",
+    ".env",
+    "__pycache__",
+    ".pytest_cache",
+    "certs",
+    "acme",
+    "secrets.py",
+)
 
 
 def scratch_copy(dest):
     """The checkout's files as git knows them (committed or not), without ignored ones."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=ROOT, capture_output=True)
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True
+    )
     if listed.returncode != 0:  # not a git checkout (an unpacked release): all but local state
         shutil.copytree(ROOT, dest, ignore=SKIPPED_IN_COPY)
         return
@@ -159,8 +176,17 @@ class Instance:
     def __init__(self, folder, compose, project):
         self.folder = folder
         self.project = project
-        self.compose = [*compose, "-p", project, "-f", "docker-compose.yml", "-f", "docker-compose.test.yml",
-                        "--profile", "orthanc"]
+        self.compose = [
+            *compose,
+            "-p",
+            project,
+            "-f",
+            "docker-compose.yml",
+            "-f",
+            "docker-compose.test.yml",
+            "--profile",
+            "orthanc",
+        ]
 
     def __call__(self, *args, timeout=900, check=True, quiet=False):
         return run([*self.compose, *args], cwd=self.folder, timeout=timeout, check=check, quiet=quiet)
@@ -179,14 +205,18 @@ class Instance:
         # docker exec on the container, not `compose exec`: a tenth of the time, for polling.
         postgres = self.containers()["postgres"]["Id"] if not getattr(self, "_pg", None) else self._pg
         self._pg = postgres
-        out = run(["docker", "exec", postgres, "psql", "-U", "sendit", "-d", "sendit", "-At", "-c", sql],
-                  quiet=True).stdout
+        out = run(
+            ["docker", "exec", postgres, "psql", "-U", "sendit", "-d", "sendit", "-At", "-c", sql], quiet=True
+        ).stdout
         return out.strip()
 
 
 def env_keys(path):
-    return dict(line.split("=", 1) for line in path.read_text().splitlines()
-                if line and not line.startswith("#") and "=" in line)
+    return dict(
+        line.split("=", 1)
+        for line in path.read_text().splitlines()
+        if line and not line.startswith("#") and "=" in line
+    )
 
 
 def wait_for(condition, timeout, instance, what, interval=1.0):
@@ -207,8 +237,9 @@ def all_healthy(instance, services):
         if c is None:
             states[name] = "missing"
         elif name == "certs":
-            states[name] = "done" if c["State"]["Status"] == "exited" and c["State"]["ExitCode"] == 0 \
-                else c["State"]["Status"]
+            states[name] = (
+                "done" if c["State"]["Status"] == "exited" and c["State"]["ExitCode"] == 0 else c["State"]["Status"]
+            )
         elif c["State"].get("Health"):
             states[name] = c["State"]["Health"]["Status"]
         else:
@@ -270,11 +301,17 @@ def test_compose_stack(tmp_path, local_images):
     data, media = folder / "data", folder / "media"
     for path in (data, media):
         path.mkdir(exist_ok=True)
-    extra = {**local_images,
-             "HTTP_PORT": f"127.0.0.1:{http_port}", "HTTPS_PORT": f"127.0.0.1:{https_port}",
-             "ORTHANC_PUBLISH": f"127.0.0.1:{orthanc_port}", "RECEIVER_PUBLISH": f"127.0.0.1:{receiver_port}",
-             "SENDIT_IMAGE": "sendit-compose-test:latest", "WORKER_CONCURRENCY": "2",
-             "SEND_TO_ORTHANC": "true", "SEND_TO_GOOGLE": "false"}
+    extra = {
+        **local_images,
+        "HTTP_PORT": f"127.0.0.1:{http_port}",
+        "HTTPS_PORT": f"127.0.0.1:{https_port}",
+        "ORTHANC_PUBLISH": f"127.0.0.1:{orthanc_port}",
+        "RECEIVER_PUBLISH": f"127.0.0.1:{receiver_port}",
+        "SENDIT_IMAGE": "sendit-compose-test:latest",
+        "WORKER_CONCURRENCY": "2",
+        "SEND_TO_ORTHANC": "true",
+        "SEND_TO_GOOGLE": "false",
+    }
     # Who owns data/ and media/ (docs/setup.md): as root, the image's default user 10001;
     # as anyone else, that user's own uid, built into the image.
     if os.getuid() == 0:
@@ -322,8 +359,12 @@ def test_compose_stack(tmp_path, local_images):
             return tuple(row.split("|")) if row else None
 
         started = time.monotonic()
-        assert wait_for(lambda: batch("ST-COMPOSE") == ("DONE", "f") and batch("ST-COMPOSE"), 180, instance,
-                        "batch ST-COMPOSE to be DONE") == ("DONE", "f")
+        assert wait_for(
+            lambda: batch("ST-COMPOSE") == ("DONE", "f") and batch("ST-COMPOSE"),
+            180,
+            instance,
+            "batch ST-COMPOSE to be DONE",
+        ) == ("DONE", "f")
         log(f"a 3-image study: renamed to DONE in {time.monotonic() - started:.0f} s")
         instances = orthanc.get("/instances")
         assert len(instances) == 3
@@ -340,8 +381,9 @@ def test_compose_stack(tmp_path, local_images):
         context = ssl.create_default_context(cafile=str(cert))
         base = f"https://127.0.0.1:{https_port}/"
         jar = http.cookiejar.CookieJar()
-        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar),
-                                              urllib.request.HTTPSHandler(context=context))
+        browser = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(jar), urllib.request.HTTPSHandler(context=context)
+        )
         status, headers, body = get(browser, base)
         assert status == 200 and 'name="password"' in body and "ST-COMPOSE" not in body
         assert headers.get("Strict-Transport-Security") == "max-age=31536000"
@@ -356,10 +398,12 @@ def test_compose_stack(tmp_path, local_images):
         static = re.search(r'(?:href|src)="(/static/[^"]+)"', body)
         if static:
             assert get(plain, base.rstrip("/") + static.group(1))[0] == 200
+
         # Port 80 only redirects.
         class Stay(urllib.request.HTTPRedirectHandler):
             def redirect_request(self, *args, **kwargs):
                 return None
+
         status, headers, _ = get(urllib.request.build_opener(Stay), f"http://127.0.0.1:{http_port}/")
         assert status == 301 and headers["Location"].startswith("https://")
 
@@ -369,8 +413,10 @@ def test_compose_stack(tmp_path, local_images):
 
         def in_flight():
             # Imported, and de-identification (or sending) under way: some image past NEW.
-            row = instance.psql("SELECT b.status, i.status, count(*) FROM main_image i JOIN main_batch b "
-                                "ON i.batch_id = b.id WHERE b.uid = 'ST-RESTART' GROUP BY 1, 2")
+            row = instance.psql(
+                "SELECT b.status, i.status, count(*) FROM main_image i JOIN main_batch b "
+                "ON i.batch_id = b.id WHERE b.uid = 'ST-RESTART' GROUP BY 1, 2"
+            )
             counts = {}
             for line in row.splitlines():
                 status, image_status, n = line.split("|")
@@ -385,11 +431,17 @@ def test_compose_stack(tmp_path, local_images):
         in_orthanc = len(orthanc.get("/instances")) - 3
         started = time.monotonic()
         instance("restart", "worker")
-        log(f"restarted the worker with ST-RESTART {mid[0]}, images {mid[1]}, {in_orthanc}/{count} "
-            f"in Orthanc ({time.monotonic() - started:.0f} s)")
+        log(
+            f"restarted the worker with ST-RESTART {mid[0]}, images {mid[1]}, {in_orthanc}/{count} "
+            f"in Orthanc ({time.monotonic() - started:.0f} s)"
+        )
         assert in_orthanc < count, "the batch was sent before the worker restarted"
-        assert wait_for(lambda: batch("ST-RESTART") == ("DONE", "f") and batch("ST-RESTART"), 300, instance,
-                        "batch ST-RESTART to be DONE after the restart") == ("DONE", "f")
+        assert wait_for(
+            lambda: batch("ST-RESTART") == ("DONE", "f") and batch("ST-RESTART"),
+            300,
+            instance,
+            "batch ST-RESTART to be DONE after the restart",
+        ) == ("DONE", "f")
         log(f"ST-RESTART DONE {time.monotonic() - started:.0f} s after the restart")
         instances = orthanc.get("/instances")
         assert len(instances) == 3 + count, len(instances)
@@ -402,11 +454,13 @@ def test_compose_stack(tmp_path, local_images):
         instance("down")
         assert instance.containers() == {}
         assert data.is_dir() and (data / "left-behind.tmpZ").is_dir() and media.is_dir()
-        volumes = run(["docker", "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={project}"],
-                      quiet=True).stdout.split()
+        volumes = run(
+            ["docker", "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={project}"], quiet=True
+        ).stdout.split()
         assert f"{project}_postgres" in volumes and f"{project}_redis" in volumes, volumes
-        networks = run(["docker", "network", "ls", "-q", "--filter", f"label=com.docker.compose.project={project}"],
-                       quiet=True).stdout.split()
+        networks = run(
+            ["docker", "network", "ls", "-q", "--filter", f"label=com.docker.compose.project={project}"], quiet=True
+        ).stdout.split()
         assert networks == []
         # No anonymous volume was left behind (the image declares none).
         dangling = run(["docker", "volume", "ls", "-q", "--filter", "dangling=true"], quiet=True).stdout.split()

@@ -4,7 +4,7 @@
 without it (this machine kind has the Docker client only) a YAML check covers the same
 ground: services, images, volumes, health checks, restart policies and variables.
 """
-import ast
+
 import os
 import re
 import shutil
@@ -18,8 +18,7 @@ import yaml
 from sendit.config import is_secret, names
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ["scripts/entrypoint.sh", "scripts/setup_instance.sh", "scripts/generate_certs.sh",
-           "scripts/local_images.sh"]
+SCRIPTS = ["scripts/entrypoint.sh", "scripts/setup_instance.sh", "scripts/generate_certs.sh", "scripts/local_images.sh"]
 # Every secret setting (sendit.config marks them).
 SECRETS = [name for name in names() if is_secret(name)]
 APP_SERVICES = ["uwsgi", "worker", "watcher"]
@@ -32,14 +31,13 @@ def load(path):
 def mount(volume):
     """(source, target) of a short volume syntax, where the source may be ${VAR:-default}."""
     cut = volume.index("}") + 1 if volume.startswith("${") else 0
-    source, target = volume[cut:].split(":")[:2] if not cut else (volume[:cut], volume[cut + 1:].split(":")[0])
+    source, target = volume[cut:].split(":")[:2] if not cut else (volume[:cut], volume[cut + 1 :].split(":")[0])
     return source, target
 
 
 def compose_plugin():
     """`docker compose` (the v2 plugin), else Debian's docker-compose 1.29, else None."""
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"],
-                                                 capture_output=True).returncode == 0:
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
         return ["docker", "compose"]
     if shutil.which("docker-compose"):
         return ["docker-compose"]
@@ -50,23 +48,26 @@ def compose_plugin():
 def env_file(tmp_path_factory):
     """A .env made by the real setup script (--env-only), as an operator would."""
     folder = tmp_path_factory.mktemp("instance")
-    subprocess.run([str(ROOT / "scripts/setup_instance.sh"), "--env-only", "--dir", str(folder)],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [str(ROOT / "scripts/setup_instance.sh"), "--env-only", "--dir", str(folder)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return folder / ".env"
 
 
 def env_keys(path):
-    return dict(line.split("=", 1) for line in path.read_text().splitlines()
-                if line and not line.startswith("#"))
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if line and not line.startswith("#"))
 
 
 # -- compose -------------------------------------------------------------------------------
 
+
 def test_compose_services_and_volumes():
     compose = load("docker-compose.yml")
     services = compose["services"]
-    assert set(services) == {"uwsgi", "worker", "watcher", "receiver", "nginx", "certs", "redis", "postgres",
-                             "orthanc"}
+    assert set(services) == {"uwsgi", "worker", "watcher", "receiver", "nginx", "certs", "redis", "postgres", "orthanc"}
     # One image for the app; the entry point picks the service.
     images = {services[s]["image"] for s in APP_SERVICES}
     assert len(images) == 1
@@ -94,9 +95,12 @@ def test_compose_services_and_volumes():
     assert services["nginx"]["ports"] == ["${HTTP_PORT:-80}:80", "${HTTPS_PORT:-443}:443"]
     # Every image is a variable whose default is the official image (scripts/local_images.sh
     # builds stand-ins for a host without Docker Hub).
-    for name, variable, default in (("nginx", "NGINX_IMAGE", "nginx:"), ("redis", "REDIS_IMAGE", "redis:"),
-                                    ("postgres", "POSTGRES_IMAGE", "postgres:"),
-                                    ("orthanc", "ORTHANC_IMAGE", "orthancteam/orthanc:")):
+    for name, variable, default in (
+        ("nginx", "NGINX_IMAGE", "nginx:"),
+        ("redis", "REDIS_IMAGE", "redis:"),
+        ("postgres", "POSTGRES_IMAGE", "postgres:"),
+        ("orthanc", "ORTHANC_IMAGE", "orthancteam/orthanc:"),
+    ):
         assert services[name]["image"].startswith("${%s:-%s" % (variable, default)), services[name]["image"]
     for name in APP_SERVICES + ["receiver", "certs"]:
         args = services[name]["build"]["args"]
@@ -157,8 +161,11 @@ def test_https_is_the_default():
     assert "Strict-Transport-Security" in conf
 
 
-@pytest.mark.skipif(not compose_plugin(), reason="neither the docker compose plugin nor docker-compose "
-                    "is installed (Docker client only); test_compose_* check the YAML instead")
+@pytest.mark.skipif(
+    not compose_plugin(),
+    reason="neither the docker compose plugin nor docker-compose "
+    "is installed (Docker client only); test_compose_* check the YAML instead",
+)
 def test_docker_compose_config(tmp_path, env_file):
     for name in ("docker-compose.yml", "nginx.conf", "https"):
         src = ROOT / name
@@ -171,17 +178,23 @@ def test_docker_compose_config(tmp_path, env_file):
         combinations = combinations[:1]
     for files in combinations:
         args = [a for f in files for a in ("-f", f)]
-        result = subprocess.run([*compose_plugin(), *args, "--profile", "orthanc", "config", "-q"],
-                                cwd=tmp_path, capture_output=True, text=True)
+        result = subprocess.run(
+            [*compose_plugin(), *args, "--profile", "orthanc", "config", "-q"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
         assert result.returncode == 0, result.stderr
 
 
 # -- Dockerfile ------------------------------------------------------------------------------
 
+
 def dockerfile_instructions():
     text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
-    return [line.strip().split(None, 1) for line in text.splitlines()
-            if line.strip() and not line.strip().startswith("#")]
+    return [
+        line.strip().split(None, 1) for line in text.splitlines() if line.strip() and not line.strip().startswith("#")
+    ]
 
 
 def text_of_dockerfile():
@@ -204,7 +217,7 @@ def test_dockerfile_structure():
     assert "entrypoint.sh" in health and "healthcheck" in health
     assert "ENTRYPOINT" in names
     text = (ROOT / "Dockerfile").read_text()
-    assert re.search(r'uwsgi==\$\{UWSGI_VERSION\}', text) and "ARG UWSGI_VERSION=" in text
+    assert re.search(r"uwsgi==\$\{UWSGI_VERSION\}", text) and "ARG UWSGI_VERSION=" in text
 
 
 def test_dockerfile_and_context_hold_no_secret():
@@ -223,13 +236,27 @@ def test_entrypoint_builds_the_compose_urls_for_an_older_env():
     script = str(ROOT / "scripts/entrypoint.sh")
     show = ["sh", "-c", 'echo "$DATABASE_URL $CELERY_BROKER_URL"']
     base = {"PATH": os.environ["PATH"], "SENDIT_ROLE_FILE": "/dev/null"}
-    out = subprocess.run([script, *show], env={**base, "POSTGRES_PASSWORD": "pw1", "REDIS_PASSWORD": "pw2"},
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [script, *show],
+        env={**base, "POSTGRES_PASSWORD": "pw1", "REDIS_PASSWORD": "pw2"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert out == ["postgres://sendit:pw1@postgres:5432/sendit", "redis://:pw2@redis:6379/0"]
-    out = subprocess.run([script, *show], env={**base, "POSTGRES_PASSWORD": "pw1", "REDIS_PASSWORD": "pw2",
-                                               "DATABASE_URL": "postgres://x@10.0.0.5/s",
-                                               "CELERY_BROKER_URL": "rediss://:p@10.0.0.5:6380/0"},
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [script, *show],
+        env={
+            **base,
+            "POSTGRES_PASSWORD": "pw1",
+            "REDIS_PASSWORD": "pw2",
+            "DATABASE_URL": "postgres://x@10.0.0.5/s",
+            "CELERY_BROKER_URL": "rediss://:p@10.0.0.5:6380/0",
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert out == ["postgres://x@10.0.0.5/s", "rediss://:p@10.0.0.5:6380/0"]
     out = subprocess.run([script, *show], env=base, capture_output=True, text=True, check=True).stdout
     assert out.strip() == ""
@@ -240,7 +267,7 @@ def test_entrypoint_roles():
     for role in ("uwsgi)", "worker)", "watcher)", "healthcheck)", "manage)"):
         assert role in text
     assert "watcher_start --foreground" in text
-    assert "--concurrency \"${WORKER_CONCURRENCY:-4}\"" in text
+    assert '--concurrency "${WORKER_CONCURRENCY:-4}"' in text
     assert os.access(ROOT / "scripts/entrypoint.sh", os.X_OK)
 
 
@@ -251,9 +278,10 @@ UWSGI_SOCKET = "/run/sendit/uwsgi.sock"  # uwsgi.ini's default, nginx.conf's ups
 
 def test_uwsgi_ini():
     text = (ROOT / "uwsgi.ini").read_text()
-    options = [line.split("=", 1)[0].strip() for line in text.splitlines()
-               if "=" in line and not line.startswith(";")]
-    assert text.splitlines()[[i for i, line in enumerate(text.splitlines()) if line.strip() == "[uwsgi]"][0]] == "[uwsgi]"
+    options = [line.split("=", 1)[0].strip() for line in text.splitlines() if "=" in line and not line.startswith(";")]
+    assert (
+        text.splitlines()[[i for i, line in enumerate(text.splitlines()) if line.strip() == "[uwsgi]"][0]] == "[uwsgi]"
+    )
     for option in ("strict", "module", "master", "die-on-term", "socket", "need-app", "max-apps"):
         assert option in options, option
     assert "module = sendit.wsgi:application" in text
@@ -297,36 +325,63 @@ def substituted(conf, tmp, port, upstream, static, extra=()):
 
 
 def nginx_test(conf_path, tmp):
-    return subprocess.run([shutil.which("nginx") or "/usr/sbin/nginx", "-t", "-p", str(tmp), "-e",
-                           str(tmp / "error.log"), "-c", str(conf_path)], capture_output=True, text=True)
+    return subprocess.run(
+        [
+            shutil.which("nginx") or "/usr/sbin/nginx",
+            "-t",
+            "-p",
+            str(tmp),
+            "-e",
+            str(tmp / "error.log"),
+            "-c",
+            str(conf_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
 
 
-@pytest.mark.skipif(not (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx")),
-                    reason="nginx is not installed (apt-get install nginx)")
+@pytest.mark.skipif(
+    not (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx")),
+    reason="nginx is not installed (apt-get install nginx)",
+)
 def test_nginx_configs_pass_nginx_t(tmp_path):
     from tests.services import free_port
 
     plain = tmp_path / "plain.conf"
-    plain.write_text(substituted((ROOT / "nginx.conf").read_text(), tmp_path, free_port(),
-                                 f"unix:{tmp_path}/uwsgi.sock", tmp_path))
+    plain.write_text(
+        substituted((ROOT / "nginx.conf").read_text(), tmp_path, free_port(), f"unix:{tmp_path}/uwsgi.sock", tmp_path)
+    )
     result = nginx_test(plain, tmp_path)
     assert result.returncode == 0, result.stderr
 
     certs = tmp_path / "certs"
-    subprocess.run([str(ROOT / "scripts/generate_certs.sh"), "--self-signed", "--domain", "sendit.test",
-                    "--out", str(certs)], check=True, capture_output=True)
+    subprocess.run(
+        [str(ROOT / "scripts/generate_certs.sh"), "--self-signed", "--domain", "sendit.test", "--out", str(certs)],
+        check=True,
+        capture_output=True,
+    )
     tls = tmp_path / "tls.conf"
-    tls.write_text(substituted((ROOT / "https/nginx.conf").read_text(), tmp_path, free_port(),
-                               f"unix:{tmp_path}/uwsgi.sock", tmp_path, extra=[
-                                   ("listen 443 ssl http2 default_server;",
-                                    f"listen 127.0.0.1:{free_port()} ssl http2 default_server;"),
-                                   ("/etc/nginx/certs/", f"{certs}/"),
-                                   ("root /var/www/acme;", f"root {tmp_path};")]))
+    tls.write_text(
+        substituted(
+            (ROOT / "https/nginx.conf").read_text(),
+            tmp_path,
+            free_port(),
+            f"unix:{tmp_path}/uwsgi.sock",
+            tmp_path,
+            extra=[
+                ("listen 443 ssl http2 default_server;", f"listen 127.0.0.1:{free_port()} ssl http2 default_server;"),
+                ("/etc/nginx/certs/", f"{certs}/"),
+                ("root /var/www/acme;", f"root {tmp_path};"),
+            ],
+        )
+    )
     result = nginx_test(tls, tmp_path)
     assert result.returncode == 0, result.stderr
 
 
 # -- scripts ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_shellcheck(script):
@@ -349,38 +404,64 @@ def test_setup_instance_env_file(env_file):
     assert keys["CELERY_BROKER_URL"] == f"redis://:{keys['REDIS_PASSWORD']}@redis:6379/0"
     # Again: nothing changes (DEID_SECRET must stay stable), a missing key is added back.
     before = env_file.read_text()
-    env_file.write_text("\n".join(line for line in before.splitlines() if not line.startswith("REDIS_PASSWORD=")) + "\n")
-    subprocess.run([str(ROOT / "scripts/setup_instance.sh"), "--env-only", "--dir", str(env_file.parent)],
-                   check=True, capture_output=True)
+    env_file.write_text(
+        "\n".join(line for line in before.splitlines() if not line.startswith("REDIS_PASSWORD=")) + "\n"
+    )
+    subprocess.run(
+        [str(ROOT / "scripts/setup_instance.sh"), "--env-only", "--dir", str(env_file.parent)],
+        check=True,
+        capture_output=True,
+    )
     after = env_keys(env_file)
-    assert {k: v for k, v in after.items() if k != "REDIS_PASSWORD"} == \
-        {k: v for k, v in keys.items() if k != "REDIS_PASSWORD"}
+    assert {k: v for k, v in after.items() if k != "REDIS_PASSWORD"} == {
+        k: v for k, v in keys.items() if k != "REDIS_PASSWORD"
+    }
     assert re.fullmatch(r"[0-9a-f]{48}", after["REDIS_PASSWORD"])
 
 
 def test_generate_certs_self_signed_and_existing(tmp_path):
     script = str(ROOT / "scripts/generate_certs.sh")
-    subprocess.run([script, "--self-signed", "--domain", "node.example", "--out", str(tmp_path / "a")],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [script, "--self-signed", "--domain", "node.example", "--out", str(tmp_path / "a")],
+        check=True,
+        capture_output=True,
+    )
     key = tmp_path / "a/privkey.pem"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
-    text = subprocess.run(["openssl", "x509", "-in", str(tmp_path / "a/fullchain.pem"), "-noout", "-text"],
-                          check=True, capture_output=True, text=True).stdout
+    text = subprocess.run(
+        ["openssl", "x509", "-in", str(tmp_path / "a/fullchain.pem"), "-noout", "-text"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert "DNS:node.example" in text
     # Refuses to overwrite without --force; installs an existing pair after checking it.
     again = subprocess.run([script, "--self-signed", "--out", str(tmp_path / "a")], capture_output=True)
     assert again.returncode != 0
-    subprocess.run([script, "--existing", str(tmp_path / "a/fullchain.pem"), str(key),
-                    "--out", str(tmp_path / "b")], check=True, capture_output=True)
+    subprocess.run(
+        [script, "--existing", str(tmp_path / "a/fullchain.pem"), str(key), "--out", str(tmp_path / "b")],
+        check=True,
+        capture_output=True,
+    )
     assert (tmp_path / "b/fullchain.pem").read_bytes() == (tmp_path / "a/fullchain.pem").read_bytes()
     subprocess.run([script, "--self-signed", "--out", str(tmp_path / "c")], check=True, capture_output=True)
-    mismatch = subprocess.run([script, "--existing", str(tmp_path / "a/fullchain.pem"),
-                               str(tmp_path / "c/privkey.pem"), "--out", str(tmp_path / "d")],
-                              capture_output=True, text=True)
+    mismatch = subprocess.run(
+        [
+            script,
+            "--existing",
+            str(tmp_path / "a/fullchain.pem"),
+            str(tmp_path / "c/privkey.pem"),
+            "--out",
+            str(tmp_path / "d"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert mismatch.returncode != 0 and "does not belong" in mismatch.stderr
 
 
 # -- docs ------------------------------------------------------------------------------------
+
 
 def config_settings():
     from sendit.config import names
@@ -393,7 +474,7 @@ def test_configuration_doc_lists_every_setting():
     missing = sorted(n for n in config_settings() | set(SECRETS) if f"`{n}`" not in doc)
     assert not missing, f"docs/configuration.md lacks {missing}"
     # ...and documents no setting that does not exist (a table row's first cell names settings).
-    settings_part = doc[:doc.index("## `make run`")]  # then come make run's and compose's variables
+    settings_part = doc[: doc.index("## `make run`")]  # then come make run's and compose's variables
     documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)`", settings_part, re.MULTILINE))
     django_only = {"CONTENT_SECURITY_POLICY"}  # a Django setting of main.py, documented beside
     unknown = sorted(documented - config_settings() - set(SECRETS) - django_only)

@@ -3,6 +3,7 @@
 The real nginx runs each configuration with the upstream socket absent (an allowed request
 gets 502 from nginx itself), so what is refused (413, 429) is nginx's doing alone.
 """
+
 import http.client
 import subprocess
 import time
@@ -30,10 +31,13 @@ def nginx(tmp_path):
     """The project's nginx.conf on a free port (the TLS one has the same lines, checked below)."""
     port = free_port()
     conf = tmp_path / "nginx.conf"
-    conf.write_text(substituted((ROOT / "nginx.conf").read_text(), tmp_path, port,
-                                f"unix:{tmp_path}/absent.sock", tmp_path))
-    proc = subprocess.Popen([nginx_binary(), "-g", "daemon off;", "-p", str(tmp_path), "-e",
-                             str(tmp_path / "error.log"), "-c", str(conf)], stderr=subprocess.DEVNULL)
+    conf.write_text(
+        substituted((ROOT / "nginx.conf").read_text(), tmp_path, port, f"unix:{tmp_path}/absent.sock", tmp_path)
+    )
+    proc = subprocess.Popen(
+        [nginx_binary(), "-g", "daemon off;", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(conf)],
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 20
     while not reachable(port) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -4,6 +4,7 @@ scripts/run_node.py's preparation runs for real (private folders, the password m
 migrate, collectstatic) with VAR_DIR in a temporary folder and a permissive umask, as a
 laptop's shell has; then every file under var/ is the user's alone.
 """
+
 import os
 import stat
 import subprocess
@@ -14,22 +15,42 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # What tests/settings.py puts into the environment: make run has none of it.
-NOT_SET = ("DJANGO_", "PYTEST", "SECRET_KEY", "DEID_SECRET", "LOCKDOWN", "API_TOKENS", "DATA_FOLDER",
-           "MEDIA_ROOT", "DATABASE_URL", "CELERY_", "LOG_DIR", "VAR_DIR", "SENDIT_TEST", "DEBUG")
+NOT_SET = (
+    "DJANGO_",
+    "PYTEST",
+    "SECRET_KEY",
+    "DEID_SECRET",
+    "LOCKDOWN",
+    "API_TOKENS",
+    "DATA_FOLDER",
+    "MEDIA_ROOT",
+    "DATABASE_URL",
+    "CELERY_",
+    "LOG_DIR",
+    "VAR_DIR",
+    "SENDIT_TEST",
+    "DEBUG",
+)
 
 
-@pytest.mark.skipif((ROOT / "sendit/settings/secrets.py").exists(),
-                    reason="a local secrets.py would supply the secrets")
+@pytest.mark.skipif(
+    (ROOT / "sendit/settings/secrets.py").exists(), reason="a local secrets.py would supply the secrets"
+)
 def test_make_run_prepares_a_private_node_with_no_manual_step(tmp_path):
     var = tmp_path / "var"
     env = {k: v for k, v in os.environ.items() if not k.startswith(NOT_SET)}
     # The defaults of config.py, moved under tmp_path (they name the checkout's var/).
-    env.update(VAR_DIR=str(var), DATABASE_URL=f"sqlite:///{var}/sendit.sqlite3", MEDIA_ROOT=str(var / "media"),
-               DATA_FOLDER=str(tmp_path / "data"), WATCHER_LOG_DIR=str(var))
-    code = ("import os, runpy; os.umask(0o022); "
-            "print(runpy.run_path('scripts/run_node.py')['prepare']())")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=300)
+    env.update(
+        VAR_DIR=str(var),
+        DATABASE_URL=f"sqlite:///{var}/sendit.sqlite3",
+        MEDIA_ROOT=str(var / "media"),
+        DATA_FOLDER=str(tmp_path / "data"),
+        WATCHER_LOG_DIR=str(var),
+    )
+    code = "import os, runpy; os.umask(0o022); print(runpy.run_path('scripts/run_node.py')['prepare']())"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (var / "lockdown_password").is_file() and (var / "sendit.sqlite3").is_file()
     assert (var / "secret_key").is_file() and (var / "deid_secret").is_file() and (var / "media").is_dir()
@@ -42,7 +63,6 @@ def test_make_run_prepares_a_private_node_with_no_manual_step(tmp_path):
 
     # A var/ left world-readable by an older sendit is closed again.
     var.chmod(0o755)
-    again = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                           timeout=300)
+    again = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert stat.S_IMODE(var.stat().st_mode) == 0o700

@@ -3,6 +3,7 @@
 with scripts/entrypoint.sh as in the image. A study dropped into the data folder reaches
 Orthanc, and the password-locked dashboard loads through nginx.
 """
+
 import http.cookiejar
 import os
 import re
@@ -30,8 +31,6 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
 POSTGRES = "postgres://postgres@127.0.0.1:5432"
 PASSWORD = "stack-" + uuid.uuid4().hex[:12]
-
-
 
 
 def nginx_binary():
@@ -66,8 +65,9 @@ class Stack:
 
     def start(self, name, args, env=None, cwd=ROOT):
         log = open(self.tmp / f"{name}.log", "ab")
-        self.procs[name] = subprocess.Popen(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
+        self.procs[name] = subprocess.Popen(
+            args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
         log.close()
         return self.procs[name]
 
@@ -99,8 +99,9 @@ def wait_for(condition, timeout, stack, what):
         if value:
             return value
         time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}\n" +
-                         "\n".join(f"--- {n}\n{stack.log(n, 2000)}" for n in stack.procs))
+    raise AssertionError(
+        f"timed out waiting for {what}\n" + "\n".join(f"--- {n}\n{stack.log(n, 2000)}" for n in stack.procs)
+    )
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -169,16 +170,26 @@ def test_production_stack_end_to_end(tmp_path, orthanc_server, database, broker,
         "PATH": f"{Path(uwsgi_binary()).parent}:{VENV_BIN}:{os.environ.get('PATH', '')}",
         "VIRTUAL_ENV": str(ROOT / ".venv"),
         "DJANGO_SETTINGS_MODULE": "sendit.settings",
-        "SECRET_KEY": "stack-" + uuid.uuid4().hex + uuid.uuid4().hex, "DEID_SECRET": "stack-deid-secret-" + uuid.uuid4().hex,
-        "LOCKDOWN_ENABLED": "true", "LOCKDOWN_PASSWORDS": PASSWORD,
+        "SECRET_KEY": "stack-" + uuid.uuid4().hex + uuid.uuid4().hex,
+        "DEID_SECRET": "stack-deid-secret-" + uuid.uuid4().hex,
+        "LOCKDOWN_ENABLED": "true",
+        "LOCKDOWN_PASSWORDS": PASSWORD,
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "DATABASE_URL": database, "CELERY_BROKER_URL": broker,
-        "DATA_FOLDER": str(data), "MEDIA_ROOT": str(media), "VAR_DIR": str(var),
-        "WATCHER_PID_FILE": str(var / "watcher.pid"), "WATCHER_LOG_DIR": str(var),
-        "ORTHANC_URL": orthanc_server.url, "ORTHANC_PORT": str(orthanc_server.dicom_port),
-        "SEND_TO_ORTHANC": "true", "SEND_TO_GOOGLE": "false",
-        "SENDIT_UWSGI_SOCKET": str(uwsgi_socket), "SENDIT_UWSGI_HTTP": f"127.0.0.1:{http_port}",
-        "SENDIT_UWSGI_PROCESSES": "2", "WORKER_CONCURRENCY": "2",
+        "DATABASE_URL": database,
+        "CELERY_BROKER_URL": broker,
+        "DATA_FOLDER": str(data),
+        "MEDIA_ROOT": str(media),
+        "VAR_DIR": str(var),
+        "WATCHER_PID_FILE": str(var / "watcher.pid"),
+        "WATCHER_LOG_DIR": str(var),
+        "ORTHANC_URL": orthanc_server.url,
+        "ORTHANC_PORT": str(orthanc_server.dicom_port),
+        "SEND_TO_ORTHANC": "true",
+        "SEND_TO_GOOGLE": "false",
+        "SENDIT_UWSGI_SOCKET": str(uwsgi_socket),
+        "SENDIT_UWSGI_HTTP": f"127.0.0.1:{http_port}",
+        "SENDIT_UWSGI_PROCESSES": "2",
+        "WORKER_CONCURRENCY": "2",
         "WORKER_NAME": f"deploy-{uuid.uuid4().hex[:6]}@%h",
     }
     entry = str(ROOT / "scripts/entrypoint.sh")
@@ -186,30 +197,44 @@ def test_production_stack_end_to_end(tmp_path, orthanc_server, database, broker,
     conf = tmp_path / "nginx.conf"
     handlers = []
     if scheme == "http":
-        conf.write_text(substituted((ROOT / "nginx.conf").read_text(), tmp_path, nginx_port,
-                                    f"unix:{uwsgi_socket}", static))
+        conf.write_text(
+            substituted((ROOT / "nginx.conf").read_text(), tmp_path, nginx_port, f"unix:{uwsgi_socket}", static)
+        )
         base = f"http://127.0.0.1:{nginx_port}/"
     else:
         # https/nginx.conf with a certificate made by scripts/generate_certs.sh, and the
         # SECURE_* settings docker-compose.yml gives uwsgi.
         certs = tmp_path / "certs"
-        subprocess.run([str(ROOT / "scripts/generate_certs.sh"), "--self-signed", "--domain", "localhost",
-                        "--out", str(certs)], check=True, capture_output=True)
+        subprocess.run(
+            [str(ROOT / "scripts/generate_certs.sh"), "--self-signed", "--domain", "localhost", "--out", str(certs)],
+            check=True,
+            capture_output=True,
+        )
         tls_port = free_port()
-        conf.write_text(substituted((ROOT / "https/nginx.conf").read_text(), tmp_path, nginx_port,
-                                    f"unix:{uwsgi_socket}", static, extra=[
-                                        ("listen 443 ssl http2 default_server;",
-                                         f"listen 127.0.0.1:{tls_port} ssl http2 default_server;"),
-                                        ("/etc/nginx/certs/", f"{certs}/"),
-                                        ("root /var/www/acme;", f"root {tmp_path};")]))
+        conf.write_text(
+            substituted(
+                (ROOT / "https/nginx.conf").read_text(),
+                tmp_path,
+                nginx_port,
+                f"unix:{uwsgi_socket}",
+                static,
+                extra=[
+                    ("listen 443 ssl http2 default_server;", f"listen 127.0.0.1:{tls_port} ssl http2 default_server;"),
+                    ("/etc/nginx/certs/", f"{certs}/"),
+                    ("root /var/www/acme;", f"root {tmp_path};"),
+                ],
+            )
+        )
         tls_env = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["uwsgi"]["environment"]
-        env.update({k: str(v).replace("${SECURE_SSL:-true}", "true") for k, v in tls_env.items()
-                    if k.startswith("SECURE_")})
+        env.update(
+            {k: str(v).replace("${SECURE_SSL:-true}", "true") for k, v in tls_env.items() if k.startswith("SECURE_")}
+        )
         base = f"https://127.0.0.1:{tls_port}/"
         context = ssl.create_default_context(cafile=str(certs / "fullchain.pem"))
         handlers.append(urllib.request.HTTPSHandler(context=context))
     stack = Stack(tmp_path)
     try:
+
         def role_env(role):
             return {**env, "SENDIT_ROLE_FILE": str(tmp_path / f"{role}.role")}
 
@@ -217,18 +242,33 @@ def test_production_stack_end_to_end(tmp_path, orthanc_server, database, broker,
         wait_for(lambda: reachable(http_port), 120, stack, "uwsgi (migrate, collectstatic, start)")
         stack.start("worker", [entry, "worker"], role_env("worker"))
         stack.start("watcher", [entry, "watcher"], role_env("watcher"))
-        stack.start("nginx", [nginx_binary(), "-g", "daemon off;", "-p", str(tmp_path), "-e",
-                              str(tmp_path / "error.log"), "-c", str(conf)])
+        stack.start(
+            "nginx",
+            [
+                nginx_binary(),
+                "-g",
+                "daemon off;",
+                "-p",
+                str(tmp_path),
+                "-e",
+                str(tmp_path / "error.log"),
+                "-c",
+                str(conf),
+            ],
+        )
         wait_for(lambda: reachable(nginx_port), 30, stack, "nginx")
         wait_for(lambda: (var / "watcher.pid").exists(), 60, stack, "the watcher's pid file")
 
         # The health checks of the image pass for each service (retried, as Docker does
         # during a start period: the worker needs a few seconds to join the broker).
         for role in ("uwsgi", "watcher", "worker"):
+
             def healthy():
-                check = subprocess.run([entry, "healthcheck"], env=role_env(role), cwd=ROOT,
-                                       capture_output=True, text=True, timeout=60)
+                check = subprocess.run(
+                    [entry, "healthcheck"], env=role_env(role), cwd=ROOT, capture_output=True, text=True, timeout=60
+                )
                 return check.returncode == 0
+
             wait_for(healthy, 90, stack, f"the {role} health check")
 
         # A study arrives the atomic way: NAME.tmp1, renamed to NAME when complete.
@@ -237,8 +277,7 @@ def test_production_stack_end_to_end(tmp_path, orthanc_server, database, broker,
 
         def batch_status():
             with psycopg.connect(database) as conn:
-                row = conn.execute("SELECT status, has_error FROM main_batch WHERE uid = %s",
-                                   ("ST-DEPLOY",)).fetchone()
+                row = conn.execute("SELECT status, has_error FROM main_batch WHERE uid = %s", ("ST-DEPLOY",)).fetchone()
             return row if row and row[0] == "DONE" else None
 
         assert wait_for(batch_status, 180, stack, "batch ST-DEPLOY to be DONE") == ("DONE", False)
@@ -255,8 +294,9 @@ def test_production_stack_end_to_end(tmp_path, orthanc_server, database, broker,
         plain = urllib.request.build_opener(*handlers)
         if scheme == "https":
             # Plain http only redirects; the session cookie is marked Secure.
-            status, headers, _ = get(urllib.request.build_opener(NoRedirect),
-                                     f"http://127.0.0.1:{nginx_port}/batches/1/?x=1")
+            status, headers, _ = get(
+                urllib.request.build_opener(NoRedirect), f"http://127.0.0.1:{nginx_port}/batches/1/?x=1"
+            )
             assert status == 301 and headers["Location"] == "https://127.0.0.1/batches/1/?x=1"
         status, headers, body = get(browser, base)
         assert status == 200 and 'name="password"' in body and "ST-DEPLOY" not in body

@@ -6,6 +6,7 @@ on in C before Python sees the request (UWSGI_FILE=/data/NAME.err/x.py loads and
 file as an application). The real uwsgi runs here with the project's uwsgi.ini, behind
 the real nginx with the project's nginx.conf, and gets raw uwsgi packets built by hand.
 """
+
 import http.cookiejar
 import os
 import re
@@ -53,18 +54,29 @@ def missing():
 def packet(variables, modifier1=0, modifier2=0, body=b""):
     """A uwsgi request: modifier1 (1 byte), size of the vars (2 bytes LE), modifier2 (1 byte),
     then each key and value as a 2-byte LE length and its bytes; the body follows."""
-    pairs = b"".join(struct.pack("<H", len(k)) + k + struct.pack("<H", len(v)) + v
-                     for k, v in ((k.encode(), v.encode()) for k, v in variables.items()))
+    pairs = b"".join(
+        struct.pack("<H", len(k)) + k + struct.pack("<H", len(v)) + v
+        for k, v in ((k.encode(), v.encode()) for k, v in variables.items())
+    )
     return struct.pack("<BHB", modifier1, len(pairs), modifier2) + pairs + body
 
 
 def request_vars(path, method="GET", **extra):
     """What nginx.conf sends for a request, plus `extra` (what a forger would add)."""
     variables = {
-        "REQUEST_METHOD": method, "REQUEST_URI": path, "PATH_INFO": path, "QUERY_STRING": "",
-        "SERVER_PROTOCOL": "HTTP/1.1", "REQUEST_SCHEME": "http", "SERVER_NAME": "localhost",
-        "SERVER_PORT": "80", "HTTP_HOST": "localhost", "REMOTE_ADDR": "203.0.113.7",
-        "REMOTE_PORT": "40000", "CONTENT_TYPE": "", "CONTENT_LENGTH": "",
+        "REQUEST_METHOD": method,
+        "REQUEST_URI": path,
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REQUEST_SCHEME": "http",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "HTTP_HOST": "localhost",
+        "REMOTE_ADDR": "203.0.113.7",
+        "REMOTE_PORT": "40000",
+        "CONTENT_TYPE": "",
+        "CONTENT_LENGTH": "",
     }
     variables.update(extra)
     return variables
@@ -92,12 +104,18 @@ def uwsgi_env(tmp, **extra):
         "PATH": f"{Path(uwsgi_binary()).parent}:{VENV_BIN}:{os.environ.get('PATH', '')}",
         "VIRTUAL_ENV": str(ROOT / ".venv"),
         "DJANGO_SETTINGS_MODULE": "sendit.settings",
-        "SECRET_KEY": "sec-" + uuid.uuid4().hex + uuid.uuid4().hex, "DEID_SECRET": "sec-deid-secret-" + uuid.uuid4().hex,
-        "LOCKDOWN_ENABLED": "true", "LOCKDOWN_PASSWORDS": PASSWORD,
-        "LOCKDOWN_MAX_FAILURES": str(MAX_FAILURES), "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SECRET_KEY": "sec-" + uuid.uuid4().hex + uuid.uuid4().hex,
+        "DEID_SECRET": "sec-deid-secret-" + uuid.uuid4().hex,
+        "LOCKDOWN_ENABLED": "true",
+        "LOCKDOWN_PASSWORDS": PASSWORD,
+        "LOCKDOWN_MAX_FAILURES": str(MAX_FAILURES),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
         # The password form needs neither; no request here reaches the database or broker.
-        "DATABASE_URL": f"sqlite:///{tmp}/db.sqlite3", "CELERY_BROKER_URL": "memory://",
-        "VAR_DIR": str(tmp / "var"), "DATA_FOLDER": str(tmp / "data"), "MEDIA_ROOT": str(tmp / "media"),
+        "DATABASE_URL": f"sqlite:///{tmp}/db.sqlite3",
+        "CELERY_BROKER_URL": "memory://",
+        "VAR_DIR": str(tmp / "var"),
+        "DATA_FOLDER": str(tmp / "data"),
+        "MEDIA_ROOT": str(tmp / "media"),
         # One process: the throttle's count lives in that process's cache.
         "SENDIT_UWSGI_PROCESSES": "1",
         "SENDIT_UWSGI_HTTP": f"127.0.0.1:{free_port()}",
@@ -165,11 +183,16 @@ def served(tmp_path_factory):
     try:
         stack.start("uwsgi", [uwsgi_binary(), "--ini", str(ROOT / "uwsgi.ini"), "--socket", "%s:%d" % tcp], env)
         wait_for(lambda: unix.exists() and reachable(tcp[1]), 60, stack, "uwsgi")
-        stack.start("nginx", [nginx_binary(), "-g", "daemon off;", "-p", str(tmp), "-e",
-                              str(tmp / "error.log"), "-c", str(conf)])
+        stack.start(
+            "nginx",
+            [nginx_binary(), "-g", "daemon off;", "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(conf)],
+        )
         wait_for(lambda: reachable(nginx_port), 30, stack, "nginx")
-        yield type("Served", (), {"tmp": tmp, "unix": unix, "tcp": tcp, "stack": stack,
-                                  "base": f"http://127.0.0.1:{nginx_port}/"})
+        yield type(
+            "Served",
+            (),
+            {"tmp": tmp, "unix": unix, "tcp": tcp, "stack": stack, "base": f"http://127.0.0.1:{nginx_port}/"},
+        )
         stack.check_alive()
     finally:
         stack.stop()
@@ -178,12 +201,18 @@ def served(tmp_path_factory):
 
 # -- configuration ---------------------------------------------------------------------------
 
+
 def uwsgi_get(option):
     """An option's value as uwsgi resolves uwsgi.ini with no SENDIT_UWSGI_* set (`--get`);
     None when the option is not set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SENDIT_UWSGI", "UWSGI"))}
-    result = subprocess.run([uwsgi_binary(), "--ini", str(ROOT / "uwsgi.ini"), "--get", option],
-                            env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [uwsgi_binary(), "--ini", str(ROOT / "uwsgi.ini"), "--get", option],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     values = result.stdout.splitlines()
     assert len(values) <= 1, values
     return values[0] if values else None
@@ -206,8 +235,12 @@ def test_default_uwsgi_socket_is_a_unix_socket_only_nginx_shares():
     assert "3031" not in (ROOT / "docker-compose.yml").read_text()
 
     def sharing(services):
-        return {name for name, service in services.items()
-                for volume in service.get("volumes", []) if volume.split(":")[1] == folder}
+        return {
+            name
+            for name, service in services.items()
+            for volume in service.get("volumes", [])
+            if volume.split(":")[1] == folder
+        }
 
     # Only uwsgi and nginx see the socket's folder; it is a named volume, nothing on the host.
     assert sharing(compose["services"]) == {"uwsgi", "nginx"}
@@ -258,6 +291,7 @@ def test_default_config_opens_no_tcp_port_for_the_uwsgi_protocol(tmp_path):
 
 # -- magic variables -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("transport", ["unix", "tcp"])
 def test_magic_variables_load_no_code(served, transport):
     """A packet naming a Python file (as a dropped NAME.err/x.py would be) runs nothing,
@@ -277,10 +311,14 @@ def test_magic_variables_load_no_code(served, transport):
     attempts = [
         {"UWSGI_FILE": str(evil / f"{module}.py")},
         {"UWSGI_SCRIPT": module, "UWSGI_CHDIR": str(evil)},
-        {"UWSGI_MODULE": module, "UWSGI_CALLABLE": "application", "UWSGI_PYHOME": str(ROOT / ".venv"),
-         "UWSGI_CHDIR": str(evil), "UWSGI_TOUCH_RELOAD": str(evil / "__init__.py")},
-        {"UWSGI_SCRIPT": f"{module}:application", "UWSGI_HOME": str(ROOT / ".venv"),
-         "UWSGI_APPID": "/other"},
+        {
+            "UWSGI_MODULE": module,
+            "UWSGI_CALLABLE": "application",
+            "UWSGI_PYHOME": str(ROOT / ".venv"),
+            "UWSGI_CHDIR": str(evil),
+            "UWSGI_TOUCH_RELOAD": str(evil / "__init__.py"),
+        },
+        {"UWSGI_SCRIPT": f"{module}:application", "UWSGI_HOME": str(ROOT / ".venv"), "UWSGI_APPID": "/other"},
     ]
     for magic in attempts:
         # A SCRIPT_NAME no application is mounted at: what makes uwsgi 2.0 load one.
@@ -296,13 +334,21 @@ def test_magic_variables_load_no_code(served, transport):
     # UWSGI_POSTFILE makes a file the request's body: the request is refused unread.
     secret = served.tmp / "secret.txt"
     secret.write_text(f"password={PASSWORD}")
-    answer = send(address, request_vars("/raw-packet", method="POST", CONTENT_TYPE="application/x-www-form-urlencoded",
-                                        CONTENT_LENGTH=str(secret.stat().st_size),
-                                        UWSGI_POSTFILE=str(secret)))
+    answer = send(
+        address,
+        request_vars(
+            "/raw-packet",
+            method="POST",
+            CONTENT_TYPE="application/x-www-form-urlencoded",
+            CONTENT_LENGTH=str(secret.stat().st_size),
+            UWSGI_POSTFILE=str(secret),
+        ),
+    )
     assert answer.startswith("HTTP/1.1 400 "), answer[:300]
 
 
 # -- the client's address --------------------------------------------------------------------
+
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
@@ -318,10 +364,19 @@ def test_page_works_through_nginx_and_the_address_is_nginx_s(served):
     (served.tmp / "evil" / "evil_header.py").write_text(EVIL.format(marker=str(marker)))
 
     def fetch(data=None, forged="198.51.100.1"):
-        request = urllib.request.Request(served.base, data=data, headers={
-            "X-Forwarded-For": forged, "X-Real-IP": forged, "Forwarded": f"for={forged}",
-            "Client-IP": forged, "Remote-Addr": forged,
-            "Uwsgi-File": str(served.tmp / "evil" / "evil_header.py"), "Uwsgi-Script": "evil_header"})
+        request = urllib.request.Request(
+            served.base,
+            data=data,
+            headers={
+                "X-Forwarded-For": forged,
+                "X-Real-IP": forged,
+                "Forwarded": f"for={forged}",
+                "Client-IP": forged,
+                "Remote-Addr": forged,
+                "Uwsgi-File": str(served.tmp / "evil" / "evil_header.py"),
+                "Uwsgi-Script": "evil_header",
+            },
+        )
         if data is not None:
             request.add_header("Origin", served.base.rstrip("/"))
             request.add_header("Referer", served.base)

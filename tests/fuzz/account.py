@@ -28,6 +28,7 @@ a shifted one), and, for an instance no input accounts for, every name, id and U
 input. The node shifts dates by 2001 to 3000 days (LOCAL_JITTER_MIN/MAX), so that a shifted
 date is never taken for another date of the same file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,9 +47,13 @@ from tests.fuzz.mutate import FUZZ_UID_RE, KINDS, MARKER_RE, Case
 SECRET = "fuzz-site-secret-0123456789abcdefghij"
 UID_ROOT = "2.25."
 NODE_SETTINGS = {
-    "DEID_SECRET": SECRET, "DEID_UID_ROOT": UID_ROOT,
-    "LOCAL_JITTER_MIN": -3000, "LOCAL_JITTER_MAX": -2001,
-    "WATCHER_SETTLE_SECONDS": 0.5, "SEND_BACKOFF": 0.2, "SEND_BACKOFF_MAX": 2.0,
+    "DEID_SECRET": SECRET,
+    "DEID_UID_ROOT": UID_ROOT,
+    "LOCAL_JITTER_MIN": -3000,
+    "LOCAL_JITTER_MAX": -2001,
+    "WATCHER_SETTLE_SECONDS": 0.5,
+    "SEND_BACKOFF": 0.2,
+    "SEND_BACKOFF_MAX": 2.0,
 }
 OUTCOMES = ("delivered", "held", "discarded", "noreason", "pending", "lost")
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
@@ -61,15 +66,15 @@ class Entry:
     case: Case
     folder: str
     relpath: str
-    candidates: set = field(default_factory=set)   # its SOPInstanceUID as a reader may see it
-    mapped: set = field(default_factory=set)       # the de-identified ones
+    candidates: set = field(default_factory=set)  # its SOPInstanceUID as a reader may see it
+    mapped: set = field(default_factory=set)  # the de-identified ones
     outcome: str = ""
     where: str = ""
     reason: str = ""
     instances: list = field(default_factory=list)  # Orthanc ids of its de-identified copies
-    leaks: list = field(default_factory=list)      # (label, value, Orthanc id, how found)
-    dicomdir: bool = False                         # its file meta names a DICOMDIR
-    untraced: bool = False                         # delivered by the batch's count, not by its UID
+    leaks: list = field(default_factory=list)  # (label, value, Orthanc id, how found)
+    dicomdir: bool = False  # its file meta names a DICOMDIR
+    untraced: bool = False  # delivered by the batch's count, not by its UID
 
     @property
     def name(self) -> str:
@@ -79,13 +84,13 @@ class Entry:
 @dataclass
 class Report:
     entries: list
-    stuck: list            # one line per batch or folder that did not come to rest
+    stuck: list  # one line per batch or folder that did not come to rest
     orthanc_alive: bool
     worker_alive: bool
     instances: int
-    unattributed: list     # Orthanc ids no input file accounts for
+    unattributed: list  # Orthanc ids no input file accounts for
     seconds: float
-    stray_leaks: list = field(default_factory=list)   # identifying bytes with no owner found
+    stray_leaks: list = field(default_factory=list)  # identifying bytes with no owner found
 
     def rows(self) -> list[tuple]:
         """(kind, files, delivered, held, discarded, noreason, pending, lost, leaked) per kind,
@@ -95,8 +100,14 @@ class Report:
         rows = []
         for kind in kinds + ["TOTAL"]:
             group = [e for e in self.entries if kind in ("TOTAL", e.case.kind)]
-            rows.append((kind, len(group), *(sum(e.outcome == o for e in group) for o in OUTCOMES),
-                         sum(bool(e.leaks) for e in group)))
+            rows.append(
+                (
+                    kind,
+                    len(group),
+                    *(sum(e.outcome == o for e in group) for o in OUTCOMES),
+                    sum(bool(e.leaks) for e in group),
+                )
+            )
         return rows
 
     def table(self) -> str:
@@ -106,10 +117,12 @@ class Report:
             if row[0] == "TOTAL":
                 lines.append("-" * len(lines[0]))
             lines.append(f"{row[0]:<18}" + "".join(f"{v:>10}" for v in row[1:]))
-        lines.append(f"Orthanc: {self.instances} instances ({len(self.unattributed)} not traced to an input), "
-                     f"{'alive' if self.orthanc_alive else 'NOT ANSWERING'}; worker "
-                     f"{'alive' if self.worker_alive else 'DEAD'}; stuck: {len(self.stuck)}; "
-                     f"{self.seconds:.0f} s")
+        lines.append(
+            f"Orthanc: {self.instances} instances ({len(self.unattributed)} not traced to an input), "
+            f"{'alive' if self.orthanc_alive else 'NOT ANSWERING'}; worker "
+            f"{'alive' if self.worker_alive else 'DEAD'}; stuck: {len(self.stuck)}; "
+            f"{self.seconds:.0f} s"
+        )
         return "\n".join(lines)
 
     @property
@@ -133,11 +146,15 @@ class Report:
                 problems.append(f"{e.outcome.upper()} ({e.where or 'nowhere'}{'; ' + e.reason if e.reason else ''})")
             if e.leaks:
                 shown = sorted({f"{label}={value!r}" for label, value, *_ in e.leaks})
-                problems.append(f"LEAKED {len(shown)} value(s) to Orthanc: {', '.join(shown[:6])}"
-                                + (" ..." if len(shown) > 6 else ""))
+                problems.append(
+                    f"LEAKED {len(shown)} value(s) to Orthanc: {', '.join(shown[:6])}"
+                    + (" ..." if len(shown) > 6 else "")
+                )
             if problems:
-                lines.append(f"{e.case.name} [{e.case.origin}] {json.dumps(e.case.details, default=str)} "
-                             f"in {e.name}: {'; '.join(problems)}; reproduce: {self._repro(e, command)}")
+                lines.append(
+                    f"{e.case.name} [{e.case.origin}] {json.dumps(e.case.details, default=str)} "
+                    f"in {e.name}: {'; '.join(problems)}; reproduce: {self._repro(e, command)}"
+                )
         lines += [f"STUCK {s}" for s in self.stuck]
         lines += [f"LEAKED (no owner found): {s}" for s in self.stray_leaks]
         if not self.orthanc_alive:
@@ -148,10 +165,15 @@ class Report:
 
     def notes(self) -> list[str]:
         """What is no failure but worth a look: deliveries the accounting could only count."""
-        return [f"{e.case.name} [{e.case.origin}] {json.dumps(e.case.details, default=str)} in {e.name}: "
-                f"{e.where}" for e in self.entries if e.untraced] + (
+        return [
+            f"{e.case.name} [{e.case.origin}] {json.dumps(e.case.details, default=str)} in {e.name}: {e.where}"
+            for e in self.entries
+            if e.untraced
+        ] + (
             [f"Orthanc instances no input file's SOPInstanceUID maps to: {', '.join(self.unattributed[:10])}"]
-            if self.unattributed else [])
+            if self.unattributed
+            else []
+        )
 
     @staticmethod
     def _repro(e: Entry, command: str) -> str:
@@ -161,6 +183,7 @@ class Report:
 
 
 # -- input ---------------------------------------------------------------------------------
+
 
 def input_sop_uids(case: Case) -> set:
     """The SOPInstanceUID(s) sendit may read from the file: the one it was given, and what
@@ -174,8 +197,9 @@ def input_sop_uids(case: Case) -> set:
         warnings.simplefilter("ignore")
         for force in (False, True):
             try:
-                ds = pydicom.dcmread(io.BytesIO(case.data), stop_before_pixels=True, force=force,
-                                     specific_tags=[0x00080018])
+                ds = pydicom.dcmread(
+                    io.BytesIO(case.data), stop_before_pixels=True, force=force, specific_tags=[0x00080018]
+                )
                 elem = ds.get_item(0x00080018)
                 if elem is None:
                     continue
@@ -195,7 +219,7 @@ def media_storage_class(case: Case) -> str:
     layout = walk(case.data)
     for el in layout.meta():
         if el.tag == 0x00020002 and el.end > 0:
-            return case.data[el.value_at:el.end].rstrip(b"\0 ").decode("ascii", "replace")
+            return case.data[el.value_at : el.end].rstrip(b"\0 ").decode("ascii", "replace")
     return ""
 
 
@@ -237,6 +261,7 @@ def stage(entries, data_folder: Path) -> None:
 
 # -- waiting -------------------------------------------------------------------------------
 
+
 def _errors(value) -> list:
     if isinstance(value, str):
         try:
@@ -247,12 +272,20 @@ def _errors(value) -> list:
 
 
 def _snapshot(node, folders: set):
-    batches = {uid: (bid, status, bool(err), owner or "", str(modified)) for bid, uid, status, err, owner, modified
-               in node.query("SELECT id, uid, status, has_error, lease_owner, modify_date FROM main_batch")
-               if uid in folders}
-    images = sorted((bid, status, flagged, n, str(m)) for bid, status, flagged, n, m in node.query(
-        "SELECT batch_id, status, flagged, count(*), max(modify_date) FROM main_image "
-        "GROUP BY batch_id, status, flagged"))
+    batches = {
+        uid: (bid, status, bool(err), owner or "", str(modified))
+        for bid, uid, status, err, owner, modified in node.query(
+            "SELECT id, uid, status, has_error, lease_owner, modify_date FROM main_batch"
+        )
+        if uid in folders
+    }
+    images = sorted(
+        (bid, status, flagged, n, str(m))
+        for bid, status, flagged, n, m in node.query(
+            "SELECT batch_id, status, flagged, count(*), max(modify_date) FROM main_image "
+            "GROUP BY batch_id, status, flagged"
+        )
+    )
     listing = sorted(os.listdir(node.data))
     return batches, images, listing
 
@@ -270,8 +303,10 @@ def _unsettled(snapshot, folders: set) -> list[str]:
         elif batch is None:
             out.append(f"{folder}: no batch")
         elif batch[1] != "DONE" and not (batch[2] and not batch[3]):
-            out.append(f"{folder}: batch {batch[0]} {batch[1]}{' with errors' if batch[2] else ''}"
-                       f"{', a worker holds it' if batch[3] else ''}")
+            out.append(
+                f"{folder}: batch {batch[0]} {batch[1]}{' with errors' if batch[2] else ''}"
+                f"{', a worker holds it' if batch[3] else ''}"
+            )
     return out
 
 
@@ -297,6 +332,7 @@ def wait_settled(node, folders: set, timeout: float, settle: float) -> list[str]
 
 
 # -- where is each file --------------------------------------------------------------------
+
 
 class _Disk:
     """Files on the node by size, hashed on demand."""
@@ -345,7 +381,8 @@ def classify(node, entries: list[Entry]) -> None:
     media = node.tmp / "media"
     batches, notes, recorded = {}, {}, {}
     for bid, uid, status, err, errors, log in node.query(
-            "SELECT id, uid, status, has_error, errors, log FROM main_batch"):
+        "SELECT id, uid, status, has_error, errors, log FROM main_batch"
+    ):
         batches[uid] = (bid, status, bool(err), _errors(errors))
         log = json.loads(log) if isinstance(log, str) else (log or {})
         notes[uid] = " ".join(str(n) for n in log.get("notes", []))
@@ -357,8 +394,7 @@ def classify(node, entries: list[Entry]) -> None:
             claims[iid].append(e)
     by_id = {b[0]: (uid, *b[1:]) for uid, b in batches.items()}
     images = defaultdict(list)
-    for bid, uid, image, status, flagged in node.query(
-            "SELECT batch_id, uid, image, status, flagged FROM main_image"):
+    for bid, uid, image, status, flagged in node.query("SELECT batch_id, uid, image, status, flagged FROM main_image"):
         images[bid].append((uid, image, status, flagged or ""))
     disk = _Disk([media])
     listing = os.listdir(node.data)
@@ -388,21 +424,28 @@ def classify(node, entries: list[Entry]) -> None:
         batch = batches.get(folder)
         if batch:
             known = set().union(*(e.candidates | e.mapped for e in group))
-            spare = [row for row in images.get(batch[0], []) if row[0] not in known
-                     and row[2] not in ("SENT", "DONE") and (media / row[1]).is_file()]
-            for e in [e for e in group if e.outcome == "lost"][:len(spare)]:
+            spare = [
+                row
+                for row in images.get(batch[0], [])
+                if row[0] not in known and row[2] not in ("SENT", "DONE") and (media / row[1]).is_file()
+            ]
+            for e in [e for e in group if e.outcome == "lost"][: len(spare)]:
                 row = spare.pop(0)
                 e.reason = row[3] or batch_reason(batch[0])
                 e.outcome, e.untraced = ("held" if e.reason else "noreason"), True
-                e.where = (f"{Path('media') / row[1]}, untraced: an image of batch {folder} that no "
-                           f"input's SOPInstanceUID maps to (recorded as {row[0]!r})")
+                e.where = (
+                    f"{Path('media') / row[1]}, untraced: an image of batch {folder} that no "
+                    f"input's SOPInstanceUID maps to (recorded as {row[0]!r})"
+                )
         untraced = recorded.get(folder, 0) - sum(e.outcome == "delivered" for e in group)
-        for e in [e for e in group if e.outcome == "lost"][:max(0, untraced)]:
+        for e in [e for e in group if e.outcome == "lost"][: max(0, untraced)]:
             e.outcome, e.untraced = "delivered", True
-            e.where = (f"Orthanc, untraced: batch {folder} records {recorded[folder]} deliveries and only "
-                       f"{recorded[folder] - untraced} instances map to its files")
+            e.where = (
+                f"Orthanc, untraced: batch {folder} records {recorded[folder]} deliveries and only "
+                f"{recorded[folder] - untraced} instances map to its files"
+            )
     for e in entries:
-        if e.outcome != "delivered":   # what its SOPInstanceUID's instance holds is not its own
+        if e.outcome != "delivered":  # what its SOPInstanceUID's instance holds is not its own
             e.leaks = [leak for leak in e.leaks if leak[3] != "own"]
 
 
@@ -410,8 +453,11 @@ def _place(e, node, media, batches, notes, images, disk, listing, batch_reason) 
     """Outcome of an input no instance of its own accounts for: held, discarded, pending, lost."""
     batch = batches.get(e.folder)
     # 1. set aside in NAME.err*, byte for byte
-    kept = [node.data / name / e.relpath for name in listing
-            if name.startswith(e.folder + ".err") and (node.data / name / e.relpath).is_file()]
+    kept = [
+        node.data / name / e.relpath
+        for name in listing
+        if name.startswith(e.folder + ".err") and (node.data / name / e.relpath).is_file()
+    ]
     kept = [p for p in kept if disk.matches(p, e.case)]
     if kept:
         e.where = str(kept[0].relative_to(node.data))
@@ -428,7 +474,8 @@ def _place(e, node, media, batches, notes, images, disk, listing, batch_reason) 
         parts = path.relative_to(media).parts
         bid = int(parts[1]) if len(parts) > 2 and parts[0] == "batches" and parts[1].isdigit() else None
         flagged = [row[3] for row in rows if row[3]] or [
-            row[3] for row in images.get(bid, []) if row[3] and (media / row[1]) == path]
+            row[3] for row in images.get(bid, []) if row[3] and (media / row[1]) == path
+        ]
         e.reason = "; ".join(flagged) or batch_reason(bid)
         e.outcome = "held" if e.reason else "noreason"
         return
@@ -437,8 +484,9 @@ def _place(e, node, media, batches, notes, images, disk, listing, batch_reason) 
         e.outcome, e.where, e.reason = "discarded", "removed", notes[e.folder]
         return
     # 4. never imported
-    waiting = [node.data / name / e.relpath for name in listing
-               if name == e.folder or name.startswith(e.folder + ".tmp")]
+    waiting = [
+        node.data / name / e.relpath for name in listing if name == e.folder or name.startswith(e.folder + ".tmp")
+    ]
     if any(p.is_file() for p in waiting):
         e.outcome, e.where = "pending", f"{e.folder} in the data folder"
         return
@@ -449,14 +497,14 @@ def _place(e, node, media, batches, notes, images, disk, listing, batch_reason) 
 
 # -- what Orthanc holds --------------------------------------------------------------------
 
+
 def _instance_sop(blob: bytes, orthanc, iid: str) -> str:
     import pydicom
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            ds = pydicom.dcmread(io.BytesIO(blob), stop_before_pixels=True, force=True,
-                                 specific_tags=[0x00080018])
+            ds = pydicom.dcmread(io.BytesIO(blob), stop_before_pixels=True, force=True, specific_tags=[0x00080018])
             return str(ds.SOPInstanceUID).strip("\0 ")
         except Exception:
             pass
@@ -501,7 +549,7 @@ def scan_orthanc(orthanc, entries: list[Entry]) -> tuple[int, list, list]:
     by_uid = defaultdict(list)
     markers = defaultdict(list)
     fuzz_uids = defaultdict(list)
-    everywhere = defaultdict(list)   # needle -> [(entry, label, value)] for untraced instances
+    everywhere = defaultdict(list)  # needle -> [(entry, label, value)] for untraced instances
     own = {}
     for e in entries:
         for uid in e.mapped:
@@ -546,7 +594,7 @@ def scan_orthanc(orthanc, entries: list[Entry]) -> tuple[int, list, list]:
                 if _found(needle, low):
                     for e, label, value in holders:
                         e.leaks.append((label, value, iid, "untraced instance"))
-    for e in entries:   # one line per value and instance
+    for e in entries:  # one line per value and instance
         e.leaks = sorted(set(e.leaks))
     return len(ids), unattributed, stray
 
@@ -562,9 +610,21 @@ def orthanc_alive(orthanc) -> bool:
 
 # -- the whole run -------------------------------------------------------------------------
 
-def run(cases, workdir, orthanc, per_study: int = 10, workers: int = 2, database: str = "sqlite",
-        broker: str = "filesystem", timeout: float | None = None, settle: float = 15.0,
-        prefix: str = "FZ", log=None, **settings) -> Report:
+
+def run(
+    cases,
+    workdir,
+    orthanc,
+    per_study: int = 10,
+    workers: int = 2,
+    database: str = "sqlite",
+    broker: str = "filesystem",
+    timeout: float | None = None,
+    settle: float = 15.0,
+    prefix: str = "FZ",
+    log=None,
+    **settings,
+) -> Report:
     """Drop `cases` into a fresh node sending to `orthanc` (emptied first) and account for
     each. `timeout` (default 120 s + 1 s a file) bounds the wait for batches to come to rest."""
     from tests.node import Node
@@ -576,15 +636,27 @@ def run(cases, workdir, orthanc, per_study: int = 10, workers: int = 2, database
     folders = {e.folder for e in entries}
     timeout = timeout if timeout is not None else 120 + 1.0 * len(entries)
     orthanc.clear()
-    node = Node(workdir / "node", database, broker, workers=workers, ORTHANC_URL=orthanc.url,
-                ORTHANC_PORT=orthanc.dicom_port, **{**NODE_SETTINGS, **settings})
+    node = Node(
+        workdir / "node",
+        database,
+        broker,
+        workers=workers,
+        ORTHANC_URL=orthanc.url,
+        ORTHANC_PORT=orthanc.dicom_port,
+        **{**NODE_SETTINGS, **settings},
+    )
     with node:
-        log(f"node started ({database}, {broker}, {workers} worker processes); "
-            f"dropping {len(entries)} files in {len(folders)} folders")
+        log(
+            f"node started ({database}, {broker}, {workers} worker processes); "
+            f"dropping {len(entries)} files in {len(folders)} folders"
+        )
         stage(entries, node.data)
         stuck = wait_settled(node, folders, timeout, settle)
-        log(f"at rest after {time.monotonic() - started:.0f} s" if not stuck else
-            f"{len(stuck)} folder(s) not at rest after {timeout:.0f} s")
+        log(
+            f"at rest after {time.monotonic() - started:.0f} s"
+            if not stuck
+            else f"{len(stuck)} folder(s) not at rest after {timeout:.0f} s"
+        )
         worker = node.worker is not None and node.worker.poll() is None
         alive = orthanc_alive(orthanc)
         count, unattributed, stray = scan_orthanc(orthanc, entries) if alive else (0, [], [])

@@ -5,6 +5,7 @@ pydicom-data (module data_store) and deid-data (module deid_data), all in the ve
 "every shipped file unmodified" run; `base_files()` the ones the fuzzer mutates: files
 pydicom reads as Part 10 files, not deflated, not too large.
 """
+
 from __future__ import annotations
 
 import functools
@@ -14,8 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: (label, module, folder inside the module)
-PACKAGES = (("pydicom", "pydicom", "data/test_files"), ("pydicom-data", "data_store", "data"),
-            ("deid-data", "deid_data", "data"))
+PACKAGES = (
+    ("pydicom", "pydicom", "data/test_files"),
+    ("pydicom-data", "data_store", "data"),
+    ("deid-data", "deid_data", "data"),
+)
 _NOT_DATA = {".py", ".pyc", ".pyo"}
 DEFLATED = "1.2.840.10008.1.2.1.99"
 
@@ -55,7 +59,7 @@ class Base:
     size: int
     implicit: bool
     little: bool
-    encapsulated: bool   # compressed pixel data in fragments
+    encapsulated: bool  # compressed pixel data in fragments
     pixels: bool
 
 
@@ -83,6 +87,15 @@ def base_files(max_bytes: int = 512 * 1024) -> tuple[Base, ...]:
                 continue
             if syntax == DEFLATED or not syntax.is_transfer_syntax or syntax.is_private:
                 continue
-            bases.append(Base(label, path, size, syntax.is_implicit_VR, syntax.is_little_endian,
-                              syntax.is_compressed and "PixelData" in ds, "PixelData" in ds))
+            bases.append(
+                Base(
+                    label,
+                    path,
+                    size,
+                    syntax.is_implicit_VR,
+                    syntax.is_little_endian,
+                    syntax.is_compressed and "PixelData" in ds,
+                    "PixelData" in ds,
+                )
+            )
     return tuple(bases)

@@ -16,6 +16,7 @@ can aim at a tag, a VR, a length field, an element start or a fragment boundary.
 Everything is decided by random.Random(f"sendit-fuzz/{seed}/{n}"): the same seed and
 number give the same bytes, whatever else is generated (`make_case(seed, n)`).
 """
+
 from __future__ import annotations
 
 import io
@@ -24,8 +25,8 @@ import re
 import string
 import struct
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from tests.fuzz import corpus
 
@@ -61,16 +62,16 @@ class _Stop(Exception):
 class Element:
     """One element, item or delimiter as it is in the bytes."""
 
-    offset: int          # where its header starts
+    offset: int  # where its header starts
     tag: int
-    vr: str | None       # explicit VR as written; None for implicit VR, items and delimiters
-    header: int          # header bytes (8 or 12)
-    length: int          # value length as declared (UNDEFINED: 0xFFFFFFFF)
-    length_at: int       # offset of the length field
-    length_size: int     # 2 or 4 bytes
-    depth: int           # 0: top level; 1: inside an item of a top-level sequence...
-    area: str            # "meta", "body", "item", "delimiter" or "fragment" (encapsulated pixel data)
-    end: int = -1        # offset just past it (its delimiter included); -1: the walk stopped in it
+    vr: str | None  # explicit VR as written; None for implicit VR, items and delimiters
+    header: int  # header bytes (8 or 12)
+    length: int  # value length as declared (UNDEFINED: 0xFFFFFFFF)
+    length_at: int  # offset of the length field
+    length_size: int  # 2 or 4 bytes
+    depth: int  # 0: top level; 1: inside an item of a top-level sequence...
+    area: str  # "meta", "body", "item", "delimiter" or "fragment" (encapsulated pixel data)
+    end: int = -1  # offset just past it (its delimiter included); -1: the walk stopped in it
 
     @property
     def value_at(self) -> int:
@@ -95,7 +96,7 @@ class Layout:
     elements: list
     complete: bool
     problem: str = ""
-    pixel_items: list = field(default_factory=list)   # fragments of encapsulated pixel data, and its delimiter
+    pixel_items: list = field(default_factory=list)  # fragments of encapsulated pixel data, and its delimiter
 
     def meta(self) -> list:
         return [e for e in self.elements if e.area == "meta"]
@@ -123,11 +124,10 @@ class Layout:
         """Structural cut points by kind: after the preamble and DICM, element starts and
         value starts in the file meta and the body, fragment (item) starts and the ends of
         their headers in encapsulated pixel data."""
-        points = {"preamble": [128, 132] if self.preamble else [], "meta": [], "element": [],
-                  "fragment": []}
+        points = {"preamble": [128, 132] if self.preamble else [], "meta": [], "element": [], "fragment": []}
         pixel_items = {id(e) for e in self.pixel_items}
         for e in self.elements:
-            key = ("fragment" if id(e) in pixel_items else "meta" if e.area == "meta" else "element")
+            key = "fragment" if id(e) in pixel_items else "meta" if e.area == "meta" else "element"
             points[key] += [p for p in (e.offset, e.value_at) if p < self.size]
         return points
 
@@ -156,18 +156,21 @@ class _Walker:
             kind = area if area == "fragment" else ("item" if tag == ITEM else "delimiter")
             return Element(pos, tag, None, 8, length, pos + 4, 4, depth, kind)
         if implicit:
-            return Element(pos, tag, None, 8, struct.unpack_from(order + "L", data, pos + 4)[0], pos + 4, 4,
-                           depth, area)
-        vr = data[pos + 4:pos + 6]
+            return Element(
+                pos, tag, None, 8, struct.unpack_from(order + "L", data, pos + 4)[0], pos + 4, 4, depth, area
+            )
+        vr = data[pos + 4 : pos + 6]
         if vr not in VRS:
             raise _Stop(f"no VR at {pos}")
         if vr.decode() in LONG_VRS:
             if pos + 12 > self.size:
                 raise _Stop("truncated element header")
-            return Element(pos, tag, vr.decode(), 12, struct.unpack_from(order + "L", data, pos + 8)[0],
-                           pos + 8, 4, depth, area)
-        return Element(pos, tag, vr.decode(), 8, struct.unpack_from(order + "H", data, pos + 6)[0], pos + 6, 2,
-                       depth, area)
+            return Element(
+                pos, tag, vr.decode(), 12, struct.unpack_from(order + "L", data, pos + 8)[0], pos + 8, 4, depth, area
+            )
+        return Element(
+            pos, tag, vr.decode(), 8, struct.unpack_from(order + "H", data, pos + 6)[0], pos + 6, 2, depth, area
+        )
 
     @staticmethod
     def is_sequence(el: Element, implicit: bool) -> bool:
@@ -265,7 +268,7 @@ class _Walker:
                         raise _Stop("undefined length in the file meta")
                     end = el.value_at + el.length
                     if el.tag == 0x00020010:
-                        syntax = data[el.value_at:min(end, size)].rstrip(b"\0 ").decode("ascii", "replace")
+                        syntax = data[el.value_at : min(end, size)].rstrip(b"\0 ").decode("ascii", "replace")
                     if end > size:
                         raise _Stop("a file meta value goes past the end")
                     el.end = pos = end
@@ -274,10 +277,20 @@ class _Walker:
         if preamble:
             implicit, little = syntax == IMPLICIT_LE, syntax != EXPLICIT_BE
         else:  # a bare dataset: guess as pydicom does
-            implicit = data[pos + 4:pos + 6] not in VRS
-            little = data[pos:pos + 2] != b"\x00\x08"
-        layout = Layout(size, preamble, pos, syntax, implicit, little, syntax == DEFLATED, self.elements, True,
-                        pixel_items=self.pixel_items)
+            implicit = data[pos + 4 : pos + 6] not in VRS
+            little = data[pos : pos + 2] != b"\x00\x08"
+        layout = Layout(
+            size,
+            preamble,
+            pos,
+            syntax,
+            implicit,
+            little,
+            syntax == DEFLATED,
+            self.elements,
+            True,
+            pixel_items=self.pixel_items,
+        )
         if layout.deflated:
             layout.complete, layout.problem = False, "deflated body"
             return layout
@@ -297,29 +310,64 @@ def walk(data: bytes) -> Layout:
 
 #: PN elements whose name parts identify someone
 NAME_KEYWORDS = (
-    "PatientName", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName",
-    "ReferringPhysicianName", "RequestingPhysician", "PerformingPhysicianName",
-    "NameOfPhysiciansReadingStudy", "OperatorsName", "PhysiciansOfRecord", "PersonName",
-    "ScheduledPerformingPhysicianName", "ResponsiblePerson", "ContentCreatorName",
-    "VerifyingObserverName", "ReviewerName", "PhysiciansReadingStudyIdentificationSequence",
+    "PatientName",
+    "OtherPatientNames",
+    "PatientBirthName",
+    "PatientMotherBirthName",
+    "ReferringPhysicianName",
+    "RequestingPhysician",
+    "PerformingPhysicianName",
+    "NameOfPhysiciansReadingStudy",
+    "OperatorsName",
+    "PhysiciansOfRecord",
+    "PersonName",
+    "ScheduledPerformingPhysicianName",
+    "ResponsiblePerson",
+    "ContentCreatorName",
+    "VerifyingObserverName",
+    "ReviewerName",
+    "PhysiciansReadingStudyIdentificationSequence",
 )
 #: text elements whose whole value identifies someone or something
 TEXT_KEYWORDS = (
-    "PatientID", "OtherPatientIDs", "AccessionNumber", "AdmissionID", "PatientAddress",
-    "PatientTelephoneNumbers", "MedicalRecordLocator", "InstitutionName", "InstitutionAddress",
-    "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers", "StudyID",
-    "RequestedProcedureID", "PerformedProcedureStepID", "ScheduledProcedureStepID",
-    "FillerOrderNumberImagingServiceRequest", "PlacerOrderNumberImagingServiceRequest",
-    "DeviceSerialNumber", "StationName", "IssuerOfPatientID", "InstitutionalDepartmentName",
-    "PatientInsurancePlanCodeSequence", "MilitaryRank", "RegionOfResidence", "CountryOfResidence",
-    "PatientReligiousPreference", "EthnicGroup", "Occupation", "AdditionalPatientHistory",
+    "PatientID",
+    "OtherPatientIDs",
+    "AccessionNumber",
+    "AdmissionID",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "MedicalRecordLocator",
+    "InstitutionName",
+    "InstitutionAddress",
+    "ReferringPhysicianAddress",
+    "ReferringPhysicianTelephoneNumbers",
+    "StudyID",
+    "RequestedProcedureID",
+    "PerformedProcedureStepID",
+    "ScheduledProcedureStepID",
+    "FillerOrderNumberImagingServiceRequest",
+    "PlacerOrderNumberImagingServiceRequest",
+    "DeviceSerialNumber",
+    "StationName",
+    "IssuerOfPatientID",
+    "InstitutionalDepartmentName",
+    "PatientInsurancePlanCodeSequence",
+    "MilitaryRank",
+    "RegionOfResidence",
+    "CountryOfResidence",
+    "PatientReligiousPreference",
+    "EthnicGroup",
+    "Occupation",
+    "AdditionalPatientHistory",
 )
 #: values too common to mean anything when found (compared lowercased)
-GENERIC = frozenset("""
+GENERIC = frozenset(
+    """
 anonymous anonymized anonymised anonymize anonymous^ unknown patient phantom removed none null
 test tests testing doctor physician hospital radiology department dummy noname name
 institution clinic station service research study series image images volunteer
-""".split())
+""".split()
+)
 
 
 def _usable(value: str) -> bool:
@@ -328,14 +376,26 @@ def _usable(value: str) -> bool:
         return False
     if value.isdigit() and len(value) < 6:
         return False
-    return len(set(value)) > 2   # not "00000" or "XXXXX"
+    return len(set(value)) > 2  # not "00000" or "XXXXX"
 
 
 #: UI elements that name a scheme or a program, not a patient, study or instance
-SCHEME_UIDS = frozenset({"CodingSchemeUID", "ContextGroupExtensionCreatorUID", "PrivateInformationCreatorUID",
-                         "ContextUID", "MappingResourceUID", "ImplementationClassUID", "TransferSyntaxUID",
-                         "MediaStorageSOPClassUID", "SOPClassUID", "ReferencedSOPClassUID",
-                         "RelatedGeneralSOPClassUID", "OriginalSpecializedSOPClassUID"})
+SCHEME_UIDS = frozenset(
+    {
+        "CodingSchemeUID",
+        "ContextGroupExtensionCreatorUID",
+        "PrivateInformationCreatorUID",
+        "ContextUID",
+        "MappingResourceUID",
+        "ImplementationClassUID",
+        "TransferSyntaxUID",
+        "MediaStorageSOPClassUID",
+        "SOPClassUID",
+        "ReferencedSOPClassUID",
+        "RelatedGeneralSOPClassUID",
+        "OriginalSpecializedSOPClassUID",
+    }
+)
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "DS", "IS", "LO", "LT", "SH", "ST", "UC", "UT", "UR"})
 
 
@@ -358,7 +418,7 @@ def identifying_values(ds) -> tuple[dict, dict, dict]:
             vr, keyword, value = elem.VR, elem.keyword, elem.value
         except Exception:
             return
-        if isinstance(value, (bytes, bytearray)):   # a private or unknown element: markers only
+        if isinstance(value, (bytes, bytearray)):  # a private or unknown element: markers only
             for m in MARKER_RE.findall(value):
                 texts[m.decode().upper()] = keyword or f"({elem.tag.group:04X},{elem.tag.element:04X})"
             return
@@ -409,13 +469,17 @@ def identifying_values(ds) -> tuple[dict, dict, dict]:
                 visit(elem)
         except Exception:
             pass
-    texts = {v: label for v, label in texts.items()
-             if MARKER in v.upper() or not any(v.lower() in other for other in other_texts)}
+    texts = {
+        v: label
+        for v, label in texts.items()
+        if MARKER in v.upper() or not any(v.lower() in other for other in other_texts)
+    }
     uids = {v: label for v, label in uids.items() if v not in other_uids}
     return texts, dates, uids
 
 
 # -- cases ---------------------------------------------------------------------------------
+
 
 @dataclass
 class Case:
@@ -423,11 +487,11 @@ class Case:
 
     n: int
     seed: int
-    kind: str                  # the mutation's name, or "shipped"
-    origin: str                # the shipped file it came from
+    kind: str  # the mutation's name, or "shipped"
+    origin: str  # the shipped file it came from
     data: bytes
-    sparse_size: int = 0       # >0: the file is `data`, then zeros (a hole) up to this size
-    texts: dict = field(default_factory=dict)   # identifying text values -> label
+    sparse_size: int = 0  # >0: the file is `data`, then zeros (a hole) up to this size
+    texts: dict = field(default_factory=dict)  # identifying text values -> label
     dates: dict = field(default_factory=dict)
     uids: dict = field(default_factory=dict)
     sop_uids: set = field(default_factory=set)  # the SOPInstanceUID(s) it was given
@@ -465,7 +529,7 @@ class Context:
     n: int
     seed: int
     huge_size: int
-    extra: dict = field(default_factory=dict)    # markers the mutation added: value -> label
+    extra: dict = field(default_factory=dict)  # markers the mutation added: value -> label
 
     def choose(self, items):
         items = list(items)
@@ -475,11 +539,31 @@ class Context:
 
 
 #: the fields given markers (keyword, code); PatientName gets two parts
-MARKED = (("PatientID", "ID"), ("OtherPatientIDs", "OI"), ("AccessionNumber", "AC"),
-          ("ReferringPhysicianName", "RF"), ("RequestingPhysician", "RQ"), ("AdmissionID", "AD"),
-          ("PatientAddress", "PA"), ("PatientTelephoneNumbers", "PT"), ("InstitutionName", "IN"))
-MARKED_TAGS = frozenset({0x00100010, 0x00100020, 0x00101000, 0x00080050, 0x00080090, 0x00321032,
-                         0x00380010, 0x00101040, 0x00102154, 0x00080080})
+MARKED = (
+    ("PatientID", "ID"),
+    ("OtherPatientIDs", "OI"),
+    ("AccessionNumber", "AC"),
+    ("ReferringPhysicianName", "RF"),
+    ("RequestingPhysician", "RQ"),
+    ("AdmissionID", "AD"),
+    ("PatientAddress", "PA"),
+    ("PatientTelephoneNumbers", "PT"),
+    ("InstitutionName", "IN"),
+)
+MARKED_TAGS = frozenset(
+    {
+        0x00100010,
+        0x00100020,
+        0x00101000,
+        0x00080050,
+        0x00080090,
+        0x00321032,
+        0x00380010,
+        0x00101040,
+        0x00102154,
+        0x00080080,
+    }
+)
 
 
 def prepare(base, seed: int, n: int, rng: random.Random):
@@ -535,8 +619,12 @@ def _sequence(tag: int, item: bytes, implicit: bool, little: bool, defined: bool
         body = struct.pack(order + "HHL", 0xFFFE, 0xE000, len(item)) + item
         length = len(body)
     else:
-        body = (struct.pack(order + "HHL", 0xFFFE, 0xE000, UNDEFINED) + item
-                + struct.pack(order + "HHL", 0xFFFE, 0xE00D, 0) + struct.pack(order + "HHL", 0xFFFE, 0xE0DD, 0))
+        body = (
+            struct.pack(order + "HHL", 0xFFFE, 0xE000, UNDEFINED)
+            + item
+            + struct.pack(order + "HHL", 0xFFFE, 0xE00D, 0)
+            + struct.pack(order + "HHL", 0xFFFE, 0xE0DD, 0)
+        )
         length = UNDEFINED
     group, number = tag >> 16, tag & 0xFFFF
     if implicit:
@@ -549,7 +637,7 @@ def _insert_top(c: Context, tag: int, blob: bytes) -> tuple[bytes, int]:
     top = c.layout.top()
     same = next((e for e in top if e.tag == tag), None)
     if same is not None:
-        return c.data[:same.offset] + blob + c.data[same.end:], same.offset
+        return c.data[: same.offset] + blob + c.data[same.end :], same.offset
     after = next((e for e in top if e.tag > tag), None)
     at = after.offset if after is not None else len(c.data)
     return c.data[:at] + blob + c.data[at:], at
@@ -560,6 +648,7 @@ def _tag(tag: int) -> str:
 
 
 # -- the mutations -------------------------------------------------------------------------
+
 
 def m_flip_random(c: Context):
     """1-8 random bit flips, in the header part (before the pixel data) three times in four."""
@@ -595,8 +684,12 @@ def m_flip_vr(c: Context):
     old = data[pos]
     while data[pos] == old:
         data[pos] = c.rng.randrange(256) if c.rng.random() < 0.5 else ord(c.rng.choice(string.ascii_uppercase))
-    return bytes(data), {"tag": _tag(el.tag), "vr": el.vr, "new_vr": bytes(data[el.offset + 4:el.offset + 6]).hex(),
-                         "offset": pos}
+    return bytes(data), {
+        "tag": _tag(el.tag),
+        "vr": el.vr,
+        "new_vr": bytes(data[el.offset + 4 : el.offset + 6]).hex(),
+        "offset": pos,
+    }
 
 
 def m_flip_length(c: Context):
@@ -620,16 +713,20 @@ def m_truncate_meta(c: Context):
     """Cut at a file meta element's start, inside its header, or inside its value."""
     el = c.choose(c.layout.meta())
     where = c.rng.choice(["start", "header", "value"])
-    cut = {"start": el.offset, "header": el.offset + c.rng.randrange(1, el.header),
-           "value": el.value_at + (c.rng.randrange(el.length) if el.length else 0)}[where]
+    cut = {
+        "start": el.offset,
+        "header": el.offset + c.rng.randrange(1, el.header),
+        "value": el.value_at + (c.rng.randrange(el.length) if el.length else 0),
+    }[where]
     return c.data[:cut], {"tag": _tag(el.tag), "where": where, "cut": cut}
 
 
 def m_truncate_element(c: Context):
     """Cut at an element boundary of the body (an element, item or delimiter starts, or
     its header ends), at any depth."""
-    el = c.choose(e for e in c.layout.elements if e.area in ("body", "item", "delimiter")
-                  and e not in c.layout.pixel_items)
+    el = c.choose(
+        e for e in c.layout.elements if e.area in ("body", "item", "delimiter") and e not in c.layout.pixel_items
+    )
     where = c.rng.choice(["start", "value"])
     cut = el.offset if where == "start" else el.value_at
     return c.data[:cut], {"tag": _tag(el.tag), "depth": el.depth, "where": where, "cut": cut}
@@ -657,8 +754,22 @@ def m_truncate_fragment(c: Context):
 
 
 #: elements the Basic Profile keeps (not in Table E.1-1) that a length can be given to
-KEPT = (0x00080008, 0x00080060, 0x00080016, 0x00180050, 0x00180088, 0x00200011, 0x00200013,
-        0x00200020, 0x00280004, 0x00280030, 0x00281050, 0x00281051, 0x00281052, 0x00281053)
+KEPT = (
+    0x00080008,
+    0x00080060,
+    0x00080016,
+    0x00180050,
+    0x00180088,
+    0x00200011,
+    0x00200013,
+    0x00200020,
+    0x00280004,
+    0x00280030,
+    0x00281050,
+    0x00281051,
+    0x00281052,
+    0x00281053,
+)
 #: identifying elements the swallowed bytes are to hold
 TARGETS = {"PatientName": 0x00100010, "RequestingPhysician": 0x00321032, "AdmissionID": 0x00380010}
 
@@ -673,8 +784,9 @@ def m_length_past_end(c: Context):
     target = c.layout.find(TARGETS[before])
     if target is None:
         raise NotApplicable()
-    candidates = [e for e in c.layout.top() if e.offset < target.offset and e.defined and e.vr != "SQ"
-                  and e.tag != PIXEL_DATA]
+    candidates = [
+        e for e in c.layout.top() if e.offset < target.offset and e.defined and e.vr != "SQ" and e.tag != PIXEL_DATA
+    ]
     kept = [e for e in candidates if e.tag in KEPT]
     el = c.choose(kept if kept and c.rng.random() < 0.7 else candidates)
     data = bytearray(c.data)
@@ -690,12 +802,20 @@ def m_length_past_end(c: Context):
     else:
         order = "<" if little else ">"
         new, header = 0xFFFFFFF0, "UN"
-        head = c.data[el.offset:el.offset + 4] + b"UN\0\0" + struct.pack(order + "L", new)
-        data = bytearray(c.data[:el.offset] + head + c.data[el.value_at:])
+        head = c.data[el.offset : el.offset + 4] + b"UN\0\0" + struct.pack(order + "L", new)
+        data = bytearray(c.data[: el.offset] + head + c.data[el.value_at :])
         length_at, length_size, value_at = el.offset + 8, 4, el.offset + 12
-    return bytes(data), {"tag": _tag(el.tag), "vr": el.vr, "before": before, "offset": el.offset,
-                         "header": header, "declared": new, "length_at": length_at,
-                         "length_size": length_size, "value_at": value_at}
+    return bytes(data), {
+        "tag": _tag(el.tag),
+        "vr": el.vr,
+        "before": before,
+        "offset": el.offset,
+        "header": header,
+        "declared": new,
+        "length_at": length_at,
+        "length_size": length_size,
+        "value_at": value_at,
+    }
 
 
 def m_length_swallow(c: Context):
@@ -706,22 +826,34 @@ def m_length_swallow(c: Context):
     target = c.layout.find(TARGETS[before])
     if target is None:
         raise NotApplicable()
-    candidates = [e for e in c.layout.top() if e.offset < target.offset and e.defined and e.vr != "SQ"
-                  and e.tag != PIXEL_DATA and (e.length_size == 4 or target.end - e.value_at <= 0xFFFF)]
+    candidates = [
+        e
+        for e in c.layout.top()
+        if e.offset < target.offset
+        and e.defined
+        and e.vr != "SQ"
+        and e.tag != PIXEL_DATA
+        and (e.length_size == 4 or target.end - e.value_at <= 0xFFFF)
+    ]
     kept = [e for e in candidates if e.tag in KEPT]
     el = c.choose(kept if kept and c.rng.random() < 0.7 else candidates)
     new = target.end - el.value_at
     data = bytearray(c.data)
     _pack_length(data, el, new, c.layout.little)
     swallowed = sum(1 for e in c.layout.top() if el.offset < e.offset <= target.offset)
-    return bytes(data), {"tag": _tag(el.tag), "vr": el.vr, "before": before, "length": el.length,
-                         "new_length": new, "swallowed": swallowed}
+    return bytes(data), {
+        "tag": _tag(el.tag),
+        "vr": el.vr,
+        "before": before,
+        "length": el.length,
+        "new_length": new,
+        "swallowed": swallowed,
+    }
 
 
 def m_length_odd(c: Context):
     """An even value length made odd (one more or one less)."""
-    el = c.choose(e for e in c.layout.body() if e.defined and e.length >= 2 and e.length % 2 == 0
-                  and e.length < 0xFFFF)
+    el = c.choose(e for e in c.layout.body() if e.defined and e.length >= 2 and e.length % 2 == 0 and e.length < 0xFFFF)
     new = el.length + c.rng.choice([1, -1])
     data = bytearray(c.data)
     _pack_length(data, el, new, _little(c, el))
@@ -737,7 +869,7 @@ def m_wrong_vr(c: Context):
     pool = SHORT_VRS if el.vr in SHORT_VRS else LONG_VRS
     new = c.rng.choice(sorted(pool - {el.vr}))
     data = bytearray(c.data)
-    data[el.offset + 4:el.offset + 6] = new.encode()
+    data[el.offset + 4 : el.offset + 6] = new.encode()
     return bytes(data), {"tag": _tag(el.tag), "vr": el.vr, "new_vr": new, "area": el.area}
 
 
@@ -755,15 +887,23 @@ def m_deep_nesting(c: Context):
     mode = c.rng.choice(["defined", "undefined", "mixed"])
     name, person = f"{marker(c.n, 'NP')}^{marker(c.n, 'NQ')}", marker(c.n, "NN")
     uid = f"{FUZZ_UID_ROOT}{c.seed}.{c.n}.9"
-    inner = (_encode(0x00081155, "UI", uid.encode(), lay.implicit, lay.little)
-             + _encode(0x00100010, "PN", name.encode(), lay.implicit, lay.little)
-             + _encode(0x0040A123, "PN", person.encode(), lay.implicit, lay.little))
+    inner = (
+        _encode(0x00081155, "UI", uid.encode(), lay.implicit, lay.little)
+        + _encode(0x00100010, "PN", name.encode(), lay.implicit, lay.little)
+        + _encode(0x0040A123, "PN", person.encode(), lay.implicit, lay.little)
+    )
     for _ in range(depth):
         defined = mode == "defined" or (mode == "mixed" and c.rng.random() < 0.5)
         inner = _sequence(tag, inner, lay.implicit, lay.little, defined)
     data, at = _insert_top(c, tag, inner)
-    c.extra.update({marker(c.n, "NP"): "nested PatientName", marker(c.n, "NQ"): "nested PatientName",
-                    person: "nested PersonName", uid: "nested ReferencedSOPInstanceUID"})
+    c.extra.update(
+        {
+            marker(c.n, "NP"): "nested PatientName",
+            marker(c.n, "NQ"): "nested PatientName",
+            person: "nested PersonName",
+            uid: "nested ReferencedSOPInstanceUID",
+        }
+    )
     return data, {"tag": _tag(tag), "depth": depth, "lengths": mode, "offset": at}
 
 
@@ -790,7 +930,7 @@ def m_encaps_bad_item(c: Context):
         last = c.layout.pixel_items[-1]
         if last.tag != SEQ_END:
             raise NotApplicable()
-        data = bytearray(c.data[:last.offset] + c.data[last.end:])
+        data = bytearray(c.data[: last.offset] + c.data[last.end :])
     return bytes(data), {"item": items.index(el), "of": len(items), "how": how}
 
 
@@ -798,8 +938,7 @@ def m_no_meta(c: Context):
     """The dataset alone: no preamble, no DICM, no file meta."""
     if not c.layout.preamble or c.layout.body_start >= len(c.data):
         raise NotApplicable()
-    return c.data[c.layout.body_start:], {"dropped": c.layout.body_start,
-                                           "transfer_syntax": c.layout.transfer_syntax}
+    return c.data[c.layout.body_start :], {"dropped": c.layout.body_start, "transfer_syntax": c.layout.transfer_syntax}
 
 
 def m_zeros_huge(c: Context):
@@ -807,7 +946,7 @@ def m_zeros_huge(c: Context):
     hole: it takes no room on disk)."""
     if not c.layout.preamble:
         raise NotApplicable()
-    head = c.data[:c.layout.body_start]
+    head = c.data[: c.layout.body_start]
     c.extra["__sparse__"] = max(c.huge_size, len(head) + 1)
     return head, {"size": c.extra["__sparse__"]}
 
@@ -820,7 +959,7 @@ def m_duplicate_tag(c: Context):
     """A marked element written twice: the same bytes, or a copy holding another marker,
     right after it or somewhere later."""
     el = c.choose(_marked_top(c))
-    copy = c.data[el.offset:el.end]
+    copy = c.data[el.offset : el.end]
     second = c.rng.random() < 0.5
     if second:
         copy = re.sub(rb"(FUZZPHI\d{5,7})[A-Z0-9]{2}", rb"\1DU", copy)
@@ -834,8 +973,8 @@ def m_out_of_order(c: Context):
     """A marked element moved out of tag order: to the start of the body, before a random
     element, or to the very end (after the pixel data)."""
     el = c.choose(_marked_top(c))
-    blob = c.data[el.offset:el.end]
-    rest = c.data[:el.offset] + c.data[el.end:]
+    blob = c.data[el.offset : el.end]
+    rest = c.data[: el.offset] + c.data[el.end :]
     where = c.rng.choice(["start", "random", "end"])
     shift = lambda off: off - len(blob) if off > el.offset else off  # noqa: E731
     if where == "start":
@@ -859,8 +998,11 @@ def m_trailing_bytes(c: Context):
     elif how == "element":
         tail = _encode(0x00100010, "PN", text.encode(), lay.implicit, lay.little)
     else:
-        tail = bytes(c.rng.randrange(256) for _ in range(c.rng.randint(1, 64))) + text.encode() + \
-            bytes(c.rng.randrange(256) for _ in range(c.rng.randint(0, 64)))
+        tail = (
+            bytes(c.rng.randrange(256) for _ in range(c.rng.randint(1, 64)))
+            + text.encode()
+            + bytes(c.rng.randrange(256) for _ in range(c.rng.randint(0, 64)))
+        )
     return c.data + tail, {"how": how, "bytes": len(tail)}
 
 
@@ -908,8 +1050,7 @@ NEEDS: dict[str, Callable] = {
 HUGE_SIZE = 1 << 30
 
 
-def make_case(seed: int, n: int, kind: str | None = None, kinds=KINDS, bases=None,
-              huge_size: int = HUGE_SIZE) -> Case:
+def make_case(seed: int, n: int, kind: str | None = None, kinds=KINDS, bases=None, huge_size: int = HUGE_SIZE) -> Case:
     """Generated file number `n` of `seed` (its kind: kinds[n % len(kinds)] unless given)."""
     kind = kind or kinds[n % len(kinds)]
     bases = bases if bases is not None else corpus.base_files()
@@ -935,13 +1076,25 @@ def make_case(seed: int, n: int, kind: str | None = None, kinds=KINDS, bases=Non
         sparse = c.extra.pop("__sparse__", 0)
         for value, label in c.extra.items():
             (uids if value.startswith(FUZZ_UID_ROOT) else texts)[value] = label
-        return Case(n=n, seed=seed, kind=kind, origin=base.label, data=bytes(mutated), sparse_size=sparse,
-                    texts=texts, dates=dates, uids=uids, sop_uids={str(ds.SOPInstanceUID)}, details=details)
+        return Case(
+            n=n,
+            seed=seed,
+            kind=kind,
+            origin=base.label,
+            data=bytes(mutated),
+            sparse_size=sparse,
+            texts=texts,
+            dates=dates,
+            uids=uids,
+            sop_uids={str(ds.SOPInstanceUID)},
+            details=details,
+        )
     raise RuntimeError(f"mutation {kind} found no shipped file it applies to (seed {seed}, n {n})")
 
 
-def generate(seed: int, count: int, kinds=KINDS, start: int = 0, max_base_bytes: int = 512 * 1024,
-             huge_size: int = HUGE_SIZE):
+def generate(
+    seed: int, count: int, kinds=KINDS, start: int = 0, max_base_bytes: int = 512 * 1024, huge_size: int = HUGE_SIZE
+):
     """`count` cases, numbers start..start+count-1, the kinds taken in turn."""
     bases = corpus.base_files(max_base_bytes)
     for n in range(start, start + count):
@@ -964,5 +1117,6 @@ def shipped_case(label: str, path, n: int = 0) -> Case:
                 sops.add(str(sop))
         except Exception:
             pass
-    return Case(n=n, seed=0, kind="shipped", origin=label, data=data, texts=texts, dates=dates, uids=uids,
-                sop_uids=sops)
+    return Case(
+        n=n, seed=0, kind="shipped", origin=label, data=data, texts=texts, dates=dates, uids=uids, sop_uids=sops
+    )

@@ -1,6 +1,7 @@
 """Fuzzing: the generator does what each mutation claims (fast), and a seeded set of broken
 files plus a few shipped ones go through a real worker and Orthanc with nothing lost,
 nothing identifying delivered, nothing stuck (e2e)."""
+
 import os
 import random
 import struct
@@ -46,9 +47,17 @@ def bits(a, b):
 
 # -- the walk ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("label", ["pydicom/CT_small.dcm", "pydicom/MR_small_implicit.dcm",
-                                   "pydicom/MR_small_bigendian.dcm", "pydicom/JPEG2000.dcm",
-                                   "pydicom/rtplan.dcm"])
+
+@pytest.mark.parametrize(
+    "label",
+    [
+        "pydicom/CT_small.dcm",
+        "pydicom/MR_small_implicit.dcm",
+        "pydicom/MR_small_bigendian.dcm",
+        "pydicom/JPEG2000.dcm",
+        "pydicom/rtplan.dcm",
+    ],
+)
 def test_the_walk_finds_every_element_of_a_real_file(label):
     import pydicom
 
@@ -74,10 +83,13 @@ def test_every_base_file_walks_complete_and_the_generator_is_deterministic():
     assert any(not b.little for b in bases)
     # every shipped file walks to its end but the ones broken (or odd) on purpose
     incomplete = {b.label for b in bases if not mutate.walk(b.path.read_bytes()).complete}
-    assert incomplete <= {"pydicom/MR_truncated.dcm", "pydicom/rtplan_truncated.dcm",
-                          "pydicom-data/emri_small_jpeg_2k_lossless_too_short.dcm",
-                          "pydicom/SC_rgb_jpeg.dcm",     # its body is not in the syntax it names
-                          "pydicom/dicomdirtests/DICOMDIR-nooffset"}, incomplete
+    assert incomplete <= {
+        "pydicom/MR_truncated.dcm",
+        "pydicom/rtplan_truncated.dcm",
+        "pydicom-data/emri_small_jpeg_2k_lossless_too_short.dcm",
+        "pydicom/SC_rgb_jpeg.dcm",  # its body is not in the syntax it names
+        "pydicom/dicomdirtests/DICOMDIR-nooffset",
+    }, incomplete
     one, two = mutate.make_case(SEED, 13), mutate.make_case(SEED, 13)
     assert one.data == two.data and one.details == two.details and one.origin == two.origin
     assert mutate.make_case(SEED + 1, 13).data != one.data
@@ -97,6 +109,7 @@ def test_the_kinds_come_in_turn_and_every_file_carries_markers():
 
 
 # -- each mutation does what it says ------------------------------------------------------
+
 
 @pytest.mark.parametrize("rng_seed", range(5))
 def test_bit_flips(rng_seed):
@@ -133,13 +146,14 @@ def test_truncations_cut_at_structural_boundaries(rng_seed):
     assert data.startswith(out) and len(out) >= layout.pixel.value_at
     item = layout.pixel_items[details["item"]]
     where = {"start": item.offset, "header": item.offset + 4, "after_header": item.value_at}
-    assert len(out) == where[details["where"]] if details["where"] in where else \
-        item.value_at < len(out) < item.end
+    assert len(out) == where[details["where"]] if details["where"] in where else item.value_at < len(out) < item.end
     assert not mutate.walk(out).complete
 
 
-@pytest.mark.parametrize("label", ["pydicom/CT_small.dcm", "pydicom/MR_small_implicit.dcm",
-                                   "pydicom/MR_small_bigendian.dcm", "pydicom/JPEG2000.dcm"])
+@pytest.mark.parametrize(
+    "label",
+    ["pydicom/CT_small.dcm", "pydicom/MR_small_implicit.dcm", "pydicom/MR_small_bigendian.dcm", "pydicom/JPEG2000.dcm"],
+)
 @pytest.mark.parametrize("rng_seed", range(4))
 def test_a_length_past_the_end_before_identifying_elements(label, rng_seed):
     data, layout, out, details, c = mutated("length_past_end", rng_seed, label)
@@ -147,7 +161,7 @@ def test_a_length_past_the_end_before_identifying_elements(label, rng_seed):
     order = "<" if layout.little else ">"
     declared = struct.unpack_from(order + ("L" if size == 4 else "H"), out, details["length_at"])[0]
     assert declared == details["declared"] in (0xFFFFFFF0, 0xFFF0)
-    assert details["value_at"] + declared > len(out)   # the length really goes past the end
+    assert details["value_at"] + declared > len(out)  # the length really goes past the end
     # ... from an element that comes before the identifying element aimed at
     target = MARKER_CODES[details["before"]]
     assert out.index(mutate.marker(42, target).encode()) > details["value_at"]
@@ -159,12 +173,12 @@ def test_a_length_past_the_end_before_identifying_elements(label, rng_seed):
 def test_a_length_that_swallows_an_identifying_element(label, rng_seed):
     data, layout, out, details, c = mutated("length_swallow", rng_seed, label)
     walked = mutate.walk(out)
-    assert walked.complete, walked.problem     # the lengths still add up
+    assert walked.complete, walked.problem  # the lengths still add up
     target = mutate.TARGETS[details["before"]]
     assert walked.find(target) is None and layout.find(target) is not None
     el = next(e for e in walked.top() if mutate._tag(e.tag) == details["tag"])
     code = MARKER_CODES[details["before"]]
-    assert mutate.marker(42, code).encode() in out[el.value_at:el.end]
+    assert mutate.marker(42, code).encode() in out[el.value_at : el.end]
     assert len(walked.top()) == len(layout.top()) - details["swallowed"]
 
 
@@ -175,7 +189,7 @@ def test_odd_lengths_and_wrong_vrs(rng_seed):
     data, layout, out, details, _ = mutated("wrong_vr", rng_seed)
     assert details["new_vr"] != details["vr"] and len(out) == len(data)
     el = next(e for e in layout.elements if e.vr == details["vr"] and mutate._tag(e.tag) == details["tag"])
-    assert out[el.offset + 4:el.offset + 6] == details["new_vr"].encode()
+    assert out[el.offset + 4 : el.offset + 6] == details["new_vr"].encode()
     assert (details["vr"] in mutate.SHORT_VRS) == (details["new_vr"] in mutate.SHORT_VRS)
 
 
@@ -195,7 +209,7 @@ def test_deep_nesting(label, rng_seed):
 @pytest.mark.parametrize("rng_seed", range(8))
 def test_broken_encapsulated_pixel_data(rng_seed):
     data, layout, out, details, _ = mutated("encaps_bad_item", rng_seed, "pydicom/JPEG2000.dcm")
-    assert out != data and out[:layout.pixel.value_at] == data[:layout.pixel.value_at]
+    assert out != data and out[: layout.pixel.value_at] == data[: layout.pixel.value_at]
     if details["how"] == "length_past_end":
         item = [e for e in layout.pixel_items if e.tag == mutate.ITEM][details["item"]]
         assert item.value_at + struct.unpack_from("<L", out, item.length_at)[0] > len(out)
@@ -205,7 +219,7 @@ def test_broken_encapsulated_pixel_data(rng_seed):
 
 def test_no_meta_zeros_and_bad_magic(tmp_path):
     data, layout, out, details, _ = mutated("no_meta", 0)
-    assert out == data[layout.body_start:] and not mutate.walk(out).preamble
+    assert out == data[layout.body_start :] and not mutate.walk(out).preamble
     data, layout, out, details, c = mutated("bad_magic", 0)
     assert len(out) == len(data) and out[128:132] != b"DICM" and out[132:] == data[132:]
     case = mutate.make_case(SEED, mutate.KINDS.index("zeros_huge"))
@@ -213,7 +227,7 @@ def test_no_meta_zeros_and_bad_magic(tmp_path):
     path = tmp_path / "huge.dcm"
     case.write(path)
     stat = os.stat(path)
-    assert stat.st_size == HUGE and stat.st_blocks * 512 < 1 << 20   # a hole, not a GiB on disk
+    assert stat.st_size == HUGE and stat.st_blocks * 512 < 1 << 20  # a hole, not a GiB on disk
     with open(path, "rb") as fp:
         assert fp.read(len(case.data)) == case.data and fp.read(4096) == bytes(4096)
     assert mutate.walk(case.data).body_start == len(case.data)
@@ -228,7 +242,7 @@ def test_duplicated_out_of_order_and_trailing(rng_seed):
     tags = [e.tag for e in mutate.walk(out).top()]
     assert sorted(out) == sorted(data) and tags != sorted(tags)
     data, layout, out, details, c = mutated("trailing_bytes", rng_seed)
-    assert out.startswith(data) and mutate.marker(42, "TB").encode() in out[len(data):]
+    assert out.startswith(data) and mutate.marker(42, "TB").encode() in out[len(data) :]
 
 
 def test_identifying_values_of_a_shipped_file():
@@ -259,9 +273,17 @@ def test_the_accounting_searches_whole_values_and_groups_files_into_folders():
 
 # -- the pipeline ------------------------------------------------------------------------
 
-SHIPPED = ["pydicom/CT_small.dcm", "pydicom/MR_small.dcm", "pydicom/JPEG2000.dcm", "pydicom/rtplan.dcm",
-           "pydicom/MR_truncated.dcm", "pydicom/no_meta.dcm", "pydicom/SC_rgb_rle.dcm",
-           "pydicom-data/eCT_Supplemental.dcm", "deid-data/humans/ctbrain1.dcm"]
+SHIPPED = [
+    "pydicom/CT_small.dcm",
+    "pydicom/MR_small.dcm",
+    "pydicom/JPEG2000.dcm",
+    "pydicom/rtplan.dcm",
+    "pydicom/MR_truncated.dcm",
+    "pydicom/no_meta.dcm",
+    "pydicom/SC_rgb_rle.dcm",
+    "pydicom-data/eCT_Supplemental.dcm",
+    "deid-data/humans/ctbrain1.dcm",
+]
 
 
 @pytest.mark.e2e
@@ -282,19 +304,19 @@ def test_fuzzed_files_are_delivered_or_held_and_nothing_identifying_leaves(tmp_p
     assert report.orthanc_alive and report.worker_alive, text
     assert report.ok, text
     outcome = {e.case.origin: e.outcome for e in report.entries if e.case.kind == "shipped"}
-    assert outcome.get("pydicom/CT_small.dcm") == "delivered", text   # a good file still gets through
+    assert outcome.get("pydicom/CT_small.dcm") == "delivered", text  # a good file still gets through
 
 
 #: files fuzzing found delivered with identifying values in them (scripts/fuzz.py --seed S --only N):
 FOUND = [
-    (5, 262),   # length_swallow: BitsAllocated (US) 2 -> 122 bytes swallows RequestingPhysician and AdmissionID
-    (6, 535),   # length_swallow: SmallestImagePixelValue (SS) 2 -> 70 bytes, big endian, the same
-    (3, 22),    # flip_tag: PatientAddress moved to (0010,1048), a public tag no dictionary knows
-    (4, 547),   # flip_tag: PatientTelephoneNumbers moved to (0010,2144), unknown
-    (6, 358),   # flip_tag: AdmissionID moved to (0038,0012), unknown
-    (4, 988),   # flip_tag: AccessionNumber moved to (0008,0051) IssuerOfAccessionNumberSequence, as SH
-    (6, 673),   # flip_tag: AccessionNumber moved to (0008,0052) QueryRetrieveLevel (CS, a valid value)
-    (7, 64),    # flip_tag: AdmissionID moved to (0038,1010), unknown (in the seeded run too)
+    (5, 262),  # length_swallow: BitsAllocated (US) 2 -> 122 bytes swallows RequestingPhysician and AdmissionID
+    (6, 535),  # length_swallow: SmallestImagePixelValue (SS) 2 -> 70 bytes, big endian, the same
+    (3, 22),  # flip_tag: PatientAddress moved to (0010,1048), a public tag no dictionary knows
+    (4, 547),  # flip_tag: PatientTelephoneNumbers moved to (0010,2144), unknown
+    (6, 358),  # flip_tag: AdmissionID moved to (0038,0012), unknown
+    (4, 988),  # flip_tag: AccessionNumber moved to (0008,0051) IssuerOfAccessionNumberSequence, as SH
+    (6, 673),  # flip_tag: AccessionNumber moved to (0008,0052) QueryRetrieveLevel (CS, a valid value)
+    (7, 64),  # flip_tag: AdmissionID moved to (0038,1010), unknown (in the seeded run too)
 ]
 
 

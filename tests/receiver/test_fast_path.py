@@ -1,6 +1,7 @@
 """The receiver's own handling of C-STORE requests (sendit.receiver: read off the wire) and
 its pynetdicom subclasses, against pynetdicom itself as the sender and as the reference
 encoder. In process: no Django, no storescu."""
+
 from io import BytesIO
 from pathlib import Path
 
@@ -42,8 +43,13 @@ def test_pynetdicom_is_the_version_the_receiver_subclasses_were_written_against(
 @pytest.mark.parametrize("instance", ["1.2.3.4", "1.2.3.45", "1.2.826.0.1.3680043.8.498.1"])
 def test_file_meta_is_pynetdicoms(instance):
     for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
-        expected = b"\0" * 128 + b"DICM" + encode_file_meta(
-            create_file_meta(sop_class_uid=CTImageStorage, sop_instance_uid=UID(instance), transfer_syntax=syntax))
+        expected = (
+            b"\0" * 128
+            + b"DICM"
+            + encode_file_meta(
+                create_file_meta(sop_class_uid=CTImageStorage, sop_instance_uid=UID(instance), transfer_syntax=syntax)
+            )
+        )
         assert file_meta(CTImageStorage, instance, syntax) == expected
 
 
@@ -81,8 +87,7 @@ def test_parse_command_reads_a_c_store_request():
 
 @pytest.fixture
 def receiver(tmp_path):
-    receiver = Receiver(ReceiverConfig(data_folder=tmp_path / "data", key=b"test-key", port=free_port(),
-                                       settle=600))
+    receiver = Receiver(ReceiverConfig(data_folder=tmp_path / "data", key=b"test-key", port=free_port(), settle=600))
     receiver.start()
     yield receiver
     receiver.stop()
@@ -100,7 +105,7 @@ def scu(receiver, max_pdu=16382, syntaxes=(ExplicitVRLittleEndian,)):
 
 def dataset_bytes(path) -> bytes:
     data = Path(path).read_bytes()
-    return data[144 + int.from_bytes(data[140:144], "little"):]
+    return data[144 + int.from_bytes(data[140:144], "little") :]
 
 
 def test_an_echo_and_stores_in_many_small_pdus_are_answered(receiver, tmp_path):
@@ -279,7 +284,8 @@ def test_each_association_makes_the_file_of_its_next_image_ahead_and_removes_it_
     assert wait_for(lambda: not list(spares.glob("*.part")), 10)
     [folder] = list(receiver.config.data_folder.glob("*" + RECEIVING))
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        instance_name(str(dcmread(p).SOPInstanceUID)) for p in sent)
+        instance_name(str(dcmread(p).SOPInstanceUID)) for p in sent
+    )
     # A receiver started after a crash removes the spare files it finds.
     (spares / "0123456789abcdef.part").write_bytes(b"")
     receiver.folders.adopt()

@@ -1,4 +1,5 @@
 """The DICOM receiver, run as `manage.py dicom_receiver` and fed by DCMTK's storescu."""
+
 import os
 import re
 import shutil
@@ -30,19 +31,25 @@ class Receiver:
         self.port = free_port()
         self.log = self.tmp / "receiver.log"
         self.env = {
-            **os.environ, "DJANGO_SETTINGS_MODULE": "sendit.settings", "LOCKDOWN_ENABLED": "false",
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "sendit.settings",
+            "LOCKDOWN_ENABLED": "false",
             "SECRET_KEY": "receiver-test-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
             "DEID_SECRET": "receiver-test-site-secret-0123456789abc",
-            "DATABASE_URL": f"sqlite:///{self.tmp}/sendit.sqlite3", "VAR_DIR": str(self.tmp / "var"),
-            "DATA_FOLDER": str(self.data), "RECEIVER_PORT": str(self.port),
-            "RECEIVER_STUDY_SETTLE_SECONDS": "1", **{k: str(v) for k, v in settings.items()},
+            "DATABASE_URL": f"sqlite:///{self.tmp}/sendit.sqlite3",
+            "VAR_DIR": str(self.tmp / "var"),
+            "DATA_FOLDER": str(self.data),
+            "RECEIVER_PORT": str(self.port),
+            "RECEIVER_STUDY_SETTLE_SECONDS": "1",
+            **{k: str(v) for k, v in settings.items()},
         }
         self.proc = None
 
     def start(self):
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "manage.py", "dicom_receiver"], cwd=ROOT, env=self.env,
-                                         stdout=log, stderr=log)
+            self.proc = subprocess.Popen(
+                [sys.executable, "manage.py", "dicom_receiver"], cwd=ROOT, env=self.env, stdout=log, stderr=log
+            )
         assert wait_for(lambda: reachable(self.port) or self.proc.poll() is not None, 60), self.logs()
         assert self.proc.poll() is None, self.logs()
         return self
@@ -59,8 +66,11 @@ class Receiver:
 
     def finished(self) -> list[Path]:
         # (not the receiver's own SPARES folder: a dot folder, which the watcher leaves alone)
-        return sorted(p for p in self.data.iterdir()
-                      if p.is_dir() and not p.name.endswith(RECEIVING) and not p.name.startswith("."))
+        return sorted(
+            p
+            for p in self.data.iterdir()
+            if p.is_dir() and not p.name.endswith(RECEIVING) and not p.name.startswith(".")
+        )
 
     def __enter__(self):
         return self.start()
@@ -70,9 +80,13 @@ class Receiver:
 
 
 def storescu(port, files, aet="STORESCU", *options, timeout=300):
-    return subprocess.run(["storescu", "-v", "-aet", aet, "-aec", "SENDIT", *options, "127.0.0.1", str(port),
-                           *map(str, files)], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "TCP_NODELAY": "1"})
+    return subprocess.run(
+        ["storescu", "-v", "-aet", aet, "-aec", "SENDIT", *options, "127.0.0.1", str(port), *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "TCP_NODELAY": "1"},
+    )
 
 
 def dataset_bytes(path) -> bytes:
@@ -80,7 +94,7 @@ def dataset_bytes(path) -> bytes:
     data = Path(path).read_bytes()
     assert data[128:132] == b"DICM"
     group_length = int.from_bytes(data[140:144], "little")  # (0002,0000) UL, explicit VR LE
-    return data[144 + group_length:]
+    return data[144 + group_length :]
 
 
 def received(folder: Path, sent: Path) -> Path:
@@ -127,14 +141,17 @@ def test_every_transfer_syntax_is_stored_as_received(tmp_path):
         for index, (name, option) in enumerate(SYNTAXES.items()):
             result = storescu(receiver.port, [get_testdata_file(name)], f"SYNTAX{index}", option)
             assert result.returncode == 0, result.stdout + result.stderr
-        assert wait_for(lambda: not list(receiver.data.glob("*" + RECEIVING))
-                        and len(receiver.finished()) == len(SYNTAXES), 30), receiver.logs()
+        assert wait_for(
+            lambda: not list(receiver.data.glob("*" + RECEIVING)) and len(receiver.finished()) == len(SYNTAXES), 30
+        ), receiver.logs()
         for index, name in enumerate(SYNTAXES):
             path = Path(get_testdata_file(name))
             [folder] = [f for f in receiver.finished() if f.name.startswith(f"SYNTAX{index}-")]
             stored = received(folder, path)
-            assert dcmread(stored, stop_before_pixels=True).file_meta.TransferSyntaxUID == \
-                dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID, name
+            assert (
+                dcmread(stored, stop_before_pixels=True).file_meta.TransferSyntaxUID
+                == dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
+            ), name
             # storescu re-encodes the header it reads (it drops trailing padding, pads odd
             # lengths): the pixel data's bytes, compressed as they were, are what it sent.
             assert dcmread(stored).PixelData == dcmread(path).PixelData, name
@@ -205,9 +222,12 @@ def test_a_killed_receiver_loses_no_acknowledged_image_and_hands_the_study_over(
     sent = make_ct_series(tmp_path / "study", 300, rows=128, columns=128)
     data = tmp_path / "data"
     receiver = Receiver(tmp_path, data=data, RECEIVER_STUDY_SETTLE_SECONDS="2").start()
-    sender = subprocess.Popen(["storescu", "-v", "-aet", "STORESCU", "-aec", "SENDIT", "127.0.0.1",
-                               str(receiver.port), *map(str, sent)], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+    sender = subprocess.Popen(
+        ["storescu", "-v", "-aet", "STORESCU", "-aec", "SENDIT", "127.0.0.1", str(receiver.port), *map(str, sent)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     # Kill it mid-study: once some images are in its folder.
     assert wait_for(lambda: any(len(list(f.iterdir())) > 40 for f in data.glob("*" + RECEIVING)), 60)
     receiver.kill()
@@ -237,8 +257,9 @@ def test_a_killed_receiver_loses_no_acknowledged_image_and_hands_the_study_over(
 @pytest.mark.e2e
 def test_a_study_sent_over_dicom_reaches_orthanc_deidentified(tmp_path, orthanc_server):
     orthanc_server.clear()
-    sent = make_ct_series(tmp_path / "study", 4, patient_id="PHI-RECV-77", patient_name="Secret^Sender",
-                          rows=64, columns=64)
+    sent = make_ct_series(
+        tmp_path / "study", 4, patient_id="PHI-RECV-77", patient_name="Secret^Sender", rows=64, columns=64
+    )
     with Node(tmp_path / "node", ORTHANC_URL=orthanc_server.url, ORTHANC_PORT=orthanc_server.dicom_port) as node:
         with Receiver(tmp_path, data=node.data, DEID_SECRET=node.env["DEID_SECRET"]) as receiver:
             result = storescu(receiver.port, sent)
@@ -261,8 +282,11 @@ def dicomweb_server(tmp_path):
     """Orthanc with its DICOMweb plugin (STOW-RS), for one test."""
     from tests.services import Orthanc, dicomweb_plugin, orthanc_binary, start_or_skip
 
-    missing = (None if orthanc_binary() and dicomweb_plugin() else
-               "Orthanc or its DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb)")
+    missing = (
+        None
+        if orthanc_binary() and dicomweb_plugin()
+        else "Orthanc or its DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb)"
+    )
     server = start_or_skip(Orthanc(tmp_path / "orthanc-dicomweb", dicomweb=True), missing)
     yield server
     server.stop()
@@ -272,11 +296,13 @@ def dicomweb_server(tmp_path):
 def test_a_study_sent_over_dicom_reaches_a_dicomweb_server_deidentified(tmp_path, dicomweb_server):
     """storescu -> the receiver -> the watcher -> de-identification -> STOW-RS to Orthanc's
     DICOMweb plugin (SEND_TO_DICOMWEB on, SEND_TO_ORTHANC off)."""
-    sent = make_ct_series(tmp_path / "study", 5, patient_id="PHI-RECV-DW", patient_name="Secret^Webrecv",
-                          rows=64, columns=64)
+    sent = make_ct_series(
+        tmp_path / "study", 5, patient_id="PHI-RECV-DW", patient_name="Secret^Webrecv", rows=64, columns=64
+    )
     sent_uids = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in sent}
-    with Node(tmp_path / "node", SEND_TO_ORTHANC="false", SEND_TO_DICOMWEB="true",
-              DICOMWEB_URL=dicomweb_server.dicomweb_url) as node:
+    with Node(
+        tmp_path / "node", SEND_TO_ORTHANC="false", SEND_TO_DICOMWEB="true", DICOMWEB_URL=dicomweb_server.dicomweb_url
+    ) as node:
         with Receiver(tmp_path, data=node.data, DEID_SECRET=node.env["DEID_SECRET"]) as receiver:
             result = storescu(receiver.port, sent)
             assert result.returncode == 0, result.stdout

@@ -10,6 +10,7 @@ sendit's side: instances beyond the expected number (Orthanc keeps one per SOP i
 so this is 0 unless a re-send produced a new UID), plus `resent`, the POSTs Orthanc answered
 AlreadyStored (from the batches' audit logs): work a crash made sendit repeat.
 """
+
 import json
 import os
 import shutil
@@ -22,8 +23,11 @@ from tests.node import Node
 from tests.services import free_port, make_ct_series, reachable, stop_process, wait_for
 
 FAST_RECOVERY = {
-    "BATCH_LEASE_SECONDS": 20, "SWEEP_INTERVAL": 1, "SWEEP_AFTER_SECONDS": 5,
-    "BROKER_VISIBILITY_TIMEOUT": 30, "WATCHER_SETTLE_SECONDS": 0.5,
+    "BATCH_LEASE_SECONDS": 20,
+    "SWEEP_INTERVAL": 1,
+    "SWEEP_AFTER_SECONDS": 5,
+    "BROKER_VISIBILITY_TIMEOUT": 30,
+    "WATCHER_SETTLE_SECONDS": 0.5,
 }
 # The production recovery settings (sendit/config.py: lease 60 s, heartbeat 15 s,
 # sweep after 900 s, Redis visibility 3600 s): what a killed worker's batches wait for when
@@ -65,9 +69,23 @@ class Redis:
         binary = shutil.which("redis-server")
         if not binary:
             raise RuntimeError("redis-server is not installed")
-        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         if not wait_for(lambda: reachable(self.port), 10, interval=0.05):
             raise RuntimeError("redis-server did not start")
         return self
@@ -89,6 +107,7 @@ def settle(node, names, timeout):
     def done():
         found = node.batches()
         return all(found.get(n, ("",))[0] == "DONE" for n in names) and found
+
     return node.wait(done, timeout=timeout, interval=0.5)
 
 
@@ -116,14 +135,18 @@ def finish(row, node, orthanc, names, expected, started, timeout):
         row.diagnostics = node.diagnostics()
         log = node.tmp / "worker.log"
         if log.exists():  # what the workers said about it: recovery, errors
-            lines = [line for line in log.read_text(errors="replace").splitlines()
-                     if any(w in line for w in ("RECOVER", "ERROR", "Error", "CRITICAL", "lease", "ready."))]
+            lines = [
+                line
+                for line in log.read_text(errors="replace").splitlines()
+                if any(w in line for w in ("RECOVER", "ERROR", "Error", "CRITICAL", "lease", "ready."))
+            ]
             row.notes.append("worker.log: " + " | ".join(lines[-12:]))
     return row
 
 
-def kill_worker_at(tmp, orthanc, step, n, database="postgres", broker="redis", timeout=240,
-                   recovery=PRODUCTION_RECOVERY):
+def kill_worker_at(
+    tmp, orthanc, step, n, database="postgres", broker="redis", timeout=240, recovery=PRODUCTION_RECOVERY
+):
     """SIGKILL the whole worker (all its processes) at a chosen point of one step, restart it.
 
     row.recovery: seconds from the restart to the batch DONE (the restarted worker resumes
@@ -135,9 +158,17 @@ def kill_worker_at(tmp, orthanc, step, n, database="postgres", broker="redis", t
     extra = {"CELERY_BROKER_URL": redis.url} if redis else {}
     row = Row(f"worker SIGKILL during {step} ({broker})", n)
     try:
-        with Node(tmp, database, "filesystem" if broker == "filesystem" else "redis", workers=2,
-                  ORTHANC_URL=orthanc.url, SENDIT_CRASH_AT=step, SENDIT_CRASH_MARKER=marker,
-                  **recovery, **extra) as node:
+        with Node(
+            tmp,
+            database,
+            "filesystem" if broker == "filesystem" else "redis",
+            workers=2,
+            ORTHANC_URL=orthanc.url,
+            SENDIT_CRASH_AT=step,
+            SENDIT_CRASH_MARKER=marker,
+            **recovery,
+            **extra,
+        ) as node:
             started = time.monotonic()
             drop(node, "K", n)
             if not node.wait(marker.exists, timeout=timeout):
@@ -167,8 +198,16 @@ def kill_one_of_three_workers(tmp, orthanc, studies=6, n=40, timeout=300, recove
     row = Row(f"1 of 3 workers (hosts) SIGKILL, {studies} studies", studies * n)
     names = [f"H{i}" for i in range(studies)]
     try:
-        with Node(tmp, "postgres", "redis", workers=1, ORTHANC_URL=orthanc.url,
-                  CELERY_BROKER_URL=redis.url, start_worker=False, **recovery) as node:
+        with Node(
+            tmp,
+            "postgres",
+            "redis",
+            workers=1,
+            ORTHANC_URL=orthanc.url,
+            CELERY_BROKER_URL=redis.url,
+            start_worker=False,
+            **recovery,
+        ) as node:
             workers = [node.start_worker(other_host=True) for _ in range(3)]
             victim = workers[1]
             if not node.wait(lambda: node.worker_machine(victim), timeout=30, interval=0.1):
@@ -183,8 +222,9 @@ def kill_one_of_three_workers(tmp, orthanc, studies=6, n=40, timeout=300, recove
 
             def victim_at_work():
                 # The victim holds a batch and has done part of it: mid-study.
-                held = node.query("SELECT id FROM main_batch WHERE lease_owner LIKE %s AND status <> %s",
-                                  f"{machine}:%", "DONE")
+                held = node.query(
+                    "SELECT id FROM main_batch WHERE lease_owner LIKE %s AND status <> %s", f"{machine}:%", "DONE"
+                )
                 return held and node.query("SELECT count(*) FROM main_image WHERE status <> %s", "NEW")[0][0] > 0
 
             if not node.wait(victim_at_work, timeout=timeout, interval=0.05):
@@ -209,8 +249,15 @@ def kill_watcher(tmp, orthanc, n, database="postgres", broker="redis", timeout=2
     extra = {"CELERY_BROKER_URL": redis.url} if redis else {}
     row = Row("watcher SIGKILL, studies dropped while down", 2 * n)
     try:
-        with Node(tmp, database, "filesystem" if broker == "filesystem" else "redis", workers=2,
-                  ORTHANC_URL=orthanc.url, **FAST_RECOVERY, **extra) as node:
+        with Node(
+            tmp,
+            database,
+            "filesystem" if broker == "filesystem" else "redis",
+            workers=2,
+            ORTHANC_URL=orthanc.url,
+            **FAST_RECOVERY,
+            **extra,
+        ) as node:
             started = time.monotonic()
             drop(node, "W1", n, seed=1)
             node.wait(lambda: "W1" in node.batches(), timeout=60)
@@ -234,8 +281,9 @@ def restart_redis(tmp, orthanc, n, database="postgres", timeout=240):
     redis = Redis(Path(tmp) / "redis").start()
     row = Row("Redis SIGKILL + restart mid-run", 2 * n)
     try:
-        with Node(tmp, database, "redis", workers=2, ORTHANC_URL=orthanc.url,
-                  CELERY_BROKER_URL=redis.url, **FAST_RECOVERY) as node:
+        with Node(
+            tmp, database, "redis", workers=2, ORTHANC_URL=orthanc.url, CELERY_BROKER_URL=redis.url, **FAST_RECOVERY
+        ) as node:
             started = time.monotonic()
             drop(node, "R1", n, seed=1)
             drop(node, "R2", n, seed=2)
@@ -261,17 +309,26 @@ def duplicate_tasks(tmp, orthanc, n, database="postgres", timeout=240):
     redis = Redis(Path(tmp) / "redis").start()
     row = Row("each step queued 3x at once (2 workers)", n)
     try:
-        with Node(tmp, database, "redis", workers=2, ORTHANC_URL=orthanc.url,
-                  CELERY_BROKER_URL=redis.url, **FAST_RECOVERY) as node:
+        with Node(
+            tmp, database, "redis", workers=2, ORTHANC_URL=orthanc.url, CELERY_BROKER_URL=redis.url, **FAST_RECOVERY
+        ) as node:
             started = time.monotonic()
             drop(node, "D", n)
             node.wait(lambda: "D" in node.batches(), timeout=60)
             [(batch_id,)] = node.query("SELECT id FROM main_batch WHERE uid = %s", "D")
-            code = ("import django;django.setup();from sendit.apps.main.tasks import *;"
-                    f"[t.delay({batch_id}) for t in (get_identifiers, replace_identifiers, upload_storage, cleanup) "
-                    "for _ in range(3)]")
-            subprocess.run([os.sys.executable, "-c", code], cwd=str(Path(__file__).parents[2]),
-                           env=node.env, check=True, capture_output=True, timeout=60)
+            code = (
+                "import django;django.setup();from sendit.apps.main.tasks import *;"
+                f"[t.delay({batch_id}) for t in (get_identifiers, replace_identifiers, upload_storage, cleanup) "
+                "for _ in range(3)]"
+            )
+            subprocess.run(
+                [os.sys.executable, "-c", code],
+                cwd=str(Path(__file__).parents[2]),
+                env=node.env,
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
             return finish(row, node, orthanc, ["D"], n, started, timeout)
     finally:
         redis.stop()
@@ -279,12 +336,17 @@ def duplicate_tasks(tmp, orthanc, n, database="postgres", timeout=240):
 
 def print_table(rows, out=None):
     import sys
+
     out = out or sys.stdout
-    head = (f"{'scenario':44} {'in':>6} {'delivered':>9} {'duplicates':>10} {'resent':>6} {'seconds':>7} "
-            f"{'recovery':>8}  result")
+    head = (
+        f"{'scenario':44} {'in':>6} {'delivered':>9} {'duplicates':>10} {'resent':>6} {'seconds':>7} "
+        f"{'recovery':>8}  result"
+    )
     print(head, file=out)
     print("-" * len(head), file=out)
     for r in rows:
-        print(f"{r.scenario:44} {r.images_in:6d} {r.delivered:9d} {r.duplicates:10d} {r.resent:6d} "
-              f"{r.seconds:7.1f} {r.recovery:8.1f}  {r.result}{'  ' + '; '.join(r.notes) if r.notes else ''}",
-              file=out)
+        print(
+            f"{r.scenario:44} {r.images_in:6d} {r.delivered:9d} {r.duplicates:10d} {r.resent:6d} "
+            f"{r.seconds:7.1f} {r.recovery:8.1f}  {r.result}{'  ' + '; '.join(r.notes) if r.notes else ''}",
+            file=out,
+        )

@@ -2,6 +2,7 @@
 
 Run eagerly (the tasks in this process) against the session's Orthanc.
 """
+
 import os
 import shutil
 import subprocess
@@ -36,10 +37,15 @@ REFUSED = {
     "README.txt": "not a DICOM file",
 }
 ACCEPTED = [
-    "rtstruct.dcm",                       # a data set without preamble and file meta
-    "ExplVR_LitEndNoMeta.dcm", "ExplVR_BigEndNoMeta.dcm",
-    "SC_ybr_full_422_uncompressed.dcm",   # subsampled: shorter pixel data is right
-    "rtplan.dcm", "CT_small.dcm", "MR_small_bigendian.dcm", "JPEG2000.dcm", "waveform_ecg.dcm",
+    "rtstruct.dcm",  # a data set without preamble and file meta
+    "ExplVR_LitEndNoMeta.dcm",
+    "ExplVR_BigEndNoMeta.dcm",
+    "SC_ybr_full_422_uncompressed.dcm",  # subsampled: shorter pixel data is right
+    "rtplan.dcm",
+    "CT_small.dcm",
+    "MR_small_bigendian.dcm",
+    "JPEG2000.dcm",
+    "waveform_ecg.dcm",
 ]
 
 
@@ -187,10 +193,10 @@ def test_the_same_study_dropped_twice(node, data_folder):
 def test_non_ascii_names_in_headers_and_file_names(node, data_folder):
     folder = data_folder / "ÉTUDE-東京-Ünïcødé"
     folder.mkdir()
-    for i, (name, charset) in enumerate([("Müller^Jürgen", "ISO_IR 100"), ("山田^太郎", "ISO_IR 192"),
-                                          ("Иванов^Иван", "ISO_IR 192")]):
-        [path] = make_ct_series(folder / "tmp", 1, patient_id=f"PNA{i}", study_uid="1.2.826.0.1.99.1",
-                                patient_name="x")
+    for i, (name, charset) in enumerate(
+        [("Müller^Jürgen", "ISO_IR 100"), ("山田^太郎", "ISO_IR 192"), ("Иванов^Иван", "ISO_IR 192")]
+    ):
+        [path] = make_ct_series(folder / "tmp", 1, patient_id=f"PNA{i}", study_uid="1.2.826.0.1.99.1", patient_name="x")
         ds = pydicom.dcmread(path)
         ds.SpecificCharacterSet = charset
         ds.PatientName = name
@@ -213,8 +219,7 @@ def test_a_full_media_disk_loses_nothing(node, data_folder, settings, tmp_path):
     media = tmp_path / "small-media"
     media.mkdir()
     try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(media)], check=True,
-                       capture_output=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(media)], check=True, capture_output=True)
     except (subprocess.CalledProcessError, FileNotFoundError) as exc:
         pytest.skip(f"cannot mount a tmpfs here ({exc})")
     try:
@@ -234,6 +239,7 @@ def test_a_full_media_disk_loses_nothing(node, data_folder, settings, tmp_path):
         assert delivered <= recorded
         # Free the space (a person's job), retry: everything arrives.
         from sendit.apps.main.retry import retry_batch
+
         subprocess.run(["mount", "-o", "remount,size=64m", str(media)], check=True)
         retry_batch(batch)
         batch.refresh_from_db()
@@ -256,9 +262,9 @@ def _swallowing_file(tmp_path, implicit):
     data = path.read_bytes()
     at = data.index(b"\x20\x00\x41\x10")
     if implicit:
-        data = data[:at + 4] + (0xFFFFFFF0).to_bytes(4, "little") + data[at + 8:]
+        data = data[: at + 4] + (0xFFFFFFF0).to_bytes(4, "little") + data[at + 8 :]
     else:
-        data = data[:at + 6] + (0xFFF0).to_bytes(2, "little") + data[at + 8:] + b"\0" * 0x10000
+        data = data[: at + 6] + (0xFFF0).to_bytes(2, "little") + data[at + 8 :] + b"\0" * 0x10000
     path.write_bytes(data)
     return path
 
@@ -278,7 +284,9 @@ def test_elements_swallowed_by_a_wrong_length_never_leave(node, data_folder, tmp
     assert len(node.instances()) == 2
     assert (data_folder / "SW.err" / "bad.dcm").read_bytes() == bad.read_bytes()
     for instance in node.instances():
-        assert b"SWALLOWED" not in node.get_bytes(f"/instances/{instance}/file") and b"ADMIT556677" not in node.get_bytes(f"/instances/{instance}/file")
+        assert b"SWALLOWED" not in node.get_bytes(
+            f"/instances/{instance}/file"
+        ) and b"ADMIT556677" not in node.get_bytes(f"/instances/{instance}/file")
 
 
 def test_a_cd_with_its_dicomdir_finishes_done_with_a_note(node, data_folder):

@@ -5,6 +5,7 @@ The worker crashes run with the production recovery settings (lease 60 s, heartb
 sweep after 900 s, Redis visibility 3600 s) and assert how soon the batches finish: a
 restarted worker resumes them itself (sendit.apps.main.recovery), and the surviving workers
 of other hosts take a dead host's batches over once its leases lapse."""
+
 import shutil
 
 import pytest
@@ -19,8 +20,10 @@ RESTART_BOUND = 30
 # Seconds from one of three workers' death to every batch DONE on the two others.
 OTHER_HOSTS_BOUND = 120
 
-needs_stack = pytest.mark.skipif(not (reachable(5432) and shutil.which("redis-server")),
-                                 reason="PostgreSQL is not running or redis-server is not installed")
+needs_stack = pytest.mark.skipif(
+    not (reachable(5432) and shutil.which("redis-server")),
+    reason="PostgreSQL is not running or redis-server is not installed",
+)
 
 
 def check(row):
@@ -43,8 +46,9 @@ def test_worker_killed_during_a_step_resumes_within_30s_of_its_restart(tmp_path,
 def test_worker_killed_on_sqlite_and_filesystem_broker(tmp_path, orthanc_server):
     """The filesystem broker forgets a taken task when the worker dies: the restarted
     worker queues the batch's next step again itself."""
-    row = scenarios.kill_worker_at(tmp_path, orthanc_server, "send", n=30, database="sqlite",
-                                   broker="filesystem", timeout=180)
+    row = scenarios.kill_worker_at(
+        tmp_path, orthanc_server, "send", n=30, database="sqlite", broker="filesystem", timeout=180
+    )
     check(row)
     assert row.recovery <= RESTART_BOUND, row
 

@@ -1,4 +1,5 @@
 """Two workers never process one batch at once; late duplicates of a step change nothing."""
+
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ def test_concurrent_acquires_have_one_winner(db):
 
     def contend():
         from django.db import connection as conn
+
         mine = Batch.objects.get(pk=batch.pk)
         barrier.wait()
         wins.append(mine.acquire(60))
@@ -43,10 +45,12 @@ def test_a_dead_holders_lease_is_taken_over_at_once(db):
     from django.utils import timezone
 
     from sendit.apps.main.lease import machine_id
+
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    Batch.objects.filter(pk=batch.pk).update(lease_owner=f"{machine_id()}:{dead.pid}:0123456789abcdef",
-                                             lease_until=timezone.now() + timedelta(minutes=10))
+    Batch.objects.filter(pk=batch.pk).update(
+        lease_owner=f"{machine_id()}:{dead.pid}:0123456789abcdef", lease_until=timezone.now() + timedelta(minutes=10)
+    )
     batch.refresh_from_db()
     assert batch.lease_owner  # still held, for ten minutes, by a dead process
     with batch_lease(batch.id):
@@ -113,6 +117,7 @@ def test_queries_do_not_grow_with_the_number_of_images(node, data_folder):
 
 # --- The lease rules of recovery (sendit.apps.main.lease, sendit.apps.main.recovery) ---
 
+
 def _dead_pid():
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
@@ -151,10 +156,10 @@ def test_abandoned_leases():
     other_host = f"0ther0machine:{_dead_pid()}:0123456789abcdef"
     other_handover = f"0ther0machine:{_dead_pid()}:q123456789abcdef"
     for at_start in (True, False):
-        assert abandoned(dead_here, later, now, at_start)            # same host, pid gone: at once
-        assert not abandoned(alive_here, later, now, at_start)       # a live holder keeps it
-        assert not abandoned(other_host, later, now, at_start)       # other host: until it expires
-        assert abandoned(other_host, earlier, now, at_start)         # ... and then at once
+        assert abandoned(dead_here, later, now, at_start)  # same host, pid gone: at once
+        assert not abandoned(alive_here, later, now, at_start)  # a live holder keeps it
+        assert not abandoned(other_host, later, now, at_start)  # other host: until it expires
+        assert abandoned(other_host, earlier, now, at_start)  # ... and then at once
         assert not abandoned(other_handover, later, now, at_start)
     # A free batch has its next step queued; only a (re)starting worker queues it again.
     assert abandoned("", None, now, at_start=True)
@@ -208,9 +213,16 @@ def test_a_killed_holders_lease_lapses_within_the_lease_period(db, tmp_path):
         "from sendit.apps.main.tasks.common import batch_lease\n"
         f"with batch_lease({batch.id}):\n"
         f"    pathlib.Path({str(ready)!r}).touch()\n"
-        "    time.sleep(120)\n")
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "sendit.settings", "DATABASE_URL": _database_url(),
-           "BATCH_LEASE_SECONDS": "3", "LEASE_HEARTBEAT_SECONDS": "0.5", "LOCKDOWN_ENABLED": "false"}
+        "    time.sleep(120)\n"
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "sendit.settings",
+        "DATABASE_URL": _database_url(),
+        "BATCH_LEASE_SECONDS": "3",
+        "LEASE_HEARTBEAT_SECONDS": "0.5",
+        "LOCKDOWN_ENABLED": "false",
+    }
     holder = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=str(ROOT))
     try:
         deadline = time.monotonic() + 60
@@ -246,6 +258,7 @@ def _recorder(monkeypatch):
     def delay(batch_id, lease=None):
         with lock:
             calls.append((batch_id, lease))
+
     monkeypatch.setattr(get_identifiers, "delay", delay)
     return calls
 
@@ -281,6 +294,7 @@ def test_two_workers_starting_together_requeue_each_abandoned_batch_once(db, mon
 
     def start_a_worker():
         from django.db import connection as conn
+
         barrier.wait()
         results.append(requeue_abandoned(at_start=True))
         conn.close()

@@ -29,8 +29,9 @@ def orthanc(orthanc_server):
 @pytest.fixture(scope="session")
 def orthanc_auth(tmp_path_factory):
     """An Orthanc that requires HTTP basic authentication (sendit / s3cret)."""
-    server = start_or_skip(Orthanc(tmp_path_factory.mktemp("orthanc-auth"), username="sendit",
-                                   password="s3cret"), _missing())
+    server = start_or_skip(
+        Orthanc(tmp_path_factory.mktemp("orthanc-auth"), username="sendit", password="s3cret"), _missing()
+    )
     yield server
     server.stop()
 
@@ -41,6 +42,7 @@ def orthanc_private(tmp_path):
     server = start_or_skip(Orthanc(tmp_path / "orthanc"), _missing())
     yield server
     server.stop(kill=True)  # its storage is thrown away: no need for a graceful stop
+
 
 # fake_gcs and datastore_emulator (session-scoped) live in tests/conftest.py.
 
@@ -61,8 +63,9 @@ def gcs_client(fake_gcs):
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
-    return storage.Client(project="test", credentials=AnonymousCredentials(),
-                          client_options={"api_endpoint": fake_gcs.url})
+    return storage.Client(
+        project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": fake_gcs.url}
+    )
 
 
 @pytest.fixture

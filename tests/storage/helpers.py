@@ -20,5 +20,6 @@ def items_for(paths):
 
 def pixel_bytes(data_or_path):
     import io
+
     src = io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else data_or_path
     return pydicom.dcmread(src).PixelData

@@ -12,12 +12,14 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from sendit.storage import DestinationError, SendItem, get_destinations
-from tests.services import Orthanc, dicomweb_plugin, orthanc_binary, start_or_skip
+from tests.services import Orthanc, dicomweb_plugin, make_ct_series, orthanc_binary, start_or_skip
 from tests.storage.helpers import items_for, sample_files
-from tests.services import make_ct_series
 
-MISSING = (None if orthanc_binary() and dicomweb_plugin() else
-           "Orthanc or its DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb)")
+MISSING = (
+    None
+    if orthanc_binary() and dicomweb_plugin()
+    else "Orthanc or its DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +37,14 @@ def server(dicomweb):
 
 
 def destination(server, **overrides):
-    config = {"SEND_TO_DICOMWEB": True, "DICOMWEB_URL": server.dicomweb_url,
-              "SEND_RETRIES": 2, "SEND_BACKOFF": 0.2, "SEND_BACKOFF_MAX": 1.0, **overrides}
+    config = {
+        "SEND_TO_DICOMWEB": True,
+        "DICOMWEB_URL": server.dicomweb_url,
+        "SEND_RETRIES": 2,
+        "SEND_BACKOFF": 0.2,
+        "SEND_BACKOFF_MAX": 1.0,
+        **overrides,
+    }
     [dest] = get_destinations(config)
     return dest
 
@@ -57,8 +65,7 @@ def test_a_batch_is_delivered_verified_and_a_resend_is_already_stored(server, tm
     results = dest.send_batch(items)
     assert [r.error for r in results] == [None] * len(items)
     assert all(r.ok and not r.already_stored and r.attempts == 1 for r in results)
-    assert stored_uids(server) == {(i.study_instance_uid, i.series_instance_uid, i.sop_instance_uid)
-                                   for i in items}
+    assert stored_uids(server) == {(i.study_instance_uid, i.series_instance_uid, i.sop_instance_uid) for i in items}
     # What the server keeps is the file sent, byte for byte in its data set.
     stored = server.get_bytes(f"/instances/{server.instances()[0]}/file")
     local = {pydicom.dcmread(p).SOPInstanceUID: pydicom.dcmread(p) for p in paths}
@@ -83,8 +90,7 @@ def test_another_instance_with_the_same_uids_fails_and_the_stored_one_is_kept(se
     assert not first.ok and first.error == "dicomweb: a different instance with this UID is already stored"
     assert first.attempts == 1
     assert second.ok and second.already_stored
-    kept = pydicom.dcmread(__import__("io").BytesIO(
-        server.get_bytes(f"/instances/{server.instances()[0]}/file")))
+    kept = pydicom.dcmread(__import__("io").BytesIO(server.get_bytes(f"/instances/{server.instances()[0]}/file")))
     assert kept.SeriesDescription != "another version"
 
 
@@ -104,31 +110,33 @@ def test_one_refused_instance_fails_alone(server, tmp_path):
     # One request for all of them: the answer says which instance failed.
     results = destination(server, DICOMWEB_INSTANCES_PER_REQUEST=50, SEND_WORKERS=1).send_batch(items)
     assert [r.ok for r in results] == [True] * 3 + [False] + [True] * 3 + [False]
-    assert results[3].error == ("dicomweb: the DICOMweb server refused this instance: it has no "
-                                "SeriesInstanceUID (FailureReason 0xC000, cannot understand)")
-    assert results[7].error.startswith("dicomweb: the DICOMweb server refused this instance: not a "
-                                       "DICOM instance the server could read (HTTP 400")
+    assert results[3].error == (
+        "dicomweb: the DICOMweb server refused this instance: it has no "
+        "SeriesInstanceUID (FailureReason 0xC000, cannot understand)"
+    )
+    assert results[7].error.startswith(
+        "dicomweb: the DICOMweb server refused this instance: not a DICOM instance the server could read (HTTP 400"
+    )
     assert all(r.attempts == 1 for r in results)
     assert len(server.instances()) == 6
     assert str(garbage) not in str([r.error for r in results])
 
 
 def test_basic_auth_against_orthancs_user_list(tmp_path):
-    server = start_or_skip(Orthanc(tmp_path / "o", username="sendit", password="s3cret-dw",
-                                   dicomweb=True), MISSING)
+    server = start_or_skip(Orthanc(tmp_path / "o", username="sendit", password="s3cret-dw", dicomweb=True), MISSING)
     try:
         items = items_for(sample_files(tmp_path, n_ct=2))
-        ok = destination(server, DICOMWEB_AUTH="basic", DICOMWEB_USERNAME="sendit",
-                         DICOMWEB_PASSWORD="s3cret-dw")
+        ok = destination(server, DICOMWEB_AUTH="basic", DICOMWEB_USERNAME="sendit", DICOMWEB_PASSWORD="s3cret-dw")
         assert all(r.ok for r in ok.send_batch(items))
         assert len(server.instances()) == len(items)
         assert ok.check()[0]
 
-        wrong = destination(server, DICOMWEB_AUTH="basic", DICOMWEB_USERNAME="sendit",
-                            DICOMWEB_PASSWORD="wrong", SEND_BACKOFF=5.0)
+        wrong = destination(
+            server, DICOMWEB_AUTH="basic", DICOMWEB_USERNAME="sendit", DICOMWEB_PASSWORD="wrong", SEND_BACKOFF=5.0
+        )
         started = time.monotonic()
         results = wrong.send_batch(items)
-        assert time.monotonic() - started < 5      # no retry
+        assert time.monotonic() - started < 5  # no retry
         assert all(not r.ok and "authentication failed (HTTP 401" in r.error for r in results)
         assert "wrong" not in str([r.error for r in results])
         ok_, message = wrong.check()
@@ -149,14 +157,14 @@ def test_a_server_that_is_down_is_retried_and_the_batch_not_stuck(tmp_path):
         started = time.monotonic()
         results = dead.send_batch(items)
         assert time.monotonic() - started < 10
-        assert all(not r.ok and r.error.startswith("dicomweb: gave up after 3 attempts: dicomweb: "
-                                                   "connection") for r in results), results[0].error
+        assert all(
+            not r.ok and r.error.startswith("dicomweb: gave up after 3 attempts: dicomweb: connection") for r in results
+        ), results[0].error
         assert not dead.check()[0]
         # Back after a moment: the same call delivers everything.
         back = threading.Timer(1.0, server.start)
         back.start()
-        results = destination(server, SEND_RETRIES=8, SEND_BACKOFF=0.5,
-                              SEND_BACKOFF_MAX=1.0).send_batch(items)
+        results = destination(server, SEND_RETRIES=8, SEND_BACKOFF=0.5, SEND_BACKOFF_MAX=1.0).send_batch(items)
         back.join()
         assert all(r.ok for r in results), [r.error for r in results]
         assert max(r.attempts for r in results) > 1
@@ -169,11 +177,9 @@ def test_misconfiguration_is_said_at_once():
     with pytest.raises(DestinationError, match="DICOMWEB_URL"):
         get_destinations({"SEND_TO_DICOMWEB": True})
     with pytest.raises(DestinationError, match="DICOMWEB_AUTH"):
-        get_destinations({"SEND_TO_DICOMWEB": True, "DICOMWEB_URL": "http://h/dicom-web",
-                          "DICOMWEB_AUTH": "kerberos"})
+        get_destinations({"SEND_TO_DICOMWEB": True, "DICOMWEB_URL": "http://h/dicom-web", "DICOMWEB_AUTH": "kerberos"})
     with pytest.raises(DestinationError, match="DICOMWEB_TOKEN"):
-        get_destinations({"SEND_TO_DICOMWEB": True, "DICOMWEB_URL": "http://h/dicom-web",
-                          "DICOMWEB_AUTH": "bearer"})
+        get_destinations({"SEND_TO_DICOMWEB": True, "DICOMWEB_URL": "http://h/dicom-web", "DICOMWEB_AUTH": "bearer"})
 
 
 def test_a_url_that_is_not_a_dicomweb_root_stops_the_batch(server, tmp_path):
@@ -191,6 +197,7 @@ def orthanc_id_of(server, sop_instance_uid: str) -> str:
 def json_post(server, path, body: str):
     import json
     import urllib.request
+
     req = urllib.request.Request(server.url + path, data=body.encode(), method="POST")
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())
@@ -207,13 +214,13 @@ def losing(dest, server, uid, times):
             server.delete(f"/instances/{orthanc_id_of(server, uid)}")
             lost.append(uid)
         return got
+
     dest._stow = stow_then_lose
     return lost
 
 
 @pytest.mark.parametrize("verified_by", ["metadata", "qido"])
-def test_an_instance_missing_after_its_stow_is_sent_again_then_fails_alone(server, tmp_path,
-                                                                             verified_by):
+def test_an_instance_missing_after_its_stow_is_sent_again_then_fails_alone(server, tmp_path, verified_by):
     """The per-instance guarantee, by either verification: WADO-RS series metadata (a new
     series) or QIDO-RS per request (a series already bigger than what is sent)."""
     paths = make_ct_series(tmp_path / "series", 8, patient_id="LOST")
@@ -226,12 +233,10 @@ def test_an_instance_missing_after_its_stow_is_sent_again_then_fails_alone(serve
         server.clear()
         for path in kept:
             server.post_file(path)
-        dest = destination(server, DICOMWEB_INSTANCES_PER_REQUEST=2, SEND_WORKERS=2,
-                           SEND_BACKOFF=0.1)
+        dest = destination(server, DICOMWEB_INSTANCES_PER_REQUEST=2, SEND_WORKERS=2, SEND_BACKOFF=0.1)
         seen = {"metadata": 0, "qido": 0}
         metadata, listed = dest._metadata_listed, dest._listed
-        dest._metadata_listed = lambda s: (seen.__setitem__("metadata", seen["metadata"] + 1),
-                                           metadata(s))[1]
+        dest._metadata_listed = lambda s: (seen.__setitem__("metadata", seen["metadata"] + 1), metadata(s))[1]
         dest._listed = lambda s: (seen.__setitem__("qido", seen["qido"] + 1), listed(s))[1]
         lost = losing(dest, server, missing, times)
         results = dest.send_batch(items)
@@ -240,8 +245,9 @@ def test_an_instance_missing_after_its_stow_is_sent_again_then_fails_alone(serve
         assert [r.ok for r in results] == [True, expect_ok, True], [r.error for r in results]
         assert [r.attempts for r in results] == [1, 2, 1]
         if not expect_ok:
-            assert results[1].error == ("dicomweb: the DICOMweb server did not keep this "
-                                        "instance (stored, then not listed in its series)")
+            assert results[1].error == (
+                "dicomweb: the DICOMweb server did not keep this instance (stored, then not listed in its series)"
+            )
         assert all(not r.already_stored for r in results)
     # the verification that ran is the one this case is about
     other = "qido" if verified_by == "metadata" else "metadata"
@@ -258,8 +264,9 @@ def test_a_series_not_listed_by_its_metadata_is_searched_by_qido(server, tmp_pat
 
     def no_metadata(*args, **kwargs):
         raise ValueError("no metadata here")
+
     monkeypatch.setattr(dest.web, "retrieve_series_metadata", no_metadata)
-    dest.open = lambda: None       # keep the patched client for the call
+    dest.open = lambda: None  # keep the patched client for the call
     results = dest.send_batch(items)
     assert all(r.ok and r.attempts == 1 for r in results), [r.error for r in results]
     assert len(server.instances()) == 4

@@ -6,16 +6,22 @@ import io
 import json
 import tarfile
 
-
 from sendit.storage import get_destinations
 from tests.services import make_ct_series
 from tests.storage.helpers import items_for, sample_files
 
 
 def gcs_config(fake_gcs, bucket, **overrides):
-    cfg = {"SEND_TO_GOOGLE": True, "GOOGLE_CLOUD_STORAGE": bucket, "GOOGLE_PROJECT_NAME": "test",
-           "GOOGLE_STORAGE_COLLECTION": "IRB1234", "STORAGE_EMULATOR_HOST": fake_gcs.url,
-           "SEND_RETRIES": 2, "SEND_BACKOFF": 0.05, "SEND_BACKOFF_MAX": 0.1}
+    cfg = {
+        "SEND_TO_GOOGLE": True,
+        "GOOGLE_CLOUD_STORAGE": bucket,
+        "GOOGLE_PROJECT_NAME": "test",
+        "GOOGLE_STORAGE_COLLECTION": "IRB1234",
+        "STORAGE_EMULATOR_HOST": fake_gcs.url,
+        "SEND_RETRIES": 2,
+        "SEND_BACKOFF": 0.05,
+        "SEND_BACKOFF_MAX": 0.1,
+    }
     cfg.update(overrides)
     return cfg
 
@@ -34,8 +40,10 @@ def test_objects_arrive_intact_and_resend_is_harmless(fake_gcs, bucket, client, 
     assert [r.error for r in results if not r.ok] == []
     generations = {}
     for path, item, r in zip(paths, items, results):
-        assert r.remote_id == (f"Collection/IRB1234/Entity/{item.patient_id}/{item.study_instance_uid}/"
-                               f"{item.series_instance_uid}/{item.sop_instance_uid}.dcm")
+        assert r.remote_id == (
+            f"Collection/IRB1234/Entity/{item.patient_id}/{item.study_instance_uid}/"
+            f"{item.series_instance_uid}/{item.sop_instance_uid}.dcm"
+        )
         blob = client.bucket(bucket).get_blob(r.remote_id)
         with open(path, "rb") as f:
             local = f.read()
@@ -59,6 +67,7 @@ def test_a_different_image_with_the_same_uids_is_not_overwritten(fake_gcs, bucke
     """An image's object is named by its UIDs: another image with the same UIDs (another
     batch's, another version) fails instead of replacing the one delivered before."""
     import pydicom
+
     a, bystander = make_ct_series(tmp_path / "in", 2)
     ds = pydicom.dcmread(a)
     ds.SeriesDescription = "ANOTHER VERSION"
@@ -71,17 +80,17 @@ def test_a_different_image_with_the_same_uids_is_not_overwritten(fake_gcs, bucke
 
     other, fine = dest.send_batch(items_for([b, bystander]))
     assert not other.ok and other.error == "gcs: a different instance with this UID is already stored"
-    assert other.attempts == 1                                  # permanent: not retried
+    assert other.attempts == 1  # permanent: not retried
     assert fine.ok and not fine.already_stored, fine.error
     stored = client.bucket(bucket).get_blob(first.remote_id)
     assert stored.generation == generation
     with open(a, "rb") as f:
         assert stored.download_as_bytes() == f.read()
-    name = first.remote_id.rsplit("/", 2)[0] + ".json"          # the study JSON lists one copy
+    name = first.remote_id.rsplit("/", 2)[0] + ".json"  # the study JSON lists one copy
     doc = json.loads(client.bucket(bucket).get_blob(name).download_as_bytes())
     assert doc["images"] == 2
 
-    [again] = dest.send_batch(items_for([a]))                   # the same file: delivered already
+    [again] = dest.send_batch(items_for([a]))  # the same file: delivered already
     assert again.ok and again.already_stored, again.error
     assert client.bucket(bucket).get_blob(first.remote_id).generation == generation
 
@@ -124,10 +133,10 @@ def test_tar_gz_format_and_study_metadata(fake_gcs, bucket, client, tmp_path):
     assert sorted(s["images"] for s in doc["series"]) == [2, 4]
     assert doc["bytes"] == sum(len(v) for v in members.values())
     assert all(s["SeriesDescription"] == "AXIAL 1.0" for s in doc["series"])
-    assert str(tmp_path) not in json.dumps(doc)          # no input paths in the metadata
+    assert str(tmp_path) not in json.dumps(doc)  # no input paths in the metadata
 
     generation = archive.generation
-    again = dest.send_batch(items)                       # deterministic archive: no re-upload
+    again = dest.send_batch(items)  # deterministic archive: no re-upload
     assert all(r.ok and r.already_stored for r in again)
     assert client.bucket(bucket).get_blob(prefix + ".tar.gz").generation == generation
 
@@ -153,12 +162,19 @@ def test_missing_bucket_fails_without_retries(fake_gcs, tmp_path):
 
 def test_gcs_down_for_good(tmp_path):
     from tests.services import free_port
+
     items = items_for(make_ct_series(tmp_path / "in", 3))
-    cfg = {"SEND_TO_GOOGLE": True, "GOOGLE_CLOUD_STORAGE": "b-gone", "GOOGLE_STORAGE_COLLECTION": "c",
-           "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{free_port()}",
-           "SEND_RETRIES": 2, "SEND_BACKOFF": 0.05, "SEND_BACKOFF_MAX": 0.1, "SEND_TIMEOUT": 5}
+    cfg = {
+        "SEND_TO_GOOGLE": True,
+        "GOOGLE_CLOUD_STORAGE": "b-gone",
+        "GOOGLE_STORAGE_COLLECTION": "c",
+        "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{free_port()}",
+        "SEND_RETRIES": 2,
+        "SEND_BACKOFF": 0.05,
+        "SEND_BACKOFF_MAX": 0.1,
+        "SEND_TIMEOUT": 5,
+    }
     dest = dest_for(cfg)
     results = dest.send_batch(items)
-    assert all(not r.ok and "gave up after 3 attempts" in r.error for r in results), \
-        [r.error for r in results]
+    assert all(not r.ok and "gave up after 3 attempts" in r.error for r in results), [r.error for r in results]
     assert not dest.check()[0]

@@ -1,4 +1,5 @@
 """The REST destinations' HTTP client says why a request got no answer, in plain words."""
+
 import contextlib
 import http.server
 import socket
@@ -123,14 +124,16 @@ def test_a_connection_the_server_closed_while_idle_is_replaced(monkeypatch):
 
     connections, sent = [], []
     real_request = http.client.HTTPConnection.request
-    monkeypatch.setattr(http.client.HTTPConnection, "request",
-                        lambda self, *a, **k: sent.append(a[1]) or real_request(self, *a, **k))
+    monkeypatch.setattr(
+        http.client.HTTPConnection, "request", lambda self, *a, **k: sent.append(a[1]) or real_request(self, *a, **k)
+    )
 
     def answer_then_close(conn):
         connections.append(conn)
         conn.recv(65536)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d" % (
-            len(str(len(connections))), len(connections)))
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d" % (len(str(len(connections))), len(connections))
+        )
         conn.close()  # kept alive by the client, closed here while idle
 
     with raw_server(answer_then_close) as url:
@@ -159,8 +162,9 @@ def test_a_hang_up_as_a_reused_connection_sends_is_tried_once_more():
         else:
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nagain")
 
-    with raw_server(lambda conn: threading.Thread(target=answer_once_then_hang_up, args=(conn,),
-                                                  daemon=True).start()) as url:
+    with raw_server(
+        lambda conn: threading.Thread(target=answer_once_then_hang_up, args=(conn,), daemon=True).start()
+    ) as url:
         client = Client()
         try:
             assert client.get(url + "/a", timeout=5).text == "ok"
@@ -188,8 +192,9 @@ def _read_request(conn):
     while b"\r\n\r\n" not in data:
         data += conn.recv(65536)
     head, _, body = data.partition(b"\r\n\r\n")
-    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"content-length:")), 0)
+    length = next(
+        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0
+    )
     while len(body) < length:
         body += conn.recv(65536)
     return head, body
@@ -231,8 +236,9 @@ def test_threads_share_a_client(server):
     client = Client()
     try:
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            sizes = list(pool.map(lambda n: client.post(server + "/instances", data=b"x" * n,
-                                                        timeout=5).text, range(1, 41)))
+            sizes = list(
+                pool.map(lambda n: client.post(server + "/instances", data=b"x" * n, timeout=5).text, range(1, 41))
+            )
         assert sizes == [str(n) for n in range(1, 41)]
         idle = client._idle[("http", server.split("//", 1)[1])]
         assert 1 <= len(idle) <= 4  # kept alive, at most one per thread
@@ -247,9 +253,26 @@ def test_an_untrusted_certificate_is_named(tmp_path):
     import ssl
     import subprocess
 
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-keyout", str(tmp_path / "key.pem"),
-                    "-out", str(tmp_path / "cert.pem")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(tmp_path / "key.pem"),
+            "-out",
+            str(tmp_path / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
 

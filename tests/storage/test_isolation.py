@@ -34,8 +34,7 @@ def destination(orthanc, transport, **overrides):
 
 
 def private_orthanc(folder, **config):
-    return start_or_skip(Orthanc(folder, extra_config=config),
-                         None if orthanc_binary() else "Orthanc is not installed")
+    return start_or_skip(Orthanc(folder, extra_config=config), None if orthanc_binary() else "Orthanc is not installed")
 
 
 def variant(src, dst, change) -> str:
@@ -49,12 +48,18 @@ def variant(src, dst, change) -> str:
 def item_of(path) -> SendItem:
     """A SendItem for a file whose header may lack a UID (SendItem.from_file needs them all)."""
     ds = pydicom.dcmread(path, stop_before_pixels=True)
-    return SendItem(str(path), str(ds.get("SOPInstanceUID", "")), str(ds.get("StudyInstanceUID", "")),
-                    str(ds.get("SeriesInstanceUID", "")), str(ds.get("PatientID", "")))
+    return SendItem(
+        str(path),
+        str(ds.get("SOPInstanceUID", "")),
+        str(ds.get("StudyInstanceUID", "")),
+        str(ds.get("SeriesInstanceUID", "")),
+        str(ds.get("PatientID", "")),
+    )
 
 
 def stored_series_description(orthanc, remote_id) -> str:
     import io
+
     return str(pydicom.dcmread(io.BytesIO(orthanc.get_bytes(f"/instances/{remote_id}/file"))).SeriesDescription)
 
 
@@ -67,6 +72,7 @@ def assert_plain(error, item):
 
 
 # -- 1. one refused instance fails alone ------------------------------------------------------
+
 
 def batch_with_refused(folder):
     good = make_ct_series(folder / "good", 4, patient_id="SUID-ISO")
@@ -87,11 +93,11 @@ def test_an_instance_without_series_uid_fails_alone(orthanc_private, tmp_path, t
     assert all(not r.already_stored for r in good)
     for index, words in ((1, "has no SeriesInstanceUID"), (4, "its SeriesInstanceUID is empty")):
         r = results[index]
-        assert r.attempts == 1, r.error           # refused for good: not retried
+        assert r.attempts == 1, r.error  # refused for good: not retried
         assert words in r.error, r.error
-        assert "ORTHANC_URL" not in r.error       # not mistaken for a wrong address
+        assert "ORTHANC_URL" not in r.error  # not mistaken for a wrong address
         assert_plain(r.error, items[index])
-    if transport == "rest":                       # Orthanc's own reason, in its words
+    if transport == "rest":  # Orthanc's own reason, in its words
         assert "Orthanc refused this instance" in results[1].error
         assert "Inexistent tag" in results[1].error and "Bad file format" in results[4].error
 
@@ -99,13 +105,13 @@ def test_an_instance_without_series_uid_fails_alone(orthanc_private, tmp_path, t
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_an_instance_orthanc_filters_out_fails_alone(tmp_path, transport):
     lua = tmp_path / "filter.lua"
-    lua.write_text('function ReceivedInstanceFilter(dicom, origin, info)\n'
-                   '  return dicom.SeriesDescription ~= "REFUSED"\nend\n')
+    lua.write_text(
+        'function ReceivedInstanceFilter(dicom, origin, info)\n  return dicom.SeriesDescription ~= "REFUSED"\nend\n'
+    )
     server = private_orthanc(tmp_path / "orthanc", LuaScripts=[str(lua)])
     try:
         paths = make_ct_series(tmp_path / "in", 4, patient_id="SUID-FILTER")
-        paths[2] = variant(paths[2], tmp_path / "refused.dcm",
-                           lambda ds: setattr(ds, "SeriesDescription", "REFUSED"))
+        paths[2] = variant(paths[2], tmp_path / "refused.dcm", lambda ds: setattr(ds, "SeriesDescription", "REFUSED"))
         items = items_for(paths)
         results = destination(server, transport).send_batch(items)
         assert [r.ok for r in results] == [True, True, False, True], [r.error for r in results]
@@ -140,9 +146,15 @@ def test_a_404_that_is_not_orthanc_stops_the_batch(tmp_path):
     thread.start()
     try:
         items = items_for(make_ct_series(tmp_path / "in", 4))
-        [dest] = get_destinations({"SEND_TO_ORTHANC": True, "ORTHANC_TRANSPORT": "rest",
-                                   "ORTHANC_URL": f"http://127.0.0.1:{server.server_port}",
-                                   **FAST, "SEND_BACKOFF": 1.0})
+        [dest] = get_destinations(
+            {
+                "SEND_TO_ORTHANC": True,
+                "ORTHANC_TRANSPORT": "rest",
+                "ORTHANC_URL": f"http://127.0.0.1:{server.server_port}",
+                **FAST,
+                "SEND_BACKOFF": 1.0,
+            }
+        )
         results = dest.send_batch(items)
     finally:
         server.shutdown()
@@ -161,6 +173,7 @@ def test_orthanc_at_a_wrong_path_stops_the_batch(orthanc, tmp_path):
 
 
 # -- 2. AlreadyStored counts only when the stored instance is this one -----------------------------
+
 
 def same_uids_pair(folder, patient_id="SUID-DUP"):
     """Two de-identified versions of one image (same four UIDs, other content) and a bystander."""
@@ -181,19 +194,20 @@ def test_a_different_instance_with_the_same_uids_fails(orthanc_private, tmp_path
 
     results = dest.send_batch(items_for([b, bystander]))
     assert not results[0].ok and DIFFERENT in results[0].error, results[0]
-    assert results[0].attempts == 1                       # permanent: not retried
+    assert results[0].attempts == 1  # permanent: not retried
     assert_plain(results[0].error, items_for([b])[0])
     assert results[1].ok and not results[1].already_stored, results[1].error
     assert stored_series_description(orthanc_private, first.remote_id) == "AXIAL 1.0"  # the first kept
 
-    [again] = dest.send_batch(items_for([a]))             # the identical file: delivered already
+    [again] = dest.send_batch(items_for([a]))  # the identical file: delivered already
     assert again.ok and again.already_stored and again.note is None, again
     assert len(orthanc_private.instances()) == 2
 
 
 @pytest.mark.parametrize("first_transport,second_transport", [("dicom", "rest"), ("rest", "dicom")])
-def test_the_comparison_ignores_how_the_first_copy_arrived(orthanc_private, tmp_path,
-                                                           first_transport, second_transport):
+def test_the_comparison_ignores_how_the_first_copy_arrived(
+    orthanc_private, tmp_path, first_transport, second_transport
+):
     """A copy stored over C-STORE carries Orthanc's own file meta header (another MD5): the
     same data set still counts as the same instance, a different one still fails."""
     a, b, _ = same_uids_pair(tmp_path)
@@ -297,9 +311,17 @@ def test_a_c_store_failure_status_fails_that_image_only(tmp_path):
         paths[1] = variant(paths[1], tmp_path / "r.dcm", lambda ds: setattr(ds, "SeriesDescription", "REFUSE"))
         paths[2] = variant(paths[2], tmp_path / "b.dcm", lambda ds: setattr(ds, "SeriesDescription", "BUSY"))
         items = items_for(paths)
-        [dest] = get_destinations({"SEND_TO_ORTHANC": True, "ORTHANC_TRANSPORT": "dicom",
-                                   "ORTHANC_URL": None, "ORTHANC_IPADDRESS": "127.0.0.1",
-                                   "ORTHANC_PORT": port, "ORTHANC_AET": "PEER", **FAST})
+        [dest] = get_destinations(
+            {
+                "SEND_TO_ORTHANC": True,
+                "ORTHANC_TRANSPORT": "dicom",
+                "ORTHANC_URL": None,
+                "ORTHANC_IPADDRESS": "127.0.0.1",
+                "ORTHANC_PORT": port,
+                "ORTHANC_AET": "PEER",
+                **FAST,
+            }
+        )
         results = dest.send_batch(items)
     finally:
         server.shutdown()

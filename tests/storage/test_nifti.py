@@ -37,8 +37,9 @@ def _oblique(paths, slope="2", intercept="-1000.5"):
     def fn(k, ds):
         ds.ImageOrientationPatient = [f"{v:.8f}" for v in (*row, *col)]
         ds.ImagePositionPatient = [f"{v:.6f}" for v in origin + k * 2.5 * normal]
-        ds.PixelSpacing = ["0.8", "0.6"]       # between rows, between columns
+        ds.PixelSpacing = ["0.8", "0.6"]  # between rows, between columns
         ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+
     return _edit(paths, fn), row, col, normal, origin
 
 
@@ -48,8 +49,7 @@ def _expected_ras(ipp, row, col, dr, dc, i, j):
 
 
 def test_ct_series_affine_and_values_match_dicom(tmp_path):
-    paths = make_ct_series(tmp_path / "in", 6, rows=40, columns=32, patient_name=MARKER_NAME,
-                           patient_id=MARKER_ID)
+    paths = make_ct_series(tmp_path / "in", 6, rows=40, columns=32, patient_name=MARKER_NAME, patient_id=MARKER_ID)
     shuffled = paths[:]
     random.Random(3).shuffle(shuffled)
     vol = build_volume(shuffled)
@@ -69,8 +69,9 @@ def test_ct_series_affine_and_values_match_dicom(tmp_path):
         iop = [float(v) for v in ds.ImageOrientationPatient]
         for i, j in ((0, 0), (31, 0), (0, 39), (31, 39), (7, 11)):
             got = img.affine @ np.array([i, j, k, 1.0])
-            assert np.allclose(got[:3], _expected_ras(ds.ImagePositionPatient, iop[:3], iop[3:], dr, dc, i, j),
-                               atol=1e-4)
+            assert np.allclose(
+                got[:3], _expected_ras(ds.ImagePositionPatient, iop[:3], iop[3:], dr, dc, i, j), atol=1e-4
+            )
     assert vol.sop_instance_uids == [str(pydicom.dcmread(p).SOPInstanceUID) for p in by_z]
 
 
@@ -95,8 +96,7 @@ def test_oblique_series_with_float_rescale(tmp_path):
 
 
 def test_header_has_no_identifying_text_and_bytes_are_deterministic(tmp_path):
-    paths = make_ct_series(tmp_path / "in", 3, rows=16, columns=16, patient_name=MARKER_NAME,
-                           patient_id=MARKER_ID)
+    paths = make_ct_series(tmp_path / "in", 3, rows=16, columns=16, patient_name=MARKER_NAME, patient_id=MARKER_ID)
     vol = build_volume(paths)
     a, b = tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"
     write_nifti(vol, str(a))
@@ -108,19 +108,23 @@ def test_header_has_no_identifying_text_and_bytes_are_deterministic(tmp_path):
     for key, value in HEADER_TEXT.items():
         assert header[key].item() == value
     assert len(header.extensions) == 0
-    assert a.read_bytes()[4:8] == b"\0\0\0\0"   # gzip mtime 0
+    assert a.read_bytes()[4:8] == b"\0\0\0\0"  # gzip mtime 0
 
 
 EXPECTED_REASON = {
-    "single": "single image", "mixed_orientation": "different orientations",
-    "mixed_size": "different sizes", "gap": "non-uniform slice spacing",
-    "duplicate": "same position", "multiframe": "multi-frame",
+    "single": "single image",
+    "mixed_orientation": "different orientations",
+    "mixed_size": "different sizes",
+    "gap": "non-uniform slice spacing",
+    "duplicate": "same position",
+    "multiframe": "multi-frame",
     "undecodable": "pixel data cannot be decoded (JPEG 2000",
 }
 
 
-@pytest.mark.parametrize("case", ["single", "mixed_orientation", "mixed_size", "gap",
-                                  "duplicate", "multiframe", "undecodable"])
+@pytest.mark.parametrize(
+    "case", ["single", "mixed_orientation", "mixed_size", "gap", "duplicate", "multiframe", "undecodable"]
+)
 def test_series_that_cannot_be_converted(tmp_path, case):
     paths = make_ct_series(tmp_path / "in", 4, rows=16, columns=16)
     if case == "single":
@@ -128,8 +132,10 @@ def test_series_that_cannot_be_converted(tmp_path, case):
     elif case == "mixed_orientation":
         _edit(paths[:1], lambda k, ds: setattr(ds, "ImageOrientationPatient", ["0", "1", "0", "0", "0", "-1"]))
     elif case == "mixed_size":
+
         def fn(k, ds):
             ds.Rows, ds.Columns = 8, 32
+
         _edit(paths[:1], fn)
     elif case == "gap":
         paths = paths[:1] + paths[2:]
@@ -145,6 +151,7 @@ def test_series_that_cannot_be_converted(tmp_path, case):
             ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
             ds.PixelData = encapsulate([b"\xff\x4f\xff\x51not-a-codestream" * 4])
             ds["PixelData"].VR = "OB"
+
         _edit(paths, fn)
     with pytest.raises(NotConvertible) as info:
         build_volume(paths)
@@ -154,19 +161,33 @@ def test_series_that_cannot_be_converted(tmp_path, case):
 
 # -- through fake-gcs-server --------------------------------------------------------------
 
+
 def nifti_config(fake_gcs, bucket, **overrides):
-    cfg = {"SEND_TO_GOOGLE": True, "GOOGLE_CLOUD_STORAGE": bucket, "GOOGLE_PROJECT_NAME": "test",
-           "GOOGLE_STORAGE_COLLECTION": "IRB1234", "STORAGE_EMULATOR_HOST": fake_gcs.url,
-           "GOOGLE_STORAGE_FORMAT": "nifti",
-           "SEND_RETRIES": 2, "SEND_BACKOFF": 0.05, "SEND_BACKOFF_MAX": 0.1}
+    cfg = {
+        "SEND_TO_GOOGLE": True,
+        "GOOGLE_CLOUD_STORAGE": bucket,
+        "GOOGLE_PROJECT_NAME": "test",
+        "GOOGLE_STORAGE_COLLECTION": "IRB1234",
+        "STORAGE_EMULATOR_HOST": fake_gcs.url,
+        "GOOGLE_STORAGE_FORMAT": "nifti",
+        "SEND_RETRIES": 2,
+        "SEND_BACKOFF": 0.05,
+        "SEND_BACKOFF_MAX": 0.1,
+    }
     cfg.update(overrides)
     return cfg
 
 
 def test_nifti_round_trip_through_gcs_keeps_the_bytes(fake_gcs, bucket, client, tmp_path):
     paths = make_ct_series(tmp_path / "ct", 5, rows=48, columns=40, patient_id="SUID5")
-    [single] = make_ct_series(tmp_path / "one", 1, rows=16, columns=16, patient_id="SUID5",
-                              study_uid=pydicom.dcmread(paths[0]).StudyInstanceUID)
+    [single] = make_ct_series(
+        tmp_path / "one",
+        1,
+        rows=16,
+        columns=16,
+        patient_id="SUID5",
+        study_uid=pydicom.dcmread(paths[0]).StudyInstanceUID,
+    )
     items = items_for(paths + [single])
     [dest] = get_destinations(nifti_config(fake_gcs, bucket))
     results = dest.send_batch(items)
@@ -177,10 +198,12 @@ def test_nifti_round_trip_through_gcs_keeps_the_bytes(fake_gcs, bucket, client, 
     assert len(names) == 1
     [nii_name] = names
     item = items[0]
-    assert nii_name == (f"Collection/IRB1234/Entity/SUID5/{item.study_instance_uid}/"
-                        f"{item.series_instance_uid}/sub-SUID5_ses-"
-                        f"{hashlib.sha1(item.study_instance_uid.encode()).hexdigest()[:10]}"
-                        f"_acq-AXIAL10_run-2_CT.nii.gz")
+    assert nii_name == (
+        f"Collection/IRB1234/Entity/SUID5/{item.study_instance_uid}/"
+        f"{item.series_instance_uid}/sub-SUID5_ses-"
+        f"{hashlib.sha1(item.study_instance_uid.encode()).hexdigest()[:10]}"
+        f"_acq-AXIAL10_run-2_CT.nii.gz"
+    )
     assert all(r.note is None for r in results[:5])
     local = tmp_path / "local.nii.gz"
     write_nifti(build_volume(paths), str(local))
@@ -201,8 +224,11 @@ def test_nifti_round_trip_through_gcs_keeps_the_bytes(fake_gcs, bucket, client, 
     with open(single, "rb") as f:
         assert client.bucket(bucket).get_blob(last.remote_id).download_as_bytes() == f.read()
 
-    study_json = json.loads(client.bucket(bucket).get_blob(
-        f"Collection/IRB1234/Entity/SUID5/{item.study_instance_uid}.json").download_as_bytes())
+    study_json = json.loads(
+        client.bucket(bucket)
+        .get_blob(f"Collection/IRB1234/Entity/SUID5/{item.study_instance_uid}.json")
+        .download_as_bytes()
+    )
     assert study_json["format"] == "nifti" and study_json["images"] == 6
     assert study_json["instances"][item.sop_instance_uid]["object"] == nii_name
 
@@ -210,7 +236,7 @@ def test_nifti_round_trip_through_gcs_keeps_the_bytes(fake_gcs, bucket, client, 
     again = dest.send_batch(items)
     assert all(r.ok and r.already_stored for r in again)
     assert client.bucket(bucket).get_blob(nii_name).generation == generation
-    assert len(list(client.list_blobs(bucket))) == 4    # nii, sidecar, 1 dcm, study json
+    assert len(list(client.list_blobs(bucket))) == 4  # nii, sidecar, 1 dcm, study json
 
 
 def test_series_split_across_calls_is_never_a_partial_volume(fake_gcs, bucket, client, tmp_path):
@@ -227,5 +253,4 @@ def test_series_split_across_calls_is_never_a_partial_volume(fake_gcs, bucket, c
     # without the count: a later call holding other images of a stored volume sends DICOM
     plain = items_for(paths)
     rest = dest.send_batch(plain[:3])
-    assert all(r.ok and r.remote_id.endswith(".dcm") and "stored volume holds other images" in r.note
-               for r in rest)
+    assert all(r.ok and r.remote_id.endswith(".dcm") and "stored volume holds other images" in r.note for r in rest)

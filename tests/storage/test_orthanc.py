@@ -28,8 +28,9 @@ def test_files_arrive_intact(orthanc_private, tmp_path, transport):
     assert sorted(orthanc_private.instances()) == sorted(r.remote_id for r in results)
     for path, item, r in zip(paths, items, results):
         # the remote id is Orthanc's own id, equal to the one computed from the identifiers
-        assert r.remote_id == orthanc_id(item.patient_id, item.study_instance_uid,
-                                         item.series_instance_uid, item.sop_instance_uid)
+        assert r.remote_id == orthanc_id(
+            item.patient_id, item.study_instance_uid, item.series_instance_uid, item.sop_instance_uid
+        )
         stored = orthanc_private.get_bytes(f"/instances/{r.remote_id}/file")
         assert pixel_bytes(stored) == pixel_bytes(path)
 
@@ -51,15 +52,22 @@ def test_resend_is_harmless(orthanc_private, tmp_path, transport):
 def test_orthanc_restarted_mid_batch(orthanc_private, tmp_path, transport):
     paths = make_ct_series(tmp_path / "in", 80, patient_id="SUID-RESTART")
     items = items_for(paths)
-    dest = destination(orthanc_private, transport, SEND_WORKERS=1, ORTHANC_DICOM_ASSOCIATIONS=1,
-                       SEND_RETRIES=8, SEND_BACKOFF=0.1, SEND_BACKOFF_MAX=0.5)
+    dest = destination(
+        orthanc_private,
+        transport,
+        SEND_WORKERS=1,
+        ORTHANC_DICOM_ASSOCIATIONS=1,
+        SEND_RETRIES=8,
+        SEND_BACKOFF=0.1,
+        SEND_BACKOFF_MAX=0.5,
+    )
     box = {}
     sender = threading.Thread(target=lambda: box.update(results=dest.send_batch(items)))
     sender.start()
     deadline = time.monotonic() + 30
     while len(orthanc_private.instances()) < 5 and time.monotonic() < deadline:
         time.sleep(0.01)
-    orthanc_private.stop(kill=True)   # a crash: SIGTERM would wait for our keep-alive requests
+    orthanc_private.stop(kill=True)  # a crash: SIGTERM would wait for our keep-alive requests
     time.sleep(0.5)
     orthanc_private.start()
     sender.join(120)
@@ -72,6 +80,7 @@ def test_orthanc_restarted_mid_batch(orthanc_private, tmp_path, transport):
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_destination_down_for_good(tmp_path, transport, monkeypatch):
     from tests.services import Orthanc, free_port
+
     gone = Orthanc(tmp_path / "never-started", http_port=free_port(), dicom_port=free_port())
     items = items_for(make_ct_series(tmp_path / "in", 5))
     dest = destination(gone, transport, SEND_RETRIES=3, SEND_BACKOFF=0.05, SEND_BACKOFF_MAX=0.1)
@@ -123,6 +132,7 @@ def test_dicom_without_url_is_unverified_but_ok(orthanc_private, tmp_path):
 
 def test_invalid_file_is_rejected_per_item(orthanc_private, tmp_path):
     from sendit.storage import SendItem
+
     good = items_for(make_ct_series(tmp_path / "in", 2))
     junk = tmp_path / "junk.dcm"
     junk.write_bytes(b"not dicom at all" * 100)
@@ -138,6 +148,7 @@ def test_a_local_file_gone_fails_its_item_once(orthanc_private, tmp_path, verify
     """Sent from the file (sendfile) or read to hash it: a file that cannot be opened is
     that item's failure, said plainly, not a connection problem to retry."""
     from sendit.storage import SendItem
+
     good = items_for(make_ct_series(tmp_path / "in", 2))
     gone = SendItem(str(tmp_path / "gone.dcm"), "1.2.3.4", "1.2.3", "1.2.3.1", "SUID")
     results = destination(orthanc_private, "rest", ORTHANC_VERIFY=verify).send_batch([good[0], gone, good[1]])

@@ -15,6 +15,7 @@
 
 Tokens work on /api/ only: they cannot drive the POST actions of the pages.
 """
+
 import hmac
 
 from django.conf import settings
@@ -80,8 +81,9 @@ def record_attempt(request, failed: bool, kind: str = "password") -> None:
 
 
 def _too_many(what: str) -> HttpResponse:
-    return HttpResponse(f"Too many wrong {what} from this address: wait a few minutes.\n",
-                        status=429, content_type="text/plain")
+    return HttpResponse(
+        f"Too many wrong {what} from this address: wait a few minutes.\n", status=429, content_type="text/plain"
+    )
 
 
 def _wants_html(request):
@@ -118,8 +120,9 @@ class LockdownMiddleware(_LockdownMiddleware):
             # The form shown again (200) means a wrong password; a redirect means it was right.
             record_attempt(request, failed=response is not None and response.status_code == 200)
         if response is not None and api and not _wants_html(request):
-            return _unauthorized("Authentication required: the site's password (session) or "
-                                 "'Authorization: Token <token>'.")
+            return _unauthorized(
+                "Authentication required: the site's password (session) or 'Authorization: Token <token>'."
+            )
         if response is not None and response.status_code == 200:
             # The password form: never cached, and 403 would upset browsers' form handling.
             response["Cache-Control"] = "no-store"

@@ -1,4 +1,5 @@
 """Pagination of the API (its own module: DRF settings import it while viewsets load)."""
+
 from typing import Any
 
 from django.core.paginator import Paginator
@@ -31,9 +32,18 @@ class Pagination(PageNumberPagination):
 
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
         return [
-            {"name": self.page_query_param, "required": False, "in": "query",
-             "description": "A page number; past the last page is 404.", "schema": integer_schema(1, MAX_ID)},
-            {"name": self.page_size_query_param, "required": False, "in": "query",
-             "description": f"Results per page (default {self.page_size}).",
-             "schema": integer_schema(1, self.max_page_size)},
+            {
+                "name": self.page_query_param,
+                "required": False,
+                "in": "query",
+                "description": "A page number; past the last page is 404.",
+                "schema": integer_schema(1, MAX_ID),
+            },
+            {
+                "name": self.page_size_query_param,
+                "required": False,
+                "in": "query",
+                "description": f"Results per page (default {self.page_size}).",
+                "schema": integer_schema(1, self.max_page_size),
+            },
         ]

@@ -5,6 +5,7 @@ value the schema calls invalid is answered 400, never quietly ignored or default
 empty `?status=` used to list everything). tests/apps/api/test_schema_conformance.py runs
 schemathesis against the served schema to keep the two in agreement.
 """
+
 import re
 from typing import Any
 
@@ -12,7 +13,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 
 # The database's ids are 64-bit: a larger number would overflow in the query (a 500).
-MAX_ID = 2 ** 63 - 1
+MAX_ID = 2**63 - 1
 _INTEGER = re.compile(r"-?[0-9]{1,19}")  # ASCII digits only: int() also takes "٣", " 1", "1_0"
 TRUE = ("true", "1", "yes", "on")
 FALSE = ("false", "0", "no", "off")

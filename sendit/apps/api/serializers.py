@@ -1,12 +1,13 @@
 """What the API shows of a Batch and an Image: no identifier, messages scrubbed."""
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
-from sendit.redact import scrub, scrub_errors
 from sendit.apps.main.models import Batch, Image
 from sendit.apps.main.plain import image_state, plain_error, plain_state
+from sendit.redact import scrub, scrub_errors
 
 # An Image's uid is the input SOPInstanceUID until de-identification replaces it.
 DEIDENTIFIED_STATUSES = ("DONEPROCESSING", "SENT", "DONE")
@@ -23,8 +24,9 @@ class BatchSerializer(serializers.ModelSerializer):
     images = serializers.SerializerMethodField(help_text="Images the node holds now (0 after cleanup).")
     images_imported = serializers.SerializerMethodField(help_text="Images imported (kept in the audit log).")
     state = serializers.SerializerMethodField(
-        help_text="The batch's state in plain words, beside its status (e.g. \"Delivered and cleaned up\", "
-                  "\"Stopped: Orthanc is not answering; 3 images wait on this node\"). Read-only.")
+        help_text='The batch\'s state in plain words, beside its status (e.g. "Delivered and cleaned up", '
+        '"Stopped: Orthanc is not answering; 3 images wait on this node"). Read-only.'
+    )
     errors = serializers.SerializerMethodField()
     log = serializers.SerializerMethodField(help_text="The audit log: step timings, destinations, counts.")
     url = serializers.SerializerMethodField()
@@ -32,8 +34,21 @@ class BatchSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Batch
-        fields = ["id", "name", "status", "state", "has_error", "errors", "images", "images_imported", "log",
-                  "add_date", "modify_date", "url", "images_url"]
+        fields = [
+            "id",
+            "name",
+            "status",
+            "state",
+            "has_error",
+            "errors",
+            "images",
+            "images_imported",
+            "log",
+            "add_date",
+            "modify_date",
+            "url",
+            "images_url",
+        ]
 
     @extend_schema_field(OpenApiTypes.INT)
     def get_images(self, batch):
@@ -51,8 +66,9 @@ class BatchSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(ErrorSerializer(many=True))
     def get_errors(self, batch):
-        return scrub_errors([{**e, "message": plain_error(e, batch.id)} if isinstance(e, dict) else e
-                             for e in batch.errors or []])
+        return scrub_errors(
+            [{**e, "message": plain_error(e, batch.id)} if isinstance(e, dict) else e for e in batch.errors or []]
+        )
 
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_log(self, batch):
@@ -69,15 +85,28 @@ class BatchSerializer(serializers.ModelSerializer):
 
 class ImageSerializer(serializers.ModelSerializer):
     uid = serializers.SerializerMethodField(
-        help_text="The de-identified SOPInstanceUID; null before de-identification (the input UID is never shown).")
+        help_text="The de-identified SOPInstanceUID; null before de-identification (the input UID is never shown)."
+    )
     deidentified = serializers.SerializerMethodField()
     state = serializers.SerializerMethodField(help_text="The image's state in plain words, beside its status.")
     url = serializers.SerializerMethodField()
 
     class Meta:
         model = Image
-        fields = ["id", "batch", "status", "state", "uid", "deidentified", "destinations", "hold", "flagged",
-                  "add_date", "modify_date", "url"]
+        fields = [
+            "id",
+            "batch",
+            "status",
+            "state",
+            "uid",
+            "deidentified",
+            "destinations",
+            "hold",
+            "flagged",
+            "add_date",
+            "modify_date",
+            "url",
+        ]
 
     def _deidentified(self, image):
         return image.status in DEIDENTIFIED_STATUSES and image.batch.log.get("deidentified") is not False

@@ -5,6 +5,7 @@ schema does not allow, or a query parameter it does not name (`{"<parameter>": "
 must be"}`); 401 without session or valid token; 404 for no such id or a page past the
 last; 429 after too many wrong tokens. tests/apps/api/test_schema_conformance.py checks it.
 """
+
 from typing import Any
 
 from django.db.models import Count, QuerySet
@@ -28,15 +29,21 @@ class DetailSerializer(serializers.Serializer):
 
 
 BAD_REQUEST = OpenApiResponse(
-    {"type": "object", "additionalProperties": {"type": "string"},
-     "example": {"status": "one of NEW, PROCESSING, DONEPROCESSING, DONE (or in lower case)"}},
-    description="A query value or id the schema does not allow: what each must be, by parameter.")
+    {
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+        "example": {"status": "one of NEW, PROCESSING, DONEPROCESSING, DONE (or in lower case)"},
+    },
+    description="A query value or id the schema does not allow: what each must be, by parameter.",
+)
 ERRORS = {
     400: BAD_REQUEST,
     401: OpenApiResponse(DetailSerializer, description="No session and no valid `Authorization: Token <token>`."),
     404: OpenApiResponse(DetailSerializer, description="No such id, or a page past the last."),
-    (429, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="Too many wrong tokens from this "
-                                         "address (LOCKDOWN_MAX_FAILURES): wait LOCKDOWN_LOCKOUT_SECONDS."),
+    (429, "text/plain"): OpenApiResponse(
+        OpenApiTypes.STR,
+        description="Too many wrong tokens from this address (LOCKDOWN_MAX_FAILURES): wait LOCKDOWN_LOCKOUT_SECONDS.",
+    ),
 }
 ID = OpenApiParameter("id", integer_schema(), OpenApiParameter.PATH)
 # The lockdown middleware is the gate (DRF's own permission is AllowAny, which drf-spectacular
@@ -47,7 +54,8 @@ AUTH: Any = [{"Token": []}]  # drf-spectacular takes security requirement object
 def _schema(serializer: type[serializers.Serializer], list_parameters: list[OpenApiParameter]) -> Any:
     return extend_schema_view(
         list=extend_schema(parameters=list_parameters, responses={200: serializer(many=True), **ERRORS}, auth=AUTH),
-        retrieve=extend_schema(parameters=[ID], responses={200: serializer, **ERRORS}, auth=AUTH))
+        retrieve=extend_schema(parameters=[ID], responses={200: serializer, **ERRORS}, auth=AUTH),
+    )
 
 
 class _ReadOnly(viewsets.ReadOnlyModelViewSet):

@@ -6,6 +6,7 @@ An audit entry is {time, action, origin, result}: the origin is "page, client 10
 value: the batch is named by its id and the sender's folder name. Deleting a batch deletes
 its log too, so every entry also goes to the ``sendit.audit`` logger (var/logs).
 """
+
 from __future__ import annotations
 
 import getpass
@@ -18,14 +19,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from sendit.apps.main import pipeline
-from sendit.apps.main.models import Batch, Image
 from sendit.apps.main import retry as _retry
+from sendit.apps.main.models import Batch, Image
 from sendit.apps.main.retry import BatchInUse
 
 logger = logging.getLogger("sendit.audit")
 
-__all__ = ["BatchInUse", "audit", "page_origin", "command_origin", "retry", "resend", "delete",
-           "forget_finished"]
+__all__ = ["BatchInUse", "audit", "page_origin", "command_origin", "retry", "resend", "delete", "forget_finished"]
 
 
 def page_origin(request) -> str:
@@ -88,7 +88,8 @@ def resend(batch: Batch, origin: str) -> int:
     try:
         with transaction.atomic():
             count = Image.objects.filter(batch=batch, status__in=["SENT", "DONEPROCESSING"]).update(
-                destinations={}, status="DONEPROCESSING", modify_date=timezone.now())
+                destinations={}, status="DONEPROCESSING", modify_date=timezone.now()
+            )
     finally:
         batch.release()
     if count:
@@ -138,7 +139,11 @@ def forget_finished(older_than_days: int, origin: str, dry_run: bool = False) ->
     if dry_run:
         return count
     for batch in old.iterator():
-        logger.info("AUDIT batch=%s cleanup (audit log forgotten, older than %s days) from %s",
-                    batch.pk, older_than_days, origin)
+        logger.info(
+            "AUDIT batch=%s cleanup (audit log forgotten, older than %s days) from %s",
+            batch.pk,
+            older_than_days,
+            origin,
+        )
     old.delete()
     return count

@@ -4,6 +4,7 @@ Django's bulk_update builds a CASE WHEN expression per row and field in Python, 
 cost about a millisecond per image per step. This writes the values once, as a VALUES
 list joined on the primary key (UPDATE ... FROM, PostgreSQL and SQLite 3.33 or newer).
 """
+
 import json
 
 from django.db import connection, models, transaction
@@ -29,7 +30,7 @@ def update_rows(model, objects, fields):
 
     with transaction.atomic():
         for start in range(0, len(objects), BATCH):
-            part = objects[start:start + BATCH]
+            part = objects[start : start + BATCH]
             rows, params = [], []
             for obj in part:
                 rows.append("(" + ", ".join(["%s"] + [cast(f, "%s") for f in columns]) + ")")
@@ -37,7 +38,9 @@ def update_rows(model, objects, fields):
                 for field in columns:
                     value = getattr(obj, field.attname)
                     params.append(json.dumps(value) if isinstance(field, models.JSONField) else value)
-            sql = (f"WITH v({', '.join(quote(n) for n in names)}) AS (VALUES {', '.join(rows)}) "
-                   f"UPDATE {table} SET {assignments} FROM v WHERE {table}.{quote('id')} = v.{quote('id')}")
+            sql = (
+                f"WITH v({', '.join(quote(n) for n in names)}) AS (VALUES {', '.join(rows)}) "
+                f"UPDATE {table} SET {assignments} FROM v WHERE {table}.{quote('id')} = v.{quote('id')}"
+            )
             with connection.cursor() as cursor:
                 cursor.execute(sql, params)

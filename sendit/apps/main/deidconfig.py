@@ -1,4 +1,5 @@
 """Which identifier provider a node uses, and the table that keeps local pseudonyms."""
+
 import hashlib
 import hmac
 from collections.abc import MutableMapping
@@ -58,11 +59,20 @@ class LocalIdentifierStore(MutableMapping):
 def get_provider():
     """DASHER when DEIDENTIFY_RESTFUL is true, else the built-in local provider."""
     if settings.DEIDENTIFY_RESTFUL:
-        return DasherClient(settings.DASHER_URL, study=settings.SOM_STUDY,
-                            secrets_path=settings.STANFORD_CLIENT_SECRETS or None, timeout=settings.DASHER_TIMEOUT,
-                            retries=settings.DASHER_RETRIES, backoff=settings.DASHER_BACKOFF)
-    return LocalProvider(settings.DEID_SECRET.encode(), store=LocalIdentifierStore(settings.DEID_SECRET.encode()),
-                         jitter_min=settings.LOCAL_JITTER_MIN, jitter_max=settings.LOCAL_JITTER_MAX)
+        return DasherClient(
+            settings.DASHER_URL,
+            study=settings.SOM_STUDY,
+            secrets_path=settings.STANFORD_CLIENT_SECRETS or None,
+            timeout=settings.DASHER_TIMEOUT,
+            retries=settings.DASHER_RETRIES,
+            backoff=settings.DASHER_BACKOFF,
+        )
+    return LocalProvider(
+        settings.DEID_SECRET.encode(),
+        store=LocalIdentifierStore(settings.DEID_SECRET.encode()),
+        jitter_min=settings.LOCAL_JITTER_MIN,
+        jitter_max=settings.LOCAL_JITTER_MAX,
+    )
 
 
 def deid_options() -> "DeidOptions":

@@ -6,6 +6,7 @@ cache, shared by every process of the node, and starts when this node first saw 
 The receiver (a process of its own, maybe in another container) publishes its status to
 the same cache every few seconds; the card shows it while that is fresh.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -79,9 +80,16 @@ def destinations_card() -> list[dict]:
     card = []
     for name in names:
         up = bool(health.get(name, False))
-        card.append({"name": name, "label": destination_name(name), "up": up, "since": _since(name, up),
-                     "last_delivery": last.get(name),
-                     "waiting": ready.exclude(destinations__has_key=name).count()})
+        card.append(
+            {
+                "name": name,
+                "label": destination_name(name),
+                "up": up,
+                "since": _since(name, up),
+                "last_delivery": last.get(name),
+                "waiting": ready.exclude(destinations__has_key=name).count(),
+            }
+        )
     return card
 
 
@@ -98,5 +106,9 @@ def receiver_card() -> dict | None:
     if not isinstance(status, dict):
         return None
     running = time.time() - float(status.get("beat", 0)) < 3 * RECEIVER_PUBLISH_SECONDS
-    return {**status, "running": running, "listening": bool(status.get("listening")) and running,
-            "bind": status.get("bind", getattr(settings, "RECEIVER_BIND", ""))}
+    return {
+        **status,
+        "running": running,
+        "listening": bool(status.get("listening")) and running,
+        "bind": status.get("bind", getattr(settings, "RECEIVER_BIND", "")),
+    }

@@ -1,4 +1,5 @@
 """Forms of the status pages."""
+
 import hmac
 
 from django import forms
@@ -39,8 +40,9 @@ class LockdownForm(forms.Form):
     LOCKDOWN_PASSWORDS (or SECRET_KEY) logs everyone out, as with lockdown's own form.
     """
 
-    password = forms.CharField(widget=forms.PasswordInput(attrs={"autofocus": True,
-                                                                 "autocomplete": "current-password"}))
+    password = forms.CharField(
+        widget=forms.PasswordInput(attrs={"autofocus": True, "autocomplete": "current-password"})
+    )
 
     def clean_password(self):
         value = self.cleaned_data.get("password")
@@ -62,4 +64,3 @@ class LockdownForm(forms.Form):
 
     def show_form(self):
         return bool(_passwords())
-

@@ -3,6 +3,7 @@
 Plain functions, no Django: the import task decides what to record. Problems are
 described without patient values (no file names, no header values).
 """
+
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -96,8 +97,9 @@ def _zeros(path: str | os.PathLike[str], start: int, length: int) -> bool:
     return len(data) == length and data.count(0) == length
 
 
-def read_header(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES,
-                max_depth: int = DEFAULT_MAX_DEPTH) -> Header:
+def read_header(
+    path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = DEFAULT_MAX_DEPTH
+) -> Header:
     """Read one file as DICOM, checking what a later step would trip over.
 
     Its structure is walked first (sendit.deid.structure): no value of a file is
@@ -136,12 +138,19 @@ def read_header(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES
             expected = _expected_pixel_bytes(ds)
             if not ts.is_compressed and expected and min(declared, available) < expected:
                 raise NotImportable("pixel data is truncated")
-            if (not ts.is_compressed and expected and declared != 0xFFFFFFFF
-                    and declared > expected + 1 and not _zeros(path, offset + expected, declared - expected)):
+            if (
+                not ts.is_compressed
+                and expected
+                and declared != 0xFFFFFFFF
+                and declared > expected + 1
+                and not _zeros(path, offset + expected, declared - expected)
+            ):
                 # Bytes past the image (other elements swallowed by a wrong length?) would
                 # leave inside the pixel data, where no scrub looks; zero padding is harmless.
-                raise NotImportable(f"pixel data holds {declared - expected} bytes more than "
-                                    "its rows, columns, frames and bits need, and they are not padding")
+                raise NotImportable(
+                    f"pixel data holds {declared - expected} bytes more than "
+                    "its rows, columns, frames and bits need, and they are not padding"
+                )
         identity = {
             "patient_id": str(ds.get("PatientID", "") or ""),
             "birth_date": str(ds.get("PatientBirthDate", "") or ""),

@@ -10,6 +10,7 @@ A hand-over token ("<machine>:<pid>:q<random>") holds a batch for a step that re
 just queued: the queued step takes the lease over by naming that token, and no other worker
 queues the batch again meanwhile (exactly one re-queue, however many workers look).
 """
+
 import hashlib
 import os
 import socket

@@ -1,8 +1,8 @@
 """Figures about batches, from their audit logs: per-batch step times and totals."""
+
 from django.db.models import Count
 
 from sendit.apps.main.models import Batch, Image
-
 from sendit.apps.main.pipeline import STEPS
 
 
@@ -11,11 +11,17 @@ def batch_row(batch):
     steps = batch.log.get("steps", {})
     seconds = {step: steps.get(step, {}).get("seconds") for step in STEPS}
     total = sum(s for s in seconds.values() if s)
-    return {"batch_id": batch.id, "batch": batch.uid, "status": batch.status,
-            "has_error": batch.has_error, "images": batch.log.get("images", 0),
-            **{f"{step}_seconds": seconds[step] for step in STEPS},
-            "total_seconds": round(total, 3),
-            "added": batch.add_date.isoformat(), "modified": batch.modify_date.isoformat()}
+    return {
+        "batch_id": batch.id,
+        "batch": batch.uid,
+        "status": batch.status,
+        "has_error": batch.has_error,
+        "images": batch.log.get("images", 0),
+        **{f"{step}_seconds": seconds[step] for step in STEPS},
+        "total_seconds": round(total, 3),
+        "added": batch.add_date.isoformat(),
+        "modified": batch.modify_date.isoformat(),
+    }
 
 
 def summary():

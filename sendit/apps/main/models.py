@@ -1,4 +1,5 @@
 """Batches (one study folder each), their Images, and their identifiers."""
+
 from datetime import timedelta
 
 from django.db import models, transaction
@@ -6,6 +7,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from sendit.apps.main import lease
+
 
 class ImageStatus(models.TextChoices):
     """Where an image is in the pipeline (the values the original sendit used)."""
@@ -120,8 +122,11 @@ class Batch(models.Model):
             free |= Q(lease_owner=self.lease_owner)
         if handed:
             free |= Q(lease_owner=handed)
-        taken = Batch.objects.filter(pk=self.pk).filter(free).update(
-            lease_owner=token, lease_until=now + timedelta(seconds=seconds))
+        taken = (
+            Batch.objects.filter(pk=self.pk)
+            .filter(free)
+            .update(lease_owner=token, lease_until=now + timedelta(seconds=seconds))
+        )
         if taken:
             self.lease_owner = token
         return bool(taken)
@@ -132,22 +137,23 @@ class Batch(models.Model):
         Guarded by the owner and expiry read: when two workers recover the batch at once,
         one UPDATE matches and the other finds the row changed, so the step is queued once.
         """
-        taken = Batch.objects.filter(pk=self.pk, lease_owner=self.lease_owner,
-                                     lease_until=self.lease_until).update(
-            lease_owner=token, lease_until=timezone.now() + timedelta(seconds=seconds))
+        taken = Batch.objects.filter(pk=self.pk, lease_owner=self.lease_owner, lease_until=self.lease_until).update(
+            lease_owner=token, lease_until=timezone.now() + timedelta(seconds=seconds)
+        )
         if taken:
             self.lease_owner = token
         return bool(taken)
 
     def renew(self, seconds):
         """Extend our lease; False when it is no longer ours (another worker took it over)."""
-        return bool(Batch.objects.filter(pk=self.pk, lease_owner=self.lease_owner).update(
-            lease_until=timezone.now() + timedelta(seconds=seconds)))
+        return bool(
+            Batch.objects.filter(pk=self.pk, lease_owner=self.lease_owner).update(
+                lease_until=timezone.now() + timedelta(seconds=seconds)
+            )
+        )
 
     def release(self):
-        Batch.objects.filter(pk=self.pk, lease_owner=self.lease_owner).update(
-            lease_owner="", lease_until=None
-        )
+        Batch.objects.filter(pk=self.pk, lease_owner=self.lease_owner).update(lease_owner="", lease_until=None)
 
 
 class Image(models.Model):

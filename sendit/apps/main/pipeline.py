@@ -7,6 +7,7 @@ when DEIDENTIFY is off; a batch with nothing to send goes to cleanup). Retry, th
 recovery ask :func:`next_step` what a batch still needs, from its images' statuses; the batch
 page and the metrics list the steps in :data:`STEPS` order.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +22,16 @@ from sendit.apps.main.models import Batch, Hold, Image, ImageStatus
 STEPS = ("import", "identifiers", "deidentify", "send", "cleanup")
 
 # De-identified header fields a researcher searches by; sent as metadata to cloud destinations.
-METADATA_FIELDS = ("Modality", "BodyPartExamined", "SeriesDescription", "StudyDescription",
-                   "Manufacturer", "ManufacturerModelName", "SliceThickness", "StudyDate")
+METADATA_FIELDS = (
+    "Modality",
+    "BodyPartExamined",
+    "SeriesDescription",
+    "StudyDescription",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "SliceThickness",
+    "StudyDate",
+)
 # What the send step needs of each de-identified header; the de-identification step
 # records these on the Image so that sending does not read every header again.
 SEND_FIELDS = ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID") + METADATA_FIELDS
@@ -40,8 +49,13 @@ def task(step: str) -> Any:
     from sendit.apps.main.tasks.import_dicom import import_dicomdir
     from sendit.apps.main.tasks.send import upload_storage
 
-    return {"import": import_dicomdir, "identifiers": get_identifiers, "deidentify": replace_identifiers,
-            "send": upload_storage, "cleanup": cleanup}[step]
+    return {
+        "import": import_dicomdir,
+        "identifiers": get_identifiers,
+        "deidentify": replace_identifiers,
+        "send": upload_storage,
+        "cleanup": cleanup,
+    }[step]
 
 
 def queue(step: str, *args: Any, **kwargs: Any) -> None:

@@ -10,6 +10,7 @@ Nothing here reads an image or a header value: only counts, step names, destinat
 the batch name (chosen by the sender) and the node's own messages, which carry no patient
 value by construction and are scrubbed again before being shown.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -23,16 +24,27 @@ from django.utils.dateparse import parse_datetime
 from sendit.apps.main.models import Hold
 
 #: How a destination is named for people.
-DESTINATION_NAMES = {"orthanc": "Orthanc", "gcs": "Google Cloud Storage", "google": "Google Cloud Storage",
-                     "dicomweb": "the DICOMweb server", "datastore": "Google Datastore"}
+DESTINATION_NAMES = {
+    "orthanc": "Orthanc",
+    "gcs": "Google Cloud Storage",
+    "google": "Google Cloud Storage",
+    "dicomweb": "the DICOMweb server",
+    "datastore": "Google Datastore",
+}
 
 #: Short words for why a file was set aside at import (the start of the importer's message).
 SET_ASIDE_KINDS = (
-    ("not a DICOM file", "not DICOM"), ("is empty", "empty"), ("truncated", "truncated"),
-    ("repeats an instance", "repeated instance"), ("no SOPInstanceUID", "no instance UID"),
-    ("DICOM preamble but no file meta", "no file meta"), ("more than", "too large"),
-    ("symbolic link", "symbolic link"), ("not UTF-8", "name not UTF-8"),
-    ("arrived again", "name of an earlier batch"), ("nested more than", "nested too deep"),
+    ("not a DICOM file", "not DICOM"),
+    ("is empty", "empty"),
+    ("truncated", "truncated"),
+    ("repeats an instance", "repeated instance"),
+    ("no SOPInstanceUID", "no instance UID"),
+    ("DICOM preamble but no file meta", "no file meta"),
+    ("more than", "too large"),
+    ("symbolic link", "symbolic link"),
+    ("not UTF-8", "name not UTF-8"),
+    ("arrived again", "name of an earlier batch"),
+    ("nested more than", "nested too deep"),
 )
 
 RETRY_BUTTON = "“Retry what failed”"
@@ -56,9 +68,16 @@ _GAVE_UP = re.compile(r"gave up after (\d+) attempts?: ", re.IGNORECASE)
 # and a path a page would mask as [path].
 _REQUEST = re.compile(r"\s*\(?\bon (?:GET|POST|PUT|DELETE|HEAD) [^\s)]*\)?")
 _HTTP = re.compile(r"HTTP (\d{3})")
-HTTP_WORDS = {401: "refused the password", 403: "refused access", 404: "has no such address",
-              413: "found the request too large", 500: "failed internally", 502: "is behind a proxy that got no answer",
-              503: "is unavailable", 504: "did not answer in time"}
+HTTP_WORDS = {
+    401: "refused the password",
+    403: "refused access",
+    404: "has no such address",
+    413: "found the request too large",
+    500: "failed internally",
+    502: "is behind a proxy that got no answer",
+    503: "is unavailable",
+    504: "did not answer in time",
+}
 
 
 @dataclass
@@ -79,12 +98,25 @@ def _cause(why: str) -> tuple[str, int | None, bool]:
     match = _GAVE_UP.search(text)
     if match:
         attempts = int(match.group(1))
-        text = _PREFIX.sub("", text[match.end():])
+        text = _PREFIX.sub("", text[match.end() :])
     text = _REQUEST.sub("", text).strip(" :;")
     lower = text.lower()
-    unreachable = any(word in lower for word in ("refused", "unreachable", "timed out", "cannot connect",
-                                                 "connection", "no c-store response", "association lost",
-                                                 "did not answer")) and "refused this instance" not in lower
+    unreachable = (
+        any(
+            word in lower
+            for word in (
+                "refused",
+                "unreachable",
+                "timed out",
+                "cannot connect",
+                "connection",
+                "no c-store response",
+                "association lost",
+                "did not answer",
+            )
+        )
+        and "refused this instance" not in lower
+    )
     code = _HTTP.search(text)
     if code and int(code.group(1)) in (502, 503, 504):
         unreachable = True
@@ -97,8 +129,9 @@ def _cause(why: str) -> tuple[str, int | None, bool]:
     return text, attempts, unreachable
 
 
-def send_failure(destination: str, count: int, why: str, batch_id: int | None = None,
-                 when: datetime.datetime | None = None) -> str:
+def send_failure(
+    destination: str, count: int, why: str, batch_id: int | None = None, when: datetime.datetime | None = None
+) -> str:
     """The error a person reads when images could not be delivered: the destination once,
     the cause, what sendit did (gave up at, after how many tries) and what to do."""
     cause, attempts, unreachable = _cause(why)
@@ -106,14 +139,13 @@ def send_failure(destination: str, count: int, why: str, batch_id: int | None = 
     images = f"{count} image{'s' if count != 1 else ''}"
     when = when or timezone.now()
     if cause.lower().startswith(who.lower() + " "):
-        cause = "it " + cause[len(who) + 1:]  # the destination named once
+        cause = "it " + cause[len(who) + 1 :]  # the destination named once
     told = f"{who} did not take {images}: {cause}."
     if attempts:
         told += f" Sendit tried {attempts} times and gave up at {when:%H:%M} UTC; the images wait on this node."
     else:
         told += " Sendit did not try again (trying again would not change the answer); the images wait on this node."
-    fix = (f"When {who} answers again, " if unreachable
-           else "Once the cause is fixed, ")
+    fix = f"When {who} answers again, " if unreachable else "Once the cause is fixed, "
     return f"{told} {fix}{retry_hint(batch_id)}."
 
 
@@ -129,8 +161,13 @@ def parse_send_error(message: str) -> SendFailure | None:
         names = {v: k for k, v in DESTINATION_NAMES.items()}
         cause = new.group(3)
         unreachable = "When " in text and "answers again" in text
-        return SendFailure(names.get(new.group(1), new.group(1)), int(new.group(2)), cause,
-                           int(new.group(4)) if new.group(4) else None, unreachable)
+        return SendFailure(
+            names.get(new.group(1), new.group(1)),
+            int(new.group(2)),
+            cause,
+            int(new.group(4)) if new.group(4) else None,
+            unreachable,
+        )
     return None
 
 
@@ -139,14 +176,17 @@ def plain_error(error: dict, batch_id: int | None = None) -> str:
     are the node's own sentences (docs/errors.md)."""
     message = str(error.get("message", "")) if isinstance(error, dict) else str(error)
     if message.startswith("files that could not be imported were left in ") and "retry" not in message:
-        return (f"{message}: fix or remove them there (the Errors page of the documentation says why each "
-                f"kind is set aside), then {retry_hint(batch_id)}; what is left is imported again.")
+        return (
+            f"{message}: fix or remove them there (the Errors page of the documentation says why each "
+            f"kind is set aside), then {retry_hint(batch_id)}; what is left is imported again."
+        )
     if isinstance(error, dict) and error.get("step") == "send" and " not delivered: " in message:
         failure = parse_send_error(message)
         if failure is not None:
             when = _when(error.get("time"))
-            return send_failure(failure.destination, failure.count, message.split(" not delivered: ", 1)[1],
-                                batch_id, when)
+            return send_failure(
+                failure.destination, failure.count, message.split(" not delivered: ", 1)[1], batch_id, when
+            )
     return message
 
 
@@ -156,7 +196,7 @@ def _when(value) -> datetime.datetime | None:
         return value
     parsed = parse_datetime(str(value)) if value else None
     if parsed and timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, datetime.timezone.utc)
+        parsed = timezone.make_aware(parsed, datetime.UTC)
     return parsed
 
 
@@ -169,7 +209,7 @@ def _in(delta_seconds: float) -> str:
 
 
 def _set_aside(errors: list[dict]) -> str | None:
-    """"3 files set aside in ST-000004.err: not DICOM (2), truncated (1)" from import errors."""
+    """ "3 files set aside in ST-000004.err: not DICOM (2), truncated (1)" from import errors."""
     kinds: Counter = Counter()
     folder = None
     for error in errors:
@@ -198,7 +238,7 @@ HOLD_WORDS = {Hold.DEID: "de-identification failed", Hold.BURNED_IN: "burned-in 
 
 
 def _held(flags: Counter) -> str | None:
-    """"Held for review: burned-in text suspected (4 images)" from the held images' counts by
+    """ "Held for review: burned-in text suspected (4 images)" from the held images' counts by
     kind of hold (Image.hold)."""
     if not flags:
         return None
@@ -209,8 +249,9 @@ def _held(flags: Counter) -> str | None:
     return "Held for review: " + ", ".join(parts)
 
 
-def plain_state(batch, flags: Counter | None = None, image_statuses: Counter | None = None,
-                now: datetime.datetime | None = None) -> str:
+def plain_state(
+    batch, flags: Counter | None = None, image_statuses: Counter | None = None, now: datetime.datetime | None = None
+) -> str:
     """The batch's state in one sentence (or a few joined by '; ').
 
     `flags` counts the batch's held images by kind of hold and `image_statuses` its images by status;
@@ -238,15 +279,19 @@ def plain_state(batch, flags: Counter | None = None, image_statuses: Counter | N
         if failure.unreachable:
             stopped.append(f"Stopped: {who} is not answering; {images}")
         else:
-            stopped.append(f"Stopped: {who} refused {failure.count} image{'s' if failure.count != 1 else ''} "
-                           f"({failure.cause})")
+            stopped.append(
+                f"Stopped: {who} refused {failure.count} image{'s' if failure.count != 1 else ''} ({failure.cause})"
+            )
     parts.extend(dict.fromkeys(stopped))
     held = _held(flags)
     if held:
         parts.append(held)
     # Held images are said once, by their flags, whichever step recorded them.
-    others = [e for e in errors if e.get("step") not in ("import", "send")
-              and not (flags and "held back" in str(e.get("message", "")))]
+    others = [
+        e
+        for e in errors
+        if e.get("step") not in ("import", "send") and not (flags and "held back" in str(e.get("message", "")))
+    ]
     if others:
         steps = ", ".join(dict.fromkeys(str(e.get("step") or "a step") for e in others))
         parts.append(f"Stopped at {steps}: see the errors")

@@ -13,6 +13,7 @@ sendit.deid.pixels cleans the file), so a preview never shows text the rules bla
 before the image is de-identified; each box is then outlined, red where it was blanked and
 green where ``keepcoordinates`` kept it.
 """
+
 from __future__ import annotations
 
 import io
@@ -110,8 +111,9 @@ class Cleaning:
 
     def boxes(self) -> list[dict]:
         """The outlined boxes for the page (coordinates only, never a value)."""
-        return [{"kept": value != BLANK, "x0": x0, "y0": y0, "x1": x1, "y1": y1}
-                for value, (x0, y0, x1, y1) in self.outline]
+        return [
+            {"kept": value != BLANK, "x0": x0, "y0": y0, "x1": x1, "y1": y1} for value, (x0, y0, x1, y1) in self.outline
+        ]
 
 
 def pixel_cleaning(path: str | Path, recorded: str = "", recipe=None) -> Cleaning:
@@ -136,12 +138,17 @@ def pixel_cleaning(path: str | Path, recorded: str = "", recipe=None) -> Cleanin
             return Cleaning(rules=recorded or decision.rules, apply=regions, outline=regions, done=bool(recorded))
         if not recorded:
             return Cleaning()
-        rules = {f"{group}: {rule.title}": rule for group, found in filters_of(recipe).filters.items()
-                 for rule in found}
+        rules = {
+            f"{group}: {rule.title}": rule for group, found in filters_of(recipe).filters.items() for rule in found
+        }
         names = [name.strip() for name in recorded.split(";") if name.strip()]
         coordinates = [entry for name in names if name in rules for entry in rules[name].coordinates]
-        return Cleaning(rules=recorded, outline=resolve_regions(ds, coordinates), done=True,
-                        unknown=[name for name in names if name not in rules])
+        return Cleaning(
+            rules=recorded,
+            outline=resolve_regions(ds, coordinates),
+            done=True,
+            unknown=[name for name in names if name not in rules],
+        )
     except ValueError as exc:  # a box the recipe names cannot be read from this header
         raise PreviewError(f"the recipe's pixel regions cannot be read ({type(exc).__name__})") from None
 
@@ -157,8 +164,9 @@ def _outline(picture, regions: list[Region], rows: int, columns: int):
             continue  # empty, or wholly outside the image
         left, top = int(x0 * sx), int(y0 * sy)
         right, bottom = max(left, round(x1 * sx) - 1), max(top, round(y1 * sy) - 1)
-        draw.rectangle([left, top, right, bottom], outline=BLANKED_COLOUR if value == BLANK else KEPT_COLOUR,
-                       width=OUTLINE)
+        draw.rectangle(
+            [left, top, right, bottom], outline=BLANKED_COLOUR if value == BLANK else KEPT_COLOUR, width=OUTLINE
+        )
     return picture
 
 
@@ -229,6 +237,12 @@ def header_rows(path):
                 value = str(element.value)
             if len(value) > MAX_VALUE:
                 value = value[:MAX_VALUE] + "…"
-            rows.append((f"({element.tag.group:04X},{element.tag.element:04X})",
-                         element.keyword or element.name, element.VR, value))
+            rows.append(
+                (
+                    f"({element.tag.group:04X},{element.tag.element:04X})",
+                    element.keyword or element.name,
+                    element.VR,
+                    value,
+                )
+            )
     return rows

@@ -14,6 +14,7 @@ Each batch is queued once however many workers look at the same time: the lease 
 to the queued step by a guarded UPDATE (Batch.hand_over), which only one worker wins. The
 watcher's sweeper stays for what this cannot see (a broker that lost its queue).
 """
+
 import logging
 import threading
 

@@ -1,4 +1,5 @@
 """Resuming a batch that stopped on an error: redo only what is missing."""
+
 import glob
 import re
 from pathlib import Path
@@ -14,8 +15,7 @@ def set_aside_folders(batch):
     """The NAME.err folders of this batch still in the data folder."""
     root = Path(settings.DATA_FOLDER)
     pattern = re.compile(re.escape(batch.uid) + r"(\.err\d*)+")
-    return sorted(p for p in root.glob(f"{glob.escape(batch.uid)}.err*")
-                  if p.is_dir() and pattern.fullmatch(p.name))
+    return sorted(p for p in root.glob(f"{glob.escape(batch.uid)}.err*") if p.is_dir() and pattern.fullmatch(p.name))
 
 
 def _holds_files(folder: Path) -> bool:
@@ -37,8 +37,7 @@ def _burned_in_again(held):
 
     for pk, relative in held:
         try:
-            reason = burned_in_reason(dcmread(media_path(relative), stop_before_pixels=True, force=True),
-                                      site_recipe())
+            reason = burned_in_reason(dcmread(media_path(relative), stop_before_pixels=True, force=True), site_recipe())
         except Exception:  # unreadable: de-identification fails on it again, and holds it
             continue
         if reason:
@@ -100,8 +99,11 @@ def stuck_batches(older_than_seconds):
     from django.utils import timezone
 
     now = timezone.now()
-    return Batch.objects.filter(has_error=False, modify_date__lt=now - timedelta(seconds=older_than_seconds)) \
-        .exclude(status="DONE").filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+    return (
+        Batch.objects.filter(has_error=False, modify_date__lt=now - timedelta(seconds=older_than_seconds))
+        .exclude(status="DONE")
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+    )
 
 
 def sweep(older_than_seconds):

@@ -3,10 +3,13 @@
 Pages load only the node's own scripts, styles and images (no CDN, no inline code), so
 an injected script in a header value shown on a page could not run.
 """
+
 from django.conf import settings
 
-DEFAULT_POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-                  "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
+DEFAULT_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
 
 
 class ContentSecurityPolicyMiddleware:

@@ -6,6 +6,7 @@ docs/configuration.md says what each means (its tables: `| \\`NAME\\` | default 
 and the page shows the first sentence of each meaning, so the page and the document cannot
 say different things (tests/apps/web/test_pages.py checks that every setting is documented).
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,7 +21,7 @@ DOC = Path(__file__).resolve().parents[3] / "docs" / "configuration.md"
 
 GROUP_TEXT = {
     "Pipeline": "Where studies arrive and wait, and how they are found: folders, database, broker, "
-                "watcher and DICOM receiver.",
+    "watcher and DICOM receiver.",
     "De-identification": "How headers and pixels are de-identified, and where pseudonyms come from.",
     "Destinations": "Where de-identified images are sent, how receipt is verified and how failures are retried.",
     "Web": "The status page and the API: the password, tokens, hosts and HTTPS.",
@@ -29,11 +30,13 @@ GROUP_TEXT = {
 GROUPS = tuple(GROUP_TEXT)
 
 _NAME = re.compile(r"`([A-Z][A-Z0-9_]+)`")
+
+
 def _one_line(meaning: str) -> str:
     """The first sentence of a table cell, without markdown."""
     text = meaning.replace("**", "").replace("`", "").strip()
     match = re.search(r"(?<![ .][a-z])(?<!e\.g)(?<!i\.e)\.(\s|$)", text)
-    first = text[:match.start() + 1] if match else text
+    first = text[: match.start() + 1] if match else text
     return first if len(first) <= 200 else first[:197].rsplit(" ", 1)[0] + "…"
 
 

@@ -1,4 +1,5 @@
 """Status pages: thin views over the models; the work is in tasks, retry and display."""
+
 import base64
 import datetime
 import re
@@ -16,11 +17,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from sendit.apps.main import actions, destinations, plain, settings_doc
-from sendit.apps.main.pipeline import step_order
-from sendit.redact import scrub, scrub_errors
 from sendit.apps.main.models import BATCH_STATUS, Batch, Hold, Image
+from sendit.apps.main.pipeline import step_order
 from sendit.apps.main.preview import Cleaning, PreviewError, header_rows, pixel_cleaning, render_png
 from sendit.apps.watcher import daemon
+from sendit.redact import scrub, scrub_errors
 
 DEIDENTIFIED_STATUSES = ("DONEPROCESSING", "SENT", "DONE")
 RECENT = 25
@@ -35,14 +36,21 @@ def _when(value):
         return None
     parsed = parse_datetime(str(value))
     if parsed and timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, datetime.timezone.utc)
+        parsed = timezone.make_aware(parsed, datetime.UTC)
     return parsed
 
 
 # A step's figures as words ("CPU 0.8 s", "3 set aside"), not as the log's keys (cpu_seconds=0.8).
-FIGURES = {"cpu_seconds": "CPU {} s", "images": "{} images", "files": "{} files", "problems": "{} set aside",
-           "failed": "{} failed", "already_stored": "{} already stored", "destinations": "to {}",
-           "provider": "identifiers from the {} provider"}
+FIGURES = {
+    "cpu_seconds": "CPU {} s",
+    "images": "{} images",
+    "files": "{} files",
+    "problems": "{} set aside",
+    "failed": "{} failed",
+    "already_stored": "{} already stored",
+    "destinations": "to {}",
+    "provider": "identifiers from the {} provider",
+}
 
 
 def _figure(key: str, value: str) -> str:
@@ -55,8 +63,9 @@ def _steps(batch):
     for name, figures in steps.items():
         figures = figures if isinstance(figures, dict) else {}
         extra = [_figure(k, scrub(str(v))) for k, v in figures.items() if k not in ("seconds", "time")]
-        rows.append({"name": name, "seconds": figures.get("seconds"), "time": _when(figures.get("time")),
-                     "figures": extra})
+        rows.append(
+            {"name": name, "seconds": figures.get("seconds"), "time": _when(figures.get("time")), "figures": extra}
+        )
     rows.sort(key=lambda r: step_order(r["name"]))
     return rows
 
@@ -92,10 +101,24 @@ def throughput(now=None):
     for i, n in enumerate(images):
         h = round(n / top * height) if n else 0
         bucket_start = start + datetime.timedelta(minutes=i * BUCKET_MINUTES)
-        bars.append({"x": i * (width + gap), "y": height - h, "w": width, "h": max(h, 1 if n else 0),
-                     "n": n, "start": bucket_start})
-    return {"bars": bars, "total": sum(images), "batches": batches, "max": max(images),
-            "width": BUCKETS * (width + gap) - gap, "height": height}
+        bars.append(
+            {
+                "x": i * (width + gap),
+                "y": height - h,
+                "w": width,
+                "h": max(h, 1 if n else 0),
+                "n": n,
+                "start": bucket_start,
+            }
+        )
+    return {
+        "bars": bars,
+        "total": sum(images),
+        "batches": batches,
+        "max": max(images),
+        "width": BUCKETS * (width + gap) - gap,
+        "height": height,
+    }
 
 
 def _watcher():
@@ -103,7 +126,7 @@ def _watcher():
     for key in ("since", "last_seen"):
         value = status.get(key)
         if isinstance(value, (int, float)):  # a pid file's mtime
-            status[key] = datetime.datetime.fromtimestamp(value, tz=datetime.timezone.utc)
+            status[key] = datetime.datetime.fromtimestamp(value, tz=datetime.UTC)
     return status
 
 
@@ -114,9 +137,16 @@ def _dashboard_context():
     rows = []
     for batch in recent:
         imported = batch.log.get("images") if isinstance(batch.log, dict) else None
-        rows.append({"batch": batch, "images": imported if isinstance(imported, int) else batch.n_images,
-                     "held": batch.n_images, "errors": len(batch.errors or []),
-                     "seconds": _total_seconds(batch), "state": scrub(plain.plain_state(batch, *facts[batch.id]))})
+        rows.append(
+            {
+                "batch": batch,
+                "images": imported if isinstance(imported, int) else batch.n_images,
+                "held": batch.n_images,
+                "errors": len(batch.errors or []),
+                "seconds": _total_seconds(batch),
+                "state": scrub(plain.plain_state(batch, *facts[batch.id])),
+            }
+        )
     return {
         "counts": [(status, counts.get(status, 0)) for status, _ in BATCH_STATUS],
         "total": sum(counts.values()),
@@ -211,11 +241,18 @@ def batch_detail(request, batch_id):
         marks = []
         for name in names:
             mark = (image.destinations or {}).get(name)
-            marks.append({"name": name, "sent": bool(mark),
-                          "time": _when(mark.get("time")) if isinstance(mark, dict) else None})
+            marks.append(
+                {"name": name, "sent": bool(mark), "time": _when(mark.get("time")) if isinstance(mark, dict) else None}
+            )
         header = image.header if isinstance(image.header, dict) else {}
-        rows.append({"image": image, "marks": marks, "flagged": _plain(image.flagged, rules),
-                     "cleaned": _plain(header.get("cleaned", ""), rules)})
+        rows.append(
+            {
+                "image": image,
+                "marks": marks,
+                "flagged": _plain(image.flagged, rules),
+                "cleaned": _plain(header.get("cleaned", ""), rules),
+            }
+        )
     log = batch.log if isinstance(batch.log, dict) else {}
     context = {
         "batch": batch,
@@ -223,15 +260,27 @@ def batch_detail(request, batch_id):
         "rows": rows,
         "destinations": names,
         "state": scrub(plain.plain_state(batch)),
-        "errors": scrub_errors([{**e, "message": plain.plain_error(e, batch.id)} if isinstance(e, dict) else e
-                                for e in batch.errors or []]),
+        "errors": scrub_errors(
+            [{**e, "message": plain.plain_error(e, batch.id)} if isinstance(e, dict) else e for e in batch.errors or []]
+        ),
         # The origin is the node's own words and a client address (which scrub would take for a UID).
-        "audit": [{**{k: scrub(str(entry.get(k, ""))) for k in ("time", "action", "result")},
-                   "origin": str(entry.get("origin", ""))}
-                  for entry in log.get("audit", []) if isinstance(entry, dict)],
-        "error_destinations": sorted({f.destination for f in (plain.parse_send_error(e.get("message", ""))
-                                                              for e in batch.errors or [] if isinstance(e, dict))
-                                      if f is not None}),
+        "audit": [
+            {
+                **{k: scrub(str(entry.get(k, ""))) for k in ("time", "action", "result")},
+                "origin": str(entry.get("origin", "")),
+            }
+            for entry in log.get("audit", [])
+            if isinstance(entry, dict)
+        ],
+        "error_destinations": sorted(
+            {
+                f.destination
+                for f in (
+                    plain.parse_send_error(e.get("message", "")) for e in batch.errors or [] if isinstance(e, dict)
+                )
+                if f is not None
+            }
+        ),
         "previous_errors": scrub_errors(log.get("previous_errors")),
         "steps": _steps(batch),
         "deid_counts": _deid_counts(log, rules),
@@ -240,8 +289,11 @@ def batch_detail(request, batch_id):
         "n_images": images.count(),
         "imported": log.get("images"),
         "raw": log.get("deidentified") is False,
-        "notes": ([f"Cleanup {scrub(str(log['cleanup']))}; the files stay on this node"]
-                  if str(log.get("cleanup", "")).startswith("skipped") else [])
+        "notes": (
+            [f"Cleanup {scrub(str(log['cleanup']))}; the files stay on this node"]
+            if str(log.get("cleanup", "")).startswith("skipped")
+            else []
+        )
         + [scrub(str(log[k])) for k in ("pixels_note",) if log.get(k)]
         + [scrub(str(note)) for note in log.get("notes", [])],
         "retries": log.get("retries", 0),
@@ -288,10 +340,17 @@ def batch_delete(request, batch_id):
     batch = get_object_or_404(Batch, pk=batch_id)
     if request.method == "GET":
         folder = actions.batch_media(batch)
-        return render(request, "main/batch_delete.html", {
-            "batch": batch, "n_images": batch.images.count(), "state": scrub(plain.plain_state(batch)),
-            "undelivered": batch.images.exclude(status__in=["SENT", "DONE"]).count(),
-            "media": folder is not None and folder.exists()})
+        return render(
+            request,
+            "main/batch_delete.html",
+            {
+                "batch": batch,
+                "n_images": batch.images.count(),
+                "state": scrub(plain.plain_state(batch)),
+                "undelivered": batch.images.exclude(status__in=["SENT", "DONE"]).count(),
+                "media": folder is not None and folder.exists(),
+            },
+        )
     try:
         name = actions.delete(batch, actions.page_origin(request))
     except actions.BatchInUse:
@@ -304,8 +363,9 @@ def batch_delete(request, batch_id):
 def _viewable(image):
     """(show the header and pixels?, warning or reason)."""
     raw = image.batch.log.get("deidentified") is False if isinstance(image.batch.log, dict) else False
-    warning = ("De-identification is OFF (DEIDENTIFY=false): this is the header as it arrived "
-               "and may identify the patient.")
+    warning = (
+        "De-identification is OFF (DEIDENTIFY=false): this is the header as it arrived and may identify the patient."
+    )
     if raw:
         if settings.DEIDENTIFY:
             return False, "This batch was sent without de-identification; its header is not shown."
@@ -314,9 +374,11 @@ def _viewable(image):
         return True, ""
     if not settings.DEIDENTIFY:
         return True, warning
-    return False, ("Not yet de-identified: the header is shown only after de-identification, and the pixels "
-                   "before it only when the site recipe's filter rules clean them (the preview is then the "
-                   "cleaned one).")
+    return False, (
+        "Not yet de-identified: the header is shown only after de-identification, and the pixels "
+        "before it only when the site recipe's filter rules clean them (the preview is then the "
+        "cleaned one)."
+    )
 
 
 def _image_path(image):
@@ -355,8 +417,10 @@ def _preview_plan(image, show: bool, path) -> tuple[Cleaning | None, str]:
     if cleaning is None:
         return None, why
     if cleaning.hold:
-        return None, (f"No preview: the image is held back ({_plain(cleaning.hold, _rule_names())}): "
-                      "the rule names no region, so nobody knows where its text is.")
+        return None, (
+            f"No preview: the image is held back ({_plain(cleaning.hold, _rule_names())}): "
+            "the rule names no region, so nobody knows where its text is."
+        )
     if cleaning.cleans:
         return cleaning, ""
     if image.flagged:
@@ -375,13 +439,24 @@ def _render(path, cleaning: Cleaning) -> bytes:
 def image_detail(request, image_id):
     image = get_object_or_404(Image.objects.select_related("batch"), pk=image_id)
     show, warning = _viewable(image)
-    context = {"image": image, "batch": image.batch, "show": show, "warning": warning,
-               "state": scrub(plain.image_state(image)), "batch_state": scrub(plain.plain_state(image.batch)),
-               "flagged": _plain(image.flagged, _rule_names()), "rows": None, "preview": None, "no_preview": "",
-               "cleaning": None,
-               "uid": image.uid if show and not warning else None,
-               "destinations": [(name, _when(mark.get("time")) if isinstance(mark, dict) else None)
-                                for name, mark in (image.destinations or {}).items()]}
+    context = {
+        "image": image,
+        "batch": image.batch,
+        "show": show,
+        "warning": warning,
+        "state": scrub(plain.image_state(image)),
+        "batch_state": scrub(plain.plain_state(image.batch)),
+        "flagged": _plain(image.flagged, _rule_names()),
+        "rows": None,
+        "preview": None,
+        "no_preview": "",
+        "cleaning": None,
+        "uid": image.uid if show and not warning else None,
+        "destinations": [
+            (name, _when(mark.get("time")) if isinstance(mark, dict) else None)
+            for name, mark in (image.destinations or {}).items()
+        ],
+    }
     path = _image_path(image)
     if show and path is not None:
         try:
@@ -400,9 +475,13 @@ def image_detail(request, image_id):
             log = image.batch.log if isinstance(image.batch.log, dict) else {}
             # Sent, or to be sent, as it arrived: the rules would clean it, nobody does.
             raw = not cleaning.done and (log.get("deidentified") is False or not settings.DEIDENTIFY)
-            context["cleaning"] = {"rules": _plain(cleaning.rules, names), "done": cleaning.done, "raw": raw,
-                                   "boxes": cleaning.boxes(),
-                                   "unknown": [_plain(name, names) for name in cleaning.unknown]}
+            context["cleaning"] = {
+                "rules": _plain(cleaning.rules, names),
+                "done": cleaning.done,
+                "raw": raw,
+                "boxes": cleaning.boxes(),
+                "unknown": [_plain(name, names) for name in cleaning.unknown],
+            }
     return render(request, "main/image.html", context)
 
 
@@ -429,8 +508,11 @@ def image_preview(request, image_id):
 @never_cache
 @require_GET
 def settings_page(request):
-    return render(request, "main/settings.html", {"groups": settings_doc.grouped_settings(settings),
-                                                  "lockdown": getattr(settings, "LOCKDOWN_ENABLED", True)})
+    return render(
+        request,
+        "main/settings.html",
+        {"groups": settings_doc.grouped_settings(settings), "lockdown": getattr(settings, "LOCKDOWN_ENABLED", True)},
+    )
 
 
 @require_POST

@@ -6,14 +6,15 @@ accepts and never answers costs that long, not its own timeout), only the parts 
 are checked, and the destinations' answer is kept in Django's cache for DESTINATIONS_TTL
 seconds, so a flood of requests costs one round of remote checks.
 """
+
 import functools
 import hashlib
 import hmac
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -84,8 +85,9 @@ def bounded(checks: dict[str, Callable[[], bool]], seconds: float = CHECK_SECOND
         finally:
             connections.close_all()  # this thread's own database connection, if it opened one
 
-    threads = [threading.Thread(target=run, args=item, daemon=True, name=f"healthz-{item[0]}")
-               for item in checks.items()]
+    threads = [
+        threading.Thread(target=run, args=item, daemon=True, name=f"healthz-{item[0]}") for item in checks.items()
+    ]
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + seconds
@@ -155,13 +157,22 @@ def prometheus_text():
             lines.append(f"{name}{{{label_text}}} {value}" if label_text else f"{name} {value}")
 
     batches = dict(Batch.objects.values_list("status").annotate(n=Count("id")))
-    metric("sendit_batches", "gauge", "Batches by status.",
-           [({"status": s}, batches.get(s, 0)) for s, _ in BATCH_STATUS])
+    metric(
+        "sendit_batches", "gauge", "Batches by status.", [({"status": s}, batches.get(s, 0)) for s, _ in BATCH_STATUS]
+    )
     images = dict(Image.objects.values_list("status").annotate(n=Count("id")))
-    metric("sendit_images", "gauge", "Images held by the node, by status.",
-           [({"status": s}, images.get(s, 0)) for s, _ in IMAGE_STATUS])
-    metric("sendit_batches_with_errors", "gauge", "Batches with has_error set.",
-           [({}, Batch.objects.filter(has_error=True).count())])
+    metric(
+        "sendit_images",
+        "gauge",
+        "Images held by the node, by status.",
+        [({"status": s}, images.get(s, 0)) for s, _ in IMAGE_STATUS],
+    )
+    metric(
+        "sendit_batches_with_errors",
+        "gauge",
+        "Batches with has_error set.",
+        [({}, Batch.objects.filter(has_error=True).count())],
+    )
     errors, seconds, counts = {}, {s: 0.0 for s in STEPS}, {s: 0 for s in STEPS}
     for batch_errors, log in Batch.objects.values_list("errors", "log"):
         for error in batch_errors or []:
@@ -170,12 +181,24 @@ def prometheus_text():
             if step in seconds:
                 seconds[step] += float(figures.get("seconds", 0) or 0)
                 counts[step] += 1
-    metric("sendit_errors", "gauge", "Errors recorded on batches, by step.",
-           [({"step": s}, n) for s, n in sorted(errors.items())])
-    metric("sendit_step_seconds_sum", "counter", "Time spent in each pipeline step.",
-           [({"step": s}, round(seconds[s], 3)) for s in STEPS])
-    metric("sendit_step_seconds_count", "counter", "Batches that went through each step.",
-           [({"step": s}, counts[s]) for s in STEPS])
+    metric(
+        "sendit_errors",
+        "gauge",
+        "Errors recorded on batches, by step.",
+        [({"step": s}, n) for s, n in sorted(errors.items())],
+    )
+    metric(
+        "sendit_step_seconds_sum",
+        "counter",
+        "Time spent in each pipeline step.",
+        [({"step": s}, round(seconds[s], 3)) for s in STEPS],
+    )
+    metric(
+        "sendit_step_seconds_count",
+        "counter",
+        "Batches that went through each step.",
+        [({"step": s}, counts[s]) for s in STEPS],
+    )
     depth = queue_depth()
     if depth is not None:
         metric("sendit_queue_depth", "gauge", "Tasks waiting in the broker.", [({}, depth)])

@@ -1,4 +1,5 @@
 """/healthz for health checks (no lockdown) and /metrics for Prometheus (behind a token)."""
+
 from django.http import HttpResponse, JsonResponse
 
 from sendit.apps.ops import checks
@@ -14,6 +15,7 @@ def healthz(request):
 
 def metrics(request):
     if not checks.token_ok(request):
-        return HttpResponse("metrics need `Authorization: Bearer <METRICS_TOKEN>`\n", status=403,
-                            content_type="text/plain")
+        return HttpResponse(
+            "metrics need `Authorization: Bearer <METRICS_TOKEN>`\n", status=403, content_type="text/plain"
+        )
     return HttpResponse(checks.prometheus_text(), content_type="text/plain; version=0.0.4")

@@ -1,4 +1,5 @@
 """Run the watcher as a daemon: a pid file, and size-capped watcher.out / watcher.err logs."""
+
 import logging
 import logging.handlers
 import os
@@ -46,12 +47,18 @@ def beat(started=None, stopped=False):
     from sendit.apps.watcher.models import Heartbeat
 
     now = timezone.now()
-    defaults = {"beat": now, "stopped": stopped, "folder": str(Path(settings.DATA_FOLDER).resolve()),
-                "mode": "polling" if settings.WATCHER_POLLING else "inotify", "host": socket.gethostname()}
+    defaults = {
+        "beat": now,
+        "stopped": stopped,
+        "folder": str(Path(settings.DATA_FOLDER).resolve()),
+        "mode": "polling" if settings.WATCHER_POLLING else "inotify",
+        "host": socket.gethostname(),
+    }
     if started:
         defaults["started"] = started
-    Heartbeat.objects.update_or_create(name="watcher", defaults=defaults,
-                                       create_defaults={**defaults, "started": started or now})
+    Heartbeat.objects.update_or_create(
+        name="watcher", defaults=defaults, create_defaults={**defaults, "started": started or now}
+    )
 
 
 def status():
@@ -65,24 +72,29 @@ def status():
     from sendit.apps.watcher.models import Heartbeat
 
     found = Heartbeat.objects.filter(name="watcher").first()
-    fresh = bool(found and not found.stopped
-                 and (timezone.now() - found.beat).total_seconds() < 3 * HEARTBEAT_SECONDS)
-    return {"running": fresh, "pid": running_pid(), "since": found.started if fresh else None,
-            "last_seen": found.beat if found else None,
-            "folder": found.folder if found else str(Path(settings.DATA_FOLDER).resolve()),
-            "mode": "polling" if settings.WATCHER_POLLING else "inotify"}
+    fresh = bool(found and not found.stopped and (timezone.now() - found.beat).total_seconds() < 3 * HEARTBEAT_SECONDS)
+    return {
+        "running": fresh,
+        "pid": running_pid(),
+        "since": found.started if fresh else None,
+        "last_seen": found.beat if found else None,
+        "folder": found.folder if found else str(Path(settings.DATA_FOLDER).resolve()),
+        "mode": "polling" if settings.WATCHER_POLLING else "inotify",
+    }
 
 
 def _configure_logging():
     log_dir = Path(settings.WATCHER_LOG_DIR)
     log_dir.mkdir(parents=True, exist_ok=True)
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-    out = logging.handlers.RotatingFileHandler(log_dir / "watcher.out", maxBytes=settings.WATCHER_LOG_MAX_BYTES,
-                                               backupCount=settings.WATCHER_LOG_BACKUPS)
+    out = logging.handlers.RotatingFileHandler(
+        log_dir / "watcher.out", maxBytes=settings.WATCHER_LOG_MAX_BYTES, backupCount=settings.WATCHER_LOG_BACKUPS
+    )
     out.setFormatter(formatter)
     out.setLevel(logging.INFO)
-    err = logging.handlers.RotatingFileHandler(log_dir / "watcher.err", maxBytes=settings.WATCHER_LOG_MAX_BYTES,
-                                               backupCount=settings.WATCHER_LOG_BACKUPS)
+    err = logging.handlers.RotatingFileHandler(
+        log_dir / "watcher.err", maxBytes=settings.WATCHER_LOG_MAX_BYTES, backupCount=settings.WATCHER_LOG_BACKUPS
+    )
     err.setFormatter(formatter)
     err.setLevel(logging.WARNING)
     for name in ("sendit.watcher", "sendit"):
@@ -130,8 +142,13 @@ def run():
             state["sweep"] = time.monotonic()
             periodic_check(watcher)
 
-    watcher = FolderWatcher(settings.DATA_FOLDER, queue_import, settle=settings.WATCHER_SETTLE_SECONDS,
-                            polling=settings.WATCHER_POLLING, poll_interval=settings.WATCHER_POLL_INTERVAL)
+    watcher = FolderWatcher(
+        settings.DATA_FOLDER,
+        queue_import,
+        settle=settings.WATCHER_SETTLE_SECONDS,
+        polling=settings.WATCHER_POLLING,
+        poll_interval=settings.WATCHER_POLL_INTERVAL,
+    )
     try:
         beat(started)
     except Exception as exc:
@@ -207,7 +224,7 @@ def exited(pid: int) -> bool:
             fields = stat.read()
     except OSError:  # no /proc (not Linux), or reaped since: kill(pid, 0) tells next time
         return False
-    return fields[fields.rindex(b")") + 2:][:1] == b"Z"  # the state follows "(command) "
+    return fields[fields.rindex(b")") + 2 :][:1] == b"Z"  # the state follows "(command) "
 
 
 def stop(timeout: float = 15) -> bool:

@@ -1,4 +1,5 @@
 """The watcher's heartbeat, in the database so every host and container can see it."""
+
 from django.db import models
 
 

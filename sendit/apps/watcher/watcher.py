@@ -4,6 +4,7 @@ watchdog gives inotify on Linux and a polling observer for mounts where inotify 
 nothing (NFS, many bind mounts). pyinotify, which the original sendit used, is unmaintained since
 2015 and imports asyncore, which Python 3.12 removed.
 """
+
 import logging
 import os
 import threading
@@ -61,8 +62,15 @@ class FolderWatcher(FileSystemEventHandler):
     modification time in its tree, at each tick, for the few folders that settle.
     """
 
-    def __init__(self, root: str | os.PathLike, queue: Callable[[str], object], settle: float = 1.0,
-                 polling: bool = False, poll_interval: float = 2.0, clock: Clock = SYSTEM_CLOCK):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        queue: Callable[[str], object],
+        settle: float = 1.0,
+        polling: bool = False,
+        poll_interval: float = 2.0,
+        clock: Clock = SYSTEM_CLOCK,
+    ):
         self.root = Path(root).resolve()
         self.clock = clock
         self._prefix = str(self.root) + os.sep
@@ -85,7 +93,7 @@ class FolderWatcher(FileSystemEventHandler):
         """
         if not path or not path.startswith(self._prefix):
             return None, False
-        top, sep, _rest = path[len(self._prefix):].partition(os.sep)
+        top, sep, _rest = path[len(self._prefix) :].partition(os.sep)
         return (top or None), not sep
 
     def on_any_event(self, event):
@@ -97,8 +105,9 @@ class FolderWatcher(FileSystemEventHandler):
         # A study folder that is a symbolic link arrives as a file event: it is queued too, so
         # that the import records it (and sets it aside) instead of skipping it unseen.
         link = os.path.islink(event.dest_path if dest_is_top else event.src_path)
-        top_dir_event = ((event.is_directory or link or kind == "deleted") and (src_is_top or dest_is_top)
-                         and kind != "modified")
+        top_dir_event = (
+            (event.is_directory or link or kind == "deleted") and (src_is_top or dest_is_top) and kind != "modified"
+        )
         if not top_dir_event:
             return  # a file, or a folder's own change: settling is judged at the tick
         logger.info("EVENT %s %s", kind, dest_top if dest_is_top else src_top)

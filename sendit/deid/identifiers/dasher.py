@@ -133,7 +133,9 @@ class DasherClient:
             answer = response.json()
         except ValueError:
             raise IdentifierError("DASHER token refresh answered without JSON") from None
-        token: str | None = answer.get("accessToken") or answer.get("access_token") if isinstance(answer, dict) else None
+        token: str | None = (
+            answer.get("accessToken") or answer.get("access_token") if isinstance(answer, dict) else None
+        )
         if not token:
             raise IdentifierError("DASHER token refresh answered without accessToken")
         data["accessToken"] = token

@@ -1,4 +1,5 @@
 """The read-only REST API through Django's test client."""
+
 import pytest
 
 from sendit.apps.main.models import Image
@@ -9,11 +10,16 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def batches(make_batch, step_log):
     done = make_batch("DONE-1", status="DONE", log=step_log)
-    failed = make_batch("ERR-1", status="DONEPROCESSING", images=[
-        ("SENT", None, {"orthanc": {"time": "t", "remote_id": "r"}}),
-        ("PROCESSING", None, {}, "burned-in annotation"),
-        ("NEW", None)],
-        errors=[{"time": "t", "step": "import", "message": "left in /data/Doe^Jane/x.dcm uid 1.2.840.1.2.3"}])
+    failed = make_batch(
+        "ERR-1",
+        status="DONEPROCESSING",
+        images=[
+            ("SENT", None, {"orthanc": {"time": "t", "remote_id": "r"}}),
+            ("PROCESSING", None, {}, "burned-in annotation"),
+            ("NEW", None),
+        ],
+        errors=[{"time": "t", "step": "import", "message": "left in /data/Doe^Jane/x.dcm uid 1.2.840.1.2.3"}],
+    )
     new = make_batch("NEW-1", status="NEW", images=[("NEW", None)])
     return {"done": done, "failed": failed, "new": new}
 
@@ -108,20 +114,38 @@ def test_schema_and_swagger_page_use_local_assets(client):
     assert client.get("/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js").status_code == 200
 
 
-@pytest.mark.parametrize("query", [
-    "/api/batches?page_size=", "/api/batches?page_size=0", "/api/batches?page_size=501", "/api/batches?page_size=x",
-    "/api/batches?status=", "/api/batches?status=BOGUS", "/api/batches?status=Done", "/api/batches?has_error=",
-    "/api/batches?page=", "/api/batches?page=0", "/api/batches?page=last", "/api/batches?has_errors=true",
-    "/api/images?batch=", "/api/images?batch=0", "/api/images?batch=%D9%A3", "/api/images?status=",
-    "/api/batches/x", "/api/batches/%C2%84/", "/api/images/0", "/api/images/9223372036854775808",
-    "/api/batches/1?page=1",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "/api/batches?page_size=",
+        "/api/batches?page_size=0",
+        "/api/batches?page_size=501",
+        "/api/batches?page_size=x",
+        "/api/batches?status=",
+        "/api/batches?status=BOGUS",
+        "/api/batches?status=Done",
+        "/api/batches?has_error=",
+        "/api/batches?page=",
+        "/api/batches?page=0",
+        "/api/batches?page=last",
+        "/api/batches?has_errors=true",
+        "/api/images?batch=",
+        "/api/images?batch=0",
+        "/api/images?batch=%D9%A3",
+        "/api/images?status=",
+        "/api/batches/x",
+        "/api/batches/%C2%84/",
+        "/api/images/0",
+        "/api/images/9223372036854775808",
+        "/api/batches/1?page=1",
+    ],
+)
 def test_invalid_values_are_400_saying_what_each_must_be(client, batches, query):
     """Each used to be ignored (an empty value listed everything, a misspelt filter too) or a
     404 page in HTML; the schema says what is allowed, and the answer now says it too."""
     response = client.get(query)
     assert response.status_code == 400 and response["Content-Type"] == "application/json"
-    (name, message), = response.json().items()
+    ((name, message),) = response.json().items()
     assert name in query.replace("/1?", "?").replace("/api/", "").replace("/", "id") and message
 
 

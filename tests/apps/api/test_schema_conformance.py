@@ -6,6 +6,7 @@ Django's WSGI application, with the test API token, with all of schemathesis' ch
 accepted, authentication not ignored...). Its examples, coverage and fuzzing phases run
 with a fixed seed and a bounded number of examples, so a run is the same each time.
 """
+
 import pytest
 import schemathesis
 from django.core.signals import request_finished, request_started

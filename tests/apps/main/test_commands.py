@@ -1,4 +1,5 @@
 """The operator's management commands, on batches that really went through the pipeline."""
+
 import csv
 import io
 

@@ -1,5 +1,6 @@
 """The pipeline end to end with SEND_TO_DICOMWEB: a study dropped in the data folder arrives
 de-identified in a DICOMweb server (Orthanc with its DICOMweb plugin)."""
+
 import io
 
 import pydicom
@@ -15,8 +16,11 @@ PHI_ID, PHI_NAME = "PHI-DICOMWEB-777", "Secret^Webpatient"
 
 @pytest.fixture
 def dicomweb(tmp_path):
-    missing = (None if orthanc_binary() and dicomweb_plugin() else
-               "Orthanc or its DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb)")
+    missing = (
+        None
+        if orthanc_binary() and dicomweb_plugin()
+        else "Orthanc or its DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb)"
+    )
     server = start_or_skip(Orthanc(tmp_path / "orthanc-dicomweb", dicomweb=True), missing)
     yield server
     server.stop()
@@ -26,19 +30,17 @@ def test_a_study_arrives_de_identified_in_the_dicomweb_server(node, data_folder,
     settings.SEND_TO_ORTHANC = False
     settings.SEND_TO_DICOMWEB = True
     settings.DICOMWEB_URL = dicomweb.dicomweb_url
-    originals = make_ct_series(data_folder / "DW1", 3, rows=64, columns=64, patient_id=PHI_ID,
-                               patient_name=PHI_NAME)
+    originals = make_ct_series(data_folder / "DW1", 3, rows=64, columns=64, patient_id=PHI_ID, patient_name=PHI_NAME)
     original_uids = {str(pydicom.dcmread(p).SOPInstanceUID) for p in originals}
     import_dicomdir(str(data_folder / "DW1"))
     batch = Batch.objects.get(uid="DW1")
     assert batch.status == "DONE" and not batch.has_error, batch.errors
     assert batch.log["destinations"] == ["dicomweb"]
     assert batch.log["deliveries"] == {"dicomweb": {"stored": 3}}
-    stored = [pydicom.dcmread(io.BytesIO(dicomweb.get_bytes(f"/instances/{i}/file")))
-              for i in dicomweb.instances()]
+    stored = [pydicom.dcmread(io.BytesIO(dicomweb.get_bytes(f"/instances/{i}/file"))) for i in dicomweb.instances()]
     assert len(stored) == 3
     for ds in stored:
         assert ds.PatientID != PHI_ID and str(ds.PatientName) != PHI_NAME
         assert ds.SOPInstanceUID not in original_uids
         assert PHI_ID.encode() not in ds.to_json().encode() and b"Webpatient" not in ds.to_json().encode()
-    assert len(node.instances()) == 0   # SEND_TO_ORTHANC off: nothing went to the plain Orthanc
+    assert len(node.instances()) == 0  # SEND_TO_ORTHANC off: nothing went to the plain Orthanc

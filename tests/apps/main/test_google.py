@@ -1,4 +1,5 @@
 """The pipeline to Orthanc and Google Cloud (Storage and Datastore) at once, each verified."""
+
 import uuid
 
 import pytest
@@ -27,11 +28,15 @@ def google(node, settings, fake_gcs, datastore_emulator):
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import datastore, storage
 
-    gcs = storage.Client(project="test", credentials=AnonymousCredentials(),
-                         client_options={"api_endpoint": fake_gcs.url})
-    ds = datastore.Client(project="test", namespace=settings.GOOGLE_DATASTORE_NAMESPACE,
-                          credentials=AnonymousCredentials(),
-                          client_options={"api_endpoint": datastore_emulator.url})
+    gcs = storage.Client(
+        project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": fake_gcs.url}
+    )
+    ds = datastore.Client(
+        project="test",
+        namespace=settings.GOOGLE_DATASTORE_NAMESPACE,
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": datastore_emulator.url},
+    )
     return gcs.bucket(bucket), ds
 
 

@@ -1,4 +1,5 @@
 """The pipeline with DASHER (a DASHER-compatible server) and with images held for burned-in text."""
+
 import shutil
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """The importer's checks of one file, without Django: what a later step would trip over."""
+
 import struct
 
 import pytest
@@ -11,7 +12,7 @@ def shorten_pixels(path, keep):
     """Rewrite a CT file so its pixel data element declares and holds only `keep` bytes."""
     data = open(path, "rb").read()
     at = data.rindex(b"\xe0\x7f\x10\x00OW")
-    data = data[:at + 8] + struct.pack("<L", keep) + data[at + 12:at + 12 + keep]
+    data = data[: at + 8] + struct.pack("<L", keep) + data[at + 12 : at + 12 + keep]
     open(path, "wb").write(data)
 
 

@@ -1,4 +1,5 @@
 """The pipeline from a finished folder to Orthanc, with the original sendit's statuses, run eagerly."""
+
 from pathlib import Path
 
 import pydicom
@@ -121,8 +122,7 @@ def test_without_destinations_images_stay_in_media(node, data_folder, settings):
     assert node.instances() == []
 
 
-def test_originals_files_are_overwritten_by_later_outputs_and_nothing_of_them_remains(
-        node, data_folder, settings):
+def test_originals_files_are_overwritten_by_later_outputs_and_nothing_of_them_remains(node, data_folder, settings):
     """De-identification writes most outputs into the files of originals already done with
     (sendit.deid.files._output): every output must still be whole and hold no original byte."""
     from sendit.apps.main.tasks.deidentify import CHUNK
@@ -156,8 +156,7 @@ def test_originals_files_are_overwritten_by_later_outputs_and_nothing_of_them_re
         assert pydicom.dcmread(path).PixelData == pixels[ds.InstanceNumber]
 
 
-def test_a_study_staged_with_hard_links_leaves_the_other_copies_untouched(node, data_folder, settings,
-                                                                         tmp_path):
+def test_a_study_staged_with_hard_links_leaves_the_other_copies_untouched(node, data_folder, settings, tmp_path):
     """cp -al / rsync --link-dest staging: the files in the data folder share their bytes
     with copies outside it, which de-identification must never write into."""
     from sendit.apps.main.tasks.deidentify import CHUNK
@@ -274,8 +273,7 @@ def test_a_folder_of_several_patients_keeps_each_files_identity(data_folder):
     folder = data_folder / "MIXED"
     studies = {"PAT-A": "1.2.826.0.1.1", "PAT-B": "1.2.826.0.1.2", "PAT-C": "1.2.826.0.1.3"}
     for n, patient in enumerate(["PAT-A", "PAT-B", "PAT-C", "PAT-A", "PAT-B"]):
-        make_ct_series(folder / f"part{n}", 2, patient_id=patient, study_uid=studies[patient],
-                       rows=8, columns=8)
+        make_ct_series(folder / f"part{n}", 2, patient_id=patient, study_uid=studies[patient], rows=8, columns=8)
     batch = Batch.objects.create(uid="MIXED")
     assert _import_folder(batch, folder) == 10
     identities = BatchIdentifiers.objects.get(batch=batch).identities

@@ -17,10 +17,16 @@ def node_env(tmp_path, recipe: str) -> dict:
     path = tmp_path / "site.dicom"
     path.write_text(recipe)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST"))}
-    env.update(STUDY_DEID=str(path), LOCKDOWN_ENABLED="false", CELERY_BROKER_URL="memory://",
-               DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", VAR_DIR=str(tmp_path / "var"),
-               MEDIA_ROOT=str(tmp_path / "media"), DATA_FOLDER=str(tmp_path / "data"),
-               DJANGO_SETTINGS_MODULE="sendit.settings")
+    env.update(
+        STUDY_DEID=str(path),
+        LOCKDOWN_ENABLED="false",
+        CELERY_BROKER_URL="memory://",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        VAR_DIR=str(tmp_path / "var"),
+        MEDIA_ROOT=str(tmp_path / "media"),
+        DATA_FOLDER=str(tmp_path / "data"),
+        DJANGO_SETTINGS_MODULE="sendit.settings",
+    )
     return env
 
 

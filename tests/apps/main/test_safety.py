@@ -1,4 +1,5 @@
 """Nothing unrecorded is deleted, a held batch is not retried under a worker, surprises are recorded."""
+
 import pytest
 from django.utils import timezone
 

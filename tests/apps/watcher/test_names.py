@@ -5,6 +5,7 @@ batch existed (nothing shown, the sweeper retrying forever), a newline in a name
 lines, a name too long to take ".err" could not be set aside, and a link was skipped
 without a word. Each is now set aside as .err and recorded on a batch, shown escaped.
 """
+
 import logging
 import os
 

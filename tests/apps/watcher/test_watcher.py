@@ -1,4 +1,5 @@
 """The watcher: which folders are finished, queued exactly once, on inotify and polling."""
+
 import os
 import subprocess
 import sys
@@ -18,10 +19,19 @@ from sendit.apps.watcher.watcher import FolderWatcher
 ROOT = Path(__file__).resolve().parents[3]
 
 
-@pytest.mark.parametrize("name,finished", [
-    ("ST-000001", True), ("ST-000001.tmp2343", False), ("ST.TMPabc", False), ("ST.tmp", False),
-    ("1.2.840.113619.2", True), ("ST-000001.err", False), ("ST.err2", False), (".hidden", False),
-])
+@pytest.mark.parametrize(
+    "name,finished",
+    [
+        ("ST-000001", True),
+        ("ST-000001.tmp2343", False),
+        ("ST.TMPabc", False),
+        ("ST.tmp", False),
+        ("1.2.840.113619.2", True),
+        ("ST-000001.err", False),
+        ("ST.err2", False),
+        (".hidden", False),
+    ],
+)
 def test_finished_names(name, finished):
     assert is_finished_name(name) is finished
 
@@ -86,11 +96,13 @@ class Running:
         self.clock = FakeClock()
         self.queued: list[str] = []
         self.markers = 0
-        self.watcher = CountingWatcher(root, self.queued.append, settle=settle, polling=polling,
-                                       poll_interval=0.1, clock=self.clock)
+        self.watcher = CountingWatcher(
+            root, self.queued.append, settle=settle, polling=polling, poll_interval=0.1, clock=self.clock
+        )
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.watcher.run_forever, args=(self.stop,),
-                                       kwargs={"interval": interval}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.watcher.run_forever, args=(self.stop,), kwargs={"interval": interval}, daemon=True
+        )
 
     def __enter__(self) -> "Running":
         self.thread.start()
@@ -252,17 +264,25 @@ def test_a_name_gone_and_back_is_queued_again(tmp_path):
 
 
 def manage(*args, env):
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_watcher_start_and_stop_commands(tmp_path, settings):
     """The daemon is a real process started by manage.py; the commands that only read its pid
     file and signal it run in this process (a Django start-up each saved)."""
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "sendit.settings", "LOCKDOWN_ENABLED": "false",
-           "DATA_FOLDER": str(tmp_path / "data"), "WATCHER_PID_FILE": str(tmp_path / "watcher.pid"),
-           "WATCHER_LOG_DIR": str(tmp_path), "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
-           "CELERY_BROKER_URL": "filesystem://", "VAR_DIR": str(tmp_path / "var")}
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "sendit.settings",
+        "LOCKDOWN_ENABLED": "false",
+        "DATA_FOLDER": str(tmp_path / "data"),
+        "WATCHER_PID_FILE": str(tmp_path / "watcher.pid"),
+        "WATCHER_LOG_DIR": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
+        "CELERY_BROKER_URL": "filesystem://",
+        "VAR_DIR": str(tmp_path / "var"),
+    }
     settings.WATCHER_PID_FILE = env["WATCHER_PID_FILE"]
     (tmp_path / "data").mkdir()
     assert manage("migrate", "--skip-checks", env=env).returncode == 0  # watcher_start runs the checks
@@ -293,7 +313,12 @@ def test_watcher_start_and_stop_commands(tmp_path, settings):
     assert "stopped" in out.getvalue()
     assert not (tmp_path / "watcher.pid").exists()
     assert daemon.exited(pid)
-    status = manage("shell", "-c", "from sendit.apps.watcher.daemon import status; "
-                    "from sendit.apps.watcher.models import Heartbeat; "
-                    "print(status()['running'], Heartbeat.objects.get(name='watcher').stopped)", env=env)
+    status = manage(
+        "shell",
+        "-c",
+        "from sendit.apps.watcher.daemon import status; "
+        "from sendit.apps.watcher.models import Heartbeat; "
+        "print(status()['running'], Heartbeat.objects.get(name='watcher').stopped)",
+        env=env,
+    )
     assert status.stdout.strip().splitlines()[-1] == "False True"  # the heartbeat says it stopped

@@ -6,6 +6,7 @@ DONE on the dashboard without a reload, a batch page, an image with its preview,
 settings page and the API docs. It asserts what it sees and saves a PNG per step.
 Plain Python (no pytest) so the script can use it too.
 """
+
 import os
 import shutil
 import subprocess
@@ -29,9 +30,19 @@ def browser_available():
 
 def make_node(tmp, orthanc):
     """A node sending to `orthanc`, locked with PASSWORD (not started yet)."""
-    return Node(tmp, "sqlite", "filesystem", workers=2, ORTHANC_URL=orthanc.url,
-                ORTHANC_PORT=orthanc.dicom_port, LOCKDOWN_ENABLED="true", LOCKDOWN_PASSWORDS=PASSWORD,
-                API_TOKENS="e2e-token-0123456789abcdefghijklmnopqrstuv", SEND_TO_GOOGLE="false", SENDIT_LOG_LEVEL="INFO")
+    return Node(
+        tmp,
+        "sqlite",
+        "filesystem",
+        workers=2,
+        ORTHANC_URL=orthanc.url,
+        ORTHANC_PORT=orthanc.dicom_port,
+        LOCKDOWN_ENABLED="true",
+        LOCKDOWN_PASSWORDS=PASSWORD,
+        API_TOKENS="e2e-token-0123456789abcdefghijklmnopqrstuv",
+        SEND_TO_GOOGLE="false",
+        SENDIT_LOG_LEVEL="INFO",
+    )
 
 
 class Site:
@@ -47,7 +58,11 @@ class Site:
         log = open(self.node.tmp / "web.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "manage.py", "runserver", f"127.0.0.1:{self.port}", "--noreload", "--insecure"],
-            cwd=ROOT, env=self.node.env, stdout=log, stderr=log)
+            cwd=ROOT,
+            env=self.node.env,
+            stdout=log,
+            stderr=log,
+        )
         if not wait_for(self._answers, timeout, interval=0.2):
             raise RuntimeError("runserver did not answer; see web.log")
         return self
@@ -71,10 +86,20 @@ def chrome(width=1280, height=900):
     profile = tempfile.mkdtemp(prefix="sendit-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", f"--window-size={width},{height}",
-                 "--hide-scrollbars"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        f"--window-size={width},{height}",
+        "--hide-scrollbars",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
@@ -92,15 +117,24 @@ def quit_chrome(driver):
 def import_now(node, folder):
     """Import a folder in a one-off process: the batch is NEW and its next step waits in the broker."""
     code = f"from sendit.apps.main.tasks.import_dicom import import_dicomdir; import_dicomdir({str(folder)!r})"
-    subprocess.run([sys.executable, "manage.py", "shell", "--no-imports", "-c", code], cwd=ROOT,
-                   env=node.env, check=True, capture_output=True, text=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
+        cwd=ROOT,
+        env=node.env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def live_attr(driver, selector, name):
     """An attribute read in one script call (the live part of the page is replaced every few seconds)."""
     return driver.execute_script(
         "const e = document.querySelector(arguments[0]); return e ? e.getAttribute(arguments[1]) : null;",
-        selector, name)
+        selector,
+        name,
+    )
 
 
 def full_page(driver, path):
@@ -173,8 +207,9 @@ def tour(node, site, driver, shots):
     (node.data / "ST-000002.tmp1" / "notes.txt").write_text("not DICOM")
     (node.data / "ST-000002.tmp1").rename(node.data / "ST-000002")
     row2 = '#batches tr[data-batch="ST-000002"]'
-    assert wait_for(lambda: live_attr(driver, row2, "data-status") == "DONEPROCESSING",
-                    timeout=120), node.logs()[-3000:]
+    assert wait_for(lambda: live_attr(driver, row2, "data-status") == "DONEPROCESSING", timeout=120), node.logs()[
+        -3000:
+    ]
     watcher = driver.execute_script("return document.getElementById('watcher').innerText")
     assert "running" in watcher and "not running" not in watcher, watcher
     driver.save_screenshot(str(shots / "dashboard.png"))
@@ -191,8 +226,12 @@ def tour(node, site, driver, shots):
     # An image: the de-identified header and the preview.
     click_through(driver, driver.find_element(By.CSS_SELECTOR, "#images a"))
     preview = driver.find_element(By.ID, "preview")
-    assert wait_for(lambda: driver.execute_script(
-        "const i = document.getElementById('preview'); return i.complete && i.naturalWidth > 0"), timeout=10)
+    assert wait_for(
+        lambda: driver.execute_script(
+            "const i = document.getElementById('preview'); return i.complete && i.naturalWidth > 0"
+        ),
+        timeout=10,
+    )
     seen["preview_width"] = driver.execute_script("return arguments[0].naturalWidth", preview)
     header = driver.find_element(By.ID, "header").text
     assert "PatientIdentityRemoved" in header

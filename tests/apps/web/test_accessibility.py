@@ -6,19 +6,28 @@ locked node with a de-identified batch kept on the node (no destination) and a b
 an error: the password form, the dashboard, both batch pages, an image page, the delete
 confirmation, the settings page and the API's Swagger page.
 """
+
 import json
 from pathlib import Path
 
 import pytest
 
 from tests.apps.web.browser import (
-    PASSWORD, Site, browser_available, chrome, click_through, live_attr, quit_chrome,
+    PASSWORD,
+    Site,
+    browser_available,
+    chrome,
+    click_through,
+    live_attr,
+    quit_chrome,
 )
 from tests.node import Node
 from tests.services import make_ct_series, wait_for
 
-pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(not browser_available(), reason="chromium or chromedriver is not installed")]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not browser_available(), reason="chromium or chromedriver is not installed"),
+]
 
 AXE = Path(__file__).resolve().parents[2] / "vendor" / "axe-core" / "axe.min.js"
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "accessibility"
@@ -32,17 +41,28 @@ def axe_violations(driver) -> list[dict]:
         "const done = arguments[arguments.length - 1];"
         "axe.run(document, {resultTypes: ['violations']})"
         ".then(r => done(JSON.stringify(r.violations))).catch(e => done(JSON.stringify([{id: 'axe-error',"
-        " impact: 'critical', help: String(e), nodes: []}])));")
-    return [{"id": v["id"], "impact": v["impact"], "help": v["help"],
-             "nodes": [n.get("target") for n in v["nodes"]][:5]}
-            for v in json.loads(result) if v.get("impact") in ("serious", "critical")]
+        " impact: 'critical', help: String(e), nodes: []}])));"
+    )
+    return [
+        {"id": v["id"], "impact": v["impact"], "help": v["help"], "nodes": [n.get("target") for n in v["nodes"]][:5]}
+        for v in json.loads(result)
+        if v.get("impact") in ("serious", "critical")
+    ]
 
 
 def test_no_serious_or_critical_violation_on_any_page(tmp_path):
     from selenium.webdriver.common.by import By
 
-    node = Node(tmp_path, "sqlite", "filesystem", workers=1, LOCKDOWN_ENABLED="true", LOCKDOWN_PASSWORDS=PASSWORD,
-                SEND_TO_ORTHANC="false", SEND_TO_GOOGLE="false").start()
+    node = Node(
+        tmp_path,
+        "sqlite",
+        "filesystem",
+        workers=1,
+        LOCKDOWN_ENABLED="true",
+        LOCKDOWN_PASSWORDS=PASSWORD,
+        SEND_TO_ORTHANC="false",
+        SEND_TO_GOOGLE="false",
+    ).start()
     make_ct_series(node.data / "ST-A11Y.tmp1", 2, rows=64, columns=64)
     (node.data / "ST-A11Y.tmp1" / "notes.txt").write_text("not DICOM")
     (node.data / "ST-A11Y.tmp1").rename(node.data / "ST-A11Y")
@@ -56,8 +76,9 @@ def test_no_serious_or_critical_violation_on_any_page(tmp_path):
         driver.find_element(By.ID, "id_password").send_keys(PASSWORD)
         click_through(driver, driver.find_element(By.CSS_SELECTOR, "#lockdown-form button"))
         row = '#batches tr[data-batch="ST-A11Y"]'
-        assert wait_for(lambda: live_attr(driver, row, "data-status") == "DONEPROCESSING", timeout=120), \
-            node.logs()[-3000:]
+        assert wait_for(lambda: live_attr(driver, row, "data-status") == "DONEPROCESSING", timeout=120), node.logs()[
+            -3000:
+        ]
         found["dashboard"] = axe_violations(driver)
         click_through(driver, driver.find_element(By.LINK_TEXT, "ST-A11Y"))
         batch_url = driver.current_url
@@ -68,7 +89,8 @@ def test_no_serious_or_critical_violation_on_any_page(tmp_path):
         # and no row is taller than a few lines.
         widest = driver.execute_script("return document.documentElement.scrollWidth")
         tallest = driver.execute_script(
-            "return Math.max(...[...document.querySelectorAll('#header tr')].map(r => r.offsetHeight))")
+            "return Math.max(...[...document.querySelectorAll('#header tr')].map(r => r.offsetHeight))"
+        )
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.save_screenshot(str(ARTIFACTS / "image.png"))
         assert widest <= driver.execute_script("return window.innerWidth"), widest

@@ -2,15 +2,18 @@
 
 Screenshots go to test-artifacts/browser/ (scripts/screenshots.py makes the docs' copies).
 """
+
 import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.apps.web.browser import browser_available, chrome, make_node, quit_chrome, tour, Site
+from tests.apps.web.browser import Site, browser_available, chrome, make_node, quit_chrome, tour
 
-pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(not browser_available(), reason="chromium or chromedriver is not installed")]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not browser_available(), reason="chromium or chromedriver is not installed"),
+]
 
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "browser"
 
@@ -31,7 +34,15 @@ def test_the_site_in_a_browser(tmp_path, orthanc_server):
     assert "Incorrect password" in seen["wrong_password"]
     assert seen["preview_width"] == 512
     assert len(orthanc_server.instances()) == 9
-    for name in ("login-refused", "dashboard-new", "dashboard", "batch", "image", "settings", "api-docs",
-                 "dashboard-phone"):
+    for name in (
+        "login-refused",
+        "dashboard-new",
+        "dashboard",
+        "batch",
+        "image",
+        "settings",
+        "api-docs",
+        "dashboard-phone",
+    ):
         assert (ARTIFACTS / f"{name}.png").stat().st_size > 5000
     shutil.rmtree(tmp_path, ignore_errors=True)

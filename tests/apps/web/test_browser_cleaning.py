@@ -4,6 +4,7 @@ with the blanked box outlined red and the kept region green, and names the rules
 
 Screenshots go to test-artifacts/browser/ (image-cleaned-before.png, image-cleaned.png).
 """
+
 import shutil
 from pathlib import Path
 
@@ -14,8 +15,10 @@ from tests.node import Node
 from tests.services import wait_for
 
 deid_data = pytest.importorskip("deid_data")
-pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(not browser_available(), reason="chromium or chromedriver is not installed")]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not browser_available(), reason="chromium or chromedriver is not installed"),
+]
 
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "browser"
 ULTRASOUND = Path(deid_data.__file__).parent / "data" / "ultrasounds" / "RGB_IMAGE.dcm"
@@ -36,21 +39,35 @@ def look(driver):
     """What the image page shows of the cleaning: preview size, outline and blanked colours, rules."""
     from selenium.webdriver.common.by import By
 
-    assert wait_for(lambda: driver.execute_script(
-        "const i = document.getElementById('preview'); return i && i.complete && i.naturalWidth > 0"), timeout=10)
+    assert wait_for(
+        lambda: driver.execute_script(
+            "const i = document.getElementById('preview'); return i && i.complete && i.naturalWidth > 0"
+        ),
+        timeout=10,
+    )
     boxes = driver.find_element(By.ID, "cleaning-boxes").text
-    return {"width": driver.execute_script("return document.getElementById('preview').naturalWidth"),
-            "rules": driver.find_element(By.ID, "cleaning-rules").text, "boxes": boxes,
-            # RGB_IMAGE: all blanked (red edge), region (0, 60)-(1008, 764) kept (green edge)
-            "corner": driver.execute_script(PIXEL, 500, 0),
-            "kept_edge": driver.execute_script(PIXEL, 500, 60),
-            "blanked": driver.execute_script(PIXEL, 500, 30),
-            "title": driver.find_element(By.CSS_SELECTOR, "#cleaning h2").text}
+    return {
+        "width": driver.execute_script("return document.getElementById('preview').naturalWidth"),
+        "rules": driver.find_element(By.ID, "cleaning-rules").text,
+        "boxes": boxes,
+        # RGB_IMAGE: all blanked (red edge), region (0, 60)-(1008, 764) kept (green edge)
+        "corner": driver.execute_script(PIXEL, 500, 0),
+        "kept_edge": driver.execute_script(PIXEL, 500, 60),
+        "blanked": driver.execute_script(PIXEL, 500, 30),
+        "title": driver.find_element(By.CSS_SELECTOR, "#cleaning h2").text,
+    }
 
 
 def test_the_image_page_shows_the_outlined_cleaned_preview(tmp_path):
-    node = Node(tmp_path, "sqlite", "filesystem", STUDY_DEID="deid.dicom.ultrasound", SEND_TO_ORTHANC="false",
-                SEND_TO_GOOGLE="false", SENDIT_LOG_LEVEL="INFO")
+    node = Node(
+        tmp_path,
+        "sqlite",
+        "filesystem",
+        STUDY_DEID="deid.dicom.ultrasound",
+        SEND_TO_ORTHANC="false",
+        SEND_TO_GOOGLE="false",
+        SENDIT_LOG_LEVEL="INFO",
+    )
     node.manage("migrate", "--noinput")
     folder = node.data / "US-1"
     folder.mkdir()
@@ -73,8 +90,9 @@ def test_the_image_page_shows_the_outlined_cleaned_preview(tmp_path):
         driver.set_window_size(1280, 900)
 
         node.start()  # the worker de-identifies and cleans; nothing to send to
-        assert wait_for(lambda: driver.get(batch_url) or "DONEPROCESSING" in driver.find_element(
-            By.ID, "status").text, timeout=120), node.logs()[-3000:]
+        assert wait_for(
+            lambda: driver.get(batch_url) or "DONEPROCESSING" in driver.find_element(By.ID, "status").text, timeout=120
+        ), node.logs()[-3000:]
         cleaned = driver.find_element(By.CSS_SELECTOR, "#images td.cleaned").text
         counts = driver.find_element(By.ID, "pixels-cleaned").text
         driver.get(image_url)

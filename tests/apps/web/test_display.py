@@ -1,20 +1,24 @@
 """The scrub helper and the settings masks (sendit/redact.py)."""
+
 import pytest
 
 from sendit.redact import mask_setting, mask_url, scrub, scrub_errors
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("a file could not be imported: not a DICOM file (x3)", "a file could not be imported: not a DICOM file (x3)"),
-    ("orthanc: 2 image(s) not delivered: HTTP 500", "orthanc: 2 image(s) not delivered: HTTP 500"),
-    ("files were left in ST-000001.err", "files were left in ST-000001.err"),
-    ("cannot open /data/Doe^Jane/IM0001.dcm: denied", "cannot open [path]: denied"),
-    ("in Smith_John/series2/img.dcm", "in [path]"),
-    ("C:\\Users\\pat\\x.dcm broken", "[path] broken"),
-    ("SOP 1.2.840.113619.2.55.3.604688119 repeated", "SOP [uid] repeated"),
-    ("version 1.2.3 ok", "version 1.2.3 ok"),
-    ("mail jane.doe@hospital.org", "mail [email]"),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("a file could not be imported: not a DICOM file (x3)", "a file could not be imported: not a DICOM file (x3)"),
+        ("orthanc: 2 image(s) not delivered: HTTP 500", "orthanc: 2 image(s) not delivered: HTTP 500"),
+        ("files were left in ST-000001.err", "files were left in ST-000001.err"),
+        ("cannot open /data/Doe^Jane/IM0001.dcm: denied", "cannot open [path]: denied"),
+        ("in Smith_John/series2/img.dcm", "in [path]"),
+        ("C:\\Users\\pat\\x.dcm broken", "[path] broken"),
+        ("SOP 1.2.840.113619.2.55.3.604688119 repeated", "SOP [uid] repeated"),
+        ("version 1.2.3 ok", "version 1.2.3 ok"),
+        ("mail jane.doe@hospital.org", "mail [email]"),
+    ],
+)
 def test_scrub(text, expected):
     assert scrub(text) == expected
 
@@ -22,7 +26,9 @@ def test_scrub(text, expected):
 def test_scrub_nested_and_errors():
     assert scrub({"a": ["/x/y", 3]}) == {"a": ["[path]", 3]}
     assert scrub_errors([{"time": "t", "step": "s", "message": "/p/q"}, "loose /a/b"]) == [
-        {"time": "t", "step": "s", "message": "[path]"}, {"time": "", "step": "", "message": "loose [path]"}]
+        {"time": "t", "step": "s", "message": "[path]"},
+        {"time": "", "step": "", "message": "loose [path]"},
+    ]
 
 
 def test_masks():

@@ -1,5 +1,6 @@
 """The low items of the security review: numbers that overflow, throttles shared by every
 process, tokens, logout by POST, credentials in URLs, and no-store on what the app answers."""
+
 import os
 import re
 import subprocess
@@ -38,8 +39,7 @@ def test_wrong_tokens_are_throttled_per_address(client, locked, settings):
         assert client.get("/api/batches", HTTP_AUTHORIZATION="Token " + "w" * 40, **address).status_code == 401
     refused = client.get("/api/batches", HTTP_AUTHORIZATION=f"Token {TOKEN}", **address)
     assert refused.status_code == 429 and b"Too many wrong tokens" in refused.content
-    assert client.get("/api/batches", HTTP_AUTHORIZATION=f"Token {TOKEN}",
-                      REMOTE_ADDR="10.8.0.2").status_code == 200
+    assert client.get("/api/batches", HTTP_AUTHORIZATION=f"Token {TOKEN}", REMOTE_ADDR="10.8.0.2").status_code == 200
     import time
 
     time.sleep(1.2)
@@ -55,12 +55,20 @@ def test_the_count_is_shared_by_every_process(locked, settings):
     """Another process (another uwsgi worker) counts wrong passwords into the same count."""
     assert "locmem" not in settings.CACHES["default"]["BACKEND"]
     settings.LOCKDOWN_MAX_FAILURES = 3
-    code = ("from django.test import RequestFactory; from sendit.apps.api.access import record_attempt; "
-            "request = RequestFactory().post('/', REMOTE_ADDR='10.7.0.1'); "
-            "[record_attempt(request, failed=True) for _ in range(3)]")
+    code = (
+        "from django.test import RequestFactory; from sendit.apps.api.access import record_attempt; "
+        "request = RequestFactory().post('/', REMOTE_ADDR='10.7.0.1'); "
+        "[record_attempt(request, failed=True) for _ in range(3)]"
+    )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
-    result = subprocess.run([sys.executable, "manage.py", "shell", "--no-imports", "-c", code], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert login(Client(REMOTE_ADDR="10.7.0.1"), PASSWORD).status_code == 429
 
@@ -101,8 +109,11 @@ def test_the_settings_page_shows_no_credential_of_any_url(client, settings):
 
 
 def test_the_app_s_answers_are_not_stored_but_static_files_may_be(client, locked, make_batch):
-    for url, headers in (("/api/batches", {"HTTP_AUTHORIZATION": f"Token {TOKEN}"}), ("/api/batches", {}),
-                         ("/", {}), ("/healthz?parts=database", {})):
+    for url, headers in (
+        ("/api/batches", {"HTTP_AUTHORIZATION": f"Token {TOKEN}"}),
+        ("/api/batches", {}),
+        ("/", {}),
+        ("/healthz?parts=database", {}),
+    ):
         assert "no-store" in client.get(url, **headers)["Cache-Control"], url
     assert "no-store" not in client.get("/static/main/sendit.css").get("Cache-Control", "")
-

@@ -1,6 +1,6 @@
 """The image page: the de-identified header and a preview, never the original identifiers."""
+
 import io
-from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -50,16 +50,18 @@ def test_before_deidentification_nothing_is_shown(client, make_batch, status):
 
 def test_deidentify_off_shows_the_header_with_a_warning(client, make_batch, settings):
     settings.DEIDENTIFY = False
-    batch = make_batch("RAW", status="DONEPROCESSING", log={"deidentified": False},
-                       images=[("DONEPROCESSING", "CT_small.dcm")])
+    batch = make_batch(
+        "RAW", status="DONEPROCESSING", log={"deidentified": False}, images=[("DONEPROCESSING", "CT_small.dcm")]
+    )
     image = Image.objects.get(batch=batch)
     html = client.get(f"/images/{image.id}/").content.decode()
     assert 'id="warning"' in html and "DEIDENTIFY=false" in html and 'id="header"' in html
 
 
 def test_a_raw_batch_stays_hidden_once_deidentify_is_back_on(client, make_batch, settings):
-    batch = make_batch("RAW", status="DONEPROCESSING", log={"deidentified": False},
-                       images=[("DONEPROCESSING", "CT_small.dcm")])
+    batch = make_batch(
+        "RAW", status="DONEPROCESSING", log={"deidentified": False}, images=[("DONEPROCESSING", "CT_small.dcm")]
+    )
     image = Image.objects.get(batch=batch)
     html = client.get(f"/images/{image.id}/").content.decode()
     assert "sent without de-identification" in html and 'id="header"' not in html
@@ -103,6 +105,7 @@ def test_a_path_outside_media_is_refused(client, make_batch):
 
 
 # render_png on its own.
+
 
 def test_window_center_and_width_are_used():
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))

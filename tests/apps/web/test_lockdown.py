@@ -1,4 +1,5 @@
 """The lockdown: the whole site behind a password, the API too (or a token), CSRF on the form."""
+
 import re
 import time
 

@@ -1,6 +1,7 @@
 """The operator's view: each not-DONE situation, made by the real pipeline (run
 eagerly against the session's Orthanc), in plain words on the dashboard, the batch page and
 the API; and the command line's retry ending where the page's button ends."""
+
 import html as htmllib
 import re
 from collections import Counter
@@ -64,8 +65,10 @@ def test_files_set_aside_are_counted_by_kind(client, node, data_folder):
     expected = "3 files set aside in ST-000004.err: not DICOM (2), empty (1)"
     assert states(client, batch) == (expected,) * 3
     page = htmllib.unescape(client.get(f"/batches/{batch.id}/").content.decode())
-    assert ("files that could not be imported were left in ST-000004.err: fix or remove them there" in page
-            and f"python manage.py retry_batch {batch.id}" in page)
+    assert (
+        "files that could not be imported were left in ST-000004.err: fix or remove them there" in page
+        and f"python manage.py retry_batch {batch.id}" in page
+    )
 
 
 def test_burned_in_text_holds_images_for_review(client, node, data_folder):
@@ -103,21 +106,27 @@ def test_a_delivered_batch_and_the_wait_between_tries(client, node, data_folder,
     assert states(client, batch) == ("Delivered and cleaned up",) * 3
     # While the send step waits between rounds, it says who and when.
     later = (timezone.now() + timezone.timedelta(seconds=120)).isoformat()
-    batch.status, batch.log = "DONEPROCESSING", {**batch.log, "waiting": {"destination": "orthanc",
-                                                                          "next_try": later}}
+    batch.status, batch.log = "DONEPROCESSING", {**batch.log, "waiting": {"destination": "orthanc", "next_try": later}}
     batch.save()
-    assert plain_state(batch, Counter(), Counter({"DONEPROCESSING": 2})) == \
-        "Waiting: Orthanc is not answering, next try in 2 min"
+    assert (
+        plain_state(batch, Counter(), Counter({"DONEPROCESSING": 2}))
+        == "Waiting: Orthanc is not answering, next try in 2 min"
+    )
 
 
 def test_the_old_wording_is_rewritten_and_no_path_is_left():
-    old = {"time": "2026-12-07T10:00:00+00:00", "step": "send",
-           "message": "orthanc: 1 image(s) not delivered: orthanc: gave up after 6 attempts: "
-                      "orthanc: HTTP 503 on POST /instances"}
+    old = {
+        "time": "2026-12-07T10:00:00+00:00",
+        "step": "send",
+        "message": "orthanc: 1 image(s) not delivered: orthanc: gave up after 6 attempts: "
+        "orthanc: HTTP 503 on POST /instances",
+    }
     text = plain_error(old, 4)
-    assert text == ("Orthanc did not take 1 image: it is unavailable (HTTP 503). Sendit tried 6 times and gave "
-                    "up at 10:00 UTC; the images wait on this node. When Orthanc answers again, press “Retry "
-                    "what failed” on the batch page or run `python manage.py retry_batch 4`.")
+    assert text == (
+        "Orthanc did not take 1 image: it is unavailable (HTTP 503). Sendit tried 6 times and gave "
+        "up at 10:00 UTC; the images wait on this node. When Orthanc answers again, press “Retry "
+        "what failed” on the batch page or run `python manage.py retry_batch 4`."
+    )
     refused = send_failure("orthanc", 2, "orthanc: Orthanc refused this instance: no pixel data", 9)
     assert refused.startswith("Orthanc did not take 2 images: it refused this instance: no pixel data.")
     assert "Once the cause is fixed" in refused
@@ -143,8 +152,17 @@ def test_command_line_retry_and_the_button_end_the_same(client, node, data_folde
     ends = []
     for batch in (by_page, by_command):
         batch.refresh_from_db()
-        ends.append((batch.status, batch.has_error, batch.errors, "cleanup" in batch.log.get("steps", {}),
-                     batch.log.get("cleanup"), batch.images.count(), (data_folder / f"{batch.uid}.err").exists()))
+        ends.append(
+            (
+                batch.status,
+                batch.has_error,
+                batch.errors,
+                "cleanup" in batch.log.get("steps", {}),
+                batch.log.get("cleanup"),
+                batch.images.count(),
+                (data_folder / f"{batch.uid}.err").exists(),
+            )
+        )
         assert states(client, batch)[0] == "Delivered and cleaned up"
     assert ends[0] == ends[1] == ("DONE", False, [], True, "done", 0, False)
     assert len(node.instances()) == 4
@@ -158,13 +176,11 @@ def test_the_receiver_card_shows_a_running_receiver_then_its_stop(client, data_f
     shared cache; the dashboard's card shows it while it is fresh."""
     import threading
 
-    from sendit.apps.main.destinations import publish_receiver
-    from sendit.receiver import ReceiverConfig, serve
-    from tests.services import free_port, wait_for
-
     from django.core.cache import cache
 
-    from sendit.apps.main.destinations import RECEIVER_KEY
+    from sendit.apps.main.destinations import RECEIVER_KEY, publish_receiver
+    from sendit.receiver import ReceiverConfig, serve
+    from tests.services import free_port, wait_for
 
     settings.SEND_TO_ORTHANC = False
     cache.delete(RECEIVER_KEY)
@@ -172,8 +188,9 @@ def test_the_receiver_card_shows_a_running_receiver_then_its_stop(client, data_f
     port = free_port()
     stop = threading.Event()
     config = ReceiverConfig(data_folder=data_folder, key=b"k" * 32, ae_title="SENDITTEST", port=port, settle=0.5)
-    thread = threading.Thread(target=serve, args=(config, stop), daemon=True,
-                              kwargs={"report": publish_receiver, "report_every": 0.1})
+    thread = threading.Thread(
+        target=serve, args=(config, stop), daemon=True, kwargs={"report": publish_receiver, "report_every": 0.1}
+    )
     thread.start()
     try:
         assert wait_for(lambda: "listening</span>" in client.get("/").content.decode(), timeout=10)

@@ -1,9 +1,9 @@
 """Every status page through Django's test client (lockdown off; see test_lockdown.py)."""
+
 import re
 from pathlib import Path
 
 import pytest
-from django.urls import reverse
 
 from sendit.apps.main.models import Batch, Image
 
@@ -52,8 +52,7 @@ def test_watcher_running_shows_since_and_folder(client, settings):
     from sendit.apps.watcher.models import Heartbeat
 
     started = timezone.now() - timedelta(hours=1)
-    Heartbeat.objects.create(name="watcher", started=started, beat=timezone.now(), folder="/srv/data",
-                             mode="polling")
+    Heartbeat.objects.create(name="watcher", started=started, beat=timezone.now(), folder="/srv/data", mode="polling")
     html = client.get("/").content.decode()
     assert "running</span> since " + started.strftime("%Y-%m-%d %H:%M:%S") in html
     assert "/srv/data" in html
@@ -62,11 +61,22 @@ def test_watcher_running_shows_since_and_folder(client, settings):
 
 
 def test_batch_page_shows_images_per_destination_errors_and_steps(client, make_batch, step_log):
-    batch = make_batch("ST-1", status="DONEPROCESSING", log=step_log, images=[
-        ("SENT", "CT_small.dcm", {"orthanc": {"time": "2024-01-01T10:00:00+00:00", "remote_id": "x"}}),
-        ("DONEPROCESSING", "CT_small.dcm", {}),
-    ], errors=[{"time": "2024-01-01T10:00:01+00:00", "step": "send",
-                "message": "orthanc: 1 image(s) not delivered: refused"}])
+    batch = make_batch(
+        "ST-1",
+        status="DONEPROCESSING",
+        log=step_log,
+        images=[
+            ("SENT", "CT_small.dcm", {"orthanc": {"time": "2024-01-01T10:00:00+00:00", "remote_id": "x"}}),
+            ("DONEPROCESSING", "CT_small.dcm", {}),
+        ],
+        errors=[
+            {
+                "time": "2024-01-01T10:00:01+00:00",
+                "step": "send",
+                "message": "orthanc: 1 image(s) not delivered: refused",
+            }
+        ],
+    )
     response = client.get(f"/batches/{batch.id}/")
     assert response.status_code == 200
     html = response.content.decode()
@@ -96,8 +106,16 @@ def test_unknown_pages_are_404(client):
 
 
 def test_errors_are_scrubbed_on_the_page(client, make_batch):
-    batch = make_batch("S", errors=[{"time": "t", "step": "import",
-                                     "message": "could not read /data/Doe^Jane/IM0001 uid 1.2.840.113619.2.55.3.1"}])
+    batch = make_batch(
+        "S",
+        errors=[
+            {
+                "time": "t",
+                "step": "import",
+                "message": "could not read /data/Doe^Jane/IM0001 uid 1.2.840.113619.2.55.3.1",
+            }
+        ],
+    )
     html = client.get(f"/batches/{batch.id}/").content.decode()
     assert "Doe" not in html and "1.2.840.113619" not in html
     assert "[path]" in html and "[uid]" in html
@@ -150,10 +168,15 @@ def test_retry_of_a_clean_done_batch_does_nothing(client, make_batch, monkeypatc
 def test_resend_clears_marks_and_queues_upload(client, make_batch, monkeypatch):
     queued = []
     monkeypatch.setattr("sendit.apps.main.tasks.upload_storage.delay", lambda batch_id: queued.append(batch_id))
-    batch = make_batch("RS", status="DONEPROCESSING", images=[
-        ("SENT", None, {"orthanc": {"time": "t"}}), ("DONEPROCESSING", None, {"orthanc": {"time": "t"}}),
-        ("PROCESSING", None, {}),
-    ])
+    batch = make_batch(
+        "RS",
+        status="DONEPROCESSING",
+        images=[
+            ("SENT", None, {"orthanc": {"time": "t"}}),
+            ("DONEPROCESSING", None, {"orthanc": {"time": "t"}}),
+            ("PROCESSING", None, {}),
+        ],
+    )
     response = client.post(f"/batches/{batch.id}/resend/", follow=True)
     assert queued == [batch.id]
     assert "Re-send queued for 2 image(s)." in response.content.decode()
@@ -161,7 +184,8 @@ def test_resend_clears_marks_and_queues_upload(client, make_batch, monkeypatch):
     assert statuses == [("DONEPROCESSING", {}), ("DONEPROCESSING", {}), ("PROCESSING", {})]
     batch.refresh_from_db()
     assert [(a["action"], a["origin"], a["result"]) for a in batch.log["audit"]] == [
-        ("re-send", "page, client 127.0.0.1", "2 image(s) queued")]
+        ("re-send", "page, client 127.0.0.1", "2 image(s) queued")
+    ]
 
 
 def test_resend_refused_while_a_worker_holds_the_batch(client, make_batch, monkeypatch):
@@ -175,8 +199,12 @@ def test_resend_refused_while_a_worker_holds_the_batch(client, make_batch, monke
 
 
 def test_delete_confirms_then_removes_media_and_rows_not_data(client, make_batch, settings, caplog):
-    batch = make_batch("DEL", status="DONEPROCESSING", images=[("DONEPROCESSING", "CT_small.dcm")],
-                       errors=[{"time": "t", "step": "import", "message": "x"}])
+    batch = make_batch(
+        "DEL",
+        status="DONEPROCESSING",
+        images=[("DONEPROCESSING", "CT_small.dcm")],
+        errors=[{"time": "t", "step": "import", "message": "x"}],
+    )
     media = Path(settings.MEDIA_ROOT) / "batches" / str(batch.id)
     kept = Path(settings.DATA_FOLDER) / "DEL.err"
     kept.mkdir()
@@ -215,8 +243,16 @@ def test_settings_page_masks_secrets(client, settings):
     response = client.get("/settings/")
     assert response.status_code == 200
     html = response.content.decode()
-    for secret in ("orthanc-pw-value", "db-pw-value", "redis-pw-value", "/secrets/key.json",
-                   "lockdown-pw-value", "token-value", settings.SECRET_KEY, settings.DEID_SECRET):
+    for secret in (
+        "orthanc-pw-value",
+        "db-pw-value",
+        "redis-pw-value",
+        "/secrets/key.json",
+        "lockdown-pw-value",
+        "token-value",
+        settings.SECRET_KEY,
+        settings.DEID_SECRET,
+    ):
         assert secret not in html
     assert "postgres://sendit:********@db:5432/sendit" in html
     assert "redis://:********@redis:6379/0" in html
@@ -255,6 +291,6 @@ def test_settings_page_is_grouped_and_described_from_the_configuration_doc(clien
     assert not missing, f"settings of sendit.config not described in docs/configuration.md: {missing}"
     row = re.search(r'data-setting="SEND_RETRIES">[^<]*</td><td class="describe">([^<]*)</td>', html)
     assert row.group(1) == "Attempts per remote call before a send fails."
-    destinations = html[html.index('id="group-destinations"'):html.index('id="group-web"')]
+    destinations = html[html.index('id="group-destinations"') : html.index('id="group-web"')]
     assert 'data-setting="ORTHANC_PASSWORD">********<' in destinations and "orthanc-pw-grouped" not in html
-    assert 'data-setting="DEID_SECRET"' in html[html.index('id="group-de-identification"'):]
+    assert 'data-setting="DEID_SECRET"' in html[html.index('id="group-de-identification"') :]

@@ -1,5 +1,6 @@
 """Pixel cleaning shown to the operator: the image page's cleaned, outlined preview and the
 batch page's rule names and counts, on deid-data's ultrasounds with deid's ultrasound recipe."""
+
 import io
 import shutil
 from pathlib import Path
@@ -73,8 +74,9 @@ def us_recipe(settings):
 @pytest.mark.django_db
 @pytest.mark.parametrize("name", ["GREYSCALE_IMAGE.dcm", "RGB_IMAGE.dcm", "ultrasound-multiframe.dcm"])
 @pytest.mark.parametrize("status, flagged", [("NEW", ""), ("PROCESSING", HOLD)])
-def test_before_deidentification_the_preview_is_the_cleaned_one(client, make_batch, us_recipe, tmp_path,
-                                                               name, status, flagged):
+def test_before_deidentification_the_preview_is_the_cleaned_one(
+    client, make_batch, us_recipe, tmp_path, name, status, flagged
+):
     """Not yet de-identified, or held by de-identification: the recipe's rules will clean the
     image, so the page may show its pixels, cleaned, with the boxes outlined; never the header."""
     source = ULTRASOUNDS / name
@@ -98,14 +100,16 @@ def test_before_deidentification_the_preview_is_the_cleaned_one(client, make_bat
 
 
 @pytest.mark.django_db
-def test_sent_without_deidentification_the_page_says_the_pixels_are_not_cleaned(client, make_batch, us_recipe,
-                                                                              tmp_path):
+def test_sent_without_deidentification_the_page_says_the_pixels_are_not_cleaned(
+    client, make_batch, us_recipe, tmp_path
+):
     """DEIDENTIFY=false sends the pixels as they arrived: the page says so, and still shows
     the preview cleaned."""
     us_recipe.DEIDENTIFY = False
     source = ULTRASOUNDS / "RGB_IMAGE.dcm"
-    batch = make_batch("RAW", status="DONEPROCESSING", log={"deidentified": False},
-                       images=[("DONEPROCESSING", str(source))])
+    batch = make_batch(
+        "RAW", status="DONEPROCESSING", log={"deidentified": False}, images=[("DONEPROCESSING", str(source))]
+    )
     image = Image.objects.get(batch=batch)
     html = client.get(f"/images/{image.id}/").content.decode()
     assert 'id="warning"' in html and "Pixels not cleaned" in html and "sent as they arrived" in html
@@ -121,8 +125,9 @@ def test_without_regions_the_rule_holds_the_image_and_no_pixels_are_shown(client
     """sendit's own filters hold an ultrasound (no regions): the page names the rule, shows no pixels."""
     settings.STUDY_DEID = ""
     flag = "matched filter rule 'blacklist: BurnedInAnnotation is YES'"
-    batch = make_batch("HELD", status="DONEPROCESSING",
-                       images=[("DONEPROCESSING", str(ULTRASOUNDS / "GREYSCALE_IMAGE.dcm"), {}, flag)])
+    batch = make_batch(
+        "HELD", status="DONEPROCESSING", images=[("DONEPROCESSING", str(ULTRASOUNDS / "GREYSCALE_IMAGE.dcm"), {}, flag)]
+    )
     image = Image.objects.get(batch=batch)
     html = client.get(f"/images/{image.id}/").content.decode()
     assert 'id="preview"' not in html and 'id="cleaning"' not in html
@@ -137,8 +142,7 @@ def test_without_regions_the_rule_holds_the_image_and_no_pixels_are_shown(client
 def test_a_rule_name_is_shown_as_written_other_text_is_scrubbed(client, make_batch, settings):
     """Rule names are the site recipe's text: "Canon CR/DR" stays, a path next to it does not."""
     settings.STUDY_DEID = "deid.dicom"
-    names = [f"{group}: {rule.title}" for group, rules in Recipe.load("deid.dicom").filters.items()
-             for rule in rules]
+    names = [f"{group}: {rule.title}" for group, rules in Recipe.load("deid.dicom").filters.items() for rule in rules]
     name = next(n for n in names if "CR/DR" in n)
     flag = f"{HOLD} /data/Doe^Jane/IM1; also held back: matched filter rule '{name}'"
     batch = make_batch("CR", status="PROCESSING", images=[("PROCESSING", None, {}, flag)])
@@ -149,9 +153,15 @@ def test_a_rule_name_is_shown_as_written_other_text_is_scrubbed(client, make_bat
 
 @pytest.mark.django_db
 def test_the_batch_page_says_the_deid_record_counts_in_words(client, make_batch, us_recipe):
-    log = {"deid_record": {"pixels_cleaned": {RULES: 3, "graylist: Blank Image": 1},
-                           "recipe_notes": {"line 12: JITTER StudyDate: not a date: removed": 2,
-                                            "line 20: REPLACE in /home/x/names.txt: removed": 1}}}
+    log = {
+        "deid_record": {
+            "pixels_cleaned": {RULES: 3, "graylist: Blank Image": 1},
+            "recipe_notes": {
+                "line 12: JITTER StudyDate: not a date: removed": 2,
+                "line 20: REPLACE in /home/x/names.txt: removed": 1,
+            },
+        }
+    }
     batch = make_batch("REC", status="DONEPROCESSING", log=log)
     html = client.get(f"/batches/{batch.id}/").content.decode()
     assert "<h2>De-identification</h2>" in html
@@ -164,8 +174,7 @@ def test_the_batch_page_says_the_deid_record_counts_in_words(client, make_batch,
 
 
 @pytest.mark.django_db(transaction=True)
-def test_pipeline_cleaned_ultrasounds_on_the_batch_and_image_pages(client, data_folder, eager, us_recipe,
-                                                                  tmp_path):
+def test_pipeline_cleaned_ultrasounds_on_the_batch_and_image_pages(client, data_folder, eager, us_recipe, tmp_path):
     """deid's ultrasound recipe cleans deid-data's ultrasounds in the real pipeline: the batch
     page names the rules per image and counts them; the image page shows the stored, cleaned
     pixels with the boxes outlined, and the boxes are those of the rules it recorded."""
@@ -181,15 +190,23 @@ def test_pipeline_cleaned_ultrasounds_on_the_batch_and_image_pages(client, data_
     import_dicomdir(str(folder))
     batch = Batch.objects.get(uid="USP")
     assert batch.status == "DONEPROCESSING" and not batch.has_error, batch.errors
-    secrets = [str(v) for name in names for v in (pydicom.dcmread(ULTRASOUNDS / name).get("PatientName"),
-                                                   pydicom.dcmread(ULTRASOUNDS / name).get("PatientID"))
-               if len(str(v or "")) >= 4]
+    secrets = [
+        str(v)
+        for name in names
+        for v in (
+            pydicom.dcmread(ULTRASOUNDS / name).get("PatientName"),
+            pydicom.dcmread(ULTRASOUNDS / name).get("PatientID"),
+        )
+        if len(str(v or "")) >= 4
+    ]
 
     batch_html = client.get(f"/batches/{batch.id}/").content.decode()
     assert batch_html.count(f'<td class="cleaned">{RULES}</td>') == 2
     assert f"<li>2 images cleaned by {RULES}</li>" in batch_html
-    sources = {str(pydicom.dcmread(ULTRASOUNDS / name, stop_before_pixels=True).PhotometricInterpretation):
-               ULTRASOUNDS / name for name in names}
+    sources = {
+        str(pydicom.dcmread(ULTRASOUNDS / name, stop_before_pixels=True).PhotometricInterpretation): ULTRASOUNDS / name
+        for name in names
+    }
     for image in Image.objects.filter(batch=batch):
         assert image.header["cleaned"] == RULES
         html = client.get(f"/images/{image.id}/").content.decode()

@@ -4,6 +4,7 @@ A session keeps a marker of the lockdown password, never the password; the local
 identifier provider's table keeps a keyed hash of the MRN and accession number, never
 the values (and migration 0003 hashes rows kept before).
 """
+
 import hashlib
 import hmac
 import json
@@ -21,8 +22,11 @@ from tests.apps.web.conftest import PASSWORD
 from tests.apps.web.test_lockdown import login
 
 MRN, ACCESSION = "MRN-SECRET-4711", "ACC-SECRET-0815"
-REQUEST = {"identifiers": [{"id": MRN, "id_source": "Stanford MRN",
-                            "items": [{"id": ACCESSION, "id_source": "DCM Accession #"}]}]}
+REQUEST = {
+    "identifiers": [
+        {"id": MRN, "id_source": "Stanford MRN", "items": [{"id": ACCESSION, "id_source": "DCM Accession #"}]}
+    ]
+}
 
 
 @pytest.mark.django_db
@@ -88,8 +92,9 @@ def test_migration_0003_hashes_the_rows_kept_before(settings):
     keys = all_keys()
     assert len(keys) == 2 and not any(MRN in k or ACCESSION in k for k in keys)
     secret = settings.DEID_SECRET.encode()
-    expected = hmac.new(secret, f"sendit.local-identifier:entity:Stanford MRN:{MRN}".encode(),
-                        hashlib.sha256).hexdigest()
+    expected = hmac.new(
+        secret, f"sendit.local-identifier:entity:Stanford MRN:{MRN}".encode(), hashlib.sha256
+    ).hexdigest()
     assert LocalIdentifier.objects.get(key=expected).value == {"suid": "aaaa", "jitter": -3}
     # The provider finds the migrated pseudonyms.
     settings.DEIDENTIFY_RESTFUL = False

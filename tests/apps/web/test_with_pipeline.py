@@ -1,4 +1,5 @@
 """The pages over batches the real pipeline made (run eagerly, as in tests/apps/main)."""
+
 import re
 
 import pytest
@@ -19,8 +20,13 @@ def test_pages_of_a_kept_batch_show_nothing_identifying(client, data_folder, eag
     import_dicomdir(str(data_folder / "KEPT"))
     batch = Batch.objects.get(uid="KEPT")
     assert batch.status == "DONEPROCESSING", batch.errors
-    pages = [client.get("/"), client.get("/partials/dashboard/"), client.get(f"/batches/{batch.id}/"),
-             client.get("/api/batches"), client.get("/api/images")]
+    pages = [
+        client.get("/"),
+        client.get("/partials/dashboard/"),
+        client.get(f"/batches/{batch.id}/"),
+        client.get("/api/batches"),
+        client.get("/api/images"),
+    ]
     for image in Image.objects.filter(batch=batch):
         page = client.get(f"/images/{image.id}/")
         html = page.content.decode()
@@ -44,7 +50,7 @@ def test_retry_button_finishes_a_batch_once_the_destination_is_back(client, node
     html = client.get(f"/batches/{batch.id}/").content.decode()
     assert batch.has_error and 'id="retry"' in html and "Orthanc did not take 2 images: it is not answering" in html
     assert "Stopped: Orthanc is not answering; 2 images wait on this node" in html and "[path]" not in html
-    assert re.search(r'<th>orthanc</th>', html) and html.count('<span class="pill">–</span>') == 2
+    assert re.search(r"<th>orthanc</th>", html) and html.count('<span class="pill">–</span>') == 2
 
     settings.ORTHANC_URL = node.url
     response = client.post(f"/batches/{batch.id}/retry/", follow=True)

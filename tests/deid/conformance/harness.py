@@ -15,21 +15,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
-import logging
 import io
+import logging
 import os
 import re
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.sequence import Sequence
 
 # ----------------------------------------------------------------------------- inputs
 
@@ -229,7 +229,9 @@ def header_diff(oracle: dict[str, str], sendit: dict[str, str]) -> str:
     for path in sorted(set(oracle) | set(sendit)):
         a, b = oracle.get(path), sendit.get(path)
         if a != b:
-            lines.append(f"  {path}: deid={a if a is not None else '<absent>'!s} | sendit={b if b is not None else '<absent>'!s}")
+            lines.append(
+                f"  {path}: deid={a if a is not None else '<absent>'!s} | sendit={b if b is not None else '<absent>'!s}"
+            )
     return "\n".join(lines)
 
 
@@ -274,8 +276,9 @@ def oracle_header(case: HeaderCase, workdir: str) -> Outcome:
     lookup = {**VARIABLES, **FUNCTIONS}
     try:
         with quiet():
-            result = replace_identifiers(dicom_files=[path], deid=DeidRecipe(recipe_path), save=False,
-                                         ids={path: lookup})
+            result = replace_identifiers(
+                dicom_files=[path], deid=DeidRecipe(recipe_path), save=False, ids={path: lookup}
+            )
         return Outcome("ok", header_snapshot(result[0]))
     except BaseException as exc:  # deid reports recipe errors with sys.exit
         if isinstance(exc, KeyboardInterrupt):
@@ -370,8 +373,11 @@ def oracle_detect(case: FilterCase, workdir: str) -> Outcome:
     try:
         with quiet():
             recipe = DeidRecipe(recipe_path)
-            names = {id(item["coordinates"]): (group, item.get("name", ""))
-                     for group, items in (recipe.get_filters() or {}).items() for item in items}
+            names = {
+                id(item["coordinates"]): (group, item.get("name", ""))
+                for group, items in (recipe.get_filters() or {}).items()
+                for item in items
+            }
             result = has_burned_pixels(input_path(case.input), deid=recipe)
         matches = []
         for found in result["results"]:
@@ -444,8 +450,7 @@ def run_case(case, workdir: str, sendit: Callable | None = None) -> Result:
     return compare_header(case, oracle, theirs) if is_header else compare_filter(case, oracle, theirs)
 
 
-def run_all(header_cases: list[HeaderCase], filter_cases: list[FilterCase],
-            sendit: Callable | None = None) -> Run:
+def run_all(header_cases: list[HeaderCase], filter_cases: list[FilterCase], sendit: Callable | None = None) -> Run:
     run = Run()
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="deid-conformance-") as workdir:

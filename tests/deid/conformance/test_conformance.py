@@ -55,8 +55,11 @@ def test_deid_agrees_with_itself(cases):
 def test_a_do_nothing_engine_is_caught(cases):
     """A stand-in that changes nothing and flags nothing must disagree, with a path in the diff."""
     header, filters = cases
-    picked = [c for c in header if c.id in ("header/single/REPLACE_PatientName/ctbrain1",
-                                            "header/nested/REMOVE_BeamSequence__BeamName/rtplan")]
+    picked = [
+        c
+        for c in header
+        if c.id in ("header/single/REPLACE_PatientName/ctbrain1", "header/nested/REMOVE_BeamSequence__BeamName/rtplan")
+    ]
     flagged = [c for c in filters if c.id == "filter/shipped/deid.dicom.ultrasound/us_grey"]
     assert len(picked) == 2 and len(flagged) == 1
 

@@ -5,70 +5,105 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies: list[tuple[str, str]] = [
-    ]
+    dependencies: list[tuple[str, str]] = []
 
     operations = [
         migrations.CreateModel(
-            name='Batch',
+            name="Batch",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('uid', models.CharField(max_length=255, unique=True)),
-                ('status', models.CharField(choices=[('NEW', 'The batch was just added to the application.'), ('PROCESSING', 'The batch currently being processed.'), ('DONEPROCESSING', 'The batch is done processing'), ('DONE', 'The batch is done, and images are ready for cleanup.')], db_index=True, default='NEW', max_length=32)),
-                ('has_error', models.BooleanField(db_index=True, default=False)),
-                ('errors', models.JSONField(blank=True, default=list)),
-                ('log', models.JSONField(blank=True, default=dict)),
-                ('lease_owner', models.CharField(blank=True, default='', max_length=64)),
-                ('lease_until', models.DateTimeField(blank=True, null=True)),
-                ('add_date', models.DateTimeField(auto_now_add=True)),
-                ('modify_date', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("uid", models.CharField(max_length=255, unique=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("NEW", "The batch was just added to the application."),
+                            ("PROCESSING", "The batch currently being processed."),
+                            ("DONEPROCESSING", "The batch is done processing"),
+                            ("DONE", "The batch is done, and images are ready for cleanup."),
+                        ],
+                        db_index=True,
+                        default="NEW",
+                        max_length=32,
+                    ),
+                ),
+                ("has_error", models.BooleanField(db_index=True, default=False)),
+                ("errors", models.JSONField(blank=True, default=list)),
+                ("log", models.JSONField(blank=True, default=dict)),
+                ("lease_owner", models.CharField(blank=True, default="", max_length=64)),
+                ("lease_until", models.DateTimeField(blank=True, null=True)),
+                ("add_date", models.DateTimeField(auto_now_add=True)),
+                ("modify_date", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'verbose_name_plural': 'batches',
-                'ordering': ['-id'],
+                "verbose_name_plural": "batches",
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='LocalIdentifier',
+            name="LocalIdentifier",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=255, unique=True)),
-                ('value', models.JSONField()),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("key", models.CharField(max_length=255, unique=True)),
+                ("value", models.JSONField()),
             ],
         ),
         migrations.CreateModel(
-            name='BatchIdentifiers',
+            name="BatchIdentifiers",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('identities', models.JSONField(default=list)),
-                ('request', models.JSONField(default=dict)),
-                ('response', models.JSONField(default=dict)),
-                ('ids', models.JSONField(default=dict)),
-                ('add_date', models.DateTimeField(auto_now_add=True)),
-                ('modify_date', models.DateTimeField(auto_now=True)),
-                ('batch', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='identifiers', to='main.batch')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("identities", models.JSONField(default=list)),
+                ("request", models.JSONField(default=dict)),
+                ("response", models.JSONField(default=dict)),
+                ("ids", models.JSONField(default=dict)),
+                ("add_date", models.DateTimeField(auto_now_add=True)),
+                ("modify_date", models.DateTimeField(auto_now=True)),
+                (
+                    "batch",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="identifiers", to="main.batch"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Image',
+            name="Image",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('uid', models.CharField(max_length=64)),
-                ('status', models.CharField(choices=[('NEW', 'The image was just added to the application.'), ('PROCESSING', 'The image is currently being processed, and has not been sent.'), ('DONEPROCESSING', 'The image is done processing, but has not been sent.'), ('SENT', 'The image has been sent, and verified received.'), ('DONE', 'The image has been received, and is ready for cleanup.')], db_index=True, default='NEW', max_length=32)),
-                ('image', models.CharField(max_length=500)),
-                ('destinations', models.JSONField(blank=True, default=dict)),
-                ('identity', models.PositiveIntegerField(default=0)),
-                ('flagged', models.CharField(blank=True, default='', max_length=255)),
-                ('add_date', models.DateTimeField(auto_now_add=True)),
-                ('modify_date', models.DateTimeField(auto_now=True)),
-                ('batch', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='images', to='main.batch')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("uid", models.CharField(max_length=64)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("NEW", "The image was just added to the application."),
+                            ("PROCESSING", "The image is currently being processed, and has not been sent."),
+                            ("DONEPROCESSING", "The image is done processing, but has not been sent."),
+                            ("SENT", "The image has been sent, and verified received."),
+                            ("DONE", "The image has been received, and is ready for cleanup."),
+                        ],
+                        db_index=True,
+                        default="NEW",
+                        max_length=32,
+                    ),
+                ),
+                ("image", models.CharField(max_length=500)),
+                ("destinations", models.JSONField(blank=True, default=dict)),
+                ("identity", models.PositiveIntegerField(default=0)),
+                ("flagged", models.CharField(blank=True, default="", max_length=255)),
+                ("add_date", models.DateTimeField(auto_now_add=True)),
+                ("modify_date", models.DateTimeField(auto_now=True)),
+                (
+                    "batch",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="images", to="main.batch"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
-                'constraints': [models.UniqueConstraint(fields=('batch', 'uid'), name='unique_image_per_batch')],
+                "ordering": ["id"],
+                "constraints": [models.UniqueConstraint(fields=("batch", "uid"), name="unique_image_per_batch")],
             },
         ),
     ]

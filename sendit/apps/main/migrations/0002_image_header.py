@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('main', '0001_initial'),
+        ("main", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='image',
-            name='header',
+            model_name="image",
+            name="header",
             field=models.JSONField(blank=True, default=dict),
         ),
     ]

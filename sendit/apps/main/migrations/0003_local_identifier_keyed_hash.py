@@ -5,6 +5,7 @@ becomes its keyed hash with DEID_SECRET (as sendit.apps.main.deidconfig.row_key 
 copied here so the migration stays as it was written). Not reversible: the raw values are
 gone, which is the point.
 """
+
 import hashlib
 import hmac
 import re
@@ -30,7 +31,6 @@ def hash_keys(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("main", "0002_image_header"),
     ]

@@ -15,16 +15,25 @@ def holds_from_flags(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('main', '0003_local_identifier_keyed_hash'),
+        ("main", "0003_local_identifier_keyed_hash"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='image',
-            name='hold',
-            field=models.CharField(blank=True, choices=[('', 'Not held: it may be sent.'), ('burned_in', 'Burned-in text suspected: a filter rule or the header holds it for review.'), ('deid', 'De-identification failed: its original is kept, it is not sent.')], db_index=True, default='', max_length=16),
+            model_name="image",
+            name="hold",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("", "Not held: it may be sent."),
+                    ("burned_in", "Burned-in text suspected: a filter rule or the header holds it for review."),
+                    ("deid", "De-identification failed: its original is kept, it is not sent."),
+                ],
+                db_index=True,
+                default="",
+                max_length=16,
+            ),
         ),
         migrations.RunPython(holds_from_flags, migrations.RunPython.noop),
     ]

@@ -1,4 +1,5 @@
 """The pipeline, one module per step: import -> identifiers -> deidentify -> send -> cleanup."""
+
 from .cleanup import cleanup
 from .deidentify import replace_identifiers
 from .identifiers import get_identifiers

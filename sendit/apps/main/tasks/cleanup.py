@@ -1,4 +1,5 @@
 """Step 5: once every image is verified at every destination, remove what the node holds."""
+
 import os
 import shutil
 import sys
@@ -30,8 +31,11 @@ def _cleanup(batch):
     unknown = _unrecorded_files(batch, images)
     if unknown:
         # Files moved in by an import that died before recording them: the only copy.
-        batch.add_error("cleanup", f"{len(unknown)} file(s) in this batch's media folder were never "
-                                   "recorded as images; nothing was deleted (retry the batch)")
+        batch.add_error(
+            "cleanup",
+            f"{len(unknown)} file(s) in this batch's media folder were never "
+            "recorded as images; nothing was deleted (retry the batch)",
+        )
         return
     with timed_step(batch, "cleanup") as figures:
         figures["images"] = images.count()
@@ -77,7 +81,7 @@ def _unrecorded_files(batch, images):
     prefix = relative_media(root)
     unknown = []
     for folder, _dirs, names in os.walk(root):
-        relative = prefix + folder[len(str(root)):]
+        relative = prefix + folder[len(str(root)) :]
         for name in names:
             # A *.part is a copy or output a dead worker left half-written; its source still exists.
             if f"{relative}/{name}" not in allowed and not name.endswith(".part"):

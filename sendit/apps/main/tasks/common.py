@@ -9,6 +9,7 @@ heartbeat thread renews its lease every LEASE_HEARTBEAT_SECONDS, so the lease st
 (it lapses about BATCH_LEASE_SECONDS after its holder dies, wherever that was) however long
 one chunk takes.
 """
+
 import contextlib
 import logging
 import os
@@ -123,7 +124,8 @@ def run_step(task, batch_id, step, name=None, handed=None):
         # Anything unforeseen stops the batch where a person sees it (the sweeper leaves
         # batches with errors alone); the type only: a message may quote a value.
         Batch.objects.get(pk=batch_id).add_error(
-            name or task.name.rsplit(".", 2)[-2], f"unexpected {type(exc).__name__}; see the worker log, then retry")
+            name or task.name.rsplit(".", 2)[-2], f"unexpected {type(exc).__name__}; see the worker log, then retry"
+        )
         raise
 
 
@@ -160,8 +162,7 @@ def timed_step(batch, step, **fields):
     figures["seconds"] = round(time.monotonic() - started, 3)
     figures["cpu_seconds"] = round(time.process_time() - cpu, 3)
     batch.log_step(step, **figures)
-    logger.info("batch=%s step=%s %s", batch.id, step,
-                " ".join(f"{k}={v}" for k, v in sorted(figures.items())))
+    logger.info("batch=%s step=%s %s", batch.id, step, " ".join(f"{k}={v}" for k, v in sorted(figures.items())))
 
 
 def media_dir(batch_id):

@@ -6,6 +6,7 @@ pixels and none of the input's identifying values) and recorded. An image whose 
 cannot be proven, or cannot be recorded, is held: flagged with a reason that starts with
 HOLD, its original kept, while the other images go on.
 """
+
 import errno
 import logging
 from collections import Counter, defaultdict
@@ -18,12 +19,18 @@ from django.db.models import Count
 from django.utils import timezone
 
 from sendit.apps.main import pipeline
-from sendit.apps.main.deidconfig import deid_options
 from sendit.apps.main.bulk import update_rows
+from sendit.apps.main.deidconfig import deid_options
 from sendit.apps.main.models import BatchIdentifiers, Hold, Image
 from sendit.apps.main.pipeline import HOLD, SEND_FIELDS
 from sendit.apps.main.tasks.common import (
-    crash_point, keep_lease, media_dir, media_path, relative_media, run_step, timed_step,
+    crash_point,
+    keep_lease,
+    media_dir,
+    media_path,
+    relative_media,
+    run_step,
+    timed_step,
 )
 from sendit.deid import IdentifyingValueFound, OutputNotProven, deidentify_file
 from sendit.deid.identifiers import StudyIdentifiers
@@ -38,8 +45,12 @@ CHUNK = 50
 #: (which clears these holds to try again) and the send step's message go by it.
 _RECORDED = ["uid", "image", "status", "header", "modify_date"]
 #: what every output is checked for before its original may go (the batch's deid_record)
-CHECKS = ("reads back as DICOM", "a new SOP Instance UID", "the input's pixel data, byte for byte",
-          "none of the input's identifying values in any header value")
+CHECKS = (
+    "reads back as DICOM",
+    "a new SOP Instance UID",
+    "the input's pixel data, byte for byte",
+    "none of the input's identifying values in any header value",
+)
 
 
 def hold_reason(exc):
@@ -69,8 +80,10 @@ def _replace(batch):
     if batch.status == "DONE":
         return False  # a late duplicate: the batch was delivered and cleaned up
     if settings.ANONYMIZE_PIXELS and not batch.log.get("pixels_note"):
-        batch.update_log(pixels_note="ANONYMIZE_PIXELS is set, but pixels are cleaned only where a recipe's "
-                                     "filter rules give regions: other images flagged for burned-in text are held")
+        batch.update_log(
+            pixels_note="ANONYMIZE_PIXELS is set, but pixels are cleaned only where a recipe's "
+            "filter rules give regions: other images flagged for burned-in text are held"
+        )
     record = BatchIdentifiers.objects.filter(batch=batch).first()
     if record is None or not record.ids:
         # Nothing asked of the identifier provider yet: that step comes first.
@@ -89,8 +102,9 @@ def _replace(batch):
         # one's file takes the output of a later image (sendit.deid.files._output says why).
         spares = []
         while True:
-            chunk = list(Image.objects.filter(batch=batch, status="PROCESSING")
-                         .exclude(hold=Hold.DEID).order_by("id")[:CHUNK])
+            chunk = list(
+                Image.objects.filter(batch=batch, status="PROCESSING").exclude(hold=Hold.DEID).order_by("id")[:CHUNK]
+            )
             if not chunk:
                 break
             done, holds = [], []  # (image, its original, its output); (image, reason, its output)
@@ -100,8 +114,16 @@ def _replace(batch):
                 spare = spares.pop() if spares else None
                 checked += 1
                 try:
-                    result = deidentify_file(source, target, ids[image.identity], options,
-                                             fields=SEND_FIELDS, reuse=spare, require_pixels=True, ocr=ocr)
+                    result = deidentify_file(
+                        source,
+                        target,
+                        ids[image.identity],
+                        options,
+                        fields=SEND_FIELDS,
+                        reuse=spare,
+                        require_pixels=True,
+                        ocr=ocr,
+                    )
                 except OSError as exc:
                     if exc.errno == errno.ENOSPC:
                         batch.add_error("deidentify", "the media disk is full; free space and retry the batch")
@@ -188,8 +210,7 @@ def _save(images):
         update_rows(Image, images, _RECORDED)
         return images, []
     except DatabaseError:
-        logger.warning("recording %s de-identified image(s) at once failed; recording them one by one",
-                       len(images))
+        logger.warning("recording %s de-identified image(s) at once failed; recording them one by one", len(images))
     saved, failed = [], []
     for image in images:
         try:
@@ -204,30 +225,40 @@ def _note_record(batch, options, checked, proven, notes):
     """The batch's de-identification record: what was applied and checked, the holds, the
     images whose pixels a recipe's rules cleaned, and what the recipe could not do as written."""
     previous = batch.log.get("deid_record") or {}
-    holds = dict(Image.objects.filter(batch=batch, hold=Hold.DEID).order_by()
-                 .values("flagged").annotate(n=Count("id")).values_list("flagged", "n"))
+    holds = dict(
+        Image.objects.filter(batch=batch, hold=Hold.DEID)
+        .order_by()
+        .values("flagged")
+        .annotate(n=Count("id"))
+        .values_list("flagged", "n")
+    )
     headers = list(Image.objects.filter(batch=batch).order_by("id").values_list("id", "header"))
     cleaned = Counter(header["cleaned"] for _, header in headers if header and header.get("cleaned"))
     # Per image the OCR read: found, blanked, held (counts only, never the text).
-    ocr_record = [{"image": pk, "ocr": True, **{k: header["ocr"][k] for k in ("found", "blanked", "held")}}
-                  for pk, header in headers if header and header.get("ocr")]
+    ocr_record = [
+        {"image": pk, "ocr": True, **{k: header["ocr"][k] for k in ("found", "blanked", "held")}}
+        for pk, header in headers
+        if header and header.get("ocr")
+    ]
     recipe_notes = Counter(previous.get("recipe_notes") or {})
     recipe_notes.update(notes)
     recipe = settings.STUDY_DEID
-    batch.update_log(deid_record={
-        "profile": BASIC_PROFILE_CODE[1],
-        "options": [OPTION_CODES[name][1] for name in options.enabled() if name in OPTION_CODES],
-        "uid_root": options.uid_root,
-        "recipe": Path(recipe).name if recipe else None,
-        "checks": list(CHECKS),
-        "images_checked": int(previous.get("images_checked", 0)) + checked,
-        "proofs_passed": int(previous.get("proofs_passed", 0)) + proven,
-        "holds": {reason[len(HOLD) + 2:] or reason: n for reason, n in holds.items()},
-        "pixels_cleaned": dict(cleaned),
-        "ocr": ocr_record if settings.DEID_OCR else None,
-        "recipe_notes": dict(recipe_notes),
-        "runs": int(previous.get("runs", 0)) + 1,
-    })
+    batch.update_log(
+        deid_record={
+            "profile": BASIC_PROFILE_CODE[1],
+            "options": [OPTION_CODES[name][1] for name in options.enabled() if name in OPTION_CODES],
+            "uid_root": options.uid_root,
+            "recipe": Path(recipe).name if recipe else None,
+            "checks": list(CHECKS),
+            "images_checked": int(previous.get("images_checked", 0)) + checked,
+            "proofs_passed": int(previous.get("proofs_passed", 0)) + proven,
+            "holds": {reason[len(HOLD) + 2 :] or reason: n for reason, n in holds.items()},
+            "pixels_cleaned": dict(cleaned),
+            "ocr": ocr_record if settings.DEID_OCR else None,
+            "recipe_notes": dict(recipe_notes),
+            "runs": int(previous.get("runs", 0)) + 1,
+        }
+    )
 
 
 def _ocr_options():

@@ -1,4 +1,5 @@
 """Step 2: pseudonymous ids and date jitter for each patient and study of a batch."""
+
 from celery import shared_task
 from django.conf import settings
 
@@ -35,8 +36,10 @@ def _get_identifiers(batch):
     batch.set_status("PROCESSING")
     record = BatchIdentifiers.objects.filter(batch=batch).first()
     if record is None:
-        batch.add_error("identifiers", "the batch has images but no identities recorded at import; "
-                                       "retry the batch to import it again")
+        batch.add_error(
+            "identifiers",
+            "the batch has images but no identities recorded at import; retry the batch to import it again",
+        )
         return None
     if record.ids and len(record.ids) == len(record.identities):
         return "deidentify"
@@ -45,10 +48,14 @@ def _get_identifiers(batch):
             response = get_provider().identify(record.request)
             ids = {}
             for index, identity in enumerate(record.identities):
-                found = extract_identifiers(response, identity["patient_id"], identity["accession"],
-                                            identity["study_uid"])
-                ids[str(index)] = {"patient_suid": found.patient_suid,
-                                   "study_suid": found.study_suid, "jitter": found.jitter}
+                found = extract_identifiers(
+                    response, identity["patient_id"], identity["accession"], identity["study_uid"]
+                )
+                ids[str(index)] = {
+                    "patient_suid": found.patient_suid,
+                    "study_suid": found.study_suid,
+                    "jitter": found.jitter,
+                }
         except IdentifierError as exc:
             figures["failed"] = True
             batch.add_error("identifiers", f"no identifiers, nothing was sent: {exc}")

@@ -1,4 +1,5 @@
 """Step 1: turn a finished study folder into a Batch of Images in media."""
+
 import errno
 import filecmp
 import hashlib
@@ -15,7 +16,13 @@ from sendit.apps.main import importer, pipeline
 from sendit.apps.main.deidconfig import site_recipe
 from sendit.apps.main.models import Batch, BatchIdentifiers, Hold, Image
 from sendit.apps.main.tasks.common import (
-    crash_point, keep_lease, logger, media_dir, relative_media, run_step, timed_step,
+    crash_point,
+    keep_lease,
+    logger,
+    media_dir,
+    relative_media,
+    run_step,
+    timed_step,
 )
 from sendit.deid.burned_in import pixel_decision
 from sendit.deid.identifiers import IdentifierError, build_request
@@ -76,9 +83,12 @@ def import_dicomdir(self, folder, lease=None):
     data_root = Path(settings.DATA_FOLDER).resolve()
     if folder.is_symlink() and folder.parent.resolve() == data_root:
         # Never followed (it may point anywhere), and recorded so a person sees it.
-        return _set_aside_unread(folder, importer.shown_name(folder.name),
-                                 "the study folder is a symbolic link, which is not followed "
-                                 "(it could point outside the data folder): copy the study in instead")
+        return _set_aside_unread(
+            folder,
+            importer.shown_name(folder.name),
+            "the study folder is a symbolic link, which is not followed "
+            "(it could point outside the data folder): copy the study in instead",
+        )
     if not folder.is_dir():
         logger.info("import: folder no longer there, nothing to do")
         return None
@@ -87,9 +97,12 @@ def import_dicomdir(self, folder, lease=None):
         return None
     if not importer.is_utf8(folder.name):
         # Such a name cannot be stored or shown as it is: the batch is named by its escaped form.
-        return _set_aside_unread(folder, importer.shown_name(folder.name),
-                                 "the folder name is not UTF-8 (shown here with its other bytes as \\xNN): "
-                                 "rename it to a UTF-8 name to import it")
+        return _set_aside_unread(
+            folder,
+            importer.shown_name(folder.name),
+            "the folder name is not UTF-8 (shown here with its other bytes as \\xNN): "
+            "rename it to a UTF-8 name to import it",
+        )
     uid = _batch_name(folder)
     batch, created = _batch_named(uid)
     resuming = folder.name != uid
@@ -123,8 +136,10 @@ def _set_aside_text(folder: Path, target: Path) -> str:
     """The set-aside name as recorded, saying so when it had to be shortened."""
     shown = importer.shown_name(target.name)
     if not target.name.startswith(folder.name):
-        shown += (" (the name was shortened to fit the file system, so retry_batch does not find it: "
-                  "import it with manage.py import_folder)")
+        shown += (
+            " (the name was shortened to fit the file system, so retry_batch does not find it: "
+            "import it with manage.py import_folder)"
+        )
     return shown
 
 
@@ -148,8 +163,7 @@ def _import_folder(batch, folder):
                 if path.name.endswith(".part"):
                     path.unlink(missing_ok=True)  # a copy a crash interrupted; the original is still there
                 elif path.name not in known_names:
-                    _register(batch, path, path, identities, pending, problems, seen, known_names,
-                              adopt=True)
+                    _register(batch, path, path, identities, pending, problems, seen, known_names, adopt=True)
 
         files, links = importer.list_files(folder)
         problems.extend("a symbolic link was refused (it may point outside the data folder)" for _ in links)
@@ -157,8 +171,10 @@ def _import_folder(batch, folder):
             try:
                 _register(batch, folder, path, identities, pending, problems, seen, known_names)
             except MediaFull:
-                problems.append("the media disk is full: the files not yet imported were left "
-                                "in the folder; free space, then retry the batch")
+                problems.append(
+                    "the media disk is full: the files not yet imported were left "
+                    "in the folder; free space, then retry the batch"
+                )
                 figures["stopped"] = "media disk full"
                 break
             if len(pending) >= CHUNK:
@@ -181,8 +197,9 @@ def _import_folder(batch, folder):
                 target = folder if _SET_ASIDE.search(folder.name) else importer.set_aside_name(folder)
                 if target != folder:
                     folder.rename(target)
-                batch.add_error("import", f"files that could not be imported were left in "
-                                          f"{_set_aside_text(folder, target)}")
+                batch.add_error(
+                    "import", f"files that could not be imported were left in {_set_aside_text(folder, target)}"
+                )
         batch.update_log(imported=True, images=total)
         if total > before and batch.status == "DONE":
             # Set-aside files of a finished batch were imported on retry: it has work again.
@@ -204,8 +221,7 @@ def _register(batch, folder, path, identities, pending, problems, seen, known_na
             path.unlink()
             return
     try:
-        header = importer.read_header(path, max_bytes=settings.MAX_FILE_BYTES,
-                                      max_depth=settings.MAX_SEQUENCE_DEPTH)
+        header = importer.read_header(path, max_bytes=settings.MAX_FILE_BYTES, max_depth=settings.MAX_SEQUENCE_DEPTH)
     except importer.DicomDir:
         # A CD's index names patients and files; it is no instance to send, and every
         # file it lists is imported on its own. Removed, so the folder can finish DONE.
@@ -234,9 +250,16 @@ def _register(batch, folder, path, identities, pending, problems, seen, known_na
         _move(path, target)  # MediaFull leaves the file where it was, nothing recorded
     seen.add(header.sop_uid)
     known_names.add(target.name)
-    pending.append(Image(batch=batch, uid=header.sop_uid, image=relative_media(target),
-                         identity=identities.index_of(header.identity, key),
-                         hold=Hold.BURNED_IN if reason else Hold.NONE, flagged=reason[:255]))
+    pending.append(
+        Image(
+            batch=batch,
+            uid=header.sop_uid,
+            image=relative_media(target),
+            identity=identities.index_of(header.identity, key),
+            hold=Hold.BURNED_IN if reason else Hold.NONE,
+            flagged=reason[:255],
+        )
+    )
 
 
 def identity_key(identity):

@@ -1,4 +1,5 @@
 """Step 4: deliver each image to every enabled destination, verified, exactly once."""
+
 from collections import Counter, defaultdict
 from datetime import timedelta
 
@@ -12,11 +13,17 @@ from sendit.apps.main.models import Hold, Image
 from sendit.apps.main.pipeline import METADATA_FIELDS, SEND_FIELDS
 from sendit.apps.main.plain import retry_hint, send_failure
 from sendit.apps.main.tasks.common import (
-    crash_point, keep_lease, media_path, run_step, storage_config, timed_step,
+    crash_point,
+    keep_lease,
+    media_path,
+    run_step,
+    storage_config,
+    timed_step,
 )
 from sendit.storage import SendItem, get_destinations
 
 CHUNK = 200
+
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
 def upload_storage(self, batch_id, lease=None):
@@ -26,16 +33,19 @@ def upload_storage(self, batch_id, lease=None):
         pipeline.queue("cleanup", batch_id)
 
 
-
 def _item(image):
     header = image.header if image.header and set(SEND_FIELDS) <= set(image.header) else None
     if header is None:  # sent as it arrived (DEIDENTIFY=false), or recorded before this field
         ds = pydicom.dcmread(media_path(image.image), stop_before_pixels=True)
         header = {f: str(ds.get(f, "") or "") for f in SEND_FIELDS}
-    return SendItem(path=str(media_path(image.image)), sop_instance_uid=header["SOPInstanceUID"],
-                    study_instance_uid=header["StudyInstanceUID"],
-                    series_instance_uid=header["SeriesInstanceUID"],
-                    patient_id=header["PatientID"], metadata={f: header[f] for f in METADATA_FIELDS})
+    return SendItem(
+        path=str(media_path(image.image)),
+        sop_instance_uid=header["SOPInstanceUID"],
+        study_instance_uid=header["StudyInstanceUID"],
+        series_instance_uid=header["SeriesInstanceUID"],
+        patient_id=header["PatientID"],
+        metadata={f: header[f] for f in METADATA_FIELDS},
+    )
 
 
 def series_chunks(images, items):
@@ -64,9 +74,11 @@ def series_chunks(images, items):
 def _waiting(batch, name):
     """on_wait for a destination: the batch's log says who is awaited and when the next try is,
     for the status page's "Waiting: Orthanc is not answering, next try in 2 min"."""
+
     def wait(error, seconds):
         next_try = timezone.now() + timedelta(seconds=seconds)
         batch.update_log(waiting={"destination": name, "next_try": next_try.isoformat()})
+
     return wait
 
 
@@ -96,18 +108,24 @@ def _send(batch):
                     continue
                 # The lease is renewed before every retry round, so a long outage does not
                 # let the sweeper start a second sender on this batch.
-                results = destination.send_batch([items[image.id] for image in missing],
-                                                 heartbeat=lambda: keep_lease(batch),
-                                                 on_wait=_waiting(batch, destination.name))
+                results = destination.send_batch(
+                    [items[image.id] for image in missing],
+                    heartbeat=lambda: keep_lease(batch),
+                    on_wait=_waiting(batch, destination.name),
+                )
                 for image, result in zip(missing, results):
                     if result.ok and result.note:
                         notes[(destination.name, result.note)] += 1
                     if result.ok:
-                        delivered[(destination.name, "already_stored" if result.already_stored
-                                   else "stored")] += 1
-                        image.destinations = {**image.destinations, destination.name: {
-                            "time": timezone.now().isoformat(), "remote_id": result.remote_id,
-                            "already_stored": result.already_stored}}
+                        delivered[(destination.name, "already_stored" if result.already_stored else "stored")] += 1
+                        image.destinations = {
+                            **image.destinations,
+                            destination.name: {
+                                "time": timezone.now().isoformat(),
+                                "remote_id": result.remote_id,
+                                "already_stored": result.already_stored,
+                            },
+                        }
                     else:
                         # One line per reason: images skipped in a round that met a dead
                         # destination share the reason of the one that met it.
@@ -120,8 +138,11 @@ def _send(batch):
                     sent += 1
             update_rows(Image, chunk, ["destinations", "status"])
             keep_lease(batch)
-        figures.update(images=sent, failed=sum(failures.values()),
-                       already_stored=sum(n for (_, kind), n in delivered.items() if kind == "already_stored"))
+        figures.update(
+            images=sent,
+            failed=sum(failures.values()),
+            already_stored=sum(n for (_, kind), n in delivered.items() if kind == "already_stored"),
+        )
     if batch.log.get("waiting"):
         batch.update_log(waiting=None)  # no longer waiting: delivered, or given up (an error says so)
     if delivered:
@@ -132,14 +153,19 @@ def _send(batch):
             totals[name][kind] = totals[name].get(kind, 0) + n
         batch.update_log(deliveries=totals)
     if notes:
-        batch.update_log(notes=list(batch.log.get("notes", [])) + [
-            f"{name}: {count} image(s): {note}" for (name, note), count in notes.items()])
+        batch.update_log(
+            notes=list(batch.log.get("notes", []))
+            + [f"{name}: {count} image(s): {note}" for (name, note), count in notes.items()]
+        )
     for (name, why), count in failures.items():
         batch.add_error("send", send_failure(name, count, why, batch.id))
     held = Image.objects.filter(batch=batch).exclude(hold=Hold.NONE).count()
     if held:
-        batch.add_error("send", f"{held} image(s) held back and not sent (burned-in text suspected, or a "
-                                "de-identified copy not proven or holding an identifying value); their originals "
-                                "are kept. Look at each on the batch page (its flag says why), "
-                                f"then {retry_hint(batch.id)} to check them again.")
+        batch.add_error(
+            "send",
+            f"{held} image(s) held back and not sent (burned-in text suspected, or a "
+            "de-identified copy not proven or holding an identifying value); their originals "
+            "are kept. Look at each on the batch page (its flag says why), "
+            f"then {retry_hint(batch.id)} to check them again.",
+        )
     return not failures and not Image.objects.filter(batch=batch, status="DONEPROCESSING").exists()

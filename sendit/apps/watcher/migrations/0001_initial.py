@@ -4,24 +4,22 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies: list[tuple[str, str]] = [
-    ]
+    dependencies: list[tuple[str, str]] = []
 
     operations = [
         migrations.CreateModel(
-            name='Heartbeat',
+            name="Heartbeat",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=64, unique=True)),
-                ('started', models.DateTimeField()),
-                ('beat', models.DateTimeField()),
-                ('folder', models.CharField(blank=True, default='', max_length=500)),
-                ('mode', models.CharField(blank=True, default='', max_length=16)),
-                ('host', models.CharField(blank=True, default='', max_length=255)),
-                ('stopped', models.BooleanField(default=False)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=64, unique=True)),
+                ("started", models.DateTimeField()),
+                ("beat", models.DateTimeField()),
+                ("folder", models.CharField(blank=True, default="", max_length=500)),
+                ("mode", models.CharField(blank=True, default="", max_length=16)),
+                ("host", models.CharField(blank=True, default="", max_length=255)),
+                ("stopped", models.BooleanField(default=False)),
             ],
         ),
     ]

@@ -1,4 +1,5 @@
 """python manage.py export_metrics: a TSV of processing times per batch."""
+
 import csv
 from pathlib import Path
 

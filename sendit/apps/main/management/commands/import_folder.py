@@ -1,4 +1,5 @@
 """python manage.py import_folder PATH: queue one finished study folder by hand."""
+
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError

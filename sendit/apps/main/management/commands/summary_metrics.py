@@ -1,4 +1,5 @@
 """python manage.py summary_metrics: totals and rates."""
+
 import json
 
 from django.core.management.base import BaseCommand

@@ -1,4 +1,5 @@
 """python manage.py dicom_receiver: receive studies over DICOM (C-STORE) into DATA_FOLDER."""
+
 import signal
 import threading
 from pathlib import Path
@@ -10,9 +11,11 @@ from sendit.receiver import ReceiverConfig, serve
 
 
 class Command(BaseCommand):
-    help = ("Run the DICOM receiver (C-STORE SCP) in the foreground: each study arrives into "
-            "DATA_FOLDER as NAME.tmprecv and is renamed NAME for the watcher once no image of it "
-            "has arrived for RECEIVER_STUDY_SETTLE_SECONDS. Ctrl-C or SIGTERM stops it.")
+    help = (
+        "Run the DICOM receiver (C-STORE SCP) in the foreground: each study arrives into "
+        "DATA_FOLDER as NAME.tmprecv and is renamed NAME for the watcher once no image of it "
+        "has arrived for RECEIVER_STUDY_SETTLE_SECONDS. Ctrl-C or SIGTERM stops it."
+    )
 
     def handle(self, *args, **options):
         config = ReceiverConfig(

@@ -1,4 +1,5 @@
 """python manage.py watcher_start [--foreground]: watch DATA_FOLDER for finished study folders."""
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
@@ -9,8 +10,11 @@ class Command(BaseCommand):
     help = "Start the watcher daemon on DATA_FOLDER (pid file, watcher.out and watcher.err logs)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--foreground", action="store_true",
-                            help="run in the foreground (containers, make run) instead of as a daemon")
+        parser.add_argument(
+            "--foreground",
+            action="store_true",
+            help="run in the foreground (containers, make run) instead of as a daemon",
+        )
 
     def handle(self, *args, **options):
         pid = daemon.running_pid()

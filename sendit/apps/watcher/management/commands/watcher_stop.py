@@ -1,4 +1,5 @@
 """python manage.py watcher_stop: stop the watcher daemon."""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from sendit.apps.watcher import daemon
