@@ -57,13 +57,17 @@ def main() -> int:
     parser.add_argument("--real-seeds", type=int, default=3)
     parser.add_argument("--scrub", default="identifying")
     parser.add_argument("--seed", type=int, default=0, help="another corpus of the same make (0: the first)")
-    parser.add_argument("--modalities", default="",
-                        help="DEID_OCR_MODALITIES, comma-separated; default: the default list and every "
-                             "modality of the corpus (its CT images are read too, as a site listing CT would)")
+    parser.add_argument(
+        "--modalities",
+        default="",
+        help="DEID_OCR_MODALITIES, comma-separated; default: the default list and every "
+        "modality of the corpus (its CT images are read too, as a site listing CT would)",
+    )
     args = parser.parse_args()
     samples = corpus(args.per_kind, args.clean_per_kind, args.real_seeds, seed=args.seed)
     modalities = [m for m in args.modalities.split(",") if m.strip()] or sorted(
-        set(DEFAULT_MODALITIES) | {str(s.ds.Modality) for s in samples})
+        set(DEFAULT_MODALITIES) | {str(s.ds.Modality) for s in samples}
+    )
     ocr = OcrOptions(modalities=tuple(modalities), scrub=args.scrub)
     boxes = blanked = 0
     missed_big = 0
@@ -119,26 +123,40 @@ def main() -> int:
                     worst.append((left, burned.size, sample.name))
                     if burned.size > 16:
                         missed_big += 1
-    print(f"corpus (seed {args.seed}): {len(samples)} images ({text_images} with text burned in, {clean_images} without"
-          f" text, {own_images} real with text of their own only); scrub={args.scrub}; modalities={','.join(modalities)}")
-    print(f"identifying boxes blanked (<=10% of text pixels left): {blanked}/{boxes} = {100 * blanked / max(1, boxes):.1f}%"
-          " (boxes in delivered images)")
+    print(
+        f"corpus (seed {args.seed}): {len(samples)} images ({text_images} with text burned in, {clean_images} without"
+        f" text, {own_images} real with text of their own only); scrub={args.scrub}; modalities={','.join(modalities)}"
+    )
+    print(
+        f"identifying boxes blanked (<=10% of text pixels left): {blanked}/{boxes} = {100 * blanked / max(1, boxes):.1f}%"
+        " (boxes in delivered images)"
+    )
     print(f"images sent with a missed identifying box above 16 px: {missed_big}")
-    print(f"images with text delivered: {delivered}/{text_images} = {100 * delivered / max(1, text_images):.1f}%;"
-          f" held: {held_text}")
-    print(f"clean images changed: {clean_changed}/{clean_images} = {100 * clean_changed / max(1, clean_images):.1f}%;"
-          f" held: {clean_held}")
-    print(f"real images with text of their own only (not recorded: blanking it may be right): changed {own_changed},"
-          f" held {own_held} of {own_images}")
+    print(
+        f"images with text delivered: {delivered}/{text_images} = {100 * delivered / max(1, text_images):.1f}%;"
+        f" held: {held_text}"
+    )
+    print(
+        f"clean images changed: {clean_changed}/{clean_images} = {100 * clean_changed / max(1, clean_images):.1f}%;"
+        f" held: {clean_held}"
+    )
+    print(
+        f"real images with text of their own only (not recorded: blanking it may be right): changed {own_changed},"
+        f" held {own_held} of {own_images}"
+    )
     if frame_ms:
         frame_ms.sort()
-        print(f"OCR decision per 512x512 8-bit frame: mean {statistics.mean(frame_ms):.0f} ms, "
-              f"median {statistics.median(frame_ms):.0f} ms, p95 {frame_ms[int(0.95 * (len(frame_ms) - 1))]:.0f} ms, "
-              f"max {frame_ms[-1]:.0f} ms ({len(frame_ms)} frames, one thread, wall clock)")
+        print(
+            f"OCR decision per 512x512 8-bit frame: mean {statistics.mean(frame_ms):.0f} ms, "
+            f"median {statistics.median(frame_ms):.0f} ms, p95 {frame_ms[int(0.95 * (len(frame_ms) - 1))]:.0f} ms, "
+            f"max {frame_ms[-1]:.0f} ms ({len(frame_ms)} frames, one thread, wall clock)"
+        )
         frame_cpu_ms.sort()
-        print(f"  CPU time per frame: mean {statistics.mean(frame_cpu_ms):.0f} ms, median "
-              f"{statistics.median(frame_cpu_ms):.0f} ms, p95 {frame_cpu_ms[int(0.95 * (len(frame_cpu_ms) - 1))]:.0f} ms,"
-              f" max {frame_cpu_ms[-1]:.0f} ms")
+        print(
+            f"  CPU time per frame: mean {statistics.mean(frame_cpu_ms):.0f} ms, median "
+            f"{statistics.median(frame_cpu_ms):.0f} ms, p95 {frame_cpu_ms[int(0.95 * (len(frame_cpu_ms) - 1))]:.0f} ms,"
+            f" max {frame_cpu_ms[-1]:.0f} ms"
+        )
     for left, size, name in sorted(worst, reverse=True)[:10]:
         print(f"  missed: {name} box {size} px high, {100 * left:.0f}% of its text pixels left")
     return 0

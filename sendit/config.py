@@ -37,8 +37,7 @@ class ConfigError(ValueError):
     """A setting that cannot be used; the message names it and never shows a secret's value."""
 
 
-def setting(default: Any, *, secret: bool = False, choices: tuple[str, ...] = (),
-            minimum: float | None = None) -> Any:
+def setting(default: Any, *, secret: bool = False, choices: tuple[str, ...] = (), minimum: float | None = None) -> Any:
     """A field of a settings dataclass: its default, whether it is a secret (masked on every
     page, read from secrets.py too), the values it may take and its smallest value."""
     return field(default=default, metadata={"secret": secret, "choices": choices, "minimum": minimum})
@@ -149,7 +148,8 @@ class Google:
     google_datastore_series_kind: str = setting("Series")
     google_datastore_fields: str = setting(
         "Modality,BodyPartExamined,SeriesDescription,StudyDate,Manufacturer,ManufacturerModelName,"
-        "SliceThickness,PixelSpacing")
+        "SliceThickness,PixelSpacing"
+    )
     google_datastore_namespace: str = setting("")
     datastore_emulator_host: str = setting("")
 
@@ -249,8 +249,6 @@ class Operations:
     sendit_crash_marker: str = setting("")
 
 
-
-
 @dataclass(frozen=True)
 class Config:
     """Every concern's settings, as :func:`load` built them (a new concern is a dataclass
@@ -332,8 +330,7 @@ def _coerce(name: str, kind: Any, raw: Any) -> Any:
     return str(raw)
 
 
-def build(concern: type, environ: Mapping[str, str] | None = None,
-          site_secrets: ModuleType | None = None) -> Any:
+def build(concern: type, environ: Mapping[str, str] | None = None, site_secrets: ModuleType | None = None) -> Any:
     """One concern's settings from the environment, then secrets.py, then the defaults."""
     environ = os.environ if environ is None else environ
     hints = get_type_hints(concern)
@@ -396,12 +393,16 @@ def _check(config: Config) -> None:
     """The rules that join two settings."""
     for name, value in (("SECRET_KEY", config.web.secret_key), ("DEID_SECRET", config.deid.deid_secret)):
         if not value:
-            raise ConfigError(f"{name} is not set: set it in the environment or in sendit/settings/secrets.py "
-                              "(`python scripts/make_secrets.py`), or make development keys with "
-                              "`python scripts/make_secrets.py --local`")
+            raise ConfigError(
+                f"{name} is not set: set it in the environment or in sendit/settings/secrets.py "
+                "(`python scripts/make_secrets.py`), or make development keys with "
+                "`python scripts/make_secrets.py --local`"
+            )
     if config.web.lockdown_enabled and not config.web.lockdown_passwords:
-        raise ConfigError("LOCKDOWN_ENABLED is true but no LOCKDOWN_PASSWORDS is set: set it in the "
-                          "environment or in sendit/settings/secrets.py (or set LOCKDOWN_ENABLED=false)")
+        raise ConfigError(
+            "LOCKDOWN_ENABLED is true but no LOCKDOWN_PASSWORDS is set: set it in the "
+            "environment or in sendit/settings/secrets.py (or set LOCKDOWN_ENABLED=false)"
+        )
     if config.deid.local_jitter_min > config.deid.local_jitter_max:
         raise ConfigError("LOCAL_JITTER_MIN must not be above LOCAL_JITTER_MAX")
 

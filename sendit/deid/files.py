@@ -561,7 +561,7 @@ def _read_text(ds: Dataset, facts: InputFacts, ocr: OcrOptions, syntax: str | No
     from sendit.deid.ocr import TextUndecided, ocr_image
 
     try:
-        decision = ocr_image(ds, facts.needles, ocr.scrub)
+        decision = ocr_image(ds, facts.needles, ocr.scrub, ocr.tessdata)
     except (NotImplementedError, RuntimeError, ValueError, AttributeError) as exc:
         raise _undecodable("OCR was to read the pixels", syntax, exc) from None
     if decision.hold is not None:

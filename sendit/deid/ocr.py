@@ -22,7 +22,6 @@ counts and reasons made of fixed words.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -37,27 +36,27 @@ from pydicom.dataset import Dataset
 DEFAULT_MODALITIES = ("US", "SC", "OT", "XA", "DX", "CR", "DOC")
 #: SOP classes read as documents ("DOC" in the modality list): secondary captures and
 #: encapsulated/scanned documents, whatever their Modality says
-DOCUMENT_CLASSES = frozenset({
-    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage
-    "1.2.840.10008.5.1.4.1.1.7.1",  # Multi-frame Single Bit Secondary Capture
-    "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame Grayscale Byte Secondary Capture
-    "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word Secondary Capture
-    "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color Secondary Capture
-    "1.2.840.10008.5.1.4.1.1.77.1.1",  # VL Endoscopic (screens with text)
-    "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF (no pixels: never read here)
-})
+DOCUMENT_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage
+        "1.2.840.10008.5.1.4.1.1.7.1",  # Multi-frame Single Bit Secondary Capture
+        "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame Grayscale Byte Secondary Capture
+        "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word Secondary Capture
+        "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color Secondary Capture
+        "1.2.840.10008.5.1.4.1.1.77.1.1",  # VL Endoscopic (screens with text)
+        "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF (no pixels: never read here)
+    }
+)
 #: below this confidence (0-100) a word is not known for what it says
 CONFIDENT = 60.0
 #: a line taller than this (px) read with no confidence and matching nothing holds the image
 HOLD_ABOVE = 16
 SCRUB_MODES = ("identifying", "all")
 #: where Debian's tesseract-ocr-eng puts the English model (TESSDATA_PREFIX wins)
-_TESSDATA = ("/usr/share/tesseract-ocr/5/tessdata", "/usr/share/tesseract-ocr/4.00/tessdata",
-             "/usr/share/tessdata")
+_TESSDATA = ("/usr/share/tesseract-ocr/5/tessdata", "/usr/share/tesseract-ocr/4.00/tessdata", "/usr/share/tessdata")
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 #: letters OCR confuses, read as one: a value matches what the screen shows as much as what it is
-_CONFUSED = str.maketrans({"o": "0", "i": "1", "l": "1", "|": "1", "!": "1",
-                           "s": "5", "z": "2", "b": "8", "g": "9"})
+_CONFUSED = str.maketrans({"o": "0", "i": "1", "l": "1", "|": "1", "!": "1", "s": "5", "z": "2", "b": "8", "g": "9"})
 _NOT_ALNUM = re.compile(r"[^0-9a-z]+")
 
 
@@ -67,10 +66,12 @@ Box = tuple[int, int, int, int]
 
 @dataclass(frozen=True)
 class OcrOptions:
-    """``DEID_OCR_MODALITIES`` and ``DEID_OCR_SCRUB``, for :func:`sendit.deid.files.deidentify_file`."""
+    """``DEID_OCR_MODALITIES``, ``DEID_OCR_SCRUB`` and ``TESSDATA_PREFIX``, for
+    :func:`sendit.deid.files.deidentify_file`."""
 
     modalities: tuple[str, ...] = DEFAULT_MODALITIES
     scrub: str = "identifying"
+    tessdata: str = ""
 
     def __post_init__(self) -> None:
         if self.scrub not in SCRUB_MODES:
@@ -207,28 +208,33 @@ def _to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
 _local = threading.local()
 
 
-def tessdata() -> str:
-    """The folder of Tesseract's models (TESSDATA_PREFIX, else where Debian puts them)."""
-    prefix = os.environ.get("TESSDATA_PREFIX")
+def tessdata(prefix: str = "") -> str:
+    """The folder of Tesseract's models: ``prefix`` (the TESSDATA_PREFIX setting), else where
+    Debian puts them."""
     if prefix:
         return prefix
     for folder in _TESSDATA:
         if (Path(folder) / "eng.traineddata").is_file():
             return folder
-    raise RuntimeError("Tesseract's English model (eng.traineddata) is not installed: apt-get install tesseract-ocr-eng")
+    raise RuntimeError(
+        "Tesseract's English model (eng.traineddata) is not installed: apt-get install tesseract-ocr-eng"
+    )
 
 
-def _api() -> Any:
-    """One Tesseract engine per thread, loaded once (loading the model costs ~100 ms)."""
-    api = getattr(_local, "api", None)
+def _api(prefix: str = "") -> Any:
+    """One Tesseract engine per thread and models folder, loaded once (loading the model costs
+    ~100 ms)."""
+    engines: dict[str, Any] = _local.__dict__.setdefault("engines", {})
+    folder = tessdata(prefix)
+    api = engines.get(folder)
     if api is None:
         import tesserocr
 
-        api = tesserocr.PyTessBaseAPI(path=tessdata().rstrip("/") + "/", lang="eng", psm=tesserocr.PSM.SINGLE_LINE)
+        api = tesserocr.PyTessBaseAPI(path=folder.rstrip("/") + "/", lang="eng", psm=tesserocr.PSM.SINGLE_LINE)
         # Each line is cut out in the polarity it was found in (dark on light): Tesseract's
         # own retry of every doubtful line inverted would cost as much again.
         api.SetVariable("tessedit_do_invert", "0")
-        _local.api = api
+        engines[folder] = api
     return api
 
 
@@ -267,11 +273,11 @@ def _filter(a: np.ndarray, k: int, op: np.ufunc) -> np.ndarray:
     b = np.pad(a, ((0, 0), (pad, pad)), mode="edge")
     out = b[:, :columns].copy()
     for i in range(1, k):
-        op(out, b[:, i:i + columns], out=out)
+        op(out, b[:, i : i + columns], out=out)
     b = np.pad(out, ((pad, pad), (0, 0)), mode="edge")
     out = b[:rows].copy()
     for i in range(1, k):
-        op(out, b[i:i + rows], out=out)
+        op(out, b[i : i + rows], out=out)
     return out
 
 
@@ -361,8 +367,7 @@ def _lines_of(mask: np.ndarray, seeds: np.ndarray | None = None) -> list[tuple[i
             hj = y1[j] - y0[j]
             small, big = min(hi, hj), max(hi, hj)
             shared = min(y1[i], y1[j]) - max(y0[i], y0[j])
-            if (shared >= 0.5 * small and big <= 3 * max(small, 2) + 2
-                    and x0[j] - x1[i] <= max(3, 1.2 * big)):
+            if shared >= 0.5 * small and big <= 3 * max(small, 2) + 2 and x0[j] - x1[i] <= max(3, 1.2 * big):
                 a, b = root(i), root(j)
                 if a != b:
                     parent[b] = a
@@ -372,8 +377,12 @@ def _lines_of(mask: np.ndarray, seeds: np.ndarray | None = None) -> list[tuple[i
         groups.setdefault(root(i), []).append(i)
     lines = []
     for members in groups.values():
-        box = (min(x0[i] for i in members), min(y0[i] for i in members),
-               max(x1[i] for i in members), max(y1[i] for i in members))
+        box = (
+            min(x0[i] for i in members),
+            min(y0[i] for i in members),
+            max(x1[i] for i in members),
+            max(y1[i] for i in members),
+        )
         w, h = box[2] - box[0], box[3] - box[1]
         # a line: letter height, wider than tall, two letters or more (or one long piece);
         # of seeded pieces (small text taken down to a lower level), three letters or more
@@ -438,7 +447,7 @@ def _cut(grey: np.ndarray, line: Line) -> tuple[np.ndarray, int, int, float]:
     x0, y0, x1, y1 = line.box
     margin = max(2, (y1 - y0) // 3)
     left, top = max(0, x0 - margin), max(0, y0 - margin)
-    crop = grey[top:min(rows, y1 + margin), left:min(columns, x1 + margin)]
+    crop = grey[top : min(rows, y1 + margin), left : min(columns, x1 + margin)]
     if line.polarity == "light":
         crop = 255 - crop
     crop = crop.astype(np.float32)
@@ -453,8 +462,13 @@ def _cut(grey: np.ndarray, line: Line) -> tuple[np.ndarray, int, int, float]:
     return crop, left - border, top - border, scale
 
 
-def read_frame(grey: np.ndarray, frame: int = 0, invert: bool = True,
-               found_lines: list[tuple[int, Box]] | None = None) -> list[TextBox]:
+def read_frame(
+    grey: np.ndarray,
+    frame: int = 0,
+    invert: bool = True,
+    found_lines: list[tuple[int, Box]] | None = None,
+    tessdata: str = "",
+) -> list[TextBox]:
     """The words Tesseract reads in the lines of one 8-bit frame (:func:`find_lines`), each
     line cut out and read alone as one line, scaled up when small; ``invert`` False: dark
     text on light only. Every word carries the box of the line it was read in (``region``).
@@ -462,7 +476,7 @@ def read_frame(grey: np.ndarray, frame: int = 0, invert: bool = True,
     """
     from PIL import Image, ImageFilter
 
-    api = _api()
+    api = _api(tessdata)
     found: list[TextBox] = []
     lines = find_lines(grey, ("light", "dark") if invert else ("dark",))
     if found_lines is not None:
@@ -471,8 +485,9 @@ def read_frame(grey: np.ndarray, frame: int = 0, invert: bool = True,
         crop, left, top, scale = _cut(grey, line)
         image = Image.fromarray(crop)
         if scale > 1:
-            image = image.resize((max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
-                                 Image.Resampling.BICUBIC)
+            image = image.resize(
+                (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))), Image.Resampling.BICUBIC
+            )
         words = _read_line(api, image, frame, number, line, left, top, scale)
         if not words or max(w.confidence for w in words) < CONFIDENT:
             # doubtful: read once more with the specks left of speckle taken out (a 3x3
@@ -493,7 +508,9 @@ def read_frame(grey: np.ndarray, frame: int = 0, invert: bool = True,
     return _merge(kept) + shadows
 
 
-def _read_line(api: Any, image: Any, frame: int, number: int, line: Line, left: int, top: int, scale: float) -> list[TextBox]:
+def _read_line(
+    api: Any, image: Any, frame: int, number: int, line: Line, left: int, top: int, scale: float
+) -> list[TextBox]:
     """The words Tesseract reads in one line's image, their boxes back in the frame."""
     from tesserocr import RIL, iterate_level
 
@@ -513,8 +530,12 @@ def _read_line(api: Any, image: Any, frame: int, number: int, line: Line, left: 
         bbox = word.BoundingBox(RIL.WORD)
         if bbox is None:
             continue
-        box = (max(0, left + int(bbox[0] / scale)), max(0, top + int(bbox[1] / scale)),
-               max(0, left + int(np.ceil(bbox[2] / scale))), max(0, top + int(np.ceil(bbox[3] / scale))))
+        box = (
+            max(0, left + int(bbox[0] / scale)),
+            max(0, top + int(bbox[1] / scale)),
+            max(0, left + int(np.ceil(bbox[2] / scale))),
+            max(0, top + int(np.ceil(bbox[3] / scale))),
+        )
         words.append(TextBox(frame, box, text.strip(), float(word.Confidence(RIL.WORD)), (frame, number), line.box))
     return words
 
@@ -556,8 +577,9 @@ def _one_polarity(words: list[TextBox], lines: list[Line]) -> tuple[list[TextBox
             if a.polarity != b.polarity and max(_covered(a.box, b.box), _covered(b.box, a.box)) >= 0.5:
                 dropped.add(j if score.get(i, 0.0) >= score.get(j, 0.0) else i)
     kept = [word for word in words if word.line[1] not in dropped]
-    shadows = [replace(word, line=(word.frame, -1 - word.line[1]), shadow=True)
-               for word in words if word.line[1] in dropped]
+    shadows = [
+        replace(word, line=(word.frame, -1 - word.line[1]), shadow=True) for word in words if word.line[1] in dropped
+    ]
     return kept, shadows
 
 
@@ -605,12 +627,13 @@ def _covered(a: Sequence[int], b: Sequence[int]) -> float:
     return float(width * height / ((a[2] - a[0]) * (a[3] - a[1]) or 1))
 
 
-def read_image(ds: Dataset, invert: bool = True,
-               found_lines: list[tuple[int, Box]] | None = None) -> list[TextBox]:
+def read_image(
+    ds: Dataset, invert: bool = True, found_lines: list[tuple[int, Box]] | None = None, tessdata: str = ""
+) -> list[TextBox]:
     """Every word in every frame of ``ds`` (and the lines found, in ``found_lines``)."""
     words: list[TextBox] = []
     for index, grey in enumerate(frames(ds)):
-        words.extend(read_frame(grey, index, invert, found_lines))
+        words.extend(read_frame(grey, index, invert, found_lines, tessdata))
     return words
 
 
@@ -659,8 +682,7 @@ def patterns(needles: Iterable[Sequence[Any]]) -> list[Pattern]:
 def _date_forms(digits: str) -> set[str]:
     """YYYYMMDD as screens write it: ISO, US and European orders, two-digit years, month names."""
     year, month, day = digits[:4], digits[4:6], digits[6:]
-    forms = {year + month + day, month + day + year, day + month + year,
-             month + day + year[2:], day + month + year[2:]}
+    forms = {year + month + day, month + day + year, day + month + year, month + day + year[2:], day + month + year[2:]}
     if 1 <= int(month) <= 12:
         name = _MONTHS[int(month) - 1]
         for d in {day, day.lstrip("0") or "0"}:
@@ -762,8 +784,12 @@ def _same_row(a: Box, b: Box) -> bool:
     return shared >= 0.5 * small and big <= 2 * small + 2 and gap <= 1.5 * big
 
 
-def decide(words: Sequence[TextBox], forms: Sequence[Pattern], scrub: str = "identifying",
-           lines: Sequence[tuple[int, Box]] = ()) -> OcrDecision:
+def decide(
+    words: Sequence[TextBox],
+    forms: Sequence[Pattern],
+    scrub: str = "identifying",
+    lines: Sequence[tuple[int, Box]] = (),
+) -> OcrDecision:
     """Which words to blank, and whether the image must be held (see the module docstring).
 
     ``lines``: the lines of text found (frame, box), read or not: those in the row of a
@@ -804,8 +830,11 @@ def decide(words: Sequence[TextBox], forms: Sequence[Pattern], scrub: str = "ide
     done = [(words[i].frame, _union(words[i].box, words[i].region)) for i in blank]
     # a tall line found that its reading does not account for: text the OCR could not read
     # (ctbrain1's 22 px accession number read confidently as ``81!``), too large to let go
-    unread = [line for line in _unread(words, lines) if not any(
-        f == line[0] and _covered(line[1], box) >= 0.9 for f, box in done)]
+    unread = [
+        line
+        for line in _unread(words, lines)
+        if not any(f == line[0] and _covered(line[1], box) >= 0.9 for f, box in done)
+    ]
     done += unread
     also = unread + _next_to(done, grown, lines)
     done += also
@@ -815,8 +844,11 @@ def decide(words: Sequence[TextBox], forms: Sequence[Pattern], scrub: str = "ide
         # (a line blanked already, read in the other polarity or next to a value, is decided)
         if words[members[0]].shadow:
             continue
-        members = [i for i in members if i not in blank and not any(
-            f == words[i].frame and _covered(words[i].box, box) >= 0.5 for f, box in done)]
+        members = [
+            i
+            for i in members
+            if i not in blank and not any(f == words[i].frame and _covered(words[i].box, box) >= 0.5 for f, box in done)
+        ]
         if not members:
             continue
         height = max(words[i].box[3] - words[i].box[1] for i in members)
@@ -858,9 +890,15 @@ def _unread(words: Sequence[TextBox], lines: Sequence[tuple[int, Box]]) -> list[
         height = y1 - y0
         if height <= HOLD_ABOVE:
             continue
-        spans = sorted((max(x0, w.box[0]), min(x1, w.box[2])) for w in words
-                       if w.frame == frame and not w.shadow and w.box[0] < x1 and w.box[2] > x0
-                       and min(y1, w.box[3]) - max(y0, w.box[1]) >= 0.5 * min(height, w.box[3] - w.box[1]))
+        spans = sorted(
+            (max(x0, w.box[0]), min(x1, w.box[2]))
+            for w in words
+            if w.frame == frame
+            and not w.shadow
+            and w.box[0] < x1
+            and w.box[2] > x0
+            and min(y1, w.box[3]) - max(y0, w.box[1]) >= 0.5 * min(height, w.box[3] - w.box[1])
+        )
         edge, gap = x0, 0
         for start, end in spans:
             gap = max(gap, start - edge)
@@ -871,8 +909,9 @@ def _unread(words: Sequence[TextBox], lines: Sequence[tuple[int, Box]]) -> list[
     return unread
 
 
-def _next_to(blanked: Sequence[tuple[int, Box]], grown: Sequence[tuple[int, Box]],
-             lines: Sequence[tuple[int, Box]]) -> list[tuple[int, Box]]:
+def _next_to(
+    blanked: Sequence[tuple[int, Box]], grown: Sequence[tuple[int, Box]], lines: Sequence[tuple[int, Box]]
+) -> list[tuple[int, Box]]:
     """The rest of values read in part (``grown``) and the lines found in the row of a
     blanked one (``blanked``: frame, box), next to it (and next to those in turn)."""
     done = list(blanked) + list(grown)
@@ -890,8 +929,11 @@ def _next_to(blanked: Sequence[tuple[int, Box]], grown: Sequence[tuple[int, Box]
     return also
 
 
-def ocr_image(ds: Dataset, needles: Iterable[Sequence[Any]], scrub: str = "identifying") -> OcrDecision:
-    """Read every frame of ``ds`` and decide (``needles``: the input's identifying values)."""
+def ocr_image(
+    ds: Dataset, needles: Iterable[Sequence[Any]], scrub: str = "identifying", tessdata: str = ""
+) -> OcrDecision:
+    """Read every frame of ``ds`` and decide (``needles``: the input's identifying values;
+    ``tessdata``: the folder of Tesseract's models, empty for Debian's)."""
     found_lines: list[tuple[int, Box]] = []
-    words = read_image(ds, found_lines=found_lines)
+    words = read_image(ds, found_lines=found_lines, tessdata=tessdata)
     return decide(words, patterns(needles), scrub, found_lines)

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 from pydicom import dcmread
 
-from sendit.deid import DeidOptions, deidentify_file
+from sendit.deid import DeidOptions, OutputNotProven, deidentify_file
 from sendit.deid.identifiers.request import StudyIdentifiers
 from tests.ocr.corpus import FONT_FILES, _dataset, _store, real, real_files, synthetic
 
@@ -80,15 +80,21 @@ def test_text_that_is_not_identifying_stays_unless_scrub_all(tmp_path):
 
 
 def test_names_and_dates_match_in_the_forms_screens_use():
-    forms = ocr.patterns([needle(b"doe^john", "the patient's name", name=True),
-                          needle(b"19600102", "the patient's birth date", date=True),
-                          needle(b"1.2.3.4.5.6.7", "an original UID")])
+    forms = ocr.patterns(
+        [
+            needle(b"doe^john", "the patient's name", name=True),
+            needle(b"19600102", "the patient's birth date", date=True),
+            needle(b"1.2.3.4.5.6.7", "an original UID"),
+        ]
+    )
     for text in ("DOE^JOHN", "Doe, John", "01/02/1960", "1960-01-02", "02.01.1960", "02-Jan-1960"):
         words = [ocr.TextBox(0, (0, 0, 10, 10), part, 95.0, (0, 0, 1, 1, 1)) for part in text.split()]
         assert ocr.decide(words, forms).blank, text
     assert not any("1234567" in form.text for form in forms)  # original UIDs are not values to match
-    words = [ocr.TextBox(0, (0, 0, 10, 10), "LIVER", 95.0, (0, 0, 1, 1, 1)),
-             ocr.TextBox(0, (0, 20, 10, 30), "1.2.3", 95.0, (0, 0, 1, 2, 2))]
+    words = [
+        ocr.TextBox(0, (0, 0, 10, 10), "LIVER", 95.0, (0, 0, 1, 1, 1)),
+        ocr.TextBox(0, (0, 20, 10, 30), "1.2.3", 95.0, (0, 0, 1, 2, 2)),
+    ]
     assert not ocr.decide(words, forms).blank
     # (a long number on the screen, a UID's digits too, is blanked as one: test_lines.py)
 
@@ -149,3 +155,18 @@ def test_large_text_read_only_in_part_is_not_sent(tmp_path, seed):
         region = region.max(axis=2) if region.ndim == 3 else region  # (ctbrain1 is RGB)
         left = (region[burned.mask] != 0).sum() / burned.mask.sum()
         assert left <= 0.10, (burned.size, left)
+
+
+def test_the_models_folder_comes_from_the_tessdata_setting(tmp_path):
+    """TESSDATA_PREFIX (OcrOptions.tessdata) is the folder Tesseract loads; a folder without
+    the English model holds the image (its text was not read) instead of falling back."""
+    assert ocr.tessdata(str(tmp_path)) == str(tmp_path)
+    assert (Path(ocr.tessdata()) / "eng.traineddata").is_file()
+    src, _ = us_with_name(tmp_path)
+    out = tmp_path / "out.dcm"
+    empty = tmp_path / "no-models"
+    empty.mkdir()
+    with pytest.raises(OutputNotProven):
+        deidentify_file(src, out, IDS, OPTIONS, require_pixels=True, ocr=ocr.OcrOptions(tessdata=str(empty)))
+    result = deidentify_file(src, out, IDS, OPTIONS, require_pixels=True, ocr=ocr.OcrOptions(tessdata=ocr.tessdata()))
+    assert result["ocr"]["blanked"] >= 1

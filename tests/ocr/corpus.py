@@ -25,11 +25,32 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-FONT_FILES = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-              "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf",
-              "/usr/share/fonts/truetype/dejavu/DejaVuSerif-Bold.ttf")
-DECOYS = ("LIVER", "TRANS", "GAIN 50", "MI 0.8", "TIS 0.4", "5 MHz", "ABDOMEN", "LEFT", "R", "12 cm",
-          "FR 24", "DR 60", "AP", "PORTABLE", "UPRIGHT", "Philips", "C5-1", "SAG", "kVp 80")
+FONT_FILES = (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSerif-Bold.ttf",
+)
+DECOYS = (
+    "LIVER",
+    "TRANS",
+    "GAIN 50",
+    "MI 0.8",
+    "TIS 0.4",
+    "5 MHz",
+    "ABDOMEN",
+    "LEFT",
+    "R",
+    "12 cm",
+    "FR 24",
+    "DR 60",
+    "AP",
+    "PORTABLE",
+    "UPRIGHT",
+    "Philips",
+    "C5-1",
+    "SAG",
+    "kVp 80",
+)
 FIRST = ("JOHN", "MARIA", "AHMED", "SUSAN", "PIETRO", "YUKI", "OLUWASEUN", "HELEN")
 LAST = ("DOE", "GARCIA", "NAKAMURA", "KOWALSKI", "OKAFOR", "LINDQVIST", "MARTIN", "BERGSTROM")
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
@@ -82,8 +103,16 @@ def header_texts(ds: Dataset, rng: random.Random) -> list[str]:
     parts = [p for p in name.split("^") if p]
     if len(parts) >= 2:
         last, first = parts[0], parts[1]
-        texts.append(rng.choice([f"{last}^{first}", f"{last.title()}, {first.title()}",
-                                 f"{first.title()} {last.title()}", f"{last.upper()} {first.upper()}"]))
+        texts.append(
+            rng.choice(
+                [
+                    f"{last}^{first}",
+                    f"{last.title()}, {first.title()}",
+                    f"{first.title()} {last.title()}",
+                    f"{last.upper()} {first.upper()}",
+                ]
+            )
+        )
     texts.append(rng.choice([str(ds.PatientID), f"ID: {ds.PatientID}", f"MRN {ds.PatientID}"]).split(" ")[-1])
     for date in (str(ds.PatientBirthDate), str(ds.StudyDate)):
         y, m, d = date[:4], date[4:6], date[6:]
@@ -105,7 +134,9 @@ def set_identity(ds: Dataset, rng: random.Random) -> None:
     ds.BurnedInAnnotation = "NO"  # headers lie: the pixels say otherwise
 
 
-def burn(grey: np.ndarray, items: list[tuple[str, bool]], rng: random.Random, size_range=(8, 32)) -> tuple[np.ndarray, list[Burned]]:
+def burn(
+    grey: np.ndarray, items: list[tuple[str, bool]], rng: random.Random, size_range=(8, 32)
+) -> tuple[np.ndarray, list[Burned]]:
     """A (rows, columns) coverage mask (0-255) of ``items`` drawn at random free places, and their boxes."""
     rows, columns = grey.shape[:2]
     canvas = Image.new("L", (columns, rows), 0)
@@ -122,13 +153,15 @@ def burn(grey: np.ndarray, items: list[tuple[str, bool]], rng: random.Random, si
         for _ in range(50):
             x, y = rng.randrange(2, columns - width - 2), rng.randrange(2, rows - height - 2)
             box = (x, y, x + width, y + height)
-            if not any(box[0] < t[2] + 6 and t[0] < box[2] + 6 and box[1] < t[3] + 6 and t[1] < box[3] + 6 for t in taken):
+            if not any(
+                box[0] < t[2] + 6 and t[0] < box[2] + 6 and box[1] < t[3] + 6 and t[1] < box[3] + 6 for t in taken
+            ):
                 break
         else:
             continue
         draw.text((x - left, y - top), text, fill=255, font=font)
         taken.append(box)
-        mask = np.asarray(canvas)[box[1]:box[3], box[0]:box[2]] > 96
+        mask = np.asarray(canvas)[box[1] : box[3], box[0] : box[2]] > 96
         path = getattr(font, "path", None)
         font_name = Path(path).stem if isinstance(path, str) else "pillow-default"
         burned.append(Burned(box, mask.copy(), height, identifying, text, font_name))
@@ -179,7 +212,9 @@ def background(kind: str, rng: random.Random, size: int = 512) -> tuple[Dataset,
     if kind == "SC":  # a screen: a light panel with a grey plot
         ds = _dataset(SECONDARY_CAPTURE, "OT", size, size, rng)
         pixels = np.full((size, size), 215, np.uint8)
-        pixels[size // 4: 3 * size // 4, size // 8: 7 * size // 8] = (110 + 40 * np.sin(x / 17.0))[size // 4: 3 * size // 4, size // 8: 7 * size // 8]
+        pixels[size // 4 : 3 * size // 4, size // 8 : 7 * size // 8] = (110 + 40 * np.sin(x / 17.0))[
+            size // 4 : 3 * size // 4, size // 8 : 7 * size // 8
+        ]
         return ds, pixels, 250
     # CR: 12 bits, a smooth body with noise, windowed in the header
     ds = _dataset(CR_IMAGE, "CR", size, size, rng)
@@ -191,7 +226,7 @@ def background(kind: str, rng: random.Random, size: int = 512) -> tuple[Dataset,
 
 def _draw(pixels: np.ndarray, coverage: np.ndarray, light: int, dark: int, light_on_dark: bool) -> np.ndarray:
     """Text drawn with the coverage mask as alpha; dark text is never 0 (a blanked pixel is)."""
-    alpha = (coverage.astype(np.float32) / 255.0)
+    alpha = coverage.astype(np.float32) / 255.0
     ink = light if light_on_dark else dark
     if pixels.ndim == 3:
         alpha = alpha[..., np.newaxis]
@@ -228,8 +263,11 @@ def real_files() -> list[Path]:
         import deid_data
 
         data = Path(deid_data.__file__).parent / "data"
-        files += [data / "ultrasounds" / "GREYSCALE_IMAGE.dcm", data / "ultrasounds" / "RGB_IMAGE.dcm",
-                  data / "humans" / "ctbrain1.dcm"]
+        files += [
+            data / "ultrasounds" / "GREYSCALE_IMAGE.dcm",
+            data / "ultrasounds" / "RGB_IMAGE.dcm",
+            data / "humans" / "ctbrain1.dcm",
+        ]
     except ImportError:
         pass
     from pydicom.data import get_testdata_file
@@ -271,8 +309,9 @@ def real(path: Path, seed: int, with_text: bool = True) -> Sample:
     return Sample(f"{path.stem}-{seed}", ds, burned, own)
 
 
-def corpus(per_kind: int = 12, clean_per_kind: int = 4, real_seeds: int = 3, size: int = 512,
-           seed: int = 0) -> list[Sample]:
+def corpus(
+    per_kind: int = 12, clean_per_kind: int = 4, real_seeds: int = 3, size: int = 512, seed: int = 0
+) -> list[Sample]:
     """The whole corpus: synthetic US, SC and CR images with and without text, and real images.
 
     ``seed`` draws another corpus of the same make (0: the one measured first)."""

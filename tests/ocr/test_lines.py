@@ -50,8 +50,17 @@ def test_pieces_with_seeds_are_those_holding_one():
     assert [tuple(p) for p in ocr._pieces(mask, seeds)] == [(8, 6, 9, 9, 3)]
 
 
-@pytest.mark.parametrize("kind,light,at", [("US", True, (20, 20)), ("SC", False, (60, 400)), ("CR", False, (60, 400)),
-                                           ("CR", True, (300, 250)), ("US", True, (200, 250)), ("US", True, (300, 300))])
+@pytest.mark.parametrize(
+    "kind,light,at",
+    [
+        ("US", True, (20, 20)),
+        ("SC", False, (60, 400)),
+        ("CR", False, (60, 400)),
+        ("CR", True, (300, 250)),
+        ("US", True, (200, 250)),
+        ("US", True, (300, 300)),
+    ],
+)
 def test_small_text_is_found_as_one_line(kind, light, at):
     # on the fan too (its speckle as bright as the blended strokes of small text): the
     # strokes are taken down to a lower level from their extreme pixels (hysteresis)
@@ -86,8 +95,9 @@ def test_small_text_is_read_scaled_and_matched():
 
 
 def test_a_value_read_in_part_matches_but_a_decoy_does_not():
-    forms = ocr.patterns([needle(b"NAKAMURA^OLUWASEUN", "the patient's name", name=True),
-                          needle(b"A1085238", "the accession number")])
+    forms = ocr.patterns(
+        [needle(b"NAKAMURA^OLUWASEUN", "the patient's name", name=True), needle(b"A1085238", "the accession number")]
+    )
     assert ocr._part_of("kamur", forms) == (2, 7, 8)  # of NAKAMURA: where it lies in it
     assert ocr._part_of(ocr.canonical("A108"), forms) == (0, 4, 8)  # of the accession number
     assert ocr._part_of("naka", ocr.patterns([needle(b"NAKAMURAOLUWASEUN")])) is None  # under half of it
@@ -97,8 +107,10 @@ def test_a_value_read_in_part_matches_but_a_decoy_does_not():
 
 def test_a_matched_word_blanks_its_whole_line():
     line = (10, 10, 200, 30)
-    words = [ocr.TextBox(0, (10, 10, 90, 30), "A8699", 92.0, (0, 1), line),
-             ocr.TextBox(0, (300, 10, 360, 30), "LIVER", 95.0, (0, 2), (300, 10, 360, 30))]
+    words = [
+        ocr.TextBox(0, (10, 10, 90, 30), "A8699", 92.0, (0, 1), line),
+        ocr.TextBox(0, (300, 10, 360, 30), "LIVER", 95.0, (0, 2), (300, 10, 360, 30)),
+    ]
     decision = ocr.decide(words, ocr.patterns([needle(b"A8699117", "the accession number")]))
     assert [w.text for w in decision.blank] == ["A8699"]
     boxes = [box for _, box in decision.regions(512, 512)]
@@ -124,15 +136,22 @@ def test_the_rest_of_a_value_read_in_part_is_blanked_too():
 def test_lines_found_next_to_a_blanked_one_in_its_row_are_blanked():
     # a name found as three lines, one of them read: the other two are blanked with it,
     # a line below and one far along the row are not
-    found = [(0, (10, 100, 60, 112)), (0, (66, 100, 120, 112)), (0, (126, 101, 170, 112)),
-             (0, (10, 130, 60, 142)), (0, (400, 100, 450, 112))]
+    found = [
+        (0, (10, 100, 60, 112)),
+        (0, (66, 100, 120, 112)),
+        (0, (126, 101, 170, 112)),
+        (0, (10, 130, 60, 142)),
+        (0, (400, 100, 450, 112)),
+    ]
     words = [ocr.TextBox(0, (66, 100, 120, 112), "KAMUR", 90.0, (0, 1), (66, 100, 120, 112))]
-    decision = ocr.decide(words, ocr.patterns([needle(b"NAKAMURA^JOHN", "the patient's name", name=True)]),
-                          lines=found)
+    decision = ocr.decide(words, ocr.patterns([needle(b"NAKAMURA^JOHN", "the patient's name", name=True)]), lines=found)
     assert sorted(box for _, box in decision.also if box in [b for _, b in found]) == [found[0][1], found[2][1]]
     assert decision.record()["blanked"] == 1 and len(decision.record()["blanked_boxes"]) >= 3
-    untouched = ocr.decide([ocr.TextBox(0, (66, 100, 120, 112), "LIVER", 90.0, (0, 1), (66, 100, 120, 112))],
-                           ocr.patterns([needle(b"NAKAMURA^JOHN", "the patient's name", name=True)]), lines=found)
+    untouched = ocr.decide(
+        [ocr.TextBox(0, (66, 100, 120, 112), "LIVER", 90.0, (0, 1), (66, 100, 120, 112))],
+        ocr.patterns([needle(b"NAKAMURA^JOHN", "the patient's name", name=True)]),
+        lines=found,
+    )
     assert not untouched.blank and not untouched.also and not untouched.regions(512, 512)
 
 
@@ -148,8 +167,10 @@ def test_long_numbers_are_blanked_short_ones_and_words_are_not():
 
 def test_a_match_in_the_losing_polarity_is_blanked_but_its_noise_never_holds():
     light, dark = ocr.Line((200, 80, 350, 114), "light"), ocr.Line((210, 93, 333, 114), "dark")
-    words = [ocr.TextBox(0, (215, 85, 300, 112), "Prey", 0.0, (0, 0), light.box),
-             ocr.TextBox(0, (212, 93, 330, 114), "2015/06/D", 0.0, (0, 1), dark.box)]
+    words = [
+        ocr.TextBox(0, (215, 85, 300, 112), "Prey", 0.0, (0, 0), light.box),
+        ocr.TextBox(0, (212, 93, 330, 114), "2015/06/D", 0.0, (0, 1), dark.box),
+    ]
     kept, shadows = ocr._one_polarity(words, [light, dark])
     assert [w.text for w in kept] == ["Prey"] and [w.text for w in shadows] == ["2015/06/D"]
     assert all(w.shadow for w in shadows)
@@ -176,8 +197,10 @@ def test_a_tall_doubtful_line_holds_a_small_one_or_a_sure_one_does_not():
 
 def test_of_two_overlapping_readings_in_opposite_polarities_the_better_stays():
     light, dark = ocr.Line((0, 0, 100, 20), "light"), ocr.Line((2, 0, 98, 20), "dark")
-    words = [ocr.TextBox(0, (0, 0, 100, 20), "GARCIA", 93.0, (0, 0)),
-             ocr.TextBox(0, (2, 0, 50, 20), "~;", 10.0, (0, 1))]
+    words = [
+        ocr.TextBox(0, (0, 0, 100, 20), "GARCIA", 93.0, (0, 0)),
+        ocr.TextBox(0, (2, 0, 50, 20), "~;", 10.0, (0, 1)),
+    ]
     kept, shadows = ocr._one_polarity(words, [light, dark])
     assert [w.text for w in kept] == ["GARCIA"] and [w.text for w in shadows] == ["~;"]
 
@@ -239,23 +262,27 @@ def test_a_tall_line_read_as_nothing_is_blanked_a_small_one_is_not():
 def test_a_tall_line_read_whole_stays_spaces_and_edges_are_not_text_not_read():
     forms = ocr.patterns([needle(b"A8199292", "the accession number")])
     line = (244, 340, 320, 362)  # "kVp 80": a space between its words, a pixel or two at its ends
-    words = [ocr.TextBox(0, (245, 340, 273, 362), "kVp", 94.0, (0, 7), line),
-             ocr.TextBox(0, (280, 341, 318, 362), "80", 94.0, (0, 7), line)]
+    words = [
+        ocr.TextBox(0, (245, 340, 273, 362), "kVp", 94.0, (0, 7), line),
+        ocr.TextBox(0, (280, 341, 318, 362), "80", 94.0, (0, 7), line),
+    ]
     decision = ocr.decide(words, forms, lines=[(0, line)])
     assert not decision.also and not decision.blank and decision.hold is None
     # the same line with a letter's width at its end not read is blanked
-    decision = ocr.decide(words[:1] + [ocr.TextBox(0, (280, 341, 300, 362), "8", 94.0, (0, 7), line)], forms,
-                          lines=[(0, line)])
+    decision = ocr.decide(
+        words[:1] + [ocr.TextBox(0, (280, 341, 300, 362), "8", 94.0, (0, 7), line)], forms, lines=[(0, line)]
+    )
     assert [box for _, box in decision.also] == [line]
 
 
 def test_a_line_blanked_as_not_read_blanks_the_lines_next_to_it_and_holds_nothing():
     # "Homer Simpson", 31 px: "Homi" and "fson" read (no part of a value), the middle not
     forms = ocr.patterns([needle(b"SIMPSON^HOMER", "the patient's name", name=True)])
-    words = [ocr.TextBox(0, (170, 245, 225, 268), "Homi", 95.0, (0, 5), (170, 245, 225, 268)),
-             ocr.TextBox(0, (359, 244, 415, 268), "fson", 72.0, (0, 10), (365, 250, 416, 268))]
-    found = [(0, (173, 240, 263, 268)), (0, (289, 240, 413, 285)), (0, (170, 245, 225, 268)),
-             (0, (365, 250, 416, 268))]
+    words = [
+        ocr.TextBox(0, (170, 245, 225, 268), "Homi", 95.0, (0, 5), (170, 245, 225, 268)),
+        ocr.TextBox(0, (359, 244, 415, 268), "fson", 72.0, (0, 10), (365, 250, 416, 268)),
+    ]
+    found = [(0, (173, 240, 263, 268)), (0, (289, 240, 413, 285)), (0, (170, 245, 225, 268)), (0, (365, 250, 416, 268))]
     decision = ocr.decide(words, forms, lines=found)
     blanked = np.zeros((456, 510), bool)
     for _, (x0, y0, x1, y1) in decision.regions(456, 510):

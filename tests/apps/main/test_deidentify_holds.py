@@ -3,6 +3,7 @@
 Run eagerly against the session's Orthanc, with pydicom's own files cut or edited as the
 outside review did (and a few made by tests.services.make_ct_series).
 """
+
 import shutil
 import types
 from pathlib import Path
@@ -50,8 +51,10 @@ def lenient_import(monkeypatch):
             return real(path, **kwargs)
         except BadStructure:
             # No pixel data element found: the lengths the walk would give are not known.
-            return types.SimpleNamespace(is_dicomdir=False, preamble=True, pixel_offset=None,
-                                         pixel_value=None, pixel_length=None)
+            return types.SimpleNamespace(
+                is_dicomdir=False, preamble=True, pixel_offset=None, pixel_value=None, pixel_length=None
+            )
+
     monkeypatch.setattr(importer, "check_structure", check)
 
 
@@ -64,7 +67,7 @@ def cut_in_half(path, target, sop_digit=None):
         uid = pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID.encode()
         new = uid[:-1] + sop_digit.encode()
         data = bytearray(bytes(data).replace(uid, new))
-    target.write_bytes(bytes(data[:len(data) // 2]))
+    target.write_bytes(bytes(data[: len(data) // 2]))
     return target
 
 
@@ -121,6 +124,7 @@ def test_a_record_the_database_refuses_holds_that_image_only(node, data_folder, 
         if len(calls) in (2, 3):
             result["sop_uid"] = ""  # what the stubs had
         return result
+
     monkeypatch.setattr(deidentify, "deidentify_file", same_uid_for_two)
 
     import_dicomdir(str(folder))
@@ -141,8 +145,7 @@ def test_a_record_the_database_refuses_holds_that_image_only(node, data_folder, 
     assert len(node.instances()) == 4
 
 
-def test_an_identifying_value_in_the_output_holds_the_image_without_saying_it(node, data_folder, settings,
-                                                                              tmp_path):
+def test_an_identifying_value_in_the_output_holds_the_image_without_saying_it(node, data_folder, settings, tmp_path):
     """A scanner that writes the patient's id into SliceLocation (kept by the profile): that
     image is held, the value appears nowhere sendit shows, nothing of it reaches Orthanc; once
     the site's recipe says SliceLocation is to be kept, a retry delivers it."""
@@ -157,8 +160,9 @@ def test_an_identifying_value_in_the_output_holds_the_image_without_saying_it(no
 
     batch = Batch.objects.get(uid="LEAK")
     (image,) = held(batch)
-    assert image.flagged == ("de-identification failed: identifying value in the output: "
-                             "the patient's id found in (0020,1041) SliceLocation")
+    assert image.flagged == (
+        "de-identification failed: identifying value in the output: the patient's id found in (0020,1041) SliceLocation"
+    )
     assert media_path(image.image).read_bytes() == leaking
     assert MRN not in everything_said(batch) and "Doe" not in everything_said(batch)
     assert len(node.instances()) == 2
@@ -166,8 +170,9 @@ def test_an_identifying_value_in_the_output_holds_the_image_without_saying_it(no
         assert MRN.encode() not in node.get_bytes(f"/instances/{instance}/file")
     record = batch.log["deid_record"]
     assert record["profile"] == "Basic Application Confidentiality Profile" and record["recipe"] is None
-    assert record["holds"] == {"identifying value in the output: the patient's id found in "
-                               "(0020,1041) SliceLocation": 1}
+    assert record["holds"] == {
+        "identifying value in the output: the patient's id found in (0020,1041) SliceLocation": 1
+    }
 
     # Retried as it is: held again, the batch not stuck.
     retry_batch(batch)
@@ -197,17 +202,19 @@ def test_an_image_without_pixel_data_is_held_not_sent_as_a_stub(node, data_folde
 
     batch = Batch.objects.get(uid="STUBS")
     holds = held(batch)
-    assert [i.flagged for i in holds] == ["de-identification failed: output not proven: the input is an image "
-                                          "(by its SOP class, or rows and columns) without pixel data: the "
-                                          "file is cut short or damaged"] * 2
+    assert [i.flagged for i in holds] == [
+        "de-identification failed: output not proven: the input is an image "
+        "(by its SOP class, or rows and columns) without pixel data: the "
+        "file is cut short or damaged"
+    ] * 2
     assert sorted(media_path(i.image).read_bytes() for i in holds) == sorted(
-        (TINY / name).read_bytes() for name in ("IM000001", "IM000002"))
+        (TINY / name).read_bytes() for name in ("IM000001", "IM000002")
+    )
     assert len(node.instances()) == 2
     assert batch.status == "DONEPROCESSING" and batch.has_error
 
 
-def test_a_burned_in_image_held_by_de_identification_stays_held_back_after_a_retry(node, data_folder,
-                                                                                  monkeypatch):
+def test_a_burned_in_image_held_by_de_identification_stays_held_back_after_a_retry(node, data_folder, monkeypatch):
     """A de-identification hold replaces an image's flag; retry_batch checks the burned-in
     rules on the original again, so a secondary capture never leaves by way of a retry."""
     folder = data_folder / "SC"
@@ -218,15 +225,18 @@ def test_a_burned_in_image_held_by_de_identification_stays_held_back_after_a_ret
     def fail_secondary_captures(src, dst, *args, **kwargs):
         if pydicom.dcmread(src, stop_before_pixels=True).Modality != "CT":
             from sendit.deid import OutputNotProven
+
             raise OutputNotProven("a test's refusal")
         return real(src, dst, *args, **kwargs)
+
     monkeypatch.setattr(deidentify, "deidentify_file", fail_secondary_captures)
 
     import_dicomdir(str(folder))
     batch = Batch.objects.get(uid="SC")
     (image,) = held(batch)
-    assert image.flagged.startswith("de-identification failed: output not proven: a test's refusal; "
-                                    "also held back: matched filter rule")
+    assert image.flagged.startswith(
+        "de-identification failed: output not proven: a test's refusal; also held back: matched filter rule"
+    )
     monkeypatch.undo()
     retry_batch(batch)
     batch.refresh_from_db()
@@ -242,8 +252,10 @@ def test_deid_ultrasound_recipe_delivers_cleaned_ultrasounds_instead_of_holding_
     deid_data = pytest.importorskip("deid_data")
     from tests.deid.test_pixel_pipeline import deid_cleaned
 
-    sources = [Path(deid_data.__file__).parent / "data" / "ultrasounds" / name
-               for name in ("GREYSCALE_IMAGE.dcm", "RGB_IMAGE.dcm")]
+    sources = [
+        Path(deid_data.__file__).parent / "data" / "ultrasounds" / name
+        for name in ("GREYSCALE_IMAGE.dcm", "RGB_IMAGE.dcm")
+    ]
     settings.STUDY_DEID = "deid.dicom.ultrasound"
     folder = data_folder / "US"
     folder.mkdir()
@@ -255,7 +267,8 @@ def test_deid_ultrasound_recipe_delivers_cleaned_ultrasounds_instead_of_holding_
     batch = Batch.objects.get(uid="US")
     assert batch.status == "DONE" and not batch.has_error, batch.errors
     assert batch.log["deid_record"]["pixels_cleaned"] == {
-        "graylist: Blank Image; graylist: Clean Ultrasound Regions": 2}
+        "graylist: Blank Image; graylist: Clean Ultrasound Regions": 2
+    }
     assert batch.log["deid_record"]["recipe"] == "deid.dicom.ultrasound"
     delivered = []
     for instance in node.instances():

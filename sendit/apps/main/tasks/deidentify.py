@@ -267,7 +267,9 @@ def _ocr_options():
         return None
     from sendit.deid.ocr import OcrOptions
 
-    return OcrOptions(modalities=tuple(settings.DEID_OCR_MODALITIES), scrub=settings.DEID_OCR_SCRUB)
+    return OcrOptions(
+        modalities=tuple(settings.DEID_OCR_MODALITIES), scrub=settings.DEID_OCR_SCRUB, tessdata=settings.TESSDATA_PREFIX
+    )
 
 
 def _discard(paths):
