@@ -55,6 +55,8 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # m
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
+from sendit.deid.values import LONG_VR_CODES
+
 logger = logging.getLogger("sendit.receiver")
 
 #: The extension of a study folder still receiving (is_finished_name: "tmp...").
@@ -352,8 +354,7 @@ def file_meta(sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
     return b"\0" * 128 + b"DICM" + _element(2, 0x0000, b"UL", struct.pack("<I", len(body))) + body
 
 
-#: Explicit VRs whose length is 4 bytes after 2 reserved ones (PS3.5 7.1.2).
-_LONG_VRS = frozenset((b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"))
+_LONG_VRS = LONG_VR_CODES  # explicit VRs whose length is 4 bytes after 2 reserved ones
 _UNDEFINED = 0xFFFFFFFF
 _UNUSUAL = object()  # the tag walk below met something it leaves to pydicom
 

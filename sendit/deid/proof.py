@@ -58,6 +58,7 @@ from sendit.deid.structure import (
     tag_text,
 )
 from sendit.deid.uids import is_well_known
+from sendit.deid.values import LONG_VR_CODES, SHORT_VR_CODES
 
 if TYPE_CHECKING:  # pragma: no cover
     from sendit.deid.identifiers import StudyIdentifiers
@@ -93,32 +94,7 @@ class IdentifyingValueFound(Exception):
 
 
 # -- reading an output's structure --------------------------------------------------
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
-_SHORT_VRS = frozenset(
-    {
-        b"AE",
-        b"AS",
-        b"AT",
-        b"CS",
-        b"DA",
-        b"DS",
-        b"DT",
-        b"FD",
-        b"FL",
-        b"IS",
-        b"LO",
-        b"LT",
-        b"PN",
-        b"SH",
-        b"SL",
-        b"SS",
-        b"ST",
-        b"TM",
-        b"UI",
-        b"UL",
-        b"US",
-    }
-)
+_LONG_VRS, _SHORT_VRS = LONG_VR_CODES, SHORT_VR_CODES
 #: explicit VR element head (short length), implicit VR element head, 32-bit length
 _HEADS = {
     little: (struct.Struct(order + "HH2sH"), struct.Struct(order + "HHL"), struct.Struct(order + "L"))

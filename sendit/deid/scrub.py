@@ -63,7 +63,16 @@ from sendit.deid.options import BASIC_PROFILE_CODE, OPTION_CODES, DeidOptions
 from sendit.deid.private import safe_private_tags
 from sendit.deid.profile import DATE_VRS, Profile, load_table, profile_for, resolve_basic
 from sendit.deid.uids import map_uids
-from sendit.deid.values import BINARY_VRS, NUMBER_VRS, TEXT_VRS, as_text, ascii_value, empty_value
+from sendit.deid.values import (
+    BINARY_VRS,
+    LONG_VR_CODES,
+    NUMBER_VRS,
+    SHORT_VR_CODES,
+    TEXT_VRS,
+    as_text,
+    ascii_value,
+    empty_value,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from sendit.deid.identifiers import StudyIdentifiers
@@ -392,34 +401,8 @@ def _scrub(ds: Dataset, run: _Run) -> None:
 
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END = 0xFFFEE000, 0xFFFEE00D
-#: explicit VRs with a 2-byte reserved field and a 4-byte length
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
-_EXPLICIT_VRS = _LONG_VRS | frozenset(
-    vr.encode("ascii")
-    for vr in (
-        "AE",
-        "AS",
-        "AT",
-        "CS",
-        "DA",
-        "DS",
-        "DT",
-        "FD",
-        "FL",
-        "IS",
-        "LO",
-        "LT",
-        "PN",
-        "SH",
-        "SL",
-        "SS",
-        "ST",
-        "TM",
-        "UI",
-        "UL",
-        "US",
-    )
-)
+_LONG_VRS = LONG_VR_CODES
+_EXPLICIT_VRS = LONG_VR_CODES | SHORT_VR_CODES
 _RAW_ITEM_BAIL = DATE_VRS | {"SQ", "PN", "UN"}
 
 

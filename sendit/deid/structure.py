@@ -34,7 +34,7 @@ from typing import NoReturn
 
 from pydicom.datadict import dictionary_has_tag, dictionary_VR, get_entry
 
-from sendit.deid.values import NUMBER_VRS
+from sendit.deid.values import LONG_VRS, NUMBER_VRS, SHORT_VRS
 
 #: Transfer syntaxes by how their data set is encoded.
 IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -49,33 +49,7 @@ UNDEFINED = 0xFFFFFFFF
 ITEM, ITEM_END, SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 
-#: VRs whose explicit-VR header has 2 reserved bytes and a 32-bit length
-_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
-_SHORT_VRS = frozenset(
-    {
-        "AE",
-        "AS",
-        "AT",
-        "CS",
-        "DA",
-        "DS",
-        "DT",
-        "FD",
-        "FL",
-        "IS",
-        "LO",
-        "LT",
-        "PN",
-        "SH",
-        "SL",
-        "SS",
-        "ST",
-        "TM",
-        "UI",
-        "UL",
-        "US",
-    }
-)
+_LONG_VRS, _SHORT_VRS = LONG_VRS, SHORT_VRS
 _ALL_VRS = _LONG_VRS | _SHORT_VRS
 _VR_BY_BYTES = {vr.encode("ascii"): vr for vr in _ALL_VRS}
 _UL = {little: struct.Struct("<L" if little else ">L") for little in (True, False)}

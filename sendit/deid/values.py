@@ -9,6 +9,15 @@ from pydicom.sequence import Sequence
 
 BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
 NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT"})
+#: Explicit VRs whose element header has 2 reserved bytes and a 32-bit length (PS3.5 7.1.2),
+#: and those with a 16-bit length; as the bytes a file holds in the *_CODES sets.
+LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
+SHORT_VRS = frozenset(
+    {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "PN", "SH", "SL", "SS", "ST", "TM", "UI"}
+    | {"UL", "US"}
+)
+LONG_VR_CODES = frozenset(vr.encode("ascii") for vr in LONG_VRS)
+SHORT_VR_CODES = frozenset(vr.encode("ascii") for vr in SHORT_VRS)
 #: VRs whose values sendit writes are ASCII text (dummies, UIDs, dates, suids)
 TEXT_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
