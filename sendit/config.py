@@ -230,7 +230,7 @@ class Operations:
     lease_heartbeat_seconds: float = setting(15.0, minimum=0.1)
     broker_visibility_timeout: int = setting(3600, minimum=1)
     celery_task_always_eager: bool = setting(False)
-    log_dir: str = setting(str(VAR_DIR / "logs"))
+    log_dir: str = setting("")  # empty: VAR_DIR/logs (load() fills it in)
     sendit_log_level: str = setting("INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
     metrics_token: str = setting("", secret=True)
     sentry_dsn: str = setting("", secret=True)
@@ -372,11 +372,14 @@ def load(environ: Mapping[str, str] | None = None, site_secrets: ModuleType | No
         web = replace(web, secret_key=_read_local(var_dir, "secret_key"))
     if not deid.deid_secret:
         deid = replace(deid, deid_secret=_read_local(var_dir, "deid_secret"))
+    operations = config.operations
+    if not operations.log_dir:
+        operations = replace(operations, log_dir=str(var_dir / "logs"))
     if not web.lockdown_passwords:
         made = _read_local(var_dir, "lockdown_password")
         if made:
             web = replace(web, lockdown_passwords=(made,))
-    config = replace(config, web=web, deid=deid)
+    config = replace(config, web=web, deid=deid, operations=operations)
     _check(config)
     return config
 

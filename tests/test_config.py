@@ -99,6 +99,11 @@ def test_missing_keys_name_the_setting_and_the_command_that_makes_them(tmp_path)
     assert config.load(environ).deid.deid_secret == made.deid.deid_secret  # kept, not remade
 
 
+def test_the_log_folder_follows_var_dir_unless_set(tmp_path):
+    assert load({"VAR_DIR": str(tmp_path / "v")}).operations.log_dir == str(tmp_path / "v" / "logs")
+    assert load({"VAR_DIR": str(tmp_path), "LOG_DIR": "/srv/logs"}).operations.log_dir == "/srv/logs"
+
+
 def test_loading_writes_nothing_and_prepare_makes_the_folders(tmp_path):
     var, media = tmp_path / "var", tmp_path / "media"
     c = load({"VAR_DIR": str(var), "MEDIA_ROOT": str(media), "LOG_DIR": str(var / "logs")})
