@@ -42,6 +42,9 @@ import django
 from django.db import connection
 from django.db.utils import OperationalError
 
+from sendit.config import start
+
+start()  # the settings, checked, and the folders they name (logs...)
 django.setup()
 deadline = time.monotonic() + float(sys.argv[1])
 while True:

@@ -14,7 +14,10 @@ patients: docs/interface.md). Settings are shown through :func:`mask_setting`.
 """
 
 import logging
+import logging.handlers
+import os
 import re
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from sendit.config import is_secret
@@ -65,6 +68,16 @@ def escape_controls(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+class RotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """The size-capped log file, whose folder (LOG_DIR) is made when logging is set up, so
+    that a process started without sendit.config.start (a script calling django.setup())
+    still logs instead of failing to configure."""
+
+    def __init__(self, filename: str, *args: Any, **kwargs: Any) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
+        super().__init__(filename, *args, **kwargs)
 
 
 class RedactFilter(logging.Filter):

@@ -222,7 +222,7 @@ LOGGING = {
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]},
         "file": {
-            "class": "logging.handlers.RotatingFileHandler",
+            "class": "sendit.redact.RotatingFileHandler",
             "formatter": "plain",
             "filters": ["redact"],
             "filename": str(Path(CONFIG.operations.log_dir) / "sendit.log"),
