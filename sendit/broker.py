@@ -30,6 +30,7 @@ both kinds can share a folder during an upgrade) and changes three things:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -44,6 +45,7 @@ from kombu.utils.json import dumps, loads
 from kombu.utils.objects import cached_property
 
 logger = logging.getLogger("sendit.broker")
+_SEQUENCE = itertools.count()
 
 #: the suffix of a message file being written: no queue's name pattern matches it
 PART = ".part"
@@ -71,7 +73,10 @@ class Channel(filesystem.Channel):
     # -- messages -----------------------------------------------------------
     def _put(self, queue, payload, **kwargs):
         """Put a message on `queue`: written aside, renamed into place when complete."""
-        name = f"{int(round(time.monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        # Consumers take files in name order: nanoseconds, zero-padded, then this process's
+        # count, so two messages of one producer keep their order (kombu's milliseconds did
+        # not, within a millisecond).
+        name = f"{time.monotonic_ns():020d}{next(_SEQUENCE):06d}_{uuid.uuid4()}.{queue}.msg"
         part = None
         try:
             part = _write_aside(self.data_folder_out, name, str_to_bytes(dumps(payload)))

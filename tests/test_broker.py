@@ -84,6 +84,14 @@ def test_a_message_round_trips(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_messages_of_one_producer_come_out_in_their_order(tmp_path):
+    """Many puts within one millisecond still come out first in, first out."""
+    ch = channel(tmp_path)
+    for n in range(200):
+        ch._put("celery", {"body": n})
+    assert [ch._get("celery")["body"] for _ in range(200)] == list(range(200))
+
+
 def test_a_message_being_written_is_invisible(tmp_path, monkeypatch):
     """Between the write and the rename a consumer finds nothing, and never a part file."""
     producer, consumer = channel(tmp_path), channel(tmp_path)
