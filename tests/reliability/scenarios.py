@@ -220,19 +220,27 @@ def kill_one_of_three_workers(tmp, orthanc, studies=6, n=40, timeout=300, recove
             for i, name in enumerate(names):
                 drop(node, name, n, seed=i)
 
+            held = []
+
             def victim_at_work():
-                # The victim holds a batch and has done part of it: mid-study.
-                held = node.query(
-                    "SELECT id FROM main_batch WHERE lease_owner LIKE %s AND status <> %s", f"{machine}:%", "DONE"
+                # The victim holds a batch and has done part of it: mid-study. It is killed
+                # at once, while it holds it (a second look would leave it time to let go:
+                # killed between two steps, its batch is the sweeper's, not recovery's).
+                if node.query("SELECT count(*) FROM main_image WHERE status <> %s", "NEW")[0][0] == 0:
+                    return False
+                held[:] = node.query(
+                    "SELECT uid, status FROM main_batch WHERE lease_owner LIKE %s AND status <> %s",
+                    f"{machine}:%",
+                    "DONE",
                 )
-                return held and node.query("SELECT count(*) FROM main_image WHERE status <> %s", "NEW")[0][0] > 0
+                if held:
+                    node.kill_worker(victim)
+                return bool(held)
 
             if not node.wait(victim_at_work, timeout=timeout, interval=0.05):
                 row.notes.append("the victim never held a batch")
                 row.diagnostics = node.diagnostics()
                 return row
-            held = node.query("SELECT uid, status FROM main_batch WHERE lease_owner LIKE %s", f"{machine}:%")
-            node.kill_worker(victim)
             killed = time.monotonic() - started
             row.notes.append(f"killed holding {held}")
             finish(row, node, orthanc, names, studies * n, started, timeout)
