@@ -5,7 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import DatastoreEmulator, FakeGCS, Orthanc, fake_gcs_binary, orthanc_binary, start_or_skip
+from tests.services import (
+    DatastoreEmulator,
+    FakeGCS,
+    Orthanc,
+    dicomweb_missing,
+    fake_gcs_binary,
+    orthanc_binary,
+    start_or_skip,
+)
 
 
 @pytest.fixture(scope="session")
@@ -15,6 +23,14 @@ def orthanc_server(tmp_path_factory):
         Orthanc(tmp_path_factory.mktemp("orthanc-core")),
         None if orthanc_binary() else "Orthanc is not installed (apt-get install orthanc)",
     )
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def dicomweb_server(tmp_path):
+    """Orthanc with its DICOMweb plugin (STOW-RS, QIDO-RS, WADO-RS), for one test."""
+    server = start_or_skip(Orthanc(tmp_path / "orthanc-dicomweb", dicomweb=True), dicomweb_missing())
     yield server
     server.stop()
 

