@@ -37,6 +37,7 @@ from datetime import datetime
 from io import BytesIO
 from pathlib import Path
 
+from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pynetdicom import (
@@ -419,6 +420,11 @@ def study_uid_in(data, syntax) -> str | None:
     ds = read_dataset(BytesIO(data), syntax.is_implicit_VR, syntax.is_little_endian, stop_when=stop)
     if not stopped:
         return None  # the element, if any, may be cut short: not yet
+    return _study_uid_text(ds)
+
+
+def _study_uid_text(ds: Dataset) -> str:
+    """The StudyInstanceUID of a partly read dataset as text ("" when it has none)."""
     elem = ds.get_item(_STUDY_UID)
     if elem is None:
         return ""
@@ -439,13 +445,7 @@ def study_uid_of(event) -> str:
         stream, syntax.is_implicit_VR, syntax.is_little_endian, stop_when=lambda tag, vr, length: tag > _STUDY_UID
     )
     stream.seek(0)
-    elem = ds.get_item(_STUDY_UID)
-    if elem is None:
-        return ""
-    value = elem.value
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace")
-    return str(value or "").strip(" \0")
+    return _study_uid_text(ds)
 
 
 # -- pynetdicom, woken instead of polling ---------------------------------------------------
