@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar, get_type_hints
@@ -295,17 +295,20 @@ def names(*concerns: type) -> tuple[str, ...]:
     return tuple(env_name(f.name) for concern in (concerns or CONCERNS) for f in fields(concern))
 
 
+#: NAME -> (its concern, its field), worked out once
+_SETTINGS: dict[str, tuple[type[Any], Field[Any]]] = {env_name(f.name): (c, f) for c in CONCERNS for f in fields(c)}
+
+
 def is_secret(name: str) -> bool:
     """Whether the setting NAME is a secret (False for a name that is not a setting)."""
-    return any(f.metadata.get("secret") and env_name(f.name) == name for c in CONCERNS for f in fields(c))
+    found = _SETTINGS.get(name)
+    return bool(found and found[1].metadata.get("secret"))
 
 
 def group_of(name: str) -> str | None:
     """The settings page's group of the setting NAME."""
-    for concern in CONCERNS:
-        if any(env_name(f.name) == name for f in fields(concern)):
-            return str(concern.GROUP)
-    return None
+    found = _SETTINGS.get(name)
+    return str(found[0].GROUP) if found else None
 
 
 def _coerce(name: str, kind: Any, raw: Any) -> Any:
