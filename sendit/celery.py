@@ -1,10 +1,14 @@
 """The Celery app; tasks live in sendit/apps/main/tasks/."""
 
+import logging
+
 from celery import Celery, signals
 
 from sendit.config import use_django_settings
 
 use_django_settings()
+
+logger = logging.getLogger("sendit.recovery")
 
 app = Celery("sendit")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -32,6 +36,27 @@ def redact_worker_logs(logger, **kwargs):
 
 
 _recovery = None
+
+
+@signals.task_received.connect
+def reserve_handed_batch(request, **kwargs):
+    """A step queued with its batch's lease (a hand-over) has reached this worker: the lease
+    names this worker until the step takes it (sendit.apps.main.recovery.reserve)."""
+    token = (request.kwargs or {}).get("lease")
+    if not token:
+        return
+    from django.db import connection
+
+    from sendit.apps.main.recovery import reserve
+    from sendit.apps.main.tasks.common import crash_point
+
+    try:
+        reserve(token)
+    except Exception as exc:  # the database is away: the hand-over lapses, recovery finds it
+        logger.warning("could not reserve a received step's batch (%s)", type(exc).__name__)
+    finally:
+        connection.close()  # the consumer keeps no connection across forks of the pool
+    crash_point("reserved")
 
 
 @signals.worker_ready.connect

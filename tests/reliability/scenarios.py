@@ -250,6 +250,50 @@ def kill_one_of_three_workers(tmp, orthanc, studies=6, n=40, timeout=300, recove
         redis.stop()
 
 
+def kill_host_holding_a_message(tmp, orthanc, n, timeout=120, lease_seconds=10):
+    """Two workers as on two hosts; the first to take a step's message (queued with the
+    batch's lease) dies at once, before the step runs, with the message unacknowledged in
+    Redis for an hour. The other finds the lapsed reservation and runs the step.
+    row.recovery: seconds from the death to the batch DONE (a short lease: what is measured
+    is that the lease, not the sweeper or the broker, brings the batch back)."""
+    orthanc.clear()
+    marker = Path(tmp) / "crash.marker"
+    redis = Redis(Path(tmp) / "redis").start()
+    row = Row("worker (host) SIGKILL holding a step's message", n)
+    try:
+        with Node(
+            tmp,
+            "postgres",
+            "redis",
+            workers=1,
+            ORTHANC_URL=orthanc.url,
+            CELERY_BROKER_URL=redis.url,
+            start_worker=False,
+            SENDIT_CRASH_AT="reserved",
+            SENDIT_CRASH_MARKER=marker,
+            BATCH_LEASE_SECONDS=lease_seconds,
+            LEASE_HEARTBEAT_SECONDS=lease_seconds / 5,
+            **PRODUCTION_RECOVERY,
+        ) as node:
+            workers = [node.start_worker(other_host=True) for _ in range(2)]
+            if not node.wait(lambda: all(node.worker_machine(w) for w in workers), timeout=30, interval=0.1):
+                row.notes.append("the workers never started")
+                row.diagnostics = node.diagnostics()
+                return row
+            started = time.monotonic()
+            drop(node, "M", n)
+            if not node.wait(marker.exists, timeout=timeout, interval=0.1):
+                row.notes.append(f"the crash point was never reached; batches={node.batches()}")
+                row.diagnostics = node.diagnostics()
+                return row
+            killed = time.monotonic() - started
+            finish(row, node, orthanc, ["M"], n, started, timeout)
+            row.recovery = round(row.seconds - killed, 1)
+            return row
+    finally:
+        redis.stop()
+
+
 def kill_watcher(tmp, orthanc, n, database="postgres", broker="redis", timeout=240):
     """SIGKILL the watcher; studies arrive while it is down; restart it: none is missed."""
     orthanc.clear()

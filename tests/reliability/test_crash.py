@@ -62,6 +62,17 @@ def test_one_of_three_workers_killed_other_hosts_finish_within_2_minutes(tmp_pat
 
 
 @needs_stack
+@pytest.mark.skipif(not shutil.which("unshare"), reason="unshare (util-linux) is not installed")
+def test_a_host_killed_holding_a_steps_message_is_resumed_once_its_reservation_lapses(tmp_path, orthanc_server):
+    """Between two steps the batch is held by the next step's message; a host that took the
+    message and died holds it no longer than a lease (10 s here), not until Redis gives the
+    message back (an hour) or the sweeper looks (15 minutes)."""
+    row = scenarios.kill_host_holding_a_message(tmp_path, orthanc_server, n=20, timeout=120, lease_seconds=10)
+    check(row)
+    assert row.recovery <= 10 + 20, row  # the lease, two recovery passes, the remaining steps
+
+
+@needs_stack
 def test_watcher_killed_misses_no_folder(tmp_path, orthanc_server):
     check(scenarios.kill_watcher(tmp_path, orthanc_server, n=10, timeout=180))
 

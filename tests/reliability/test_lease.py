@@ -84,19 +84,26 @@ def test_late_duplicates_of_every_step_leave_a_done_batch_done(node, data_folder
 
 
 def test_duplicates_mid_pipeline_do_not_move_a_batch_backwards(node, data_folder, monkeypatch):
-    monkeypatch.setattr(upload_storage, "delay", lambda *a: None)
+    """The send step is queued (held here), with the batch's lease handed to it: a duplicate
+    of an earlier step waits for the lease instead of running; once the queued step has run,
+    a duplicate runs and changes nothing."""
+    from celery.exceptions import Retry
+
+    handed = []
+    monkeypatch.setattr(upload_storage, "delay", lambda batch_id, lease=None: handed.append(lease))
     make_ct_series(data_folder / "MID", 2, patient_id="PMID")
     import_dicomdir(str(data_folder / "MID"))
     batch = Batch.objects.get(uid="MID")
-    assert batch.status == "DONEPROCESSING"
-    get_identifiers(batch.id)  # a duplicate of an earlier step
-    batch.refresh_from_db()
-    assert batch.status == "DONEPROCESSING"
-    assert set(Image.objects.filter(batch=batch).values_list("status", flat=True)) == {"DONEPROCESSING"}
+    assert batch.status == "DONEPROCESSING" and batch.lease_owner == handed[0]  # held for the send step
+    with pytest.raises(Retry):
+        get_identifiers(batch.id)  # a duplicate of an earlier step: the batch is not free
     monkeypatch.undo()
-    upload_storage(batch.id)
+    upload_storage(batch.id, lease=handed[0])  # the queued step, with its hand-over
     batch.refresh_from_db()
-    assert batch.status == "DONE" and len(node.instances()) == 2
+    assert batch.status == "DONE" and len(node.instances()) == 2 and not batch.lease_owner
+    get_identifiers(batch.id)  # a late duplicate
+    batch.refresh_from_db()
+    assert batch.status == "DONE" and not batch.has_error
 
 
 def _queries(node, data_folder, name, n):
@@ -398,3 +405,77 @@ def test_a_free_batch_between_two_steps_is_not_taken_from_its_chain(db, monkeypa
     Batch.objects.filter(pk=moving.pk).update(modify_date=timezone.now() - timedelta(minutes=1))
     assert list(recovery.requeue_abandoned(at_start=False)) == [moving.pk]
     assert len(calls) == 1 and not recovery._deferred
+
+
+# --- A step's message taken by a worker: the reservation (sendit.celery, recovery.reserve) ---
+
+
+def test_a_taken_message_reserves_its_batch_for_the_worker_until_the_step_runs(db, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from sendit.apps.main import lease
+    from sendit.apps.main.recovery import renew_reservations, reserve
+
+    settings.BATCH_LEASE_SECONDS = 30
+    batch = _stuck("RESERVED")
+    token = lease.owner_token(handover=True)
+    assert batch.hand_over(token, 30)
+    assert reserve(token) and not reserve(token)  # the second delivery finds it reserved
+    held = Batch.objects.get(pk=batch.pk)
+    assert held.lease_owner == lease.reservation(token) and held.lease_owner.startswith(lease.reservations_prefix())
+    assert not lease.is_handover(held.lease_owner) and not lease.holder_is_dead(held.lease_owner)
+    # The worker's main process renews what it holds, and nothing else.
+    other = _stuck("SOMEONE-ELSES", "0ther0machine:4242:r0123456789abcdef", timezone.now() + timedelta(seconds=5))
+    Batch.objects.filter(pk=batch.pk).update(lease_until=timezone.now() + timedelta(seconds=5))
+    assert renew_reservations() == 1
+    assert Batch.objects.get(pk=batch.pk).lease_until > timezone.now() + timedelta(seconds=25)
+    assert Batch.objects.get(pk=other.pk).lease_until < timezone.now() + timedelta(seconds=6)
+    with pytest.raises(BatchBusy):
+        with batch_lease(batch.id):  # a duplicate without the hand-over waits
+            pass
+    with pytest.raises(BatchBusy):
+        with batch_lease(batch.id, handed=lease.owner_token(handover=True)):  # another step's token
+            pass
+    with batch_lease(batch.id, handed=token) as step:  # the step itself takes it
+        assert Batch.objects.get(pk=batch.pk).lease_owner == step.lease_owner != held.lease_owner
+    assert Batch.objects.get(pk=batch.pk).lease_owner == ""
+
+
+def test_a_reservation_is_abandoned_when_its_worker_stops_renewing_it_or_dies_here():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from sendit.apps.main.lease import abandoned, holder_is_dead, machine_id
+
+    now = timezone.now()
+    later, earlier = now + timedelta(seconds=50), now - timedelta(seconds=1)
+    elsewhere = "0ther0machine:4242:r0123456789abcdef"
+    handover = "0ther0machine:4242:q0123456789abcdef"
+    assert not abandoned(elsewhere, later, now, at_start=False)
+    assert abandoned(elsewhere, earlier, now, at_start=False)  # its worker (host) is gone
+    # A hand-over not yet taken waits in the broker: lapsed, it is no worker's to lose.
+    assert not abandoned(handover, earlier, now, at_start=False)
+    dead_here = f"{machine_id()}:{_dead_pid()}:r0123456789abcdef"
+    assert holder_is_dead(dead_here) and abandoned(dead_here, later, now, at_start=False)
+    # A hand-over names the process that queued it, which may be gone: it is held all the same.
+    assert not holder_is_dead(f"{machine_id()}:{_dead_pid()}:q0123456789abcdef")
+
+
+def test_a_running_worker_requeues_a_lapsed_reservation_once(db, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from sendit.apps.main.recovery import requeue_abandoned
+
+    gone = timezone.now() - timedelta(seconds=1)
+    lapsed = _stuck("RESERVED-BY-A-DEAD-HOST", "0ther0machine:4242:r0123456789abcdef", gone)
+    _stuck("HANDED-WAITING", "0ther0machine:4242:q0123456789abcdef", gone)
+    calls = _recorder(monkeypatch)
+    assert requeue_abandoned(at_start=False) == {lapsed.pk: "identifiers"}
+    assert requeue_abandoned(at_start=False) == {}
+    [(batch_id, token)] = calls
+    assert batch_id == lapsed.pk and Batch.objects.get(pk=lapsed.pk).lease_owner == token

@@ -113,7 +113,8 @@ class Batch(models.Model):
         """Take the batch's lease (a guarded UPDATE); False when a live worker holds it.
 
         A lease held by a process of this machine that has died is free at once. `handed`
-        is the hand-over token recovery queued this step with: that lease is ours to take.
+        is the hand-over token this step was queued with: that lease is ours to take, also
+        once the worker that took the step's message has reserved it (lease.reservation).
         """
         now = timezone.now()
         token = lease.owner_token()
@@ -121,7 +122,7 @@ class Batch(models.Model):
         if self.lease_owner and lease.holder_is_dead(self.lease_owner):
             free |= Q(lease_owner=self.lease_owner)
         if handed:
-            free |= Q(lease_owner=handed)
+            free |= Q(lease_owner=handed) | Q(lease_owner__endswith=lease.reservation_suffix(handed))
         taken = (
             Batch.objects.filter(pk=self.pk)
             .filter(free)
@@ -144,8 +145,20 @@ class Batch(models.Model):
             self.lease_owner = token
         return bool(taken)
 
+    def pass_on(self, token, seconds):
+        """Give our lease to `token`, the hand-over of the step we queue next, so the batch
+        is never free between two steps; the lease is no longer ours either way."""
+        # Ours no more from here, before the UPDATE: the step's heartbeat stops renewing it.
+        ours, self.lease_owner = self.lease_owner, ""
+        taken = Batch.objects.filter(pk=self.pk, lease_owner=ours).update(
+            lease_owner=token, lease_until=timezone.now() + timedelta(seconds=seconds)
+        )
+        return bool(taken)
+
     def renew(self, seconds):
         """Extend our lease; False when it is no longer ours (another worker took it over)."""
+        if not self.lease_owner:
+            return False
         return bool(
             Batch.objects.filter(pk=self.pk, lease_owner=self.lease_owner).update(
                 lease_until=timezone.now() + timedelta(seconds=seconds)
@@ -153,6 +166,8 @@ class Batch(models.Model):
         )
 
     def release(self):
+        if not self.lease_owner:  # passed on, or never taken
+            return
         Batch.objects.filter(pk=self.pk, lease_owner=self.lease_owner).update(lease_owner="", lease_until=None)
 
 

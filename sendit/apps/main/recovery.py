@@ -3,12 +3,15 @@ about a lease period on the surviving workers of other hosts.
 
 A SIGKILLed worker leaves its batches with a lease it will never release and, on the
 filesystem broker, loses the tasks it had taken (Redis gives them back only after
-BROKER_VISIBILITY_TIMEOUT). Every worker therefore runs a small loop in its main process:
+BROKER_VISIBILITY_TIMEOUT). A step's message a worker has taken is reserved in the batch's
+lease (:func:`reserve`, at Celery's task_received), so those are leases too. Every worker
+therefore runs a small loop in its main process:
 
 - when it starts, it queues the next step of every batch that nobody is working on (lease
   free, expired, or held by a dead process of this machine);
-- then, every LEASE_HEARTBEAT_SECONDS, the next step of every batch whose lease its holder
-  stopped renewing (expired: a host that is gone) or whose holder is a dead local process.
+- then, every LEASE_HEARTBEAT_SECONDS, it renews the reservations it holds, and queues the
+  next step of every batch whose lease its holder stopped renewing (expired: a host that is
+  gone) or whose holder is a dead local process.
 
 Each batch is queued once however many workers look at the same time: the lease is handed
 to the queued step by a guarded UPDATE (Batch.hand_over), which only one worker wins. The
@@ -17,6 +20,7 @@ watcher's sweeper stays for what this cannot see (a broker that lost its queue).
 
 import logging
 import threading
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection
@@ -74,6 +78,22 @@ def requeue_abandoned(at_start: bool) -> dict[int, str]:
     return queued
 
 
+def reserve(handover: str) -> bool:
+    """The step queued with the hand-over `handover` has reached this worker: hold its
+    batch by this process (renewed by :func:`renew_reservations`) until the step takes the
+    lease. Were this worker to die first, its reservation lapses and recovery finds the step."""
+    until = timezone.now() + timedelta(seconds=settings.BATCH_LEASE_SECONDS)
+    return bool(
+        Batch.objects.filter(lease_owner=handover).update(lease_owner=lease.reservation(handover), lease_until=until)
+    )
+
+
+def renew_reservations() -> int:
+    """Renew the reservations of this process (the worker's main process); how many."""
+    until = timezone.now() + timedelta(seconds=settings.BATCH_LEASE_SECONDS)
+    return Batch.objects.filter(lease_owner__startswith=lease.reservations_prefix()).update(lease_until=until)
+
+
 class RecoveryLoop:
     """The worker's recovery thread: a pass at start, then one every heartbeat period."""
 
@@ -93,6 +113,7 @@ class RecoveryLoop:
         at_start = True
         while not self.stopped.is_set():
             try:
+                renew_reservations()
                 requeue_abandoned(at_start)
                 at_start = False
             except Exception as exc:  # the database or broker is away: try again next period

@@ -228,13 +228,15 @@ def test_a_lost_task_is_found_by_the_sweeper(node, data_folder, monkeypatch):
     from sendit.apps.main import retry
     from sendit.apps.main.tasks import identifiers
 
-    monkeypatch.setattr(identifiers.get_identifiers, "delay", lambda *a: None)  # lost
+    monkeypatch.setattr(identifiers.get_identifiers, "delay", lambda *a, **kw: None)  # lost
     import_dicomdir(str(study(data_folder, n=2, name="LOST")))
     batch = Batch.objects.get(uid="LOST")
     assert batch.status == "NEW" and node.instances() == []
     assert retry.sweep(older_than_seconds=600) == {}  # not stuck long enough yet
     monkeypatch.undo()
-    Batch.objects.filter(pk=batch.pk).update(modify_date=timezone.now() - timezone.timedelta(hours=1))
+    # The lost step's hand-over has lapsed long since.
+    hour_ago = timezone.now() - timezone.timedelta(hours=1)
+    Batch.objects.filter(pk=batch.pk).update(modify_date=hour_ago, lease_until=hour_ago)
 
     assert retry.sweep(older_than_seconds=600) == {batch.id: "identifiers"}
     batch.refresh_from_db()

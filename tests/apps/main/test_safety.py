@@ -14,7 +14,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_cleanup_keeps_files_it_has_no_record_of(node, data_folder, monkeypatch):
-    monkeypatch.setattr(cleanup, "delay", lambda *a: None)  # stop before cleanup
+    handed = []
+    monkeypatch.setattr(cleanup, "delay", lambda batch_id, lease=None: handed.append(lease))  # stop before cleanup
     make_ct_series(data_folder / "K", 2)
     import_dicomdir(str(data_folder / "K"))
     batch = Batch.objects.get(uid="K")
@@ -24,7 +25,7 @@ def test_cleanup_keeps_files_it_has_no_record_of(node, data_folder, monkeypatch)
     stray.write_bytes(b"the only copy of an input")
     monkeypatch.undo()
 
-    cleanup(batch.id)
+    cleanup(batch.id, lease=handed[0])  # the queued step, with the lease handed to it
     batch.refresh_from_db()
     assert batch.status != "DONE" and batch.has_error
     assert "never recorded" in batch.errors[-1]["message"]

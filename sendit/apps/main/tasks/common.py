@@ -7,7 +7,8 @@ names its holder (sendit.apps.main.lease), so the lease of a process that died o
 machine is taken over at once instead of after BATCH_LEASE_SECONDS. While a step works, a
 heartbeat thread renews its lease every LEASE_HEARTBEAT_SECONDS, so the lease stays short
 (it lapses about BATCH_LEASE_SECONDS after its holder dies, wherever that was) however long
-one chunk takes.
+one chunk takes. A step that queues the next one hands its lease on to it (pass_on) instead
+of releasing it, so a batch is never free between two steps (sendit.apps.main.lease).
 """
 
 import contextlib
@@ -22,6 +23,7 @@ from django.conf import settings
 from django.db import connection
 
 from sendit import config
+from sendit.apps.main import lease, pipeline
 from sendit.apps.main.models import Batch
 
 logger = logging.getLogger("sendit.tasks")
@@ -79,9 +81,10 @@ class Heartbeat:
         try:
             while not self.stopped.wait(heartbeat_seconds()):
                 if not self.batch.renew(settings.BATCH_LEASE_SECONDS):
-                    # Taken over: the step finds out at its next keep_lease and stops.
-                    logger.warning("batch=%s heartbeat: the lease is no longer ours", self.batch.pk)
-                    return
+                    if self.batch.lease_owner:
+                        # Taken over: the step finds out at its next keep_lease and stops.
+                        logger.warning("batch=%s heartbeat: the lease is no longer ours", self.batch.pk)
+                    return  # or passed on to the next step
         except Exception as exc:  # the database is away: the step's own renewals decide
             logger.warning("batch=%s heartbeat failed (%s)", self.batch.pk, type(exc).__name__)
         finally:
@@ -104,14 +107,30 @@ def batch_lease(batch_id, handed=None):
         batch.release()
 
 
-def run_step(task, batch_id, step, name=None, handed=None):
+def pass_on(batch) -> str:
+    """Hand the lease we hold to the step we queue next (its token, for the message): the
+    batch stays held, by the step's message and then by the worker that takes it, until
+    that step runs."""
+    token = lease.owner_token(handover=True)
+    if not batch.pass_on(token, settings.BATCH_LEASE_SECONDS):
+        raise LeaseLost(batch.pk)
+    return token
+
+
+def run_step(task, batch_id, step, name=None, handed=None, then=None):
     """Run step(batch) under the batch's lease; retry later when another worker has it.
 
+    `then(value)` names the step that follows (or None): it is queued, once this step is
+    over, with the lease handed to it.
     Returns step's value, or None when the lease was lost midway (the new holder carries on).
     """
+    following = token = None
     try:
         with batch_lease(batch_id, handed) as batch:
-            return step(batch)
+            value = step(batch)
+            following = then(value) if then else None
+            if following:
+                token = pass_on(batch)
     except Batch.DoesNotExist:
         logger.info("batch=%s no longer exists, nothing to do", batch_id)
         return None
@@ -127,6 +146,9 @@ def run_step(task, batch_id, step, name=None, handed=None):
             name or task.name.rsplit(".", 2)[-2], f"unexpected {type(exc).__name__}; see the worker log, then retry"
         )
         raise
+    if following:  # published outside the lease's handling: a failure here is the broker's
+        pipeline.queue(following, batch_id, lease=token)
+    return value
 
 
 def crash_point(name):
@@ -149,6 +171,10 @@ def crash_point(name):
     os.write(fd, f"{name} {os.getpid()} {time.time()}\n".encode())
     os.close(fd)
     logger.warning("crash_point %s: SIGKILL pid %s (fault injection)", name, os.getpid())
+    if os.getpid() == 1:
+        # A pid namespace's first process (a container's, a test's other host) cannot
+        # signal itself; its exit kills the namespace's other processes just the same.
+        os._exit(137)
     os.kill(os.getpid(), signal.SIGKILL)
 
 

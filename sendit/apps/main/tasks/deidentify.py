@@ -18,7 +18,6 @@ from django.db import DatabaseError
 from django.db.models import Count
 from django.utils import timezone
 
-from sendit.apps.main import pipeline
 from sendit.apps.main.bulk import update_rows
 from sendit.apps.main.deidconfig import deid_options
 from sendit.apps.main.models import BatchIdentifiers, Hold, Image
@@ -71,9 +70,7 @@ def hold_reason(exc):
 @shared_task(bind=True, acks_late=True, max_retries=None)
 def replace_identifiers(self, batch_id, lease=None):
     """De-identify every image not yet done; the original stays until the new file is recorded."""
-    done = run_step(self, batch_id, _replace, handed=lease)
-    if done:
-        pipeline.queue("send", batch_id)
+    run_step(self, batch_id, _replace, handed=lease, then=lambda done: "send" if done else None)
 
 
 def _replace(batch):

@@ -3,7 +3,6 @@
 from celery import shared_task
 from django.conf import settings
 
-from sendit.apps.main import pipeline
 from sendit.apps.main.deidconfig import get_provider
 from sendit.apps.main.models import BatchIdentifiers, Hold, Image
 from sendit.apps.main.tasks.common import logger, run_step, timed_step
@@ -17,9 +16,7 @@ def get_identifiers(self, batch_id, lease=None):
     A late duplicate of this task (a redelivery, a sweep) finds nothing left to
     de-identify and changes nothing: a batch never goes back to PROCESSING.
     """
-    go_on = run_step(self, batch_id, _get_identifiers, handed=lease)
-    if go_on in ("deidentify", "send"):
-        pipeline.queue(go_on, batch_id)
+    run_step(self, batch_id, _get_identifiers, handed=lease, then=lambda step: step)
 
 
 def _get_identifiers(batch):

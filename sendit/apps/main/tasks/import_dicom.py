@@ -12,7 +12,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from sendit.apps.main import importer, pipeline
+from sendit.apps.main import importer
 from sendit.apps.main.deidconfig import site_recipe
 from sendit.apps.main.models import Batch, BatchIdentifiers, Hold, Image
 from sendit.apps.main.tasks.common import (
@@ -109,9 +109,13 @@ def import_dicomdir(self, folder, lease=None):
     if not created and batch.log.get("imported") and not resuming:
         # The same name arrived again after its batch was imported: keep it for a person.
         return _set_aside_unread(folder, uid, "a folder with this batch's name arrived again")
-    count = run_step(self, batch.id, lambda batch: _import_folder(batch, folder), handed=lease)
-    if count:
-        pipeline.queue("identifiers", batch.id)
+    run_step(
+        self,
+        batch.id,
+        lambda batch: _import_folder(batch, folder),
+        handed=lease,
+        then=lambda count: "identifiers" if count else None,
+    )
     return batch.id
 
 

@@ -7,7 +7,6 @@ import pydicom
 from celery import shared_task
 from django.utils import timezone
 
-from sendit.apps.main import pipeline
 from sendit.apps.main.bulk import update_rows
 from sendit.apps.main.models import Hold, Image
 from sendit.apps.main.pipeline import METADATA_FIELDS, SEND_FIELDS
@@ -28,9 +27,7 @@ CHUNK = 200
 @shared_task(bind=True, acks_late=True, max_retries=None)
 def upload_storage(self, batch_id, lease=None):
     """Send what each destination lacks; an image is SENT once every destination has it."""
-    complete = run_step(self, batch_id, _send, handed=lease)
-    if complete:
-        pipeline.queue("cleanup", batch_id)
+    run_step(self, batch_id, _send, handed=lease, then=lambda complete: "cleanup" if complete else None)
 
 
 def _item(image):
