@@ -84,6 +84,7 @@ def main():
         ),
         "watcher": lambda d, o: scenarios.kill_watcher(d, o, max(1, n // 5), timeout=t),
         "hosts": lambda d, o: scenarios.kill_one_of_three_workers(d, o, studies=6, n=max(1, n // 6), timeout=t),
+        "message": lambda d, o: scenarios.kill_host_holding_a_message(d, o, n, timeout=t),
         "redis": lambda d, o: scenarios.restart_redis(d, o, n, timeout=t),
         "duplicates": lambda d, o: scenarios.duplicate_tasks(d, o, n, timeout=t),
         "bad": lambda d, o: bad_input(d, o, n, t),
