@@ -137,13 +137,16 @@ def database():
 
 @pytest.fixture
 def broker():
-    """An empty Redis database number, emptied again afterwards."""
+    """An empty Redis database number, claimed (so that tests running side by side take
+    different ones), emptied again afterwards."""
     import redis
 
     for number in (12, 13, 14, 15, 11, 10):
         client = redis.Redis(host="127.0.0.1", port=6379, db=number)
-        if client.dbsize() == 0:
-            break
+        if client.set("sendit-tests:claimed", "1", nx=True):
+            if client.dbsize() == 1:
+                break
+            client.delete("sendit-tests:claimed")  # in use by something else
     else:
         pytest.skip("no empty Redis database among 10-15")
     yield f"redis://127.0.0.1:6379/{number}"
