@@ -16,6 +16,21 @@ from tests.services import (
 )
 
 
+def pytest_collection_modifyitems(config, items):
+    """Run in parallel (pytest-xdist, `make test`), the end-to-end tests go first, the
+    Docker stacks first of all: they spend minutes waiting on servers, and started last
+    they would be the run's tail. A run in one process keeps the files' order."""
+    if config.getoption("dist", "no") == "no":
+        return
+
+    def order(item):
+        if item.get_closest_marker("e2e") is None:
+            return 2
+        return 0 if item.nodeid.startswith("tests/deploy/") else 1
+
+    items.sort(key=order)
+
+
 @pytest.fixture(scope="session")
 def orthanc_server(tmp_path_factory):
     """Debian's Orthanc on free ports for the whole session (skipped when not installed)."""
