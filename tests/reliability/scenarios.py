@@ -188,6 +188,12 @@ def kill_worker_at(
             redis.stop()
 
 
+def ready_workers(node):
+    """How many workers of the node said they are ready (Celery's "... ready." line)."""
+    log = node.tmp / "worker.log"
+    return log.read_text(errors="replace").count(" ready.") if log.exists() else 0
+
+
 def kill_one_of_three_workers(tmp, orthanc, studies=6, n=40, timeout=300, recovery=PRODUCTION_RECOVERY):
     """Three workers as on three hosts (each in its own pid namespace, sharing PostgreSQL,
     Redis and the folders), one SIGKILLed while it holds a batch in the middle of six
@@ -215,7 +221,12 @@ def kill_one_of_three_workers(tmp, orthanc, studies=6, n=40, timeout=300, recove
                 row.diagnostics = node.diagnostics()
                 return row
             machine = node.worker_machine(victim)
-            node.wait(lambda: all(node.worker_machine(w) for w in workers), timeout=30, interval=0.1)
+            # All three consuming before the studies arrive: a worker still starting on a
+            # loaded machine would find the two others had done everything.
+            if not node.wait(lambda: ready_workers(node) >= len(workers), timeout=120, interval=0.2):
+                row.notes.append(f"only {ready_workers(node)} of {len(workers)} workers became ready")
+                row.diagnostics = node.diagnostics()
+                return row
             started = time.monotonic()
             for i, name in enumerate(names):
                 drop(node, name, n, seed=i)
@@ -228,9 +239,13 @@ def kill_one_of_three_workers(tmp, orthanc, studies=6, n=40, timeout=300, recove
                 # killed between two steps, its batch is the sweeper's, not recovery's).
                 if node.query("SELECT count(*) FROM main_image WHERE status <> %s", "NEW")[0][0] == 0:
                     return False
+                # Its own lease or its reservation of a step's message; not a hand-over it
+                # queued (that message is in Redis, for any worker to take).
                 held[:] = node.query(
-                    "SELECT uid, status FROM main_batch WHERE lease_owner LIKE %s AND status <> %s",
+                    "SELECT uid, status FROM main_batch WHERE lease_owner LIKE %s AND lease_owner NOT LIKE %s "
+                    "AND status <> %s",
                     f"{machine}:%",
+                    f"{machine}:%:q%",
                     "DONE",
                 )
                 if held:
@@ -276,7 +291,7 @@ def kill_host_holding_a_message(tmp, orthanc, n, timeout=120, lease_seconds=10):
             **PRODUCTION_RECOVERY,
         ) as node:
             workers = [node.start_worker(other_host=True) for _ in range(2)]
-            if not node.wait(lambda: all(node.worker_machine(w) for w in workers), timeout=30, interval=0.1):
+            if not node.wait(lambda: ready_workers(node) >= len(workers), timeout=120, interval=0.2):
                 row.notes.append("the workers never started")
                 row.diagnostics = node.diagnostics()
                 return row
