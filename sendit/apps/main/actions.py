@@ -22,6 +22,7 @@ from sendit.apps.main import pipeline
 from sendit.apps.main import retry as _retry
 from sendit.apps.main.models import Batch, Image
 from sendit.apps.main.retry import BatchInUse
+from sendit.apps.main.tasks.common import pass_on
 
 logger = logging.getLogger("sendit.audit")
 
@@ -85,15 +86,18 @@ def resend(batch: Batch, origin: str) -> int:
 
     Raises BatchInUse while a worker holds the batch."""
     _take(batch, "re-send", origin)
+    token = None
     try:
         with transaction.atomic():
             count = Image.objects.filter(batch=batch, status__in=["SENT", "DONEPROCESSING"]).update(
                 destinations={}, status="DONEPROCESSING", modify_date=timezone.now()
             )
+        if count:
+            token = pass_on(batch)  # held for the send step, as between two steps
     finally:
-        batch.release()
+        batch.release()  # nothing to do once passed on
     if count:
-        pipeline.queue("send", batch.id)
+        pipeline.queue("send", batch.id, lease=token)
     audit(batch, "re-send", origin, f"{count} image(s) queued" if count else "no image ready to send")
     return count
 

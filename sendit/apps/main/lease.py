@@ -105,7 +105,7 @@ def abandoned(owner: str, until: datetime | None, now: datetime, at_start: bool)
       is still waiting in the broker's queue (re-queueing it every lease period would only
       pile up duplicates; a starting worker or the sweeper takes it);
     - free (nobody at work, and no step handed the batch on: the import the watcher queued,
-      a page's re-send, or a step lost with a dead worker before it was reserved): only when
+      a retry, or a step lost with a dead worker before it was reserved): only when
       a worker starts, since a restarted worker is what loses them; the sweeper covers the
       rest after SWEEP_AFTER_SECONDS.
     """

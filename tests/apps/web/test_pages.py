@@ -166,8 +166,12 @@ def test_retry_of_a_clean_done_batch_does_nothing(client, make_batch, monkeypatc
 
 
 def test_resend_clears_marks_and_queues_upload(client, make_batch, monkeypatch):
+    from sendit.apps.main.lease import is_handover
+
     queued = []
-    monkeypatch.setattr("sendit.apps.main.tasks.upload_storage.delay", lambda batch_id: queued.append(batch_id))
+    monkeypatch.setattr(
+        "sendit.apps.main.tasks.upload_storage.delay", lambda batch_id, lease=None: queued.append((batch_id, lease))
+    )
     batch = make_batch(
         "RS",
         status="DONEPROCESSING",
@@ -178,7 +182,8 @@ def test_resend_clears_marks_and_queues_upload(client, make_batch, monkeypatch):
         ],
     )
     response = client.post(f"/batches/{batch.id}/resend/", follow=True)
-    assert queued == [batch.id]
+    # The send step is queued with the batch's lease handed to it: nothing else takes it meanwhile.
+    assert queued == [(batch.id, Batch.objects.get(pk=batch.id).lease_owner)] and is_handover(queued[0][1])
     assert "Re-send queued for 2 image(s)." in response.content.decode()
     statuses = sorted(Image.objects.filter(batch=batch).values_list("status", "destinations"))
     assert statuses == [("DONEPROCESSING", {}), ("DONEPROCESSING", {}), ("PROCESSING", {})]
@@ -190,7 +195,7 @@ def test_resend_clears_marks_and_queues_upload(client, make_batch, monkeypatch):
 
 def test_resend_refused_while_a_worker_holds_the_batch(client, make_batch, monkeypatch):
     queued = []
-    monkeypatch.setattr("sendit.apps.main.tasks.upload_storage.delay", lambda batch_id: queued.append(batch_id))
+    monkeypatch.setattr("sendit.apps.main.tasks.upload_storage.delay", lambda batch_id, **kw: queued.append(batch_id))
     batch = make_batch("BUSY", images=[("SENT", None, {"orthanc": {}})])
     assert batch.acquire(600)
     response = client.post(f"/batches/{batch.id}/resend/", follow=True)
