@@ -40,35 +40,40 @@ def machine_id(pid: int | str = "self") -> str | None:
     return hashlib.sha1(f"{socket.gethostname()}|{boot}|{ns}".encode()).hexdigest()[:12]
 
 
+def _this_process() -> str:
+    """'<machine>:<pid>': how every token of this process begins."""
+    return f"{machine_id() or 'nomachine000'}:{os.getpid()}"
+
+
 def owner_token(handover: bool = False) -> str:
     """A new token naming this process; a hand-over token when the lease is held for a queued step."""
     tag = HANDOVER if handover else ""
-    return f"{machine_id() or 'nomachine000'}:{os.getpid()}:{tag}{uuid.uuid4().hex[:16]}"
-
-
-def _tag(owner: str) -> str:
-    parts = owner.split(":")
-    return parts[2][:1] if len(parts) == 3 else ""
+    return f"{_this_process()}:{tag}{uuid.uuid4().hex[:16]}"
 
 
 def is_handover(owner: str) -> bool:
     """Is this lease held for a queued step (not by a process at work)?"""
-    return _tag(owner) == HANDOVER
+    parts = owner.split(":")
+    return len(parts) == 3 and parts[2].startswith(HANDOVER)
+
+
+def _handover_random(handover: str) -> str:
+    return handover.rsplit(":", 1)[-1][len(HANDOVER) :]
 
 
 def reservation(handover: str) -> str:
     """The token a worker holds a hand-over by once it has taken the step's message."""
-    return f"{machine_id() or 'nomachine000'}:{os.getpid()}:{reservation_suffix(handover)[1:]}"
+    return f"{reservations_prefix()}{_handover_random(handover)}"
 
 
 def reservation_suffix(handover: str) -> str:
     """How every reservation of `handover` ends, whichever worker holds it."""
-    return f":{RESERVED}{handover.rsplit(':', 1)[-1][len(HANDOVER) :]}"
+    return f":{RESERVED}{_handover_random(handover)}"
 
 
 def reservations_prefix() -> str:
     """How the reservations this process holds begin (its main process renews them)."""
-    return f"{machine_id() or 'nomachine000'}:{os.getpid()}:{RESERVED}"
+    return f"{_this_process()}:{RESERVED}"
 
 
 def holder_is_dead(owner: str) -> bool:
