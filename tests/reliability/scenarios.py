@@ -194,6 +194,18 @@ def ready_workers(node):
     return log.read_text(errors="replace").count(" ready.") if log.exists() else 0
 
 
+def start_hosts(node, count, row):
+    """`count` workers as on `count` hosts (each in its own pid namespace), all consuming
+    before anything arrives: a worker still starting on a loaded machine would find the
+    others had done everything. None, with the row saying why, when they do not start."""
+    workers = [node.start_worker(other_host=True) for _ in range(count)]
+    if node.wait(lambda: ready_workers(node) >= count, timeout=120, interval=0.2):
+        return workers
+    row.notes.append(f"only {ready_workers(node)} of {count} workers became ready")
+    row.diagnostics = node.diagnostics()
+    return None
+
+
 def kill_one_of_three_workers(tmp, orthanc, studies=6, n=40, timeout=300, recovery=PRODUCTION_RECOVERY):
     """Three workers as on three hosts (each in its own pid namespace, sharing PostgreSQL,
     Redis and the folders), one SIGKILLed while it holds a batch in the middle of six
@@ -214,19 +226,11 @@ def kill_one_of_three_workers(tmp, orthanc, studies=6, n=40, timeout=300, recove
             start_worker=False,
             **recovery,
         ) as node:
-            workers = [node.start_worker(other_host=True) for _ in range(3)]
+            workers = start_hosts(node, 3, row)
+            if workers is None:
+                return row
             victim = workers[1]
-            if not node.wait(lambda: node.worker_machine(victim), timeout=30, interval=0.1):
-                row.notes.append("the victim never started")
-                row.diagnostics = node.diagnostics()
-                return row
-            machine = node.worker_machine(victim)
-            # All three consuming before the studies arrive: a worker still starting on a
-            # loaded machine would find the two others had done everything.
-            if not node.wait(lambda: ready_workers(node) >= len(workers), timeout=120, interval=0.2):
-                row.notes.append(f"only {ready_workers(node)} of {len(workers)} workers became ready")
-                row.diagnostics = node.diagnostics()
-                return row
+            machine = node.worker_machine(victim)  # its celery process exists: it said it is ready
             started = time.monotonic()
             for i, name in enumerate(names):
                 drop(node, name, n, seed=i)
@@ -290,10 +294,7 @@ def kill_host_holding_a_message(tmp, orthanc, n, timeout=120, lease_seconds=10):
             LEASE_HEARTBEAT_SECONDS=lease_seconds / 5,
             **PRODUCTION_RECOVERY,
         ) as node:
-            workers = [node.start_worker(other_host=True) for _ in range(2)]
-            if not node.wait(lambda: ready_workers(node) >= len(workers), timeout=120, interval=0.2):
-                row.notes.append("the workers never started")
-                row.diagnostics = node.diagnostics()
+            if start_hosts(node, 2, row) is None:
                 return row
             started = time.monotonic()
             drop(node, "M", n)
